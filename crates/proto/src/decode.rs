@@ -1,0 +1,516 @@
+//! Decoding without I/O: from a borrowed slice, or zero-copy out of a `BytesMut`.
+//!
+//! Header fields are read with `nom`'s streaming combinators, which report
+//! how many bytes are missing instead of failing on a short buffer. Only
+//! complete fields are judged, so the outcome for a prefix of the input never
+//! contradicts the outcome for the whole input: feeding bytes in any chunking
+//! gives the same messages and the same errors.
+
+use core::ops::Range;
+
+use bytes::{Buf, Bytes, BytesMut};
+use nom::{
+    Err as NomErr, IResult, Parser,
+    bytes::streaming::take,
+    combinator::map_res,
+    error::{ErrorKind, FromExternalError, ParseError},
+};
+
+use crate::{
+    DecodeError, Field, Message, MessageType, ProtocolErrorCode, RequestId, Text, hex, text::Buffer,
+};
+
+/// Payload limit used by [`DecodeLimits::default`]: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
+
+/// Bounds the decoder enforces on what a peer may declare.
+///
+/// A header declaring a payload above `max_payload` is refused with
+/// [`DecodeError::PayloadTooLarge`] as soon as its size field is read, before
+/// any buffer of that size is reserved.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DecodeLimits {
+    /// Largest payload accepted, in bytes. Defaults to [`DEFAULT_MAX_PAYLOAD`].
+    pub max_payload: u32,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+impl DecodeLimits {
+    /// Limits with the given maximum payload size.
+    pub const fn with_max_payload(max_payload: u32) -> Self {
+        Self { max_payload }
+    }
+
+    /// The largest frame (header plus payload) these limits let through.
+    pub const fn max_frame_len(&self) -> usize {
+        crate::MAX_HEADER_LEN + self.max_payload as usize
+    }
+}
+
+/// The outcome of a decode that did not fail, httparse-style.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Decoded<T> {
+    /// A whole item, and how many input bytes it took.
+    Complete(T, usize),
+    /// The input ends early: at least this many more bytes are needed (never 0).
+    Incomplete(usize),
+}
+
+impl<T> Decoded<T> {
+    /// The item, if complete.
+    pub fn complete(self) -> Option<T> {
+        match self {
+            Self::Complete(t, _) => Some(t),
+            Self::Incomplete(_) => None,
+        }
+    }
+
+    /// Maps the item, keeping the byte count.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Decoded<U> {
+        match self {
+            Self::Complete(t, n) => Decoded::Complete(f(t), n),
+            Self::Incomplete(n) => Decoded::Incomplete(n),
+        }
+    }
+}
+
+/// A parsed header: everything about a frame except its payload bytes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct FrameHeader {
+    /// The message type.
+    pub message_type: MessageType,
+    /// Header length in bytes, name included.
+    pub header_len: usize,
+    /// Payload length in bytes as declared (0 for `h` and `f`).
+    pub payload_len: u32,
+    id: RequestId,
+    name: Range<usize>,
+    /// wait (`e`), load (`h`) or code (`f`).
+    aux: u32,
+    /// time (`h`).
+    time: u32,
+}
+
+impl FrameHeader {
+    /// Total frame length: header plus payload.
+    pub fn frame_len(&self) -> usize {
+        self.header_len + self.payload_len as usize
+    }
+
+    /// Builds the message from a frame buffer whose header this is.
+    fn message<B: Buffer>(&self, name: impl FnOnce(Range<usize>) -> B, payload: B) -> Message<B> {
+        let id = self.id;
+        // The name bytes were validated as UTF-8 while parsing the header.
+        let text = |r| Text::new(name(r)).expect("name validated by parse_header");
+        match self.message_type {
+            MessageType::SingleRequest => Message::SingleRequest {
+                id,
+                op: text(self.name.clone()),
+                payload,
+            },
+            MessageType::StreamRequest => Message::StreamRequest {
+                id,
+                op: text(self.name.clone()),
+                payload,
+            },
+            MessageType::StreamRequestPart => Message::StreamRequestPart { id, payload },
+            MessageType::SingleResult => Message::SingleResult { id, payload },
+            MessageType::StreamResult => Message::StreamResult { id, payload },
+            MessageType::ErrorResult => Message::ErrorResult { id, payload },
+            MessageType::RetryResult => Message::RetryResult {
+                id,
+                wait_ms: self.aux,
+                payload,
+            },
+            MessageType::Notification => Message::Notification {
+                name: text(self.name.clone()),
+                payload,
+            },
+            MessageType::Heartbeat => Message::Heartbeat {
+                load: self.aux as u16,
+                time: self.time,
+            },
+            MessageType::ProtocolError => Message::ProtocolError {
+                code: ProtocolErrorCode::from_u32(self.aux),
+            },
+        }
+    }
+}
+
+/// nom error that remembers where a field went wrong.
+#[derive(Debug)]
+struct FieldError<'a> {
+    input: &'a [u8],
+    cause: Option<(Field, Cause)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    /// Index of the offending byte inside the field.
+    Hex(usize),
+    Utf8,
+}
+
+impl<'a> ParseError<&'a [u8]> for FieldError<'a> {
+    fn from_error_kind(input: &'a [u8], _: ErrorKind) -> Self {
+        Self { input, cause: None }
+    }
+    fn append(_: &'a [u8], _: ErrorKind, other: Self) -> Self {
+        other
+    }
+}
+
+impl<'a> FromExternalError<&'a [u8], (Field, Cause)> for FieldError<'a> {
+    fn from_external_error(input: &'a [u8], _: ErrorKind, cause: (Field, Cause)) -> Self {
+        Self {
+            input,
+            cause: Some(cause),
+        }
+    }
+}
+
+type PResult<'a, T> = IResult<&'a [u8], T, FieldError<'a>>;
+
+/// `width` hex digits as a number.
+fn hex_field<'a>(
+    width: usize,
+    field: Field,
+) -> impl Parser<&'a [u8], Output = u32, Error = FieldError<'a>> {
+    map_res(take(width), move |digits: &[u8]| {
+        hex::parse(digits).map_err(|i| (field, Cause::Hex(i)))
+    })
+}
+
+fn request_id(input: &[u8]) -> PResult<'_, RequestId> {
+    let (rest, b) = take(4usize).parse(input)?;
+    Ok((rest, RequestId::new([b[0], b[1], b[2], b[3]])))
+}
+
+/// The `text3Value` after its size: `len` bytes of UTF-8.
+fn name_bytes(len: usize) -> impl for<'a> Fn(&'a [u8]) -> PResult<'a, &'a [u8]> {
+    move |input| {
+        map_res(take(len), |name: &[u8]| {
+            core::str::from_utf8(name)
+                .map(|_| name)
+                .map_err(|_| (Field::Name, Cause::Utf8))
+        })
+        .parse(input)
+    }
+}
+
+/// Parses one frame header from the start of `buf`.
+///
+/// Returns [`Decoded::Incomplete`] with the number of bytes known to be
+/// missing while the header is short, and an error as soon as a complete
+/// field is malformed or the declared payload exceeds `limits`. Payload bytes
+/// are not looked at: `Complete(header, header_len)` is returned as soon as the
+/// header itself is whole.
+pub fn parse_header(
+    buf: &[u8],
+    limits: &DecodeLimits,
+) -> Result<Decoded<FrameHeader>, DecodeError> {
+    let Some(&tag) = buf.first() else {
+        return Ok(Decoded::Incomplete(1));
+    };
+    let message_type = MessageType::from_byte(tag).ok_or(DecodeError::UnknownMessageType {
+        byte: tag,
+        offset: 0,
+    })?;
+    let fixed = message_type.fixed_header_len();
+    let mut header = FrameHeader {
+        message_type,
+        header_len: fixed,
+        payload_len: 0,
+        id: RequestId::default(),
+        name: 0..0,
+        aux: 0,
+        time: 0,
+    };
+    match header_fields(buf, &mut header) {
+        Ok(consumed) => {
+            debug_assert_eq!(consumed, header.header_len);
+            if header.payload_len > limits.max_payload {
+                return Err(DecodeError::PayloadTooLarge {
+                    declared: header.payload_len,
+                    limit: limits.max_payload,
+                    offset: header.header_len - 8,
+                });
+            }
+            Ok(Decoded::Complete(header, consumed))
+        }
+        Err(NomErr::Incomplete(_)) => {
+            // `header_len` includes the name once its size digits are in;
+            // until then the fixed part is the least we can ask for.
+            Ok(Decoded::Incomplete(
+                header.header_len.saturating_sub(buf.len()).max(1),
+            ))
+        }
+        Err(NomErr::Error(e) | NomErr::Failure(e)) => {
+            let at = buf.len() - e.input.len();
+            Err(match e.cause {
+                Some((field, Cause::Hex(i))) => DecodeError::InvalidHexDigit {
+                    field,
+                    byte: buf[at + i],
+                    offset: at + i,
+                },
+                Some((field, Cause::Utf8)) => DecodeError::InvalidUtf8 { field, offset: at },
+                // `take` only fails by asking for more input in streaming mode.
+                None => unreachable!("nom streaming take does not fail"),
+            })
+        }
+    }
+}
+
+/// Reads the fields after the type tag into `header`; returns the header length.
+fn header_fields<'a>(
+    buf: &'a [u8],
+    header: &mut FrameHeader,
+) -> Result<usize, NomErr<FieldError<'a>>> {
+    use MessageType::*;
+    let message_type = header.message_type;
+    let fixed = message_type.fixed_header_len();
+    let input = &buf[1..];
+    let rest = match message_type {
+        SingleRequest | StreamRequest | Notification => {
+            let rest = if message_type == Notification {
+                input
+            } else {
+                let (rest, id) = request_id(input)?;
+                header.id = id;
+                rest
+            };
+            let (rest, len) = hex_field(3, Field::NameSize).parse(rest)?;
+            // Known from here on, so a short name asks for exactly what is missing.
+            header.header_len = fixed + len as usize;
+            let (after, name) = name_bytes(len as usize)(rest)?;
+            let start = buf.len() - rest.len();
+            header.name = start..start + name.len();
+            let (after, size) = hex_field(8, Field::PayloadSize).parse(after)?;
+            header.payload_len = size;
+            after
+        }
+        StreamRequestPart | SingleResult | StreamResult | ErrorResult => {
+            let (rest, id) = request_id(input)?;
+            let (rest, size) = hex_field(8, Field::PayloadSize).parse(rest)?;
+            header.id = id;
+            header.payload_len = size;
+            rest
+        }
+        RetryResult => {
+            let (rest, id) = request_id(input)?;
+            let (rest, wait) = hex_field(8, Field::Wait).parse(rest)?;
+            let (rest, size) = hex_field(8, Field::PayloadSize).parse(rest)?;
+            header.id = id;
+            header.aux = wait;
+            header.payload_len = size;
+            rest
+        }
+        Heartbeat => {
+            let (rest, load) = hex_field(4, Field::Load).parse(input)?;
+            let (rest, time) = hex_field(8, Field::Time).parse(rest)?;
+            header.aux = load;
+            header.time = time;
+            rest
+        }
+        ProtocolError => {
+            let (rest, code) = hex_field(8, Field::Code).parse(input)?;
+            header.aux = code;
+            rest
+        }
+    };
+    Ok(buf.len() - rest.len())
+}
+
+/// Decodes one message borrowing from `buf`.
+///
+/// ```
+/// use gotalk_proto::{decode, Decoded, DecodeLimits, Message};
+/// let wire = b"r0001005hello00000005worldR0001...";
+/// let Decoded::Complete(msg, used) = decode(wire, &DecodeLimits::default()).unwrap() else {
+///     panic!("incomplete")
+/// };
+/// assert_eq!(used, 26);
+/// let Message::SingleRequest { op, payload, .. } = msg else { panic!() };
+/// assert_eq!((op.as_str(), payload), ("hello", &b"world"[..]));
+/// ```
+pub fn decode<'a>(
+    buf: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<Decoded<Message<&'a [u8]>>, DecodeError> {
+    let header = match parse_header(buf, limits)? {
+        Decoded::Complete(h, _) => h,
+        Decoded::Incomplete(n) => return Ok(Decoded::Incomplete(n)),
+    };
+    let total = header.frame_len();
+    if buf.len() < total {
+        return Ok(Decoded::Incomplete(total - buf.len()));
+    }
+    let message = header.message(|r| &buf[r], &buf[header.header_len..total]);
+    Ok(Decoded::Complete(message, total))
+}
+
+/// Decodes one message from the front of `buf`, zero-copy.
+///
+/// On `Complete` the frame is split off `buf`; the payload and name of the
+/// returned message are slices of the same allocation, not copies. On
+/// `Incomplete` and on error `buf` is left untouched.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use gotalk_proto::{decode_bytes, Decoded, DecodeLimits, Message};
+/// let mut buf = BytesMut::from(&b"R000100000002hiR0002"[..]);
+/// let start = buf.as_ptr() as usize;
+/// let Decoded::Complete(Message::SingleResult { payload, .. }, 15) =
+///     decode_bytes(&mut buf, &DecodeLimits::default()).unwrap() else { panic!() };
+/// assert_eq!(payload.as_ptr() as usize, start + 13); // points into the read buffer
+/// assert_eq!(&buf[..], b"R0002");
+/// ```
+pub fn decode_bytes(
+    buf: &mut BytesMut,
+    limits: &DecodeLimits,
+) -> Result<Decoded<Message<Bytes>>, DecodeError> {
+    let header = match parse_header(buf, limits)? {
+        Decoded::Complete(h, _) => h,
+        Decoded::Incomplete(n) => return Ok(Decoded::Incomplete(n)),
+    };
+    let total = header.frame_len();
+    if buf.len() < total {
+        return Ok(Decoded::Incomplete(total - buf.len()));
+    }
+    // Split name and payload off in order, advancing over the header digits,
+    // so each message costs one reference count per non-empty buffer.
+    let mut take = |range: Range<usize>, pos: &mut usize| -> Bytes {
+        buf.advance(range.start - *pos);
+        *pos = range.end;
+        if range.is_empty() {
+            Bytes::new()
+        } else {
+            buf.split_to(range.len()).freeze()
+        }
+    };
+    let mut pos = 0;
+    let name = take(header.name.clone(), &mut pos);
+    let payload = take(header.header_len..total, &mut pos);
+    let message = header.message(|_| name, payload);
+    Ok(Decoded::Complete(message, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> DecodeLimits {
+        DecodeLimits::default()
+    }
+
+    #[test]
+    fn incomplete_reports_known_missing_bytes() {
+        assert_eq!(parse_header(b"", &limits()), Ok(Decoded::Incomplete(1)));
+        assert_eq!(
+            parse_header(b"r", &limits()).unwrap(),
+            Decoded::Incomplete(15)
+        );
+        // name size known: 16 fixed + 4 name
+        assert_eq!(
+            parse_header(b"r0001004ec", &limits()).unwrap(),
+            Decoded::Incomplete(10)
+        );
+        assert_eq!(
+            decode(b"R00010000000ahello", &limits()).unwrap(),
+            Decoded::Incomplete(5)
+        );
+    }
+
+    #[test]
+    fn errors_name_field_and_offset() {
+        assert_eq!(
+            decode(b"R0001000000g0", &limits()).unwrap_err(),
+            DecodeError::InvalidHexDigit {
+                field: Field::PayloadSize,
+                byte: b'g',
+                offset: 11
+            }
+        );
+        assert_eq!(
+            decode(b"r0001zz4echo00000000", &limits()).unwrap_err(),
+            DecodeError::InvalidHexDigit {
+                field: Field::NameSize,
+                byte: b'z',
+                offset: 5
+            }
+        );
+        assert_eq!(
+            decode(b"r0001002\xff\xfe00000000", &limits()).unwrap_err(),
+            DecodeError::InvalidUtf8 {
+                field: Field::Name,
+                offset: 8
+            }
+        );
+        assert_eq!(
+            decode(b"e0001000000x0", &limits()).unwrap_err(),
+            DecodeError::InvalidHexDigit {
+                field: Field::Wait,
+                byte: b'x',
+                offset: 11
+            }
+        );
+    }
+
+    #[test]
+    fn bad_field_is_reported_before_a_later_short_field() {
+        // the wait field is complete and bad even though the size is missing
+        assert!(decode(b"e0001zzzzzzzz", &limits()).is_err());
+    }
+
+    #[test]
+    fn payload_limit_checked_at_header() {
+        let l = DecodeLimits::with_max_payload(4);
+        assert_eq!(
+            parse_header(b"R000100000005", &l).unwrap_err(),
+            DecodeError::PayloadTooLarge {
+                declared: 5,
+                limit: 4,
+                offset: 5
+            }
+        );
+        assert!(matches!(
+            parse_header(b"R000100000004", &l),
+            Ok(Decoded::Complete(_, 13))
+        ));
+    }
+
+    #[test]
+    fn zero_copy_name_and_payload() {
+        let mut buf = BytesMut::from(&b"n003log00000003abcR"[..]);
+        let base = buf.as_ptr() as usize;
+        let Decoded::Complete(Message::Notification { name, payload }, 18) =
+            decode_bytes(&mut buf, &limits()).unwrap()
+        else {
+            panic!("not a notification")
+        };
+        assert_eq!(name.as_str(), "log");
+        assert_eq!(name.as_bytes().as_ptr() as usize, base + 4);
+        assert_eq!(payload.as_ptr() as usize, base + 15);
+        assert_eq!(&buf[..], b"R");
+    }
+
+    #[test]
+    fn untouched_on_incomplete_and_error() {
+        let mut buf = BytesMut::from(&b"R0001000000"[..]);
+        assert!(matches!(
+            decode_bytes(&mut buf, &limits()),
+            Ok(Decoded::Incomplete(2))
+        ));
+        assert_eq!(buf.len(), 11);
+        let mut bad = BytesMut::from(&b"x0001"[..]);
+        assert!(decode_bytes(&mut bad, &limits()).is_err());
+        assert_eq!(&bad[..], b"x0001");
+    }
+}
