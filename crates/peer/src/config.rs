@@ -1,0 +1,154 @@
+//! Connection settings: limits, timers and what the remote side can handle.
+
+use std::{sync::Arc, time::Duration};
+
+use gotalk_proto::{DEFAULT_MAX_PAYLOAD, DecodeLimits};
+
+/// Callback invoked for every heartbeat received: `(load, unix_time)`.
+pub type HeartbeatCallback = Arc<dyn Fn(u16, u32) + Send + Sync>;
+
+/// Supplies the load value (0 idle … 65535 overloaded) sent in heartbeats.
+pub type LoadFn = Arc<dyn Fn() -> u16 + Send + Sync>;
+
+/// Settings for one connection. Every field has a documented default;
+/// [`Config::default`] is safe to expose to untrusted peers.
+///
+/// ```
+/// use std::time::Duration;
+/// use gotalk_peer::Config;
+/// let config = Config {
+///     read_timeout: Some(Duration::from_secs(30)),
+///     max_inbound_streams: 0, // refuse stream requests
+///     ..Config::default()
+/// };
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    /// Largest payload accepted from the peer (and collected from a
+    /// streaming result). Default 16 MiB.
+    pub max_payload: u32,
+    /// Most requests from the peer handled at once, of any kind. Above it the
+    /// peer gets a retry result `request rate limit`. Default 1024.
+    pub max_inbound_requests: usize,
+    /// Most stream requests from the peer handled at once (they also count
+    /// toward `max_inbound_requests`). 0 refuses them with the error result
+    /// `stream requests not supported`. Default 32.
+    pub max_inbound_streams: usize,
+    /// Parts buffered per inbound stream (request parts for a stream handler,
+    /// or result parts for a stream we requested) before the connection
+    /// stops reading until the consumer catches up. Default 16.
+    pub stream_buffer_parts: usize,
+    /// Payload bytes buffered for consumers across the whole connection
+    /// before it stops reading. Default 64 MiB.
+    pub max_buffered_bytes: usize,
+    /// Most notification handlers running at once; reading pauses while it is
+    /// reached. Default 1024.
+    pub max_concurrent_notifications: usize,
+    /// Bytes queued for writing before callers wait for the writer. A single
+    /// message larger than this is still sent, alone. Default 8 MiB.
+    pub max_write_queue_bytes: usize,
+    /// Shortest and longest wait put in a `request rate limit` retry result
+    /// (picked at random in between). Default 50 ms to 500 ms.
+    pub rate_limit_wait: (Duration, Duration),
+    /// Close with ProtocolError 3 (timeout) when no complete message arrives
+    /// for this long. Default `None`: heartbeats keep a healthy connection
+    /// busy, and a peer that sends none (the Go server by default) must not
+    /// make us time ourselves out. Set it on servers facing the internet.
+    pub read_timeout: Option<Duration>,
+    /// Close when a write makes no progress for this long (a peer that stops
+    /// reading). Default 30 s.
+    pub write_timeout: Option<Duration>,
+    /// Time allowed for the version exchange. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Interval between heartbeats we send; `None` disables them. Default
+    /// 20 s, like the Go client and gotalk.js.
+    pub heartbeat_interval: Option<Duration>,
+    /// Load value for our heartbeats. Default: always 0.
+    pub heartbeat_load: Option<LoadFn>,
+    /// Called with `(load, unix_time)` for each heartbeat received.
+    pub on_heartbeat: Option<HeartbeatCallback>,
+    /// Attempts per request when the peer answers with retry results,
+    /// the first included. Default 3.
+    pub max_attempts: u32,
+    /// Wait before retrying when a retry result says `wait` 0 (doubles with
+    /// each attempt). Default 50 ms.
+    pub retry_backoff: Duration,
+    /// Deadline for each request made through this connection unless the
+    /// call sets its own. Default `None`.
+    pub request_timeout: Option<Duration>,
+    /// Time a graceful close lets in-flight requests finish. Default 5 s.
+    pub close_timeout: Duration,
+    /// Whether the remote understands retry results (`e`). The original
+    /// gotalk.js does not: with `false` we answer with error results instead.
+    /// Default `true`.
+    pub remote_retry_results: bool,
+    /// Whether the remote accepts stream requests from us. The original
+    /// gotalk.js does not: with `false`, [`Peer::stream_request`](crate::Peer::stream_request)
+    /// fails locally. Default `true`.
+    pub remote_stream_requests: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_inbound_requests: 1024,
+            max_inbound_streams: 32,
+            stream_buffer_parts: 16,
+            max_buffered_bytes: 64 * 1024 * 1024,
+            max_concurrent_notifications: 1024,
+            max_write_queue_bytes: 8 * 1024 * 1024,
+            rate_limit_wait: (Duration::from_millis(50), Duration::from_millis(500)),
+            read_timeout: None,
+            write_timeout: Some(Duration::from_secs(30)),
+            handshake_timeout: Duration::from_secs(10),
+            heartbeat_interval: Some(Duration::from_secs(20)),
+            heartbeat_load: None,
+            on_heartbeat: None,
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(50),
+            request_timeout: None,
+            close_timeout: Duration::from_secs(5),
+            remote_retry_results: true,
+            remote_stream_requests: true,
+        }
+    }
+}
+
+impl Config {
+    /// The settings for a peer that is the original gotalk.js browser
+    /// client: no retry results and no stream requests sent to it.
+    pub fn for_gotalk_js() -> Self {
+        Self {
+            remote_retry_results: false,
+            remote_stream_requests: false,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits::with_max_payload(self.max_payload)
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("max_payload", &self.max_payload)
+            .field("max_inbound_requests", &self.max_inbound_requests)
+            .field("max_inbound_streams", &self.max_inbound_streams)
+            .field("stream_buffer_parts", &self.stream_buffer_parts)
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("max_write_queue_bytes", &self.max_write_queue_bytes)
+            .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("max_attempts", &self.max_attempts)
+            .field("request_timeout", &self.request_timeout)
+            .field("remote_retry_results", &self.remote_retry_results)
+            .field("remote_stream_requests", &self.remote_stream_requests)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,228 @@
+//! Errors, and why a connection closed.
+
+use std::{fmt, io, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use gotalk_proto::{DecodeError, EncodeError, ProtocolErrorCode};
+
+/// Why a connection closed. Every pending call, stream and waiter on the
+/// connection fails with [`Error::Closed`] carrying this.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This side closed it ([`Peer::close`](crate::Peer::close), or the last
+    /// handle was dropped).
+    Local,
+    /// The peer closed the byte stream.
+    PeerClosed,
+    /// The peer broke the protocol; we sent it ProtocolError `code` and closed.
+    ProtocolViolation {
+        /// The code we sent.
+        code: ProtocolErrorCode,
+        /// What the peer did wrong.
+        detail: Arc<str>,
+    },
+    /// The peer sent us a ProtocolError and closed.
+    RemoteProtocolError {
+        /// The code it sent.
+        code: ProtocolErrorCode,
+    },
+    /// No complete message arrived within the read timeout; we sent
+    /// ProtocolError 3 (timeout).
+    ReadTimeout,
+    /// A write made no progress within the write timeout.
+    WriteTimeout,
+    /// The byte stream failed.
+    Io(Arc<io::Error>),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local => f.write_str("connection closed by this side"),
+            Self::PeerClosed => f.write_str("connection closed by peer"),
+            Self::ProtocolViolation { code, detail } => {
+                write!(f, "peer broke the protocol ({detail}); sent {code}")
+            }
+            Self::RemoteProtocolError { code } => write!(f, "peer sent protocol error: {code}"),
+            Self::ReadTimeout => f.write_str("read timeout: no message from peer in time"),
+            Self::WriteTimeout => f.write_str("write timeout: peer is not reading"),
+            Self::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+/// An error result (`E`) from the remote side: the request was faulty.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    payload: Bytes,
+}
+
+impl RemoteError {
+    pub(crate) fn new(payload: Bytes) -> Self {
+        Self { payload }
+    }
+
+    /// The error result's payload as sent.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The payload as text (invalid UTF-8 replaced).
+    pub fn message(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.payload))
+    }
+}
+
+impl fmt::Debug for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RemoteError({:?})", self.message())
+    }
+}
+
+/// Everything that can go wrong for a caller of this crate.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The remote answered with an error result.
+    Remote(RemoteError),
+    /// The remote kept answering with retry results.
+    RetryExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The wait the last retry result asked for.
+        wait: Duration,
+        /// The last retry result's payload, as text.
+        message: String,
+    },
+    /// The request's deadline passed before its result arrived.
+    Timeout,
+    /// The connection is closed (or closed while the call was in flight).
+    Closed(CloseReason),
+    /// A result (collected from a stream) exceeded the payload limit.
+    ResultTooLarge {
+        /// The configured limit.
+        limit: u32,
+    },
+    /// The message cannot be encoded (a name over 4095 bytes, ...).
+    Encode(EncodeError),
+    /// JSON encoding of a request or decoding of a result failed.
+    Json(serde_json::Error),
+    /// The peer speaks another protocol version; we sent ProtocolError 1.
+    UnsupportedVersion {
+        /// The version the peer announced.
+        version: u8,
+    },
+    /// The version handshake failed (malformed, or timed out).
+    Handshake(HandshakeError),
+    /// The remote cannot take this kind of message (see
+    /// [`Config::remote_stream_requests`](crate::Config::remote_stream_requests)).
+    Unsupported(&'static str),
+    /// Connecting or another I/O operation failed.
+    Io(io::Error),
+}
+
+/// Why a version handshake failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The peer's version bytes are not hex.
+    Malformed(DecodeError),
+    /// The peer did not send its version in time.
+    Timeout(Duration),
+    /// The stream closed or failed during the handshake.
+    Io(io::Error),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(e) => write!(f, "malformed handshake: {e}"),
+            Self::Timeout(d) => write!(f, "peer sent no version within {d:?}"),
+            Self::Io(e) => write!(f, "i/o error during handshake: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Remote(e) => write!(f, "remote error: {e}"),
+            Self::RetryExhausted {
+                attempts,
+                wait,
+                message,
+            } => write!(
+                f,
+                "gave up after {attempts} attempts; remote still asks to retry in {wait:?}: {message}"
+            ),
+            Self::Timeout => f.write_str("request timed out"),
+            Self::Closed(reason) => write!(f, "connection closed: {reason}"),
+            Self::ResultTooLarge { limit } => {
+                write!(f, "streamed result exceeds the {limit}-byte payload limit")
+            }
+            Self::Encode(e) => write!(f, "cannot encode message: {e}"),
+            Self::Json(e) => write!(f, "JSON error: {e}"),
+            Self::UnsupportedVersion { version } => write!(
+                f,
+                "peer speaks protocol version {version:02x}, this side speaks 01"
+            ),
+            Self::Handshake(e) => write!(f, "handshake failed: {e}"),
+            Self::Unsupported(what) => write!(f, "the remote does not support {what}"),
+            Self::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Encode(e) => Some(e),
+            Self::Json(e) => Some(e),
+            Self::Io(e) => Some(e),
+            Self::Closed(CloseReason::Io(e)) => Some(&**e),
+            Self::Handshake(HandshakeError::Malformed(e)) => Some(e),
+            Self::Handshake(HandshakeError::Io(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// True when the connection is gone (the call may succeed on a new one).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed(_))
+    }
+
+    /// The remote's error result, if that is what this is.
+    pub fn remote(&self) -> Option<&RemoteError> {
+        match self {
+            Self::Remote(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<EncodeError> for Error {
+    fn from(e: EncodeError) -> Self {
+        Self::Encode(e)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Json(e)
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}

@@ -1,0 +1,369 @@
+//! Handlers for the operations and notifications this side exposes.
+
+use std::{collections::HashMap, fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use gotalk_proto::RequestId;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{Peer, RequestParts, ResultSender};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+type BufferFn = dyn Fn(Context, Bytes) -> BoxFuture<Result<Bytes, HandlerError>> + Send + Sync;
+type StreamFn = dyn Fn(Context, RequestParts, ResultSender) -> BoxFuture<Result<(), HandlerError>>
+    + Send
+    + Sync;
+type NotificationFn = dyn Fn(Context, Bytes) -> BoxFuture<()> + Send + Sync;
+
+#[derive(Clone)]
+pub(crate) enum RequestHandler {
+    Buffer(Arc<BufferFn>),
+    Stream(Arc<StreamFn>),
+}
+
+#[derive(Clone, Default)]
+struct Registry {
+    requests: HashMap<Box<str>, RequestHandler>,
+    notifications: HashMap<Box<str>, Arc<NotificationFn>>,
+}
+
+/// The operations and notifications one side of a connection handles.
+///
+/// Cheap to clone; share one set between all connections of a server.
+/// Registering under the empty name `""` sets the fallback for names with no
+/// handler of their own. A request for an operation with no handler and no
+/// fallback gets the error result `unknown operation "NAME"`; a notification
+/// with no handler is dropped.
+///
+/// Kinds need not match: a stream request for an operation with a buffer
+/// handler is collected (up to the payload limit) and handed over whole, and
+/// a single request to a stream handler arrives as a one-part stream.
+///
+/// ```
+/// use bytes::Bytes;
+/// use gotalk_peer::{Handlers, HandlerError};
+/// #[derive(serde::Deserialize)]
+/// struct GreetIn { name: String }
+/// #[derive(serde::Serialize)]
+/// struct GreetOut { greeting: String }
+///
+/// let handlers = Handlers::new()
+///     .buffer("echo", |_ctx, payload: Bytes| async move { Ok::<_, HandlerError>(payload) })
+///     .json("greet", |_ctx, input: GreetIn| async move {
+///         Ok::<_, HandlerError>(GreetOut { greeting: format!("Hello {}", input.name) })
+///     })
+///     .notification("ping", |ctx, payload| async move {
+///         let _ = ctx.peer().notify("pong", payload).await;
+///     });
+/// # let _ = handlers;
+/// ```
+#[derive(Clone, Default)]
+pub struct Handlers {
+    inner: Arc<Registry>,
+}
+
+impl Handlers {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn registry(&mut self) -> &mut Registry {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// Handles `op` with raw bytes in and out.
+    pub fn buffer<F, Fut, O, E>(mut self, op: &str, handler: F) -> Self
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+        O: Into<Bytes>,
+        E: Into<HandlerError>,
+    {
+        let f: Arc<BufferFn> = Arc::new(move |ctx, payload| {
+            let fut = handler(ctx, payload);
+            Box::pin(async move { fut.await.map(Into::into).map_err(Into::into) })
+        });
+        self.registry()
+            .requests
+            .insert(op.into(), RequestHandler::Buffer(f));
+        self
+    }
+
+    /// Handles `op` with JSON in and out. A payload that is not valid JSON
+    /// for `I` gets an error result (the handler is not called); an empty
+    /// payload reads as `null`, so `I = ()` or `Option<T>` takes no input.
+    pub fn json<I, O, F, Fut, E>(self, op: &str, handler: F) -> Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize,
+        F: Fn(Context, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        let handler = Arc::new(handler);
+        self.buffer(op, move |ctx, payload: Bytes| {
+            let input = parse_json::<I>(&payload);
+            let handler = handler.clone();
+            async move {
+                let input = input.map_err(|e| HandlerError::new(format!("invalid input: {e}")))?;
+                let output = handler(ctx, input).await.map_err(Into::into)?;
+                let bytes = serde_json::to_vec(&output)
+                    .map_err(|e| HandlerError::new(format!("cannot encode result: {e}")))?;
+                Ok::<_, HandlerError>(Bytes::from(bytes))
+            }
+        })
+    }
+
+    /// Handles `op` as a stream: request parts arrive on `RequestParts`,
+    /// result parts go out through `ResultSender`. Returning `Ok` ends the
+    /// result stream; returning `Err` sends an error result instead.
+    pub fn stream<F, Fut, E>(mut self, op: &str, handler: F) -> Self
+    where
+        F: Fn(Context, RequestParts, ResultSender) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        let f: Arc<StreamFn> = Arc::new(move |ctx, parts, results| {
+            let fut = handler(ctx, parts, results);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        self.registry()
+            .requests
+            .insert(op.into(), RequestHandler::Stream(f));
+        self
+    }
+
+    /// Handles notifications called `name`, with the raw payload.
+    ///
+    /// Each notification runs in its own task, so a slow handler never holds
+    /// up reading; order between notifications is therefore not guaranteed.
+    pub fn notification<F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let f: Arc<NotificationFn> = Arc::new(move |ctx, payload| Box::pin(handler(ctx, payload)));
+        self.registry().notifications.insert(name.into(), f);
+        self
+    }
+
+    /// Handles notifications called `name` carrying JSON. A payload that does
+    /// not parse as `T` is logged and dropped (notifications have no reply).
+    pub fn json_notification<T, F, Fut>(self, name: &str, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Context, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.notification(name, move |ctx, payload| {
+            let handler = handler.clone();
+            let value = parse_json::<T>(&payload);
+            async move {
+                match value {
+                    Ok(v) => handler(ctx, v).await,
+                    Err(e) => tracing::warn!(name = ctx.name(), error = %e, "dropping notification with invalid JSON"),
+                }
+            }
+        })
+    }
+
+    pub(crate) fn request_handler(&self, op: &str) -> Option<&RequestHandler> {
+        let requests = &self.inner.requests;
+        requests.get(op).or_else(|| requests.get(""))
+    }
+
+    pub(crate) fn notification_handler(&self, name: &str) -> Option<&Arc<NotificationFn>> {
+        let notes = &self.inner.notifications;
+        notes.get(name).or_else(|| notes.get(""))
+    }
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ops: Vec<_> = self.inner.requests.keys().collect();
+        ops.sort();
+        let mut notes: Vec<_> = self.inner.notifications.keys().collect();
+        notes.sort();
+        f.debug_struct("Handlers")
+            .field("operations", &ops)
+            .field("notifications", &notes)
+            .finish()
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        serde_json::from_slice(b"null")
+    } else {
+        serde_json::from_slice(payload)
+    }
+}
+
+/// What a handler knows about the message it handles.
+#[derive(Clone, Debug)]
+pub struct Context {
+    peer: Peer,
+    name: Arc<str>,
+    id: Option<RequestId>,
+}
+
+impl Context {
+    pub(crate) fn new(peer: Peer, name: &str, id: Option<RequestId>) -> Self {
+        Self {
+            peer,
+            name: name.into(),
+            id,
+        }
+    }
+
+    /// A handle to the connection the message came in on: call the other
+    /// side from inside a handler, or notify it.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The operation (for requests) or notification name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The request ID (`None` for notifications).
+    pub fn request_id(&self) -> Option<RequestId> {
+        self.id
+    }
+
+    /// The connection's user data of type `T`, if set with
+    /// [`Peer::set_user_data`].
+    pub fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.peer.user_data()
+    }
+}
+
+/// A handler's failure, sent to the requester as an error result (`E`) or,
+/// for [`HandlerError::retry`], a retry result (`e`).
+///
+/// ```
+/// use std::time::Duration;
+/// use gotalk_peer::HandlerError;
+/// let e: HandlerError = "no such user".into();
+/// assert_eq!(e.message(), "no such user");
+/// assert!(HandlerError::retry(Duration::from_secs(1), "busy").is_retry());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    message: Bytes,
+    retry_after: Option<Duration>,
+}
+
+impl HandlerError {
+    /// An error result with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: Bytes::from(message.into()),
+            retry_after: None,
+        }
+    }
+
+    /// An error result with a raw payload.
+    pub fn with_payload(payload: impl Into<Bytes>) -> Self {
+        Self {
+            message: payload.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A retry result: the requester may try again after `wait`.
+    pub fn retry(wait: Duration, message: impl Into<String>) -> Self {
+        Self {
+            message: Bytes::from(message.into()),
+            retry_after: Some(wait),
+        }
+    }
+
+    /// True for [`HandlerError::retry`].
+    pub fn is_retry(&self) -> bool {
+        self.retry_after.is_some()
+    }
+
+    /// The wait of a retry result.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The message as text.
+    pub fn message(&self) -> String {
+        String::from_utf8_lossy(&self.message).into_owned()
+    }
+
+    pub(crate) fn payload(&self) -> &Bytes {
+        &self.message
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("message", &self.message())
+            .field("retry_after", &self.retry_after)
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+impl From<&str> for HandlerError {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<String> for HandlerError {
+    fn from(s: String) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<std::io::Error> for HandlerError {
+    fn from(e: std::io::Error) -> Self {
+        Self::new(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for HandlerError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::new(e.to_string())
+    }
+}
+
+/// A failed call to the other side inside a handler becomes this handler's
+/// error result (its remote error text, or the failure's description).
+impl From<crate::Error> for HandlerError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Remote(r) => Self::with_payload(r.payload().clone()),
+            other => Self::new(other.to_string()),
+        }
+    }
+}
+
+impl From<Box<dyn std::error::Error + Send + Sync>> for HandlerError {
+    fn from(e: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        Self::new(e.to_string())
+    }
+}
+
+impl From<std::convert::Infallible> for HandlerError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}

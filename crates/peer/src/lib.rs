@@ -1,0 +1,68 @@
+//! Symmetric, multiplexed [gotalk] RPC over one connection, on tokio.
+//!
+//! Either side of a connection exposes operations ([`Handlers`]) and calls
+//! the other ([`Peer`]): buffer and JSON requests, streaming requests and
+//! results, notifications and heartbeats, any number in flight at once over
+//! one connection. Interoperates with the original Go package and gotalk.js.
+//!
+//! # Layering
+//! - `gotalk-proto` turns bytes into messages and back (no I/O).
+//! - The connection state (request table, ID allocation, stream admission,
+//!   limits) is plain Rust with no I/O, unit-tested on its own.
+//! - One driver task per connection does the I/O: zero-copy reads, coalesced
+//!   vectored writes, heartbeats and timers. Handlers run in their own tasks,
+//!   so a slow or panicking handler never holds up the connection.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use gotalk_peer::{Config, HandlerError, Handlers, Peer, Server};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize)]
+//! struct GreetIn { name: String }
+//! #[derive(Serialize, Deserialize)]
+//! struct GreetOut { greeting: String }
+//!
+//! let handlers = Handlers::new().json("greet", |_ctx, input: GreetIn| async move {
+//!     Ok::<_, HandlerError>(GreetOut { greeting: format!("Hello {}", input.name) })
+//! });
+//! let server = Server::bind("127.0.0.1:0", handlers, Config::default()).await?.spawn();
+//!
+//! let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default()).await?;
+//! let out: GreetOut = peer.request_json("greet", &serde_json::json!({"name": "Rasmus"})).await?;
+//! assert_eq!(out.greeting, "Hello Rasmus");
+//! peer.close().await;
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! [gotalk]: https://github.com/rsms/gotalk
+
+mod config;
+mod driver;
+mod error;
+mod handlers;
+mod inbound;
+mod peer;
+mod server;
+mod shared;
+mod state;
+mod stream;
+mod transport;
+mod write_queue;
+
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(feature = "websocket")]
+pub mod ws;
+
+pub use config::{Config, HeartbeatCallback, LoadFn};
+pub use error::{CloseReason, Error, HandshakeError, RemoteError};
+pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
+pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
+pub use peer::{Peer, RequestOptions};
+pub use server::{Server, ServerHandle};
+pub use stream::{RequestParts, ResultSender, ResultStream, StreamWriter};

@@ -1,0 +1,360 @@
+//! The handle to one connection: call the other side, notify it, close.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use gotalk_proto::{Message, RequestId, Text};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    CloseReason, Config, Error, Handlers, RemoteError, ResultStream, StreamWriter, driver,
+    shared::{HandleGuard, Outcome, Pending, Shared, Shutdown},
+};
+
+/// Per-call settings that override the connection's [`Config`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Deadline for the whole call, retries included. `None`: the
+    /// connection's [`Config::request_timeout`].
+    pub timeout: Option<Duration>,
+    /// Attempts when the remote answers with retry results. `None`: the
+    /// connection's [`Config::max_attempts`].
+    pub max_attempts: Option<u32>,
+}
+
+/// A cheap, cloneable handle to one gotalk connection.
+///
+/// Either side of a connection may call the other: handles exist on both
+/// ends, and handlers get one in their [`Context`](crate::Context). Calls
+/// from many tasks at once are multiplexed over the one connection.
+///
+/// The connection closes when [`close`](Self::close) is called, when the
+/// peer goes away, or when the last handle (including the ones held by
+/// running handlers) is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), gotalk_peer::Error> {
+/// use bytes::Bytes;
+/// use gotalk_peer::{Config, HandlerError, Handlers, Peer};
+///
+/// let server = Handlers::new()
+///     .buffer("echo", |_ctx, payload: Bytes| async move { Ok::<_, HandlerError>(payload) });
+/// let (client, _server) = Peer::pair(Handlers::new(), server, Config::default()).await?;
+/// assert_eq!(client.request("echo", "hello").await?, "hello");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Peer {
+    shared: Arc<Shared>,
+    _guard: Arc<HandleGuard>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("remote_addr", &self.shared.remote_addr)
+            .field("closed", &self.shared.close_reason())
+            .finish()
+    }
+}
+
+/// Removes an outbound request from the table if its call is abandoned
+/// (dropped future, timeout) before the answer came.
+struct OutboundGuard<'a> {
+    shared: &'a Shared,
+    id: RequestId,
+    armed: bool,
+}
+
+impl Drop for OutboundGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut st = self.shared.state();
+            st.remove_outbound(self.id);
+            let accepting = st.is_accepting();
+            drop(st);
+            self.shared.work_done(accepting);
+        }
+    }
+}
+
+impl Peer {
+    pub(crate) fn from_parts(shared: Arc<Shared>, guard: Arc<HandleGuard>) -> Self {
+        Self {
+            shared,
+            _guard: guard,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Runs the version handshake over `io`, then serves the connection in a
+    /// background task. Works over any reliable byte stream.
+    pub async fn handshake<T>(io: T, handlers: Handlers, config: Config) -> Result<Peer, Error>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Self::handshake_with_addr(io, handlers, config, None).await
+    }
+
+    pub(crate) async fn handshake_with_addr<T>(
+        mut io: T,
+        handlers: Handlers,
+        config: Config,
+        remote_addr: Option<String>,
+    ) -> Result<Peer, Error>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        driver::handshake(&mut io, config.handshake_timeout).await?;
+        let shared = Shared::new(config, handlers, remote_addr);
+        let peer = shared.first_peer();
+        tokio::spawn(driver::run(io, shared));
+        Ok(peer)
+    }
+
+    /// Two peers connected in memory, handshake done: for tests and for
+    /// in-process use. `a` and `b` are each side's handlers.
+    pub async fn pair(a: Handlers, b: Handlers, config: Config) -> Result<(Peer, Peer), Error> {
+        let (x, y) = tokio::io::duplex(256 * 1024);
+        let (pa, pb) = tokio::join!(
+            Self::handshake_with_addr(x, a, config.clone(), Some("memory:a".into())),
+            Self::handshake_with_addr(y, b, config, Some("memory:b".into())),
+        );
+        Ok((pa?, pb?))
+    }
+
+    /// The remote address, when the transport has one.
+    pub fn remote_addr(&self) -> Option<&str> {
+        self.shared.remote_addr.as_deref()
+    }
+
+    /// Sends a buffer request and waits for its result, retrying on retry
+    /// results (see [`Config::max_attempts`]). A streamed result is collected
+    /// into one buffer, up to [`Config::max_payload`] bytes.
+    pub async fn request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes, Error> {
+        self.request_with(op, payload, RequestOptions::default())
+            .await
+    }
+
+    /// [`request`](Self::request) with per-call options.
+    pub async fn request_with(
+        &self,
+        op: &str,
+        payload: impl Into<Bytes>,
+        options: RequestOptions,
+    ) -> Result<Bytes, Error> {
+        let op = Text::from(op);
+        let payload = payload.into();
+        let call = self.request_attempts(&op, &payload, options.max_attempts);
+        match options.timeout.or(self.shared.config.request_timeout) {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .map_err(|_| Error::Timeout)?,
+            None => call.await,
+        }
+    }
+
+    async fn request_attempts(
+        &self,
+        op: &Text<Bytes>,
+        payload: &Bytes,
+        max_attempts: Option<u32>,
+    ) -> Result<Bytes, Error> {
+        let config = &self.shared.config;
+        let attempts = max_attempts.unwrap_or(config.max_attempts).max(1);
+        let mut backoff = config.retry_backoff;
+        for attempt in 1..=attempts {
+            match self.request_once(op, payload).await? {
+                Outcome::Result(bytes) => return Ok(bytes),
+                Outcome::Error(payload) => return Err(Error::Remote(RemoteError::new(payload))),
+                Outcome::Retry { wait_ms, payload } => {
+                    let wait = Duration::from_millis(u64::from(wait_ms));
+                    if attempt == attempts {
+                        return Err(Error::RetryExhausted {
+                            attempts,
+                            wait,
+                            message: String::from_utf8_lossy(&payload).into_owned(),
+                        });
+                    }
+                    let pause = if wait.is_zero() { backoff } else { wait };
+                    backoff = backoff.saturating_mul(2);
+                    tracing::debug!(op = op.as_str(), ?pause, attempt, "retrying request");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    async fn request_once(&self, op: &Text<Bytes>, payload: &Bytes) -> Result<Outcome, Error> {
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending::Buffer {
+            tx,
+            collected: None,
+        };
+        let id = self
+            .shared
+            .state()
+            .register_outbound(pending)
+            .ok_or_else(|| self.shared.closed_error())?;
+        let mut guard = OutboundGuard {
+            shared: &self.shared,
+            id,
+            armed: true,
+        };
+        let msg = Message::SingleRequest {
+            id,
+            op: op.clone(),
+            payload: payload.clone(),
+        };
+        self.shared.queue.push(&msg).await?;
+        let outcome = rx.await.map_err(|_| self.shared.closed_error());
+        // The driver removed the entry when it answered.
+        guard.armed = false;
+        outcome?
+    }
+
+    /// Sends a request with a JSON payload and decodes the JSON result.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), gotalk_peer::Error> {
+    /// use gotalk_peer::{Config, HandlerError, Handlers, Peer};
+    /// let server = Handlers::new().json("add", |_ctx, (a, b): (i64, i64)| async move {
+    ///     Ok::<_, HandlerError>(a + b)
+    /// });
+    /// let (client, _server) = Peer::pair(Handlers::new(), server, Config::default()).await?;
+    /// let sum: i64 = client.request_json("add", &(2, 3)).await?;
+    /// assert_eq!(sum, 5);
+    /// # Ok(()) }
+    /// ```
+    pub async fn request_json<I, O>(&self, op: &str, input: &I) -> Result<O, Error>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        let payload = serde_json::to_vec(input)?;
+        let result = self.request(op, payload).await?;
+        Ok(serde_json::from_slice(&result)?)
+    }
+
+    /// Opens a stream request: send parts with the returned
+    /// [`StreamWriter`], read the result (single or streamed) from the
+    /// [`ResultStream`]. The request header goes out at once, with an empty
+    /// first part, so the responder can start working.
+    pub async fn stream_request(&self, op: &str) -> Result<(StreamWriter, ResultStream), Error> {
+        if !self.shared.config.remote_stream_requests {
+            return Err(Error::Unsupported("stream requests"));
+        }
+        let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer_parts.max(1));
+        let id = self
+            .shared
+            .state()
+            .register_outbound(Pending::Stream(tx))
+            .ok_or_else(|| self.shared.closed_error())?;
+        let results = ResultStream::new(self.clone(), id, rx);
+        let msg = Message::StreamRequest {
+            id,
+            op: Text::from(op),
+            payload: Bytes::new(),
+        };
+        // On failure `results` is dropped, which forgets the request.
+        self.shared.queue.push(&msg).await?;
+        Ok((StreamWriter::new(self.clone(), id), results))
+    }
+
+    /// Sends a notification. Fails only if the connection is gone (or the
+    /// name is over 4095 bytes).
+    pub async fn notify(&self, name: &str, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let msg = Message::Notification {
+            name: Text::from(name),
+            payload: payload.into(),
+        };
+        self.shared.queue.push(&msg).await
+    }
+
+    /// Sends a notification with a JSON payload.
+    pub async fn notify_json<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.notify(name, serde_json::to_vec(value)?).await
+    }
+
+    /// Sends a heartbeat now with the given load (the driver also sends them
+    /// every [`Config::heartbeat_interval`]).
+    pub async fn heartbeat(&self, load: u16) -> Result<(), Error> {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        self.shared
+            .queue
+            .push(&Message::Heartbeat { load, time })
+            .await
+    }
+
+    /// Closes gracefully: refuses new requests (the peer's get a retry
+    /// result `connection closing`), lets requests in flight both ways
+    /// finish for up to [`Config::close_timeout`], then closes. Returns why
+    /// the connection closed (which may be another reason, if it was
+    /// already closing).
+    pub async fn close(&self) -> CloseReason {
+        self.shared.request_shutdown(Shutdown::Graceful);
+        self.closed().await
+    }
+
+    /// Closes now: calls in flight fail with [`CloseReason::Local`].
+    pub fn abort(&self) {
+        self.shared.request_shutdown(Shutdown::Now);
+    }
+
+    /// Waits until the connection has closed and says why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.shared.subscribe_closed();
+        // The sender lives in `shared`, which we hold: `wait_for` cannot fail.
+        let _ = rx.wait_for(|closed| *closed).await;
+        self.shared.close_reason().unwrap_or(CloseReason::Local)
+    }
+
+    /// Why the connection closed, or `None` while it is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.close_reason()
+    }
+
+    /// True once the connection is closed or closing.
+    pub fn is_closed(&self) -> bool {
+        self.shared.close_reason().is_some()
+    }
+
+    /// Outbound requests waiting for results.
+    pub fn pending_requests(&self) -> usize {
+        self.shared.state().outbound_len()
+    }
+
+    /// Attaches a value of type `T` to the connection (one per type),
+    /// visible to handlers through [`Context::user_data`](crate::Context::user_data).
+    pub fn set_user_data<T: Send + Sync + 'static>(&self, value: T) {
+        self.shared.set_user_data(value);
+    }
+
+    /// The value of type `T` attached with [`set_user_data`](Self::set_user_data).
+    pub fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.shared.user_data()
+    }
+
+    /// A weak reference to the connection state, to check in tests that
+    /// nothing is leaked after close.
+    #[doc(hidden)]
+    pub fn downgrade_for_leak_check(&self) -> std::sync::Weak<impl Sized + use<>> {
+        Arc::downgrade(&self.shared)
+    }
+}

@@ -1,0 +1,253 @@
+//! Streaming requests and results.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context as TaskContext, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use gotalk_proto::{Message, RequestId};
+use tokio::sync::mpsc;
+
+use crate::{
+    Error, Peer,
+    shared::{Part, Shared},
+};
+
+/// Reads one part off a part channel: data, a clean end (`None`), or the
+/// reason the stream broke off.
+fn poll_part(
+    rx: &mut mpsc::Receiver<Part>,
+    shared: &Shared,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Option<Result<Bytes, Error>>> {
+    match rx.poll_recv(cx) {
+        Poll::Pending => Poll::Pending,
+        // Dropping the permit returns the bytes to the connection's budget.
+        Poll::Ready(Some(Part::Data(bytes, _permit))) => Poll::Ready(Some(Ok(bytes))),
+        Poll::Ready(Some(Part::End)) => Poll::Ready(None),
+        Poll::Ready(Some(Part::Failed(e))) => Poll::Ready(Some(Err(e))),
+        // The sender went away without an end: the connection closed.
+        Poll::Ready(None) => Poll::Ready(Some(Err(shared.closed_error()))),
+    }
+}
+
+/// Sends the parts of a stream request (see
+/// [`Peer::stream_request`](crate::Peer::stream_request)).
+///
+/// Dropping the writer without calling [`end`](Self::end) still ends the
+/// stream on the wire, so the responder is never left waiting.
+#[derive(Debug)]
+pub struct StreamWriter {
+    peer: Peer,
+    id: RequestId,
+    ended: bool,
+}
+
+impl StreamWriter {
+    pub(crate) fn new(peer: Peer, id: RequestId) -> Self {
+        Self {
+            peer,
+            id,
+            ended: false,
+        }
+    }
+
+    /// The stream's request ID.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// Sends one part. Empty parts are skipped: on the wire an empty part
+    /// means end of stream, which only [`end`](Self::end) sends.
+    pub async fn send(&mut self, part: impl Into<Bytes>) -> Result<(), Error> {
+        let payload = part.into();
+        if payload.is_empty() {
+            return Ok(());
+        }
+        let msg = Message::StreamRequestPart {
+            id: self.id,
+            payload,
+        };
+        self.peer.shared().queue.push(&msg).await
+    }
+
+    /// Ends the request stream.
+    pub async fn end(mut self) -> Result<(), Error> {
+        self.ended = true;
+        let msg = Message::StreamRequestPart {
+            id: self.id,
+            payload: Bytes::new(),
+        };
+        self.peer.shared().queue.push(&msg).await
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        if !self.ended {
+            let msg = Message::StreamRequestPart {
+                id: self.id,
+                payload: Bytes::new(),
+            };
+            // Closed connection: nothing to end.
+            let _ = self.peer.shared().queue.push_now(&msg);
+        }
+    }
+}
+
+/// The result of a stream request: its parts, as a `futures::Stream`.
+///
+/// A single result (`R`) arrives as one item; a streaming result as one
+/// item per part, ending at the empty part. An error result ends the stream
+/// with `Err(Error::Remote)`, a retry result with `Err(Error::RetryExhausted)`
+/// (stream requests are not retried automatically: the request parts are
+/// gone), a lost connection with `Err(Error::Closed)`.
+/// Dropping it cancels the request: later parts are dropped.
+pub struct ResultStream {
+    peer: Peer,
+    id: RequestId,
+    rx: mpsc::Receiver<Part>,
+    done: bool,
+}
+
+impl ResultStream {
+    pub(crate) fn new(peer: Peer, id: RequestId, rx: mpsc::Receiver<Part>) -> Self {
+        Self {
+            peer,
+            id,
+            rx,
+            done: false,
+        }
+    }
+
+    /// Concatenates every part, failing if the total exceeds `limit` bytes.
+    pub async fn collect_bytes(mut self, limit: usize) -> Result<Bytes, Error> {
+        use futures::StreamExt;
+        let mut all = BytesMut::new();
+        while let Some(part) = self.next().await {
+            let part = part?;
+            if all.len() + part.len() > limit {
+                return Err(Error::ResultTooLarge {
+                    limit: limit.min(u32::MAX as usize) as u32,
+                });
+            }
+            all.extend_from_slice(&part);
+        }
+        Ok(all.freeze())
+    }
+}
+
+impl Stream for ResultStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        let item = poll_part(&mut this.rx, this.peer.shared(), cx);
+        if matches!(item, Poll::Ready(None | Some(Err(_)))) {
+            this.done = true;
+        }
+        item
+    }
+}
+
+impl Drop for ResultStream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.peer.shared().state().remove_outbound(self.id);
+        }
+    }
+}
+
+impl std::fmt::Debug for ResultStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultStream")
+            .field("id", &self.id)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+enum PartsInner {
+    Once(Option<Bytes>),
+    Channel {
+        rx: mpsc::Receiver<Part>,
+        shared: Arc<Shared>,
+    },
+}
+
+/// The parts of a request, as a stream handler receives them.
+///
+/// Ends (`None`) when the requester ends its stream; yields `Err` if the
+/// connection closes first. A single request arrives as one part.
+pub struct RequestParts {
+    inner: PartsInner,
+}
+
+impl RequestParts {
+    pub(crate) fn once(payload: Bytes) -> Self {
+        Self {
+            inner: PartsInner::Once(Some(payload).filter(|p| !p.is_empty())),
+        }
+    }
+
+    pub(crate) fn channel(rx: mpsc::Receiver<Part>, shared: Arc<Shared>) -> Self {
+        Self {
+            inner: PartsInner::Channel { rx, shared },
+        }
+    }
+}
+
+impl Stream for RequestParts {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        match &mut self.inner {
+            PartsInner::Once(part) => Poll::Ready(part.take().map(Ok)),
+            PartsInner::Channel { rx, shared } => poll_part(rx, shared, cx),
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestParts")
+    }
+}
+
+/// Sends result parts from a stream handler.
+///
+/// The stream is ended for the handler when it returns `Ok`; returning `Err`
+/// sends an error result after whatever parts were sent.
+#[derive(Debug)]
+pub struct ResultSender {
+    shared: Arc<Shared>,
+    id: RequestId,
+}
+
+impl ResultSender {
+    pub(crate) fn new(shared: Arc<Shared>, id: RequestId) -> Self {
+        Self { shared, id }
+    }
+
+    /// Sends one result part. Empty parts are skipped (an empty part would
+    /// end the stream early).
+    pub async fn send(&mut self, part: impl Into<Bytes>) -> Result<(), Error> {
+        let payload = part.into();
+        if payload.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .queue
+            .push(&Message::StreamResult {
+                id: self.id,
+                payload,
+            })
+            .await
+    }
+}

@@ -1,0 +1,235 @@
+//! The outgoing byte queue every sender shares.
+//!
+//! Senders encode straight into one `BytesMut` (headers and small payloads),
+//! so a burst of results becomes one write call; payloads of
+//! [`ZERO_COPY_MIN`] bytes or more are queued as their own `Bytes` segment
+//! and reach the socket through vectored I/O without being copied. The queue
+//! is bounded: [`WriteQueue::push`] waits while it holds more than its limit.
+
+use std::{collections::VecDeque, pin::pin, sync::Mutex};
+
+use bytes::{Bytes, BytesMut};
+use gotalk_proto::Message;
+use tokio::sync::Notify;
+
+use crate::{CloseReason, Error};
+
+/// Payloads at least this long are sent by reference, never copied.
+pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
+
+#[derive(Debug)]
+struct Inner {
+    /// Frozen segments, in order, ready for the writer.
+    segments: VecDeque<Bytes>,
+    /// Bytes encoded after the last segment.
+    tail: BytesMut,
+    /// Bytes waiting in `segments` and `tail`.
+    queued: usize,
+    /// Set once the connection closes: pushes fail with this reason.
+    closed: Option<CloseReason>,
+}
+
+/// A bounded, coalescing queue of encoded frames (see the module docs).
+#[derive(Debug)]
+pub(crate) struct WriteQueue {
+    inner: Mutex<Inner>,
+    /// Wakes the writer when there is something to write.
+    writer: Notify,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    max_bytes: usize,
+}
+
+impl WriteQueue {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                segments: VecDeque::new(),
+                tail: BytesMut::with_capacity(16 * 1024),
+                queued: 0,
+                closed: None,
+            }),
+            writer: Notify::new(),
+            room: Notify::new(),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave `Inner` half-updated
+        // in a way that matters more than losing the connection.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `msg`, waiting while the queue is over its limit.
+    pub(crate) async fn push(&self, msg: &Message) -> Result<(), Error> {
+        msg.validate()?;
+        loop {
+            let mut room = pin!(self.room.notified());
+            room.as_mut().enable();
+            {
+                let mut inner = self.lock();
+                if let Some(reason) = &inner.closed {
+                    return Err(Error::Closed(reason.clone()));
+                }
+                // An empty queue takes any message, however large.
+                if inner.queued == 0 || inner.queued < self.max_bytes {
+                    Self::encode(&mut inner, msg);
+                    drop(inner);
+                    self.writer.notify_one();
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Queues `msg` now, over the limit if need be: for the few small control
+    /// frames the driver itself sends (heartbeats, protocol errors).
+    pub(crate) fn push_now(&self, msg: &Message) -> Result<(), Error> {
+        msg.validate()?;
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.closed {
+            return Err(Error::Closed(reason.clone()));
+        }
+        Self::encode(&mut inner, msg);
+        drop(inner);
+        self.writer.notify_one();
+        Ok(())
+    }
+
+    fn encode(inner: &mut Inner, msg: &Message) {
+        let payload = msg.payload().filter(|p| p.len() >= ZERO_COPY_MIN);
+        inner
+            .tail
+            .reserve(msg.header_len() + payload.map_or(msg.payload_len(), |_| 0));
+        match payload {
+            Some(payload) => {
+                msg.encode_header(&mut inner.tail)
+                    .expect("validated, and BytesMut grows");
+                let head = inner.tail.split().freeze();
+                inner.segments.push_back(head);
+                inner.segments.push_back(payload.clone());
+            }
+            None => msg
+                .encode(&mut inner.tail)
+                .expect("validated, and BytesMut grows"),
+        }
+        inner.queued += msg.encoded_len();
+    }
+
+    /// Waits for queued bytes and moves them all into `out`. Returns false
+    /// when the queue is closed and empty: the writer is done.
+    pub(crate) async fn next_batch(&self, out: &mut VecDeque<Bytes>) -> bool {
+        loop {
+            let wake = self.writer.notified();
+            {
+                let mut inner = self.lock();
+                if inner.queued > 0 {
+                    if !inner.tail.is_empty() {
+                        let tail = inner.tail.split().freeze();
+                        inner.segments.push_back(tail);
+                    }
+                    out.append(&mut inner.segments);
+                    inner.queued = 0;
+                    drop(inner);
+                    self.room.notify_waiters();
+                    return true;
+                }
+                if inner.closed.is_some() {
+                    return false;
+                }
+            }
+            wake.await;
+        }
+    }
+
+    /// Refuses further pushes with `reason`; what is queued is still written.
+    pub(crate) fn close(&self, reason: &CloseReason) {
+        let mut inner = self.lock();
+        if inner.closed.is_none() {
+            inner.closed = Some(reason.clone());
+        }
+        drop(inner);
+        self.writer.notify_one();
+        self.room.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use gotalk_proto::{RequestId, Text};
+
+    use super::*;
+
+    fn result(n: usize) -> Message {
+        Message::SingleResult {
+            id: RequestId::new(*b"0001"),
+            payload: Bytes::from(vec![b'x'; n]),
+        }
+    }
+
+    #[tokio::test]
+    async fn small_frames_coalesce_into_one_segment() {
+        let q = WriteQueue::new(1 << 20);
+        for _ in 0..10 {
+            q.push(&result(3)).await.unwrap();
+        }
+        let mut out = VecDeque::new();
+        assert!(q.next_batch(&mut out).await);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), 10 * 16);
+    }
+
+    #[tokio::test]
+    async fn large_payloads_are_not_copied() {
+        let q = WriteQueue::new(1 << 20);
+        let msg = result(ZERO_COPY_MIN);
+        let payload_ptr = msg.payload().unwrap().as_ptr();
+        q.push(&msg).await.unwrap();
+        let mut out = VecDeque::new();
+        q.next_batch(&mut out).await;
+        assert_eq!(out.len(), 2);
+        assert_eq!(&out[0][..], b"R000100004000");
+        assert_eq!(out[1].as_ptr(), payload_ptr);
+    }
+
+    #[tokio::test]
+    async fn push_waits_for_room_and_close_releases_waiters() {
+        let q = Arc::new(WriteQueue::new(100));
+        q.push(&result(200)).await.unwrap(); // alone, over the limit: accepted
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.push(&result(1)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        let mut out = VecDeque::new();
+        q.next_batch(&mut out).await;
+        waiter.await.unwrap().unwrap();
+        q.push(&result(200)).await.unwrap();
+        let q3 = q.clone();
+        let blocked = tokio::spawn(async move { q3.push(&result(1)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.close(&CloseReason::Local);
+        assert!(matches!(
+            blocked.await.unwrap(),
+            Err(Error::Closed(CloseReason::Local))
+        ));
+        // queued bytes are still handed to the writer, then it is told to stop
+        out.clear();
+        assert!(q.next_batch(&mut out).await);
+        assert!(!q.next_batch(&mut out).await);
+    }
+
+    #[tokio::test]
+    async fn invalid_message_is_refused_before_queueing() {
+        let q = WriteQueue::new(100);
+        let msg = Message::Notification {
+            name: Text::from("n".repeat(5000)),
+            payload: Bytes::new(),
+        };
+        assert!(matches!(q.push(&msg).await, Err(Error::Encode(_))));
+        assert!(matches!(q.push_now(&msg), Err(Error::Encode(_))));
+    }
+}

@@ -1,0 +1,336 @@
+//! The WebSocket client: `ws://` and `wss://` URLs to a [`Peer`].
+
+use std::{fmt, io, time::Duration};
+
+use axum::http::{HeaderValue, Uri, header};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+    time::timeout,
+};
+use tokio_tungstenite::{
+    client_async_with_config,
+    tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig},
+};
+
+use super::{WsIo, server::CAPS_QUERY_PARAM};
+use crate::{Config, Handlers, Peer};
+
+/// Settings of a WebSocket client connection.
+#[derive(Clone)]
+pub struct WsClientConfig {
+    /// Largest WebSocket message accepted, in bytes. Default `None`: the
+    /// connection's [`Config::max_payload`] plus the longest header.
+    pub max_message_size: Option<usize>,
+    /// Time allowed to connect, set up TLS and upgrade to WebSocket (the
+    /// gotalk version exchange then has [`Config::handshake_timeout`]).
+    /// Default 10 s.
+    pub connect_timeout: Duration,
+    /// The `Origin` header to send. Default `None`: the URL's own origin
+    /// (`ws://host:port` sends `http://host:port`), which the Go server
+    /// requires and the same-origin default of our server accepts.
+    pub origin: Option<String>,
+    /// Tell the server we handle retry results and stream requests (query
+    /// parameter `caps=retry,stream`, see
+    /// [`RemoteCapabilities`](super::RemoteCapabilities)). Default `true`.
+    pub announce_capabilities: bool,
+    /// TLS settings for `wss://`. Default `None`: the platform's root
+    /// certificates (see [`crate::tls::client_config_with_platform_roots`]).
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<crate::tls::rustls::ClientConfig>>,
+}
+
+impl Default for WsClientConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: None,
+            connect_timeout: Duration::from_secs(10),
+            origin: None,
+            announce_capabilities: true,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
+impl fmt::Debug for WsClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("WsClientConfig");
+        d.field("max_message_size", &self.max_message_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("origin", &self.origin)
+            .field("announce_capabilities", &self.announce_capabilities);
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls.is_some());
+        d.finish()
+    }
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL is not a `ws://` or `wss://` URL with a host.
+    InvalidUrl(String),
+    /// `wss://` needs the crate feature `tls`.
+    TlsNotEnabled,
+    /// Connecting, TLS or the upgrade took longer than
+    /// [`WsClientConfig::connect_timeout`].
+    Timeout(Duration),
+    /// The TCP connection or the TLS handshake failed.
+    Io(io::Error),
+    /// The server answered the upgrade request with this HTTP status
+    /// (403: refused by its origin policy; 404: wrong path).
+    Rejected(u16),
+    /// The WebSocket handshake failed otherwise.
+    WebSocket(String),
+    /// The TLS settings could not be built.
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::TlsError),
+    /// The gotalk handshake over the WebSocket failed.
+    Gotalk(crate::Error),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidUrl(why) => write!(f, "invalid websocket URL: {why}"),
+            Self::TlsNotEnabled => f.write_str("wss:// needs gotalk-peer's feature `tls`"),
+            Self::Timeout(d) => write!(f, "websocket connect timed out after {d:?}"),
+            Self::Io(e) => write!(f, "websocket connect failed: {e}"),
+            Self::Rejected(status) => write!(f, "websocket upgrade refused with HTTP {status}"),
+            Self::WebSocket(e) => write!(f, "websocket handshake failed: {e}"),
+            #[cfg(feature = "tls")]
+            Self::Tls(e) => write!(f, "TLS setup failed: {e}"),
+            Self::Gotalk(e) => write!(f, "gotalk handshake failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            #[cfg(feature = "tls")]
+            Self::Tls(e) => Some(e),
+            Self::Gotalk(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConnectError> for crate::Error {
+    /// As a [`crate::Error`]: gotalk errors as they are, the rest as I/O
+    /// errors carrying the [`ConnectError`].
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Gotalk(e) => e,
+            ConnectError::Io(e) => crate::Error::Io(e),
+            other => {
+                let kind = match &other {
+                    ConnectError::InvalidUrl(_) | ConnectError::TlsNotEnabled => {
+                        io::ErrorKind::InvalidInput
+                    }
+                    ConnectError::Timeout(_) => io::ErrorKind::TimedOut,
+                    ConnectError::Rejected(_) => io::ErrorKind::ConnectionRefused,
+                    _ => io::ErrorKind::Other,
+                };
+                crate::Error::Io(io::Error::new(kind, other))
+            }
+        }
+    }
+}
+
+/// A parsed `ws://` or `wss://` URL.
+#[derive(Debug)]
+struct Target {
+    uri: Uri,
+    secure: bool,
+    /// Host without IPv6 brackets.
+    host: String,
+    port: u16,
+}
+
+fn parse_url(url: &str, announce: bool) -> Result<Target, ConnectError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: axum::http::uri::InvalidUri| ConnectError::InvalidUrl(e.to_string()))?;
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        Some(other) => {
+            return Err(ConnectError::InvalidUrl(format!(
+                "scheme {other:?} is not ws or wss"
+            )));
+        }
+        None => return Err(ConnectError::InvalidUrl("no scheme".into())),
+    };
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ConnectError::InvalidUrl("no host".into()))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let uri = if announce {
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let sep = if pq.contains('?') { '&' } else { '?' };
+        let authority = uri.authority().expect("has a host").as_str();
+        let scheme = if secure { "wss" } else { "ws" };
+        format!("{scheme}://{authority}{pq}{sep}{CAPS_QUERY_PARAM}=retry,stream")
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| ConnectError::InvalidUrl(e.to_string()))?
+    } else {
+        uri
+    };
+    Ok(Target {
+        uri,
+        secure,
+        host,
+        port,
+    })
+}
+
+/// Connects to a gotalk WebSocket server at a `ws://` or `wss://` URL
+/// (e.g. `ws://127.0.0.1:1234/gotalk/`), with the default
+/// [`WsClientConfig`].
+///
+/// The returned [`Peer`] is the same handle as over TCP: both sides may
+/// call each other.
+pub async fn connect(url: &str, handlers: Handlers, config: Config) -> Result<Peer, ConnectError> {
+    connect_with(url, handlers, config, &WsClientConfig::default()).await
+}
+
+/// [`connect`] with explicit client settings.
+pub async fn connect_with(
+    url: &str,
+    handlers: Handlers,
+    config: Config,
+    ws: &WsClientConfig,
+) -> Result<Peer, ConnectError> {
+    let target = parse_url(url, ws.announce_capabilities)?;
+    let limit = ws
+        .max_message_size
+        .unwrap_or(config.max_payload as usize + gotalk_proto::MAX_HEADER_LEN);
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let mut request = target
+        .uri
+        .clone()
+        .into_client_request()
+        .map_err(|e| ConnectError::WebSocket(e.to_string()))?;
+    let origin = match &ws.origin {
+        Some(o) => o.clone(),
+        None => {
+            let scheme = if target.secure { "https" } else { "http" };
+            let authority = target.uri.authority().expect("has a host");
+            format!("{scheme}://{authority}")
+        }
+    };
+    request.headers_mut().insert(
+        header::ORIGIN,
+        HeaderValue::from_str(&origin)
+            .map_err(|_| ConnectError::InvalidUrl(format!("bad origin {origin:?}")))?,
+    );
+    let remote = format!("{}:{}", target.host, target.port);
+    let setup = async {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(ConnectError::Io)?;
+        let _ = tcp.set_nodelay(true);
+        if target.secure {
+            #[cfg(feature = "tls")]
+            {
+                let tls = match &ws.tls {
+                    Some(c) => c.clone(),
+                    None => crate::tls::client_config_with_platform_roots()
+                        .map_err(ConnectError::Tls)?,
+                };
+                let tls = crate::tls::wrap_client(tcp, &target.host, tls)
+                    .await
+                    .map_err(ConnectError::Io)?;
+                return upgrade(request, tls, ws_config).await.map(Connected::Tls);
+            }
+            #[cfg(not(feature = "tls"))]
+            return Err(ConnectError::TlsNotEnabled);
+        }
+        upgrade(request, tcp, ws_config).await.map(Connected::Plain)
+    };
+    let stream = timeout(ws.connect_timeout, setup)
+        .await
+        .map_err(|_| ConnectError::Timeout(ws.connect_timeout))??;
+    let remote = Some(format!(
+        "{}://{remote}",
+        if target.secure { "wss" } else { "ws" }
+    ));
+    let peer = match stream {
+        Connected::Plain(s) => {
+            Peer::handshake_with_addr(WsIo::new(s), handlers, config, remote).await
+        }
+        #[cfg(feature = "tls")]
+        Connected::Tls(s) => {
+            Peer::handshake_with_addr(WsIo::new(s), handlers, config, remote).await
+        }
+    };
+    peer.map_err(ConnectError::Gotalk)
+}
+
+type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
+
+/// An upgraded connection, plain or over TLS.
+enum Connected {
+    Plain(Ws<TcpStream>),
+    #[cfg(feature = "tls")]
+    Tls(Ws<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn upgrade<S>(
+    request: tungstenite::handshake::client::Request,
+    stream: S,
+    config: WebSocketConfig,
+) -> Result<Ws<S>, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match client_async_with_config(request, stream, Some(config)).await {
+        Ok((ws, _response)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => {
+            Err(ConnectError::Rejected(response.status().as_u16()))
+        }
+        Err(tungstenite::Error::Io(e)) => Err(ConnectError::Io(e)),
+        Err(e) => Err(ConnectError::WebSocket(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = parse_url("ws://127.0.0.1:1234/gotalk/", true).unwrap();
+        assert_eq!(
+            t.uri.to_string(),
+            "ws://127.0.0.1:1234/gotalk/?caps=retry,stream"
+        );
+        assert!(!t.secure);
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 1234));
+        let t = parse_url("wss://[::1]/x?a=b", true).unwrap();
+        assert_eq!(t.uri.to_string(), "wss://[::1]/x?a=b&caps=retry,stream");
+        assert_eq!((t.host.as_str(), t.port, t.secure), ("::1", 443, true));
+        let t = parse_url("ws://example.com", false).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("example.com", 80));
+        assert!(matches!(
+            parse_url("http://example.com/", true),
+            Err(ConnectError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            parse_url("/gotalk/", true),
+            Err(ConnectError::InvalidUrl(_))
+        ));
+    }
+}
