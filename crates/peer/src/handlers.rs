@@ -3,7 +3,7 @@
 use std::{collections::HashMap, fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use gotalk_proto::RequestId;
+use gotalk_proto::{RequestId, Text};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{Peer, RequestParts, ResultSender};
@@ -207,17 +207,14 @@ fn parse_json<T: DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
 #[derive(Clone, Debug)]
 pub struct Context {
     peer: Peer,
-    name: Arc<str>,
+    /// The name as decoded: a slice of the read buffer, no copy.
+    name: Text<Bytes>,
     id: Option<RequestId>,
 }
 
 impl Context {
-    pub(crate) fn new(peer: Peer, name: &str, id: Option<RequestId>) -> Self {
-        Self {
-            peer,
-            name: name.into(),
-            id,
-        }
+    pub(crate) fn new(peer: Peer, name: Text<Bytes>, id: Option<RequestId>) -> Self {
+        Self { peer, name, id }
     }
 
     /// A handle to the connection the message came in on: call the other
@@ -228,7 +225,7 @@ impl Context {
 
     /// The operation (for requests) or notification name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
 
     /// The request ID (`None` for notifications).

@@ -8,7 +8,7 @@ use gotalk_proto::{Message, ProtocolErrorCode, RequestId, Text};
 use tokio::sync::mpsc;
 
 use crate::{
-    CloseReason, Context, Error, HandlerError, RemoteError, RequestParts, ResultSender,
+    BoxFuture, CloseReason, Context, Error, HandlerError, RemoteError, RequestParts, ResultSender,
     handlers::RequestHandler,
     shared::{Outcome, Part, PartTx, Pending, Shared},
     state::{Admission, PartTarget},
@@ -143,7 +143,7 @@ async fn request(
         reply(shared, msg).await;
         return Ok(());
     };
-    let ctx = Context::new(peer, op.as_str(), Some(id));
+    let ctx = Context::new(peer, op.clone(), Some(id));
     let parts_tx = stream.then(|| {
         let (tx, rx) = mpsc::channel(shared.config.stream_buffer_parts.max(1));
         shared.state().open_stream(id, tx.clone());
@@ -151,16 +151,19 @@ async fn request(
     });
     let task_shared = shared.clone();
     let limit = shared.config.max_payload as usize;
-    let outcome = match (handler, parts_tx) {
-        (RequestHandler::Buffer(f), None) => f(ctx, payload).map(single).boxed(),
+    let work = match (handler, parts_tx) {
+        // The common case: the handler's own boxed future, not boxed again.
+        (RequestHandler::Buffer(f), None) => Work::Single(f(ctx, payload)),
         (RequestHandler::Buffer(f), Some((tx, rx))) => {
             deliver(shared, &tx, payload).await;
             let parts = RequestParts::channel(rx, shared.clone());
-            async move {
-                let whole = collect(parts, limit).await?;
-                f(ctx, whole).await.map(Some)
-            }
-            .boxed()
+            Work::Other(
+                async move {
+                    let whole = collect(parts, limit).await?;
+                    f(ctx, whole).await.map(Some)
+                }
+                .boxed(),
+            )
         }
         (RequestHandler::Stream(f), parts_tx) => {
             let parts = match parts_tx {
@@ -171,13 +174,18 @@ async fn request(
                 }
             };
             let results = ResultSender::new(shared.clone(), id);
-            f(ctx, parts, results).map(|r| r.map(|()| None)).boxed()
+            Work::Other(f(ctx, parts, results).map(|r| r.map(|()| None)).boxed())
         }
     };
-    let op_name: Arc<str> = op.as_str().into();
+    // Only read if the handler panics; a clone of `op` is a reference count.
+    let op_name = op;
     tokio::spawn(async move {
         let shared = task_shared;
-        let msg = match AssertUnwindSafe(outcome).catch_unwind().await {
+        let outcome = match work {
+            Work::Single(f) => AssertUnwindSafe(f).catch_unwind().await.map(single),
+            Work::Other(f) => AssertUnwindSafe(f).catch_unwind().await,
+        };
+        let msg = match outcome {
             Ok(Ok(Some(payload))) => Message::SingleResult { id, payload },
             Ok(Ok(None)) => Message::StreamResult {
                 id,
@@ -204,6 +212,14 @@ async fn request(
         shared.work_done(accepting);
     });
     Ok(())
+}
+
+/// A request handler's future, as spawned.
+enum Work {
+    /// A buffer handler answering a single request: its result is the `R`.
+    Single(BoxFuture<Result<Bytes, HandlerError>>),
+    /// Anything else: `Some` is a single result, `None` ends a result stream.
+    Other(BoxFuture<Result<Option<Bytes>, HandlerError>>),
 }
 
 fn single(r: Result<Bytes, HandlerError>) -> Result<Option<Bytes>, HandlerError> {
@@ -374,7 +390,7 @@ async fn notification(shared: &Arc<Shared>, name: Text<Bytes>, payload: Bytes) {
     let Ok(permit) = shared.notifications.clone().acquire_owned().await else {
         return;
     };
-    let ctx = Context::new(peer, name.as_str(), None);
+    let ctx = Context::new(peer, name.clone(), None);
     let fut = handler(ctx, payload);
     tokio::spawn(async move {
         if let Err(panic) = AssertUnwindSafe(fut).catch_unwind().await {

@@ -122,7 +122,7 @@ impl Server {
             addr,
             connections,
             stop,
-            task,
+            task: Some(task),
         }
     }
 
@@ -218,11 +218,20 @@ impl Connections {
 }
 
 /// Controls a [`Server`] started with [`Server::spawn`].
+///
+/// Dropping the handle stops accepting; connections already open carry on
+/// until they close. [`shutdown`](Self::shutdown) also closes them.
 pub struct ServerHandle {
     addr: String,
     connections: Arc<Connections>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
 }
 
 impl ServerHandle {
@@ -238,9 +247,11 @@ impl ServerHandle {
 
     /// Stops accepting and closes every connection gracefully (each lets
     /// its requests in flight finish, up to its close timeout).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop.send_replace(true);
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
         let peers: Vec<Peer> = self.connections.lock().drain().map(|(_, p)| p).collect();
         futures::future::join_all(peers.iter().map(Peer::close)).await;
     }

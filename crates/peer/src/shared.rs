@@ -159,11 +159,11 @@ impl Shared {
     /// Asks the driver to close; never downgrades `Now` to `Graceful`.
     pub(crate) fn request_shutdown(&self, mode: Shutdown) {
         self.shutdown.send_if_modified(|current| {
-            let escalate = match (*current, mode) {
-                (Shutdown::Running, Shutdown::Graceful | Shutdown::Now) => true,
-                (Shutdown::Graceful, Shutdown::Now) => true,
-                _ => false,
-            };
+            let escalate = matches!(
+                (*current, mode),
+                (Shutdown::Running, Shutdown::Graceful | Shutdown::Now)
+                    | (Shutdown::Graceful, Shutdown::Now)
+            );
             if escalate {
                 *current = mode;
             }
@@ -263,14 +263,18 @@ mod tests {
 
     #[test]
     fn rate_limit_wait_stays_in_range_even_when_bounds_are_equal() {
-        let mut config = Config::default();
-        config.rate_limit_wait = (Duration::from_millis(7), Duration::from_millis(7));
+        let config = Config {
+            rate_limit_wait: (Duration::from_millis(7), Duration::from_millis(7)),
+            ..Config::default()
+        };
         let shared = Shared::new(config, Handlers::new(), None);
         for _ in 0..100 {
             assert_eq!(shared.rate_limit_wait(), Duration::from_millis(7));
         }
-        let mut config = Config::default();
-        config.rate_limit_wait = (Duration::from_millis(10), Duration::from_millis(20));
+        let config = Config {
+            rate_limit_wait: (Duration::from_millis(10), Duration::from_millis(20)),
+            ..Config::default()
+        };
         let shared = Shared::new(config, Handlers::new(), None);
         for _ in 0..1000 {
             let w = shared.rate_limit_wait();

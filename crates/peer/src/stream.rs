@@ -159,7 +159,13 @@ impl Stream for ResultStream {
 impl Drop for ResultStream {
     fn drop(&mut self) {
         if !self.done {
-            self.peer.shared().state().remove_outbound(self.id);
+            let shared = self.peer.shared();
+            let mut st = shared.state();
+            st.remove_outbound(self.id);
+            let accepting = st.is_accepting();
+            drop(st);
+            // A graceful close may be waiting for this request to finish.
+            shared.work_done(accepting);
         }
     }
 }

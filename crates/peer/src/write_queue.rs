@@ -120,12 +120,18 @@ impl WriteQueue {
 
     /// Waits for queued bytes and moves them all into `out`. Returns false
     /// when the queue is closed and empty: the writer is done.
+    ///
+    /// Before taking a batch it yields once to the scheduler, so that the
+    /// tasks already runnable (callers, handlers finishing) queue their
+    /// frames first: otherwise tokio's LIFO slot runs the writer right after
+    /// each single push and every frame costs its own write call.
     pub(crate) async fn next_batch(&self, out: &mut VecDeque<Bytes>) -> bool {
+        let mut yielded = false;
         loop {
             let wake = self.writer.notified();
-            {
+            let queued = {
                 let mut inner = self.lock();
-                if inner.queued > 0 {
+                if inner.queued > 0 && (yielded || inner.closed.is_some()) {
                     if !inner.tail.is_empty() {
                         let tail = inner.tail.split().freeze();
                         inner.segments.push_back(tail);
@@ -136,11 +142,17 @@ impl WriteQueue {
                     self.room.notify_waiters();
                     return true;
                 }
-                if inner.closed.is_some() {
+                if inner.queued == 0 && inner.closed.is_some() {
                     return false;
                 }
+                inner.queued > 0
+            };
+            if queued {
+                yielded = true;
+                tokio::task::yield_now().await;
+            } else {
+                wake.await;
             }
-            wake.await;
         }
     }
 

@@ -236,57 +236,55 @@ pub async fn connect_with(
         HeaderValue::from_str(&origin)
             .map_err(|_| ConnectError::InvalidUrl(format!("bad origin {origin:?}")))?,
     );
-    let remote = format!("{}:{}", target.host, target.port);
-    let setup = async {
+    let remote = Some(format!(
+        "{}://{}:{}",
+        if target.secure { "wss" } else { "ws" },
+        target.host,
+        target.port
+    ));
+    let limit = ws.connect_timeout;
+    let tcp = async {
         let tcp = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(ConnectError::Io)?;
         let _ = tcp.set_nodelay(true);
-        if target.secure {
-            #[cfg(feature = "tls")]
-            {
-                let tls = match &ws.tls {
-                    Some(c) => c.clone(),
-                    None => crate::tls::client_config_with_platform_roots()
-                        .map_err(ConnectError::Tls)?,
-                };
-                let tls = crate::tls::wrap_client(tcp, &target.host, tls)
+        Ok(tcp)
+    };
+    if target.secure {
+        #[cfg(feature = "tls")]
+        {
+            let tls = match &ws.tls {
+                Some(c) => c.clone(),
+                None => {
+                    crate::tls::client_config_with_platform_roots().map_err(ConnectError::Tls)?
+                }
+            };
+            let setup = async {
+                let tls = crate::tls::wrap_client(tcp.await?, &target.host, tls)
                     .await
                     .map_err(ConnectError::Io)?;
-                return upgrade(request, tls, ws_config).await.map(Connected::Tls);
-            }
-            #[cfg(not(feature = "tls"))]
-            return Err(ConnectError::TlsNotEnabled);
+                upgrade(request, tls, ws_config).await
+            };
+            let stream = timeout(limit, setup)
+                .await
+                .map_err(|_| ConnectError::Timeout(limit))??;
+            return Peer::handshake_with_addr(WsIo::new(stream), handlers, config, remote)
+                .await
+                .map_err(ConnectError::Gotalk);
         }
-        upgrade(request, tcp, ws_config).await.map(Connected::Plain)
-    };
-    let stream = timeout(ws.connect_timeout, setup)
+        #[cfg(not(feature = "tls"))]
+        return Err(ConnectError::TlsNotEnabled);
+    }
+    let setup = async { upgrade(request, tcp.await?, ws_config).await };
+    let stream = timeout(limit, setup)
         .await
-        .map_err(|_| ConnectError::Timeout(ws.connect_timeout))??;
-    let remote = Some(format!(
-        "{}://{remote}",
-        if target.secure { "wss" } else { "ws" }
-    ));
-    let peer = match stream {
-        Connected::Plain(s) => {
-            Peer::handshake_with_addr(WsIo::new(s), handlers, config, remote).await
-        }
-        #[cfg(feature = "tls")]
-        Connected::Tls(s) => {
-            Peer::handshake_with_addr(WsIo::new(s), handlers, config, remote).await
-        }
-    };
-    peer.map_err(ConnectError::Gotalk)
+        .map_err(|_| ConnectError::Timeout(limit))??;
+    Peer::handshake_with_addr(WsIo::new(stream), handlers, config, remote)
+        .await
+        .map_err(ConnectError::Gotalk)
 }
 
 type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
-
-/// An upgraded connection, plain or over TLS.
-enum Connected {
-    Plain(Ws<TcpStream>),
-    #[cfg(feature = "tls")]
-    Tls(Ws<tokio_rustls::client::TlsStream<TcpStream>>),
-}
 
 async fn upgrade<S>(
     request: tungstenite::handshake::client::Request,

@@ -18,7 +18,7 @@
 //!   otherwise ([`RemoteCapabilities`]); the default [`OriginPolicy`] admits
 //!   same-origin pages and non-browser clients.
 //!
-//! ```no_run
+//! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use gotalk_peer::{Config, HandlerError, Handlers, ws};

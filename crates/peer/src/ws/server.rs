@@ -123,7 +123,7 @@ impl OriginPolicy {
             return true;
         }
         let origin = normalize_origin(origin);
-        if self.allowed.iter().any(|a| *a == origin) {
+        if self.allowed.contains(&origin) {
             return true;
         }
         if self.same_origin

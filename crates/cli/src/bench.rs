@@ -1,0 +1,420 @@
+//! `gotalk bench`: a load generator measuring requests/s and latency.
+//!
+//! `-c` tasks per connection each loop `request().await` on a shared
+//! [`Peer`], so every connection has exactly `-c` requests in flight. Each
+//! task records latencies in its own histogram; they are merged at the end,
+//! so measuring costs no shared state but one relaxed counter.
+
+use std::{
+    io::IsTerminal,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use clap::Args;
+use gotalk_peer::{Config, Handlers, Peer};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::{
+    addr::{self, Address},
+    exit,
+    server::{self, ServeOptions},
+    text::parse_duration,
+};
+
+pub(crate) const AFTER_HELP: &str = "\
+Runs -c requests in flight on each of --conns connections (so -c × --conns in all) until
+-n requests have completed or --duration has passed, then prints requests/s and latency
+percentiles (p50, p90, p99, p99.9, max) measured per request. --self starts the `gotalk serve`
+operations in this process on an ephemeral loopback port: one command measures the whole
+stack (client and server then share the machine's cores).
+A progress bar is drawn on stderr when it is a terminal.
+--json prints one object: requests, errors, duration_s, requests_per_sec, p50_us, p90_us,
+p99_us, p999_us, max_us, mean_us, concurrency, conns, size, op, addr.
+Exit codes: 0 no request failed; 1 some requests failed (the first failure is named on
+stderr); 2 a connection could not be made, or invalid usage.";
+
+/// Arguments of `gotalk bench`.
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Server address: host:port, unix:PATH or ws://… (not with --self)
+    #[arg(required_unless_present = "self_serve", conflicts_with = "self_serve")]
+    addr: Option<Address>,
+    /// Start an in-process server on an ephemeral loopback port and bench it
+    #[arg(long = "self")]
+    self_serve: bool,
+    /// Operation to call
+    #[arg(long, default_value = "echo")]
+    op: String,
+    /// Requests in flight per connection
+    #[arg(short = 'c', long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+    /// Total requests to complete (default 200000 unless --duration is given)
+    #[arg(short = 'n', long, conflicts_with = "duration")]
+    requests: Option<u64>,
+    /// Run for this long instead of a number of requests
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    duration: Option<Duration>,
+    /// Payload size in bytes (a run of `x`)
+    #[arg(long, default_value_t = 32, conflicts_with = "payload")]
+    size: usize,
+    /// Exact payload to send instead of --size bytes (e.g. '{"name":"X"}' for greet)
+    #[arg(long)]
+    payload: Option<String>,
+    /// Connections to spread the load over
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    conns: u32,
+    /// Print one JSON object instead of the report
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one task measured.
+struct TaskResult {
+    histogram: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// How the load ends.
+#[derive(Clone, Copy)]
+enum Stop {
+    Count(u64),
+    Deadline(Instant),
+}
+
+/// What every task shares.
+struct Load {
+    op: String,
+    payload: Bytes,
+    /// `echo`'s results must be as long as the payload.
+    expect_len: Option<usize>,
+    stop: Stop,
+    /// Requests started (for [`Stop::Count`]).
+    issued: AtomicU64,
+    /// Requests finished (for the progress bar; updated in batches).
+    done: AtomicU64,
+    /// Set on Ctrl-C.
+    halt: AtomicBool,
+}
+
+/// Runs one task's request loop on `peer`.
+async fn worker(peer: Peer, load: Arc<Load>) -> TaskResult {
+    let mut histogram = new_histogram();
+    let mut errors = 0u64;
+    let mut first_error = None;
+    let mut unreported = 0u64;
+    loop {
+        let go = match load.stop {
+            Stop::Count(n) => load.issued.fetch_add(1, Ordering::Relaxed) < n,
+            Stop::Deadline(at) => Instant::now() < at,
+        };
+        if !go || load.halt.load(Ordering::Relaxed) {
+            break;
+        }
+        let start = Instant::now();
+        let result = peer.request(&load.op, load.payload.clone()).await;
+        let elapsed = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        match result {
+            Ok(r) if load.expect_len.is_none_or(|n| n == r.len()) => {
+                if histogram.record(elapsed).is_err() {
+                    histogram.saturating_record(elapsed);
+                }
+            }
+            Ok(r) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| {
+                    format!(
+                        "result of {} bytes, expected {}",
+                        r.len(),
+                        load.expect_len.unwrap_or(0)
+                    )
+                });
+            }
+            Err(e) => {
+                errors += 1;
+                let closed = e.is_closed();
+                first_error.get_or_insert_with(|| e.to_string());
+                if closed {
+                    // The connection is gone: every further call would fail at once.
+                    break;
+                }
+            }
+        }
+        unreported += 1;
+        if unreported == 64 {
+            load.done.fetch_add(unreported, Ordering::Relaxed);
+            unreported = 0;
+        }
+    }
+    load.done.fetch_add(unreported, Ordering::Relaxed);
+    TaskResult {
+        histogram,
+        errors,
+        first_error,
+    }
+}
+
+/// Latencies in nanoseconds, 3 significant digits. Starts small (16 ns to
+/// 1 ms, ~10 KiB: per-task histograms must stay cheap) and grows to fit.
+fn new_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(16, 1 << 20, 3).expect("valid histogram bounds");
+    h.auto(true);
+    h
+}
+
+fn progress_bar(stop: Stop, total_duration: Option<Duration>) -> ProgressBar {
+    let bar = match (stop, total_duration) {
+        (Stop::Count(n), _) => ProgressBar::new(n),
+        (Stop::Deadline(_), Some(d)) => ProgressBar::new(d.as_millis() as u64),
+        (Stop::Deadline(_), None) => ProgressBar::new(0),
+    };
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    bar.set_draw_target(target);
+    let template = match stop {
+        Stop::Count(_) => "{bar:40} {pos}/{len} requests  {msg}",
+        Stop::Deadline(_) => "{bar:40} {elapsed}  {msg}",
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// A latency for people: µs below a millisecond, then ms, then s.
+fn human(nanos: u64) -> String {
+    let n = nanos as f64;
+    if n < 1e6 {
+        format!("{:.1} µs", n / 1e3)
+    } else if n < 1e9 {
+        format!("{:.2} ms", n / 1e6)
+    } else {
+        format!("{:.2} s", n / 1e9)
+    }
+}
+
+/// Microseconds with one decimal, for JSON.
+fn us(nanos: u64) -> f64 {
+    (nanos as f64 / 100.0).round() / 10.0
+}
+
+/// `gotalk bench`.
+pub(crate) async fn run(args: BenchArgs) -> u8 {
+    let mut own_server = None;
+    let target = match (&args.addr, args.self_serve) {
+        (Some(a), _) => a.clone(),
+        (None, _) => {
+            let addr = Address::Tcp("127.0.0.1:0".into());
+            match server::start(&addr, ServeOptions::default()).await {
+                Ok(s) => {
+                    let local = Address::Tcp(s.local_addr().to_owned());
+                    own_server = Some(s);
+                    local
+                }
+                Err(e) => {
+                    eprintln!("gotalk bench: cannot start the in-process server: {e}");
+                    return exit::TROUBLE;
+                }
+            }
+        }
+    };
+    let code = bench(&args, &target).await;
+    if let Some(s) = own_server {
+        s.shutdown().await;
+    }
+    code
+}
+
+async fn bench(args: &BenchArgs, target: &Address) -> u8 {
+    let payload = match &args.payload {
+        Some(p) => Bytes::from(p.clone()),
+        None => Bytes::from(vec![b'x'; args.size]),
+    };
+    // echo's answer must be the payload; other operations are not checked.
+    let expect_len = (args.op == "echo").then_some(payload.len());
+    let config = Config {
+        max_payload: Config::default()
+            .max_payload
+            .max(payload.len().min(u32::MAX as usize) as u32),
+        ..Config::default()
+    };
+
+    let connects =
+        (0..args.conns).map(|_| addr::connect(target, Handlers::new(), config.clone(), None));
+    let mut peers = Vec::new();
+    for r in futures::future::join_all(connects).await {
+        match r {
+            Ok(p) => peers.push(p),
+            Err(e) => {
+                eprintln!("gotalk bench: cannot connect to {target}: {e}");
+                for p in &peers {
+                    p.abort();
+                }
+                return exit::TROUBLE;
+            }
+        }
+    }
+
+    let stop = match args.duration {
+        Some(d) => Stop::Deadline(Instant::now() + d),
+        None => Stop::Count(args.requests.unwrap_or(200_000)),
+    };
+    let bar = progress_bar(stop, args.duration);
+    let load = Arc::new(Load {
+        op: args.op.clone(),
+        payload: payload.clone(),
+        expect_len,
+        stop,
+        issued: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        halt: AtomicBool::new(false),
+    });
+
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(peers.len() * args.concurrency as usize);
+    for peer in &peers {
+        for _ in 0..args.concurrency {
+            tasks.push(tokio::spawn(worker(peer.clone(), load.clone())));
+        }
+    }
+    let ticker = {
+        let bar = bar.clone();
+        let load = load.clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = Instant::now();
+                let n = load.done.load(Ordering::Relaxed);
+                let rate = (n - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+                last = (now, n);
+                match stop {
+                    Stop::Count(_) => bar.set_position(n),
+                    Stop::Deadline(_) => bar.set_position(started.elapsed().as_millis() as u64),
+                }
+                bar.set_message(format!("{rate:.0} req/s"));
+            }
+        })
+    };
+    // Ctrl-C ends the run early but still reports what was measured.
+    let interrupt = {
+        let load = load.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                load.halt.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let mut histogram = new_histogram();
+    let mut errors = 0u64;
+    let mut first_error = None;
+    for task in tasks {
+        match task.await {
+            Ok(r) => {
+                // Same settings, auto-resizing: merging only fails past u64 counts.
+                let _ = histogram.add(&r.histogram);
+                errors += r.errors;
+                if first_error.is_none() {
+                    first_error = r.first_error;
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| format!("bench task failed: {e}"));
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    interrupt.abort();
+    bar.finish_and_clear();
+    futures::future::join_all(peers.iter().map(Peer::close)).await;
+
+    let ok = histogram.len();
+    let requests = ok + errors;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let rps = requests as f64 / secs;
+    let q = |p: f64| us(histogram.value_at_quantile(p));
+    if args.json {
+        let report = serde_json::json!({
+            "op": args.op,
+            "addr": target.to_string(),
+            "requests": requests,
+            "errors": errors,
+            "duration_s": (secs * 1000.0).round() / 1000.0,
+            "requests_per_sec": rps.round(),
+            "p50_us": q(0.5),
+            "p90_us": q(0.9),
+            "p99_us": q(0.99),
+            "p999_us": q(0.999),
+            "max_us": us(histogram.max()),
+            "mean_us": (histogram.mean() / 100.0).round() / 10.0,
+            "concurrency": args.concurrency,
+            "conns": args.conns,
+            "size": payload.len(),
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "{} {} on {target}: {} in flight per connection × {} connection(s), {}-byte payload",
+            if args.self_serve {
+                "bench (in-process server)"
+            } else {
+                "bench"
+            },
+            args.op,
+            args.concurrency,
+            args.conns,
+            payload.len()
+        );
+        println!("  requests    {requests} in {secs:.2} s, {errors} error(s)");
+        println!("  throughput  {rps:.0} requests/s");
+        let at = |p: f64| human(histogram.value_at_quantile(p));
+        println!(
+            "  latency     p50 {}   p90 {}   p99 {}   p99.9 {}   max {}",
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(0.999),
+            human(histogram.max())
+        );
+    }
+    if let Some(e) = &first_error {
+        eprintln!("gotalk bench: {errors} request(s) failed; first: {e}");
+    }
+    if errors > 0 { exit::FAILED } else { exit::OK }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_units() {
+        assert_eq!(human(21_700), "21.7 µs");
+        assert_eq!(human(4_620_300), "4.62 ms");
+        assert_eq!(human(2_500_000_000), "2.50 s");
+        assert_eq!(us(137_649), 137.6);
+    }
+
+    #[test]
+    fn histograms_grow_past_their_start() {
+        let mut h = new_histogram();
+        h.record(5_000_000_000).unwrap();
+        h.record(100).unwrap();
+        let mut total = new_histogram();
+        total.add(&h).unwrap();
+        assert_eq!(total.len(), 2);
+        assert!(total.max() >= 4_999_000_000);
+    }
+}

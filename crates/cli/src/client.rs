@@ -1,0 +1,578 @@
+//! `serve`, `request`, `stream`, `notify` and `listen`.
+
+use std::{
+    io::{IsTerminal, Read, Write},
+    path::PathBuf,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use clap::Args;
+use futures::{
+    StreamExt,
+    future::{Either, select},
+};
+use gotalk_peer::{Config, Error, Peer, RequestOptions};
+use tokio::{io::AsyncReadExt, sync::mpsc};
+
+use crate::{
+    addr::{self, Address},
+    exit, ops,
+    server::{self, ServeOptions},
+    text::{OptDuration, escape_text, parse_optional_duration, pretty_json},
+    trace::{Dir, TraceEvent, Tracer, event_text},
+};
+
+pub(crate) const SERVE_HELP: &str = "\
+Prints `listening on ADDR` first (with --addr 127.0.0.1:0, ADDR has the port picked).
+With --trace, prints every frame in and out, one line each:
+  conn#N <- FRAME   received on connection N
+  conn#N -> FRAME   sent on connection N
+FRAME is the exact wire bytes: printable ASCII as is, `\\` as `\\\\`, any other byte as \\xNN
+(request IDs are four raw bytes: \\x00\\x00\\x00\\x00 is ID 0).
+Ctrl-C (or SIGTERM) stops accepting, lets requests in flight finish (up to 5 s), and exits 0;
+a second Ctrl-C exits at once. Exit code 2 if the address cannot be bound.";
+
+pub(crate) const REQUEST_HELP: &str = "\
+Prints the result followed by a newline (--raw: the exact bytes; --json: pretty-printed, or
+as is with a warning on stderr if it is not JSON). While waiting, this side answers `reverse`
+requests from the server, so `call-back` works.
+Exit codes:
+  0  the result was printed
+  1  the remote answered with an error result (its message goes to stderr), or still asked
+     to retry after --max-attempts attempts
+  2  protocol, connection or timeout error, or invalid usage";
+
+pub(crate) const STREAM_HELP: &str = "\
+Reads stdin in parts of --chunk bytes (from a terminal: each line as it is typed) and sends
+them as one stream request, ended by end of input (Ctrl-D), while printing each result part
+to stdout as it arrives (exact bytes, no added newlines), so
+`gotalk stream ADDR stream-echo < in > out` copies in to out. --timeout counts only once the
+input has ended.
+Exit codes: 0 the result stream ended normally; 1 an error result (message on stderr);
+2 protocol, connection, I/O or timeout error, or invalid usage.";
+
+pub(crate) const NOTIFY_HELP: &str = "\
+Sends the notification, then closes the connection (a notification is never answered).
+`gotalk serve` relays every notification other than `ping` to all its other connections.
+Exit codes: 0 sent; 2 connection error or invalid usage.";
+
+pub(crate) const LISTEN_HELP: &str = "\
+Prints each notification as `NAME PAYLOAD` on one line (PAYLOAD as text; control characters
+and invalid UTF-8 escaped). With NAMEs, prints only those.
+On connecting, sends one `ping` and waits (up to 2 s) for its `pong`: once it has arrived
+`gotalk serve` surely relays notifications to this connection, and `listening on ADDR` is
+printed to stderr. That pong is not printed.
+Exit codes: 0 on Ctrl-C or after --count notifications; 2 if the connection fails or closes.";
+
+/// Arguments of `gotalk serve`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on: host:port (port 0 picks one) or unix:PATH
+    #[arg(long, default_value = "127.0.0.1:1234", conflicts_with = "unix")]
+    addr: Address,
+    /// Listen on a Unix domain socket at PATH (same as --addr unix:PATH)
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// Interval between heartbeats sent to each client ("off" disables)
+    #[arg(long, default_value = "20s", value_parser = parse_optional_duration, value_name = "DURATION")]
+    heartbeat: OptDuration,
+    /// Close a connection with ProtocolError 3 when no message arrives for this long ("off" disables)
+    #[arg(long, default_value = "30s", value_parser = parse_optional_duration, value_name = "DURATION")]
+    read_timeout: OptDuration,
+    /// Stream requests handled at once per connection (0 refuses stream requests)
+    #[arg(long, default_value_t = Config::default().max_inbound_streams, value_name = "N")]
+    stream_limit: usize,
+    /// Requests handled at once per connection; above it, clients get `request rate limit` retry results
+    #[arg(long, default_value_t = Config::default().max_inbound_requests, value_name = "N")]
+    request_limit: usize,
+    /// Print every frame in and out, and connections opening and closing
+    #[arg(long)]
+    trace: bool,
+    /// With --trace, payload bytes shown per frame before eliding the rest
+    #[arg(long, default_value_t = 96, value_name = "BYTES")]
+    trace_payload: usize,
+}
+
+/// Arguments of `gotalk request`.
+#[derive(Args)]
+pub(crate) struct RequestArgs {
+    /// Server address: host:port, unix:PATH or ws://…
+    addr: Address,
+    /// Operation name
+    op: String,
+    /// Payload; `-` reads it from stdin; absent means empty
+    payload: Option<String>,
+    /// Pretty-print a JSON result (key order and numbers kept as sent)
+    #[arg(long, conflicts_with = "raw")]
+    json: bool,
+    /// Print the result's exact bytes, without adding a newline
+    #[arg(long)]
+    raw: bool,
+    /// Give up after this long, retries included ("off" waits forever)
+    #[arg(long, default_value = "30s", value_parser = parse_optional_duration, value_name = "DURATION")]
+    timeout: OptDuration,
+    /// Attempts when the server answers with retry results (waits as asked in between)
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    max_attempts: u32,
+    /// Print every frame in and out to stderr
+    #[arg(long)]
+    trace: bool,
+}
+
+/// Arguments of `gotalk stream`.
+#[derive(Args)]
+pub(crate) struct StreamArgs {
+    /// Server address: host:port, unix:PATH or ws://…
+    addr: Address,
+    /// Operation name
+    op: String,
+    /// Bytes per request part
+    #[arg(long, default_value_t = 64 * 1024, value_name = "SIZE", value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+    chunk: u32,
+    /// Give up when no result part arrives for this long after the input ended ("off" waits forever)
+    #[arg(long, default_value = "30s", value_parser = parse_optional_duration, value_name = "DURATION")]
+    timeout: OptDuration,
+    /// Print every frame in and out to stderr
+    #[arg(long)]
+    trace: bool,
+}
+
+/// Arguments of `gotalk notify`.
+#[derive(Args)]
+pub(crate) struct NotifyArgs {
+    /// Server address: host:port, unix:PATH or ws://…
+    addr: Address,
+    /// Notification name
+    name: String,
+    /// Payload; `-` reads it from stdin; absent means empty
+    payload: Option<String>,
+    /// Print every frame in and out to stderr
+    #[arg(long)]
+    trace: bool,
+}
+
+/// Arguments of `gotalk listen`.
+#[derive(Args)]
+pub(crate) struct ListenArgs {
+    /// Server address: host:port, unix:PATH or ws://…
+    addr: Address,
+    /// Only print notifications with these names
+    names: Vec<String>,
+    /// Exit after printing this many notifications
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Print every frame in and out to stderr
+    #[arg(long)]
+    trace: bool,
+}
+
+/// The exit code for a failed call.
+pub(crate) fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Remote(_) | Error::RetryExhausted { .. } => exit::FAILED,
+        _ => exit::TROUBLE,
+    }
+}
+
+/// Describes a failed call for stderr.
+fn describe(e: &Error) -> String {
+    match e {
+        Error::Remote(r) => format!("error result: {}", escape_text(r.payload())),
+        other => other.to_string(),
+    }
+}
+
+/// A tracer printing `-> FRAME` / `<- FRAME` lines to stderr.
+fn stderr_tracer() -> Tracer {
+    Tracer::new(|ev: &TraceEvent<'_>| {
+        let arrow = match ev.dir {
+            Dir::Recv => "<-",
+            Dir::Send => "->",
+        };
+        eprintln!("{arrow} {}", event_text(&ev.kind, 96));
+    })
+}
+
+async fn connect(addr: &Address, trace: bool, config: Config) -> Result<Peer, u8> {
+    let tracer = trace.then(stderr_tracer);
+    addr::connect(addr, ops::client_handlers(), config, tracer)
+        .await
+        .map_err(|e| {
+            eprintln!("gotalk: cannot connect to {addr}: {e}");
+            exit::TROUBLE
+        })
+}
+
+fn read_payload(arg: Option<String>) -> Result<Bytes, u8> {
+    match arg.as_deref() {
+        None => Ok(Bytes::new()),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| {
+                eprintln!("gotalk: cannot read the payload from stdin: {e}");
+                exit::TROUBLE
+            })?;
+            Ok(Bytes::from(buf))
+        }
+        Some(s) => Ok(Bytes::from(s.to_owned())),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a message.
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// `gotalk serve`.
+pub(crate) async fn serve(args: ServeArgs) -> u8 {
+    let addr = match args.unix {
+        Some(path) => Address::Unix(path),
+        None => args.addr,
+    };
+    let config = Config {
+        heartbeat_interval: args.heartbeat.0,
+        read_timeout: args.read_timeout.0,
+        max_inbound_streams: args.stream_limit,
+        max_inbound_requests: args.request_limit.max(1),
+        ..Config::default()
+    };
+    let max_payload = args.trace_payload;
+    let tracer = args.trace.then(|| {
+        Tracer::new(move |ev: &TraceEvent<'_>| {
+            let arrow = match ev.dir {
+                Dir::Recv => "<-",
+                Dir::Send => "->",
+            };
+            let line = format!(
+                "conn#{} {arrow} {}\n",
+                ev.conn,
+                event_text(&ev.kind, max_payload)
+            );
+            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        })
+    });
+    let options = ServeOptions {
+        config,
+        tracer,
+        log_connections: args.trace,
+        extra: None,
+    };
+    let running = match server::start(&addr, options).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gotalk serve: cannot listen on {addr}: {e}");
+            return exit::TROUBLE;
+        }
+    };
+    println!("listening on {}", running.local_addr());
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "try: gotalk request {} echo hello   (Ctrl-C stops the server)",
+            running.local_addr()
+        );
+    }
+    shutdown_signal().await;
+    eprintln!("shutting down: finishing requests in flight (Ctrl-C again to exit now)");
+    let close = pin!(running.shutdown());
+    match select(close, pin!(shutdown_signal())).await {
+        Either::Left((n, _)) => {
+            eprintln!("shut down ({n} connection(s) closed)");
+            exit::OK
+        }
+        Either::Right(_) => {
+            eprintln!("exiting without waiting");
+            130
+        }
+    }
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    () = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => ctrl_c.await,
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}
+
+/// `gotalk request`.
+pub(crate) async fn request(args: RequestArgs) -> u8 {
+    let payload = match read_payload(args.payload) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let peer = match connect(&args.addr, args.trace, Config::default()).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let options = RequestOptions {
+        timeout: args.timeout.0,
+        max_attempts: Some(args.max_attempts.max(1)),
+    };
+    let result = peer.request_with(&args.op, payload, options).await;
+    // Lets a call-back this side is answering finish, then says goodbye.
+    peer.close().await;
+    match result {
+        Ok(bytes) => {
+            let written = if args.raw {
+                write_stdout(&bytes)
+            } else if args.json {
+                match pretty_json(&bytes) {
+                    Some(pretty) => write_stdout(format!("{pretty}\n").as_bytes()),
+                    None => {
+                        eprintln!("gotalk: the result is not JSON; printing it as is");
+                        write_stdout(&[&bytes[..], b"\n"].concat())
+                    }
+                }
+            } else {
+                write_stdout(&[&bytes[..], b"\n"].concat())
+            };
+            if let Err(e) = written
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                eprintln!("gotalk: cannot write the result: {e}");
+                return exit::TROUBLE;
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("gotalk: {}", describe(&e));
+            exit_code(&e)
+        }
+    }
+}
+
+/// Reads up to `buf.len()` bytes, stopping early only at end of input.
+async fn read_full<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = r.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// `gotalk stream`.
+pub(crate) async fn stream(args: StreamArgs) -> u8 {
+    let peer = match connect(&args.addr, args.trace, Config::default()).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (mut writer, mut results) = match peer.stream_request(&args.op).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("gotalk: {}", describe(&e));
+            return exit_code(&e);
+        }
+    };
+    let chunk = args.chunk as usize;
+    // From a terminal, each line goes out as typed; otherwise parts are full chunks.
+    let interactive = std::io::stdin().is_terminal();
+    let input_done = Arc::new(AtomicBool::new(false));
+    let sent_all = input_done.clone();
+    let send = async move {
+        let mut stdin = tokio::io::stdin();
+        loop {
+            let mut buf = vec![0u8; chunk];
+            let read = if interactive {
+                stdin.read(&mut buf).await
+            } else {
+                read_full(&mut stdin, &mut buf).await
+            };
+            let n = read.map_err(|e| {
+                eprintln!("gotalk: cannot read stdin: {e}");
+                exit::TROUBLE
+            })?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            if let Err(e) = writer.send(buf).await {
+                // The result side reports why the connection went away.
+                tracing::debug!(error = %e, "stream part not sent");
+                return Ok(());
+            }
+        }
+        sent_all.store(true, Ordering::Relaxed);
+        writer.end().await.map_err(|e| {
+            tracing::debug!(error = %e, "stream end not sent");
+            exit::TROUBLE
+        })
+    };
+    let timeout = args.timeout.0;
+    let recv = async move {
+        loop {
+            let next = match timeout {
+                Some(t) => match tokio::time::timeout(t, results.next()).await {
+                    Ok(next) => next,
+                    // Still sending: waiting on the input, not on the server.
+                    Err(_) if !input_done.load(Ordering::Relaxed) => continue,
+                    Err(_) => {
+                        eprintln!(
+                            "gotalk: no result part for {t:?} after the input ended; giving up"
+                        );
+                        return exit::TROUBLE;
+                    }
+                },
+                None => results.next().await,
+            };
+            match next {
+                None => return exit::OK,
+                Some(Ok(part)) => {
+                    if let Err(e) = write_stdout(&part) {
+                        if e.kind() != std::io::ErrorKind::BrokenPipe {
+                            eprintln!("gotalk: cannot write the result: {e}");
+                        }
+                        return exit::TROUBLE;
+                    }
+                }
+                Some(Err(e)) => {
+                    eprintln!("gotalk: {}", describe(&e));
+                    return exit_code(&e);
+                }
+            }
+        }
+    };
+    let code = match select(pin!(send), pin!(recv)).await {
+        // Input sent: the outcome is the result stream's.
+        Either::Left((Ok(()), recv)) => recv.await,
+        Either::Left((Err(code), _)) => code,
+        // The result ended (or failed) first: stop sending.
+        Either::Right((code, _)) => code,
+    };
+    peer.close().await;
+    code
+}
+
+/// `gotalk notify`.
+pub(crate) async fn notify(args: NotifyArgs) -> u8 {
+    let payload = match read_payload(args.payload) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let peer = match connect(&args.addr, args.trace, Config::default()).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let sent = peer.notify(&args.name, payload).await;
+    // Closing flushes the notification before the connection goes.
+    peer.close().await;
+    match sent {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("gotalk: {}", describe(&e));
+            exit::TROUBLE
+        }
+    }
+}
+
+/// `gotalk listen`.
+pub(crate) async fn listen(args: ListenArgs) -> u8 {
+    let (tx, mut rx) = mpsc::channel::<(String, Bytes)>(1024);
+    let handlers = ops::client_handlers().notification("", move |ctx, payload| {
+        let tx = tx.clone();
+        let name = ctx.name().to_owned();
+        async move {
+            let _ = tx.send((name, payload)).await;
+        }
+    });
+    let tracer = args.trace.then(stderr_tracer);
+    let peer = match addr::connect(&args.addr, handlers, Config::default(), tracer).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("gotalk: cannot connect to {}: {e}", args.addr);
+            return exit::TROUBLE;
+        }
+    };
+    // Ping and wait for the pong, so the server surely relays to us from now on.
+    let nonce = format!(
+        "gotalk-listen-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let mut backlog = Vec::new();
+    if peer.notify("ping", nonce.clone()).await.is_ok() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some((name, payload))) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if name == "pong" && payload == nonce.as_bytes() {
+                break;
+            }
+            backlog.push((name, payload));
+        }
+    }
+    eprintln!("listening on {} (Ctrl-C to stop)", args.addr);
+    let mut printed = 0u64;
+    let mut print = |name: &str, payload: &[u8]| -> bool {
+        if !args.names.is_empty() && !args.names.iter().any(|n| n == name) {
+            return false;
+        }
+        let line = format!(
+            "{} {}\n",
+            escape_text(name.as_bytes()),
+            escape_text(payload)
+        );
+        let _ = write_stdout(line.as_bytes());
+        printed += 1;
+        args.count.is_some_and(|c| printed >= c)
+    };
+    for (name, payload) in backlog {
+        if print(&name, &payload) {
+            peer.close().await;
+            return exit::OK;
+        }
+    }
+    if args.count == Some(0) {
+        peer.close().await;
+        return exit::OK;
+    }
+    let mut stop = pin!(shutdown_signal());
+    let mut closed = pin!(peer.closed());
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some((name, payload)) = msg else { break };
+                if print(&name, &payload) {
+                    break;
+                }
+            }
+            () = &mut stop => break,
+            reason = &mut closed => {
+                eprintln!("gotalk: connection closed: {reason}");
+                return exit::TROUBLE;
+            }
+        }
+    }
+    peer.close().await;
+    exit::OK
+}

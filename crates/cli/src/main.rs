@@ -1,0 +1,244 @@
+//! `gotalk`: talk to gotalk services from the command line.
+//!
+//! `gotalk demo` walks through the protocol; `serve`, `request`, `stream`,
+//! `notify` and `listen` run and poke at services; `decode` reads wire
+//! captures; `bench` measures throughput and latency. See `gotalk --help`.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod addr;
+mod bench;
+mod client;
+mod decode;
+mod demo;
+mod ops;
+mod server;
+mod text;
+mod trace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes, shared by the commands.
+pub(crate) mod exit {
+    /// Success: a result, a clean shutdown, every check passed.
+    pub(crate) const OK: u8 = 0;
+    /// The remote answered with an error (or retry) result; decode found a
+    /// malformed frame; a demo step or some bench requests failed.
+    pub(crate) const FAILED: u8 = 1;
+    /// Protocol, connection, I/O or timeout error (clap's usage errors are 2 too).
+    pub(crate) const TROUBLE: u8 = 2;
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (request: a result)
+  1  the remote answered with an error result (or kept asking to retry); decode: a
+     malformed or truncated frame; demo: a step did not get the expected answer;
+     bench: some requests failed
+  2  protocol, connection, I/O or timeout error; also invalid command-line usage
+
+Addresses: host:port (127.0.0.1:1234), unix:PATH (a Unix domain socket), and
+ws://HOST/PATH or wss://… once the WebSocket transport is built in.";
+
+const LONG_ABOUT: &str = "\
+gotalk is a symmetric, multiplexed RPC protocol whose wire format is ASCII: a request
+for `echo` with payload `hello` is the frame r\\x00\\x00\\x00\\x00004echo00000005hello.
+This tool runs, calls, watches and measures gotalk services.
+
+Start with `gotalk demo`, then run `gotalk serve` in one terminal and
+`gotalk request 127.0.0.1:1234 echo hello` in another.";
+
+#[derive(Parser)]
+#[command(
+    name = "gotalk",
+    version,
+    about = "Talk to gotalk services: demo, serve, request, stream, notify, listen, decode, bench",
+    long_about = LONG_ABOUT,
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Walk through every kind of gotalk exchange over loopback TCP, showing the wire frames
+    #[command(after_help = demo::AFTER_HELP)]
+    Demo(demo::DemoArgs),
+    /// Run a responder with test operations (echo, greet, fail, slow, reverse, streams, ...)
+    #[command(after_help = server_after_help())]
+    Serve(client::ServeArgs),
+    /// Send one request and print its result
+    #[command(after_help = client::REQUEST_HELP)]
+    Request(client::RequestArgs),
+    /// Send stdin as a stream request and print the result parts as they arrive
+    #[command(after_help = client::STREAM_HELP)]
+    Stream(client::StreamArgs),
+    /// Send one notification
+    #[command(after_help = client::NOTIFY_HELP)]
+    Notify(client::NotifyArgs),
+    /// Print the notifications a server sends, one per line, until Ctrl-C
+    #[command(after_help = client::LISTEN_HELP)]
+    Listen(client::ListenArgs),
+    /// Decode a raw wire capture (or its hex) into one message per line
+    #[command(after_help = decode::AFTER_HELP)]
+    Decode(decode::DecodeArgs),
+    /// Load-test a gotalk service: throughput and latency percentiles
+    #[command(after_help = bench::AFTER_HELP)]
+    Bench(bench::BenchArgs),
+}
+
+fn server_after_help() -> String {
+    format!("{}\n\n{}", ops::OPERATIONS_HELP, client::SERVE_HELP)
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    if let Command::Decode(args) = &cli.command {
+        // Pure gotalk-proto: no runtime needed.
+        return ExitCode::from(decode::run(args));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gotalk: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::TROUBLE);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Serve(args) => client::serve(args).await,
+            Command::Request(args) => client::request(args).await,
+            Command::Stream(args) => client::stream(args).await,
+            Command::Notify(args) => client::notify(args).await,
+            Command::Listen(args) => client::listen(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Decode(_) => unreachable!("handled above"),
+        }
+    });
+    // Don't wait for stdin readers or lingering connection tasks.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_parses_its_options() {
+        let lines: &[&[&str]] = &[
+            &["demo"],
+            &[
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--heartbeat",
+                "off",
+                "--read-timeout",
+                "5s",
+            ],
+            &[
+                "serve",
+                "--unix",
+                "/tmp/x.sock",
+                "--stream-limit",
+                "0",
+                "--request-limit",
+                "9",
+                "--trace",
+            ],
+            &[
+                "request",
+                "--json",
+                "--timeout",
+                "2s",
+                "--max-attempts",
+                "1",
+                "127.0.0.1:1",
+                "echo",
+                "x",
+            ],
+            &[
+                "request",
+                "--raw",
+                "--timeout",
+                "off",
+                "unix:/s",
+                "echo",
+                "-",
+            ],
+            &[
+                "stream",
+                "--chunk",
+                "10",
+                "--timeout",
+                "1m",
+                "127.0.0.1:1",
+                "stream-echo",
+            ],
+            &["notify", "127.0.0.1:1", "chat", "hi"],
+            &["listen", "--count", "2", "127.0.0.1:1", "a", "b"],
+            &["decode", "--hex", "-"],
+            &[
+                "bench", "--self", "-c", "4", "-n", "10", "--json", "--size", "5", "--conns", "2",
+            ],
+            &[
+                "bench",
+                "127.0.0.1:1",
+                "--duration",
+                "1s",
+                "--op",
+                "greet",
+                "--payload",
+                "{}",
+            ],
+        ];
+        for line in lines {
+            let argv = std::iter::once("gotalk").chain(line.iter().copied());
+            if let Err(e) = Cli::try_parse_from(argv) {
+                panic!("{line:?}: {e}");
+            }
+        }
+        for bad in [
+            &["bench"][..],
+            &["bench", "--self", "127.0.0.1:1"],
+            &["bench", "--self", "-n", "1", "--duration", "1s"],
+            &["request", "nohost", "echo"],
+            &["request", "--json", "--raw", "127.0.0.1:1", "echo"],
+            &["serve", "--addr", "127.0.0.1:1", "--unix", "/s"],
+            &["stream", "--chunk", "0", "127.0.0.1:1", "x"],
+        ] {
+            let argv = std::iter::once("gotalk").chain(bad.iter().copied());
+            assert!(
+                Cli::try_parse_from(argv).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+}

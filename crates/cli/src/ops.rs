@@ -1,0 +1,223 @@
+//! The operations `gotalk serve` offers, and the one every client offers back.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use gotalk_peer::{HandlerError, Handlers, Peer};
+use serde::{Deserialize, Serialize};
+
+/// Longest wait `slow` accepts, so a typo cannot park a handler for hours.
+pub(crate) const SLOW_MAX_MS: u64 = 60_000;
+
+/// One line per operation, for `--help`.
+pub(crate) const OPERATIONS_HELP: &str = "\
+Operations:
+  echo         returns the payload
+  greet        JSON {\"name\":\"X\"} -> {\"greeting\":\"Hello X\"}
+  fail         error result: the payload, or \"fail: this operation always fails\"
+  slow         payload is a number of milliseconds (at most 60000): waits, then echoes it
+  reverse      returns the payload's bytes reversed
+  stream-echo  stream handler: echoes each request part as a result part
+  stream-fail  stream handler: echoes the first part, then fails with an error result
+  call-back    asks the requester for `reverse` of the payload and returns its answer
+Notifications:
+  ping         answered with a `pong` notification carrying the same payload
+  any other    relayed to every other connection (so `gotalk listen` sees `gotalk notify`)";
+
+/// Connections of one server, for relaying notifications.
+#[derive(Default)]
+pub(crate) struct Hub {
+    conns: Mutex<HashMap<u64, Peer>>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Peer>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers connection `conn` (again: it is idempotent).
+    pub(crate) fn insert(&self, conn: u64, peer: &Peer) {
+        if !peer.is_closed() {
+            self.lock().entry(conn).or_insert_with(|| peer.clone());
+        }
+    }
+
+    /// Forgets connection `conn`.
+    pub(crate) fn remove(&self, conn: u64) {
+        self.lock().remove(&conn);
+    }
+
+    /// Every open connection but `except`; closed ones are dropped.
+    pub(crate) fn others(&self, except: Option<u64>) -> Vec<Peer> {
+        let mut conns = self.lock();
+        conns.retain(|_, p| !p.is_closed());
+        conns
+            .iter()
+            .filter(|(id, _)| Some(**id) != except)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// Takes every connection out (at shutdown).
+    pub(crate) fn drain(&self) -> Vec<Peer> {
+        self.lock().drain().map(|(_, p)| p).collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct GreetIn {
+    name: String,
+}
+
+#[derive(Serialize)]
+struct GreetOut {
+    greeting: String,
+}
+
+/// `slow`'s wait, from its payload.
+fn slow_wait(payload: &[u8]) -> Result<Duration, HandlerError> {
+    let text = std::str::from_utf8(payload).unwrap_or("").trim();
+    let ms: u64 = text.parse().map_err(|_| {
+        HandlerError::new(format!(
+            "slow: payload must be a number of milliseconds, not {:?}",
+            String::from_utf8_lossy(payload)
+        ))
+    })?;
+    if ms > SLOW_MAX_MS {
+        return Err(HandlerError::new(format!(
+            "slow: {ms} ms is more than the maximum of {SLOW_MAX_MS} ms"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn reversed(payload: &[u8]) -> Bytes {
+    let mut v = payload.to_vec();
+    v.reverse();
+    Bytes::from(v)
+}
+
+/// The handlers of `gotalk serve` for connection number `conn`.
+pub(crate) fn server_handlers(conn: u64, hub: Arc<Hub>) -> Handlers {
+    let relay_hub = hub.clone();
+    Handlers::new()
+        .buffer("echo", |_ctx, payload: Bytes| async move {
+            Ok::<_, HandlerError>(payload)
+        })
+        .json("greet", |_ctx, input: GreetIn| async move {
+            Ok::<_, HandlerError>(GreetOut {
+                greeting: format!("Hello {}", input.name),
+            })
+        })
+        .buffer("fail", |_ctx, payload: Bytes| async move {
+            Err::<Bytes, _>(if payload.is_empty() {
+                HandlerError::new("fail: this operation always fails")
+            } else {
+                HandlerError::with_payload(payload)
+            })
+        })
+        .buffer("slow", |_ctx, payload: Bytes| async move {
+            tokio::time::sleep(slow_wait(&payload)?).await;
+            Ok::<_, HandlerError>(payload)
+        })
+        .buffer("reverse", |_ctx, payload: Bytes| async move {
+            Ok::<_, HandlerError>(reversed(&payload))
+        })
+        .stream("stream-echo", |_ctx, mut parts, mut out| async move {
+            while let Some(part) = parts.next().await {
+                out.send(part?).await?;
+            }
+            Ok::<_, HandlerError>(())
+        })
+        .stream("stream-fail", |_ctx, mut parts, mut out| async move {
+            let mut count = 0usize;
+            while let Some(part) = parts.next().await {
+                let part = part?;
+                if count == 0 {
+                    out.send(part).await?;
+                }
+                count += 1;
+            }
+            Err::<(), _>(HandlerError::new(format!(
+                "stream-fail: failing on purpose after {count} part(s)"
+            )))
+        })
+        .buffer("call-back", |ctx, payload: Bytes| async move {
+            Ok::<_, HandlerError>(ctx.peer().request("reverse", payload).await?)
+        })
+        .notification("ping", move |ctx, payload| {
+            // A connection that pings is registered for relays by the time
+            // it sees the pong (`gotalk listen` relies on that).
+            hub.insert(conn, ctx.peer());
+            async move {
+                if let Err(e) = ctx.peer().notify("pong", payload).await {
+                    tracing::debug!(conn, error = %e, "could not answer ping");
+                }
+            }
+        })
+        .notification("", move |ctx, payload| {
+            let others = relay_hub.others(Some(conn));
+            let name = ctx.name().to_owned();
+            async move {
+                let sends = others.iter().map(|p| p.notify(&name, payload.clone()));
+                for r in futures::future::join_all(sends).await {
+                    if let Err(e) = r {
+                        tracing::debug!(conn, error = %e, "could not relay notification");
+                    }
+                }
+            }
+        })
+}
+
+/// What every client command answers: `reverse`, so `call-back` works.
+pub(crate) fn client_handlers() -> Handlers {
+    Handlers::new().buffer("reverse", |_ctx, payload: Bytes| async move {
+        Ok::<_, HandlerError>(reversed(&payload))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_parses_its_wait() {
+        assert_eq!(slow_wait(b" 25\n").unwrap(), Duration::from_millis(25));
+        assert!(slow_wait(b"soon").is_err());
+        assert!(slow_wait(b"60001").is_err());
+        assert_eq!(&reversed(b"abc")[..], b"cba");
+    }
+
+    #[tokio::test]
+    async fn every_operation_in_memory() {
+        let hub = Arc::new(Hub::default());
+        let (client, _server) = Peer::pair(
+            client_handlers(),
+            server_handlers(1, hub),
+            gotalk_peer::Config::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(client.request("echo", "hi").await.unwrap(), "hi");
+        assert_eq!(
+            client.request("greet", r#"{"name":"X"}"#).await.unwrap(),
+            r#"{"greeting":"Hello X"}"#
+        );
+        let e = client.request("fail", "").await.unwrap_err();
+        assert_eq!(
+            e.remote().unwrap().message(),
+            "fail: this operation always fails"
+        );
+        assert_eq!(client.request("slow", "5").await.unwrap(), "5");
+        assert_eq!(client.request("reverse", "abc").await.unwrap(), "cba");
+        assert_eq!(client.request("call-back", "abc").await.unwrap(), "cba");
+        assert_eq!(client.request("stream-echo", "xy").await.unwrap(), "xy");
+        let e = client.request("stream-fail", "xy").await.unwrap_err();
+        assert!(e.remote().unwrap().message().contains("after 1 part"));
+    }
+}

@@ -1,0 +1,268 @@
+//! Text helpers: escaping bytes for display, hex input, durations, JSON layout.
+
+use std::{fmt::Write as _, time::Duration};
+
+/// Escapes wire bytes so they print on one line: printable ASCII stays as is,
+/// `\` becomes `\\`, every other byte `\xNN`. With `quote`, `"` becomes `\"`
+/// too (for values printed inside double quotes).
+pub(crate) fn escape_bytes(bytes: &[u8], quote: bool, out: &mut String) {
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'"' if quote => out.push_str("\\\""),
+            b' '..=b'~' => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+}
+
+/// [`escape_bytes`] into a new string.
+pub(crate) fn escaped(bytes: &[u8], quote: bool) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    escape_bytes(bytes, quote, &mut s);
+    s
+}
+
+/// Payload text for people: valid UTF-8 is kept (so non-ASCII text stays
+/// readable), control characters and `\` are escaped (`\n`, `\t`, `\r`,
+/// `\\`, `\xNN`), invalid UTF-8 bytes are `\xNN`. The result is one line.
+pub(crate) fn escape_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for &b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Why hex text could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HexError {
+    /// A character that is neither a hex digit nor whitespace.
+    BadChar {
+        /// The character.
+        ch: char,
+        /// Its byte offset in the text.
+        at: usize,
+    },
+    /// An odd number of hex digits.
+    OddLength,
+}
+
+impl std::fmt::Display for HexError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadChar { ch, at } => {
+                write!(f, "{ch:?} at character offset {at} is not a hex digit")
+            }
+            Self::OddLength => f.write_str("odd number of hex digits"),
+        }
+    }
+}
+
+/// Reads hex digits (either case), ignoring ASCII whitespace anywhere.
+pub(crate) fn parse_hex(text: &[u8]) -> Result<Vec<u8>, HexError> {
+    let mut out = Vec::with_capacity(text.len() / 2);
+    let mut high: Option<u8> = None;
+    for (at, &c) in text.iter().enumerate() {
+        if c.is_ascii_whitespace() {
+            continue;
+        }
+        let Some(v) = (c as char).to_digit(16) else {
+            let ch = String::from_utf8_lossy(&text[at..])
+                .chars()
+                .next()
+                .unwrap_or('?');
+            return Err(HexError::BadChar { ch, at });
+        };
+        let v = v as u8;
+        match high.take() {
+            None => high = Some(v),
+            Some(h) => out.push(h << 4 | v),
+        }
+    }
+    if high.is_some() {
+        return Err(HexError::OddLength);
+    }
+    Ok(out)
+}
+
+/// Parses a duration: `250ms`, `20s`, `1.5s`, `2m`, `1h`, `10us`; a bare
+/// number is seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 20s, 2m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "ns" => 1e-9,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 366.0 * 24.0 * 3600.0 {
+        return Err(format!("duration {s:?} is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A duration that may be switched off (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OptDuration(pub(crate) Option<Duration>);
+
+/// A duration that may be switched off with `off`, `none` or `0`.
+pub(crate) fn parse_optional_duration(s: &str) -> Result<OptDuration, String> {
+    match s.trim() {
+        "off" | "none" | "never" => Ok(OptDuration(None)),
+        other => parse_duration(other).map(|d| OptDuration((!d.is_zero()).then_some(d))),
+    }
+}
+
+/// Re-lays out valid JSON with two-space indentation, keeping the key
+/// order and number spelling of the input exactly (a `serde_json::Value`
+/// round trip would sort keys). `None` if `input` is not JSON.
+pub(crate) fn pretty_json(input: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(input).ok()?;
+    let text = std::str::from_utf8(input).ok()?;
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = text.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                // Keep empty containers compact.
+                while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                let close = if c == '{' { '}' } else { ']' };
+                if chars.peek() == Some(&close) {
+                    chars.next();
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(',');
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(
+            escaped(b"\0\0\0\x01r\\\"x\n", false),
+            "\\x00\\x00\\x00\\x01r\\\\\"x\\x0a"
+        );
+        assert_eq!(escaped(b"a\"b", true), "a\\\"b");
+        assert_eq!(
+            escape_text("héllo\n\\\x07".as_bytes()),
+            "héllo\\n\\\\\\u{7}"
+        );
+        assert_eq!(escape_text(b"a\xffb"), "a\\xffb");
+    }
+
+    #[test]
+    fn hex() {
+        assert_eq!(
+            parse_hex(b"72 30\n3a\tFF").unwrap(),
+            vec![0x72, 0x30, 0x3a, 0xff]
+        );
+        assert_eq!(
+            parse_hex(b"72 3g").unwrap_err(),
+            HexError::BadChar { ch: 'g', at: 4 }
+        );
+        assert_eq!(parse_hex(b"723").unwrap_err(), HexError::OddLength);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("1e300h").is_err());
+        assert_eq!(parse_optional_duration("off").unwrap().0, None);
+        assert_eq!(parse_optional_duration("0").unwrap().0, None);
+        assert_eq!(
+            parse_optional_duration("1s").unwrap().0,
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn json_layout_keeps_order() {
+        assert_eq!(
+            pretty_json(br#"{"z":1,"a":[1, 2.50],"e":{},"s":"a,b:{\"c"}"#).unwrap(),
+            "{\n  \"z\": 1,\n  \"a\": [\n    1,\n    2.50\n  ],\n  \"e\": {},\n  \"s\": \"a,b:{\\\"c\"\n}"
+        );
+        assert_eq!(pretty_json(b"\"x\"").unwrap(), "\"x\"");
+        assert!(pretty_json(b"{nope").is_none());
+    }
+}

@@ -1,0 +1,774 @@
+//! The `gotalk` binary, end to end: real processes over loopback TCP and
+//! Unix sockets, exact output and exit codes.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Child, ChildStderr, Command as StdCommand, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gotalk");
+/// Longest any single command may take before the test fails.
+const CMD_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest we wait for a line of output from a long-running process.
+const LINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn gotalk() -> Command {
+    let mut c = Command::new(BIN);
+    c.timeout(CMD_TIMEOUT);
+    c
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Out {
+    let o = gotalk()
+        .args(args)
+        .write_stdin(stdin.to_vec())
+        .output()
+        .unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Forwards a pipe's lines to a channel from a thread.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line matching `pred`, returning it (or every line seen, on timeout).
+fn wait_for(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> Result<String, String> {
+    let deadline = Instant::now() + LINE_TIMEOUT;
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if pred(&line) => return Ok(line),
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            Err(_) => return Err(seen),
+        }
+    }
+}
+
+/// A running `gotalk serve`, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    stdout: mpsc::Receiver<String>,
+    stderr: Option<ChildStderr>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let mut args = vec!["serve"];
+        if !extra.contains(&"--unix") {
+            args.extend(["--addr", "127.0.0.1:0"]);
+        }
+        args.extend(extra);
+        let mut child = StdCommand::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = child.stderr.take();
+        let mut server = Server {
+            child,
+            addr: String::new(),
+            stdout,
+            stderr,
+        };
+        let first = wait_for(&server.stdout, |l| l.starts_with("listening on "))
+            .unwrap_or_else(|seen| panic!("serve printed no address; saw {seen:?}"));
+        server.addr = first["listening on ".len()..].to_owned();
+        server
+    }
+
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends a signal and waits for the process to exit; returns its exit code and stderr.
+    fn signal_and_wait(mut self, signal: &str) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        let ok = StdCommand::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal} {pid} failed");
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit after {signal}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        (status.code().unwrap_or(-1), err)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn demo_walks_through_every_step_and_exits_zero() {
+    let o = run(&["demo"], b"");
+    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout
+            .contains("summary: all 8 steps got the expected answer")
+    );
+    // Exact frames, binary IDs escaped.
+    for frame in [
+        "-> 01",
+        "<- 01",
+        "-> r\\x00\\x00\\x00\\x00004echo00000005hello",
+        "<- R\\x00\\x00\\x00\\x0000000005hello",
+        "-> p\\x02\\x00\\x00\\x0000000000",
+        "<- S\\x02\\x00\\x00\\x0000000000",
+        "-> n004ping0000000eare you there?",
+        "<- n004pong0000000eare you there?",
+        "<- r\\x00\\x00\\x00\\x00007reverse00000008stressed",
+        "<- E\\x06\\x00\\x00\\x0000000021fail: this operation always fails",
+        "<- e\\x07\\x00\\x00\\x000000012c0000000awarming up",
+        "-> r\\x08\\x00\\x00\\x00005flaky00000004data",
+    ] {
+        assert!(
+            o.stdout.contains(frame),
+            "missing {frame:?} in:\n{}",
+            o.stdout
+        );
+    }
+    assert_eq!(o.stdout.matches("  ok: ").count(), 8);
+}
+
+#[test]
+fn serve_answers_every_operation() {
+    let server = Server::start(&[]);
+    let a = server.addr();
+    // (arguments after the address, stdin, stdout, exit code, stderr must contain)
+    let cases: &[(&[&str], &str, &str, i32, &str)] = &[
+        (&["echo", "hello"], "", "hello\n", 0, ""),
+        (&["echo"], "", "\n", 0, ""),
+        (&["echo", "-"], "from stdin", "from stdin\n", 0, ""),
+        (&["--raw", "echo", "abc"], "", "abc", 0, ""),
+        (
+            &["greet", r#"{"name":"X"}"#],
+            "",
+            "{\"greeting\":\"Hello X\"}\n",
+            0,
+            "",
+        ),
+        (
+            &["--json", "greet", r#"{"name":"X"}"#],
+            "",
+            "{\n  \"greeting\": \"Hello X\"\n}\n",
+            0,
+            "",
+        ),
+        (&["greet", "nope"], "", "", 1, "invalid input"),
+        (
+            &["fail"],
+            "",
+            "",
+            1,
+            "error result: fail: this operation always fails",
+        ),
+        (
+            &["fail", "custom reason"],
+            "",
+            "",
+            1,
+            "error result: custom reason",
+        ),
+        (&["slow", "30"], "", "30\n", 0, ""),
+        (
+            &["slow", "soon"],
+            "",
+            "",
+            1,
+            "slow: payload must be a number of milliseconds",
+        ),
+        (&["reverse", "stressed"], "", "desserts\n", 0, ""),
+        (&["call-back", "stressed"], "", "desserts\n", 0, ""),
+        (&["stream-echo", "as one part"], "", "as one part\n", 0, ""),
+        (
+            &["stream-fail", "x"],
+            "",
+            "",
+            1,
+            "stream-fail: failing on purpose after 1 part(s)",
+        ),
+        (
+            &["nope"],
+            "",
+            "",
+            1,
+            "error result: unknown operation \"nope\"",
+        ),
+        (
+            &["--timeout", "100ms", "slow", "3000"],
+            "",
+            "",
+            2,
+            "request timed out",
+        ),
+    ];
+    let handles: Vec<_> = cases
+        .iter()
+        .map(|&(args, stdin, out, code, err)| {
+            let mut argv = vec!["request", a];
+            // Options go before the address too; clap takes them anywhere.
+            argv.extend(args);
+            let argv: Vec<String> = argv.into_iter().map(str::to_owned).collect();
+            thread::spawn(move || {
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                let o = run(&argv, stdin.as_bytes());
+                assert_eq!(
+                    (o.code, o.stdout.as_str()),
+                    (code, out),
+                    "{argv:?}: stderr {:?}",
+                    o.stderr
+                );
+                assert!(o.stderr.contains(err), "{argv:?}: stderr {:?}", o.stderr);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn request_reports_connection_and_usage_errors_with_exit_2() {
+    // A port nobody listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = run(&["request", &format!("127.0.0.1:{port}"), "echo", "x"], b"");
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("cannot connect"), "{}", o.stderr);
+    let o = run(&["request", "not-an-address", "echo"], b"");
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("is not an address"), "{}", o.stderr);
+    let o = run(&["request", "ws://127.0.0.1:1/gotalk/", "echo"], b"");
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("WebSocket"), "{}", o.stderr);
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let o = run(&["--help"], b"");
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("Exit codes:"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("2  protocol, connection, I/O or timeout error")
+    );
+    for sub in [
+        "request", "stream", "notify", "listen", "decode", "bench", "demo", "serve",
+    ] {
+        let o = run(&[sub, "--help"], b"");
+        assert_eq!(o.code, 0, "{sub}");
+        assert!(
+            o.stdout.contains("Exit code"),
+            "{sub} --help:\n{}",
+            o.stdout
+        );
+    }
+    let o = run(&["serve", "--help"], b"");
+    for op in [
+        "echo",
+        "greet",
+        "fail",
+        "slow",
+        "reverse",
+        "stream-echo",
+        "stream-fail",
+        "call-back",
+        "ping",
+    ] {
+        assert!(o.stdout.contains(op), "serve --help lacks {op}");
+    }
+}
+
+/// Deterministic bytes of every value, including CR, LF and NUL.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn stream_round_trips_a_file() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.bin");
+    let data = pattern(300_000);
+    std::fs::write(&path, &data).unwrap();
+    let out = gotalk()
+        .args(["stream", "--chunk", "7000", server.addr(), "stream-echo"])
+        .pipe_stdin(&path)
+        .unwrap()
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "stream-echo changed the bytes");
+
+    // A failing stream: the part sent before the error, then exit 1.
+    let o = run(
+        &["stream", "--chunk", "4", server.addr(), "stream-fail"],
+        b"abcdefghij",
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (1, "abcd"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("failing on purpose after 3 part(s)"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn notify_and_listen_see_each_other() {
+    let server = Server::start(&[]);
+    let mut listen = StdCommand::new(BIN)
+        .args(["listen", "--count", "2", server.addr(), "chat"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = lines_of(listen.stderr.take().unwrap());
+    let stdout = lines_of(listen.stdout.take().unwrap());
+    let listen = Kill(listen);
+    wait_for(&stderr, |l| l.starts_with("listening on"))
+        .unwrap_or_else(|seen| panic!("listen never got ready: {seen:?}"));
+    for (name, payload) in [
+        ("other", "filtered out"),
+        ("chat", "hello"),
+        ("chat", "two\nlines"),
+    ] {
+        let o = run(&["notify", server.addr(), name, payload], b"");
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    }
+    let mut got: Vec<String> = (0..2)
+        .map(|_| wait_for(&stdout, |_| true).expect("a notification line"))
+        .collect();
+    got.sort();
+    assert_eq!(got, ["chat hello", "chat two\\nlines"]);
+    let mut listen = listen;
+    let deadline = Instant::now() + LINE_TIMEOUT;
+    let status = loop {
+        if let Some(s) = listen.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "listen --count 2 did not exit");
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+
+    // notify to nowhere: exit 2.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = run(&["notify", &format!("127.0.0.1:{port}"), "x"], b"");
+    assert_eq!(o.code, 2);
+}
+
+#[test]
+fn serve_trace_prints_every_frame() {
+    let server = Server::start(&["--trace"]);
+    let o = run(&["request", server.addr(), "echo", "hello"], b"");
+    assert_eq!((o.code, o.stdout.as_str()), (0, "hello\n"));
+    for expected in [
+        "conn#1 open 127.0.0.1:",
+        "conn#1 -> 01",
+        "conn#1 <- 01",
+        "conn#1 <- r\\x00\\x00\\x00\\x00004echo00000005hello",
+        "conn#1 -> R\\x00\\x00\\x00\\x0000000005hello",
+        "conn#1 closed: connection closed by peer",
+    ] {
+        wait_for(&server.stdout, |l| l.starts_with(expected))
+            .unwrap_or_else(|seen| panic!("no {expected:?} in trace; saw {seen:?}"));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_lets_requests_in_flight_finish() {
+    let server = Server::start(&["--trace"]);
+    let slow = StdCommand::new(BIN)
+        .args(["request", server.addr(), "slow", "400"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&server.stdout, |l| l.contains("004slow00000003400"))
+        .unwrap_or_else(|seen| panic!("the slow request never arrived; saw {seen:?}"));
+    let started = Instant::now();
+    let (code, stderr) = server.signal_and_wait("-INT");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("shut down (1 connection(s) closed)"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let out = slow.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"400\n");
+}
+
+#[cfg(unix)]
+#[test]
+fn serves_and_requests_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("g.sock");
+    let sock_str = sock.to_str().unwrap();
+    let server = Server::start(&["--unix", sock_str]);
+    assert_eq!(server.addr(), format!("unix:{sock_str}"));
+    let o = run(&["request", server.addr(), "reverse", "abc"], b"");
+    assert_eq!((o.code, o.stdout.as_str()), (0, "cba\n"), "{}", o.stderr);
+    let (code, _) = server.signal_and_wait("-TERM");
+    assert_eq!(code, 0);
+    assert!(
+        !Path::new(&sock).exists(),
+        "the socket file is removed on shutdown"
+    );
+}
+
+// ---- decode ----
+
+const MESSAGES: &str = include_str!("vectors/messages.jsonl");
+const INVALID: &str = include_str!("vectors/invalid.jsonl");
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The CLI's escaping for quoted values: printable ASCII, `\"`, `\\`, `\xNN`.
+fn esc(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in bytes {
+        match b {
+            b'\\' => s.push_str("\\\\"),
+            b'"' => s.push_str("\\\""),
+            b' '..=b'~' => s.push(b as char),
+            _ => s.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    s
+}
+
+/// The line `gotalk decode` must print for a vector's message, without the offset.
+fn expected_line(m: &Value) -> String {
+    let ty = m["type"].as_str().unwrap();
+    let mut s = ty.to_owned();
+    if let Some(id) = m["id_hex"].as_str() {
+        s += &format!(" id=\"{}\"", esc(&unhex(id)));
+    }
+    if let Some(op) = m["op"].as_str() {
+        s += &format!(" op=\"{}\"", esc(op.as_bytes()));
+    }
+    if let Some(name) = m["name"].as_str() {
+        s += &format!(" name=\"{}\"", esc(name.as_bytes()));
+    }
+    if let Some(w) = m["wait_ms"].as_u64() {
+        s += &format!(" wait_ms={w}");
+    }
+    if ty == "Heartbeat" {
+        s += &format!(" load={} time={}", m["load"], m["time"]);
+    }
+    if let Some(code) = m["code"].as_u64() {
+        let meaning = match code {
+            0 => "abnormal condition",
+            1 => "unsupported protocol",
+            2 => "invalid protocol message",
+            3 => "timeout",
+            _ => "unknown protocol error",
+        };
+        s += &format!(" code={code} ({meaning})");
+    }
+    if let Some(p) = m["payload_hex"].as_str() {
+        let p = unhex(p);
+        s += &format!(" size={} payload=\"{}\"", p.len(), esc(&p));
+    }
+    s
+}
+
+fn vectors(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn decode_prints_the_fields_of_every_vector() {
+    let vs = vectors(MESSAGES);
+    assert!(vs.len() >= 20, "the vectors file is complete");
+    // All vectors as one conversation, after a version, as hex split over lines.
+    let mut hex = String::from("3031\n"); // the version, "01"
+    let mut raw = b"01".to_vec();
+    let mut expected = String::from("@0 version 01\n");
+    for v in &vs {
+        let wire = v["wire_hex"].as_str().unwrap();
+        expected += &format!("@{} {}\n", raw.len(), expected_line(&v["message"]));
+        raw.extend(unhex(wire));
+        hex += wire;
+        hex += "\n";
+    }
+    let o = run(&["decode", "--hex"], hex.as_bytes());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, expected);
+    // The same bytes raw, from a file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.bin");
+    std::fs::write(&path, &raw).unwrap();
+    let o = run(&["decode", path.to_str().unwrap()], b"");
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, expected.as_str()),
+        "{}",
+        o.stderr
+    );
+    // Each vector alone, without a version, from stdin.
+    for v in &vs {
+        let o = run(&["decode", "-"], &unhex(v["wire_hex"].as_str().unwrap()));
+        assert_eq!(o.code, 0, "{}: {}", v["name"], o.stderr);
+        assert_eq!(
+            o.stdout,
+            format!("@0 {}\n", expected_line(&v["message"])),
+            "{}",
+            v["name"]
+        );
+    }
+}
+
+#[test]
+fn decode_names_the_offset_of_a_malformed_frame() {
+    let good = b"R000100000002hi"; // 15 bytes, decodes
+    // Offset of the bad byte inside each invalid vector's frame.
+    let cases = [
+        ("unknown-type", 0),
+        ("non-hex-size", 12),
+        ("non-hex-text3size", 5),
+        ("space-in-size", 5),
+        ("plus-sign-in-size", 5),
+        ("0x-prefix", 6),
+        ("invalid-utf8-op", 8),
+        ("heartbeat-bad-load", 1),
+        ("protocol-error-bad-code", 8),
+    ];
+    let invalid = vectors(INVALID);
+    for (name, at) in cases {
+        let v = invalid.iter().find(|v| v["name"] == name).unwrap();
+        assert_eq!(v["expect"], "invalid", "{name}");
+        let mut input = b"01".to_vec();
+        input.extend(good);
+        input.extend(unhex(v["wire_hex"].as_str().unwrap()));
+        let o = run(&["decode"], &input);
+        assert_eq!(o.code, 1, "{name}: {}", o.stderr);
+        assert_eq!(
+            o.stdout, "@0 version 01\n@2 SingleResult id=\"0001\" size=2 payload=\"hi\"\n",
+            "{name}"
+        );
+        let offset = 17 + at;
+        assert!(
+            o.stderr
+                .contains(&format!("malformed frame at byte {offset}: "))
+                && o.stderr.contains("(the frame starts at byte 17)"),
+            "{name}: {}",
+            o.stderr
+        );
+    }
+    // Truncated frames (and a size the input cannot hold) are named too.
+    for name in [
+        "truncated-header",
+        "truncated-payload",
+        "huge-declared-payload",
+    ] {
+        let v = invalid.iter().find(|v| v["name"] == name).unwrap();
+        let mut input = good.to_vec();
+        input.extend(unhex(v["wire_hex"].as_str().unwrap()));
+        let o = run(&["decode"], &input);
+        assert_eq!(o.code, 1, "{name}");
+        assert!(
+            o.stderr.contains(" frame at byte 15: the input ends"),
+            "{name}: {}",
+            o.stderr
+        );
+    }
+    let o = run(&["decode", "--hex"], b"52 30 zz");
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("'z' at character offset 6"),
+        "{}",
+        o.stderr
+    );
+    let o = run(&["decode", "/nonexistent/capture.bin"], b"");
+    assert_eq!(o.code, 2);
+}
+
+// ---- bench ----
+
+fn bench_json(args: &[&str]) -> Value {
+    let o = run(args, b"");
+    assert_eq!(o.code, 0, "{args:?}: {}", o.stderr);
+    let v: Value = serde_json::from_str(o.stdout.trim())
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON object ({e}): {:?}", o.stdout));
+    for key in [
+        "requests",
+        "errors",
+        "requests_per_sec",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+    ] {
+        assert!(v[key].is_number(), "{key} missing in {v}");
+    }
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["requests_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["p50_us"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["p50_us"].as_f64() <= v["p99_us"].as_f64(), "{v}");
+    assert!(v["p99_us"].as_f64() <= v["max_us"].as_f64(), "{v}");
+    v
+}
+
+#[test]
+fn bench_self_prints_a_json_report() {
+    let v = bench_json(&["bench", "--self", "-n", "2000", "--json"]);
+    assert_eq!(v["requests"], 2000, "{v}");
+    assert_eq!(v["concurrency"], 64);
+    assert_eq!(v["conns"], 1);
+    assert_eq!(v["size"], 32);
+}
+
+#[test]
+fn bench_against_a_running_server() {
+    let server = Server::start(&[]);
+    let v = bench_json(&[
+        "bench",
+        server.addr(),
+        "-n",
+        "2000",
+        "-c",
+        "8",
+        "--conns",
+        "2",
+        "--size",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(v["requests"], 2000, "{v}");
+    assert_eq!(
+        (v["concurrency"].as_u64(), v["conns"].as_u64()),
+        (Some(8), Some(2))
+    );
+    // The human report, and an operation other than echo.
+    let o = run(
+        &[
+            "bench",
+            server.addr(),
+            "-n",
+            "200",
+            "-c",
+            "4",
+            "--op",
+            "greet",
+            "--payload",
+            r#"{"name":"b"}"#,
+        ],
+        b"",
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("requests    200 in"), "{}", o.stdout);
+    assert!(o.stdout.contains("requests/s"), "{}", o.stdout);
+    // Every request failing: exit 1.
+    let o = run(
+        &[
+            "bench",
+            server.addr(),
+            "-n",
+            "50",
+            "-c",
+            "2",
+            "--op",
+            "fail",
+        ],
+        b"",
+    );
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("50 request(s) failed"), "{}", o.stderr);
+    let _ = std::io::stderr().flush();
+}

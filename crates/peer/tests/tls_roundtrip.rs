@@ -1,0 +1,281 @@
+//! TLS over TCP and `wss://`, with certificates made at run time by rcgen:
+//! round trips, and refusal of untrusted or misnamed certificates.
+#![cfg(feature = "tls")]
+
+use std::{
+    error::Error as _,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use bytes::Bytes;
+use gotalk_peer::{Config, Error, HandlerError, Handlers, tls};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tokio_rustls::rustls;
+
+/// A CA, and a server certificate + key it signed.
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn pki(names: &[&str]) -> Pki {
+    let ca = ca("gotalk test CA");
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+fn handlers() -> Handlers {
+    Handlers::new().buffer(
+        "echo",
+        |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
+    )
+}
+
+/// The rustls error inside a failed connect, if TLS refused.
+fn tls_cause(e: &Error) -> Option<&rustls::Error> {
+    let Error::Io(io) = e else { return None };
+    io.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// A unique scratch directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "gotalk-tls-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn tcp_tls_round_trip_from_pem_files() {
+    let pki = pki(&["localhost", "127.0.0.1"]);
+    let dir = TempDir::new();
+    let cert = dir.write("cert.pem", &pki.cert_pem);
+    let key = dir.write("key.pem", &pki.key_pem);
+    let ca = dir.write("ca.pem", &pki.ca_pem);
+
+    let server_tls = tls::server_config_from_pem_files(&cert, &key).unwrap();
+    let server = tls::TlsServer::bind("127.0.0.1:0", server_tls, handlers(), Config::default())
+        .await
+        .unwrap();
+    let port = server.local_addr().port();
+    let client_tls = tls::client_config_with_ca_file(&ca).unwrap();
+
+    for addr in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let peer = tls::connect(
+            &addr,
+            client_tls.clone(),
+            Handlers::new(),
+            Config::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(peer.request("echo", "over tls").await.unwrap(), "over tls");
+        let big = Bytes::from(vec![7u8; 3 << 20]);
+        assert_eq!(peer.request("echo", big.clone()).await.unwrap(), big);
+        assert_eq!(peer.remote_addr(), Some(format!("tls://{addr}").as_str()));
+        peer.close().await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn untrusted_certificate_is_refused() {
+    let pki = pki(&["localhost"]);
+    let server_tls =
+        tls::server_config_from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
+    let server = tls::TlsServer::bind("127.0.0.1:0", server_tls, handlers(), Config::default())
+        .await
+        .unwrap();
+    let addr = format!("localhost:{}", server.local_addr().port());
+
+    // Trusting some other CA only.
+    let other = ca("some other CA");
+    let client_tls = tls::client_config_with_ca_pem(other.pem().as_bytes()).unwrap();
+    let err = tls::connect(&addr, client_tls, Handlers::new(), Config::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            tls_cause(&err),
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ),
+        "{err} / {:?}",
+        err.source()
+    );
+
+    // The right CA still works against the same server.
+    let client_tls = tls::client_config_with_ca_pem(pki.ca_pem.as_bytes()).unwrap();
+    let peer = tls::connect(&addr, client_tls, Handlers::new(), Config::default())
+        .await
+        .unwrap();
+    assert_eq!(peer.request("echo", "ok").await.unwrap(), "ok");
+    assert_eq!(server.connection_count(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificate_for_another_name_is_refused() {
+    let pki = pki(&["other.example"]);
+    let server_tls =
+        tls::server_config_from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
+    let server = tls::TlsServer::bind("127.0.0.1:0", server_tls, handlers(), Config::default())
+        .await
+        .unwrap();
+    let client_tls = tls::client_config_with_ca_pem(pki.ca_pem.as_bytes()).unwrap();
+    let err = tls::connect(
+        &format!("localhost:{}", server.local_addr().port()),
+        client_tls,
+        Handlers::new(),
+        Config::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            tls_cause(&err),
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. }
+                    | rustls::CertificateError::NotValidForName
+            ))
+        ),
+        "{err} / {:?}",
+        err.source()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn plain_tcp_client_does_not_get_through() {
+    let pki = pki(&["localhost"]);
+    let server_tls =
+        tls::server_config_from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
+    let server = tls::TlsServer::bind("127.0.0.1:0", server_tls, handlers(), Config::default())
+        .await
+        .unwrap();
+    let config = Config {
+        handshake_timeout: std::time::Duration::from_secs(2),
+        ..Config::default()
+    };
+    // A gotalk client without TLS sends "01": not a TLS ClientHello.
+    let result = gotalk_peer::Peer::connect(server.local_addr(), Handlers::new(), config).await;
+    assert!(result.is_err());
+    assert_eq!(server.connection_count(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_key_material_is_reported() {
+    let pki = pki(&["localhost"]);
+    assert!(matches!(
+        tls::server_config_from_pem(pki.cert_pem.as_bytes(), b""),
+        Err(tls::TlsError::NoPrivateKey)
+    ));
+    // A key that does not belong to the certificate.
+    let other = KeyPair::generate().unwrap();
+    assert!(matches!(
+        tls::server_config_from_pem(pki.cert_pem.as_bytes(), other.serialize_pem().as_bytes()),
+        Err(tls::TlsError::Rustls(_))
+    ));
+    assert!(matches!(
+        tls::server_config_from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem"),
+        Err(tls::TlsError::Read { .. })
+    ));
+}
+
+#[cfg(feature = "websocket")]
+mod wss {
+    use super::*;
+    use gotalk_peer::ws::{self, ConnectError, WsClientConfig, WsConfig, WsServer};
+
+    #[tokio::test]
+    async fn wss_round_trip_and_wrong_ca() {
+        let pki = pki(&["localhost", "127.0.0.1"]);
+        let server_tls =
+            tls::server_config_from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
+        let server = WsServer::new(handlers(), Config::default(), WsConfig::default())
+            .serve_tls("127.0.0.1:0", server_tls)
+            .await
+            .unwrap();
+        let port = server.local_addr().port();
+        let good = WsClientConfig {
+            tls: Some(tls::client_config_with_ca_pem(pki.ca_pem.as_bytes()).unwrap()),
+            ..WsClientConfig::default()
+        };
+        for host in ["localhost", "127.0.0.1"] {
+            let url = format!("wss://{host}:{port}/gotalk/");
+            let peer = ws::connect_with(&url, Handlers::new(), Config::default(), &good)
+                .await
+                .unwrap();
+            assert_eq!(peer.request("echo", "over wss").await.unwrap(), "over wss");
+            assert_eq!(
+                peer.remote_addr(),
+                Some(format!("wss://{host}:{port}").as_str())
+            );
+            peer.close().await;
+        }
+
+        let other = ca("some other CA");
+        let bad = WsClientConfig {
+            tls: Some(tls::client_config_with_ca_pem(other.pem().as_bytes()).unwrap()),
+            ..WsClientConfig::default()
+        };
+        let err = ws::connect_with(
+            &format!("wss://localhost:{port}/gotalk/"),
+            Handlers::new(),
+            Config::default(),
+            &bad,
+        )
+        .await
+        .unwrap_err();
+        let ConnectError::Io(io) = &err else {
+            panic!("expected a TLS I/O error, got {err}")
+        };
+        assert!(
+            matches!(
+                io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+                Some(rustls::Error::InvalidCertificate(_))
+            ),
+            "{err}"
+        );
+        server.shutdown().await;
+    }
+}
