@@ -874,14 +874,21 @@ export const defaultResponderAddress = (() => {
   }
 })();
 
+/**
+ * This client handles retry results and incoming stream requests, which the original gotalk.js did
+ * not; it says so with `?caps=retry,stream` so a server that refuses them to old browser clients
+ * (ours does, by default) sends them to this one. Servers that do not know the parameter ignore it.
+ */
+const CAPABILITIES = 'retry,stream';
+
 function resolveUrl(url) {
   const s = url == null || url === '' ? defaultResponderAddress : String(url);
   if (!s) throw new TypeError('gotalk: no URL given and no default responder address');
-  if (/^wss?:/i.test(s)) return s;
-  const base = globalThis.location?.href;
+  const base = /^wss?:/i.test(s) ? undefined : globalThis.location?.href;
   const u = base ? new URL(s, base) : new URL(s);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   else if (u.protocol === 'https:') u.protocol = 'wss:';
+  if (!u.searchParams.has('caps')) u.search = (u.search ? `${u.search}&` : '?') + `caps=${CAPABILITIES}`;
   return u.href;
 }
 

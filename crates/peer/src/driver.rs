@@ -10,7 +10,7 @@
 
 use std::{collections::VecDeque, io, io::IoSlice, pin::pin, sync::Arc, time::Duration};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use gotalk_proto::{
     Decoded, Message, ProtocolErrorCode, VERSION_BYTES, check_version, decode_bytes, decode_version,
 };
@@ -26,6 +26,9 @@ use crate::{
 
 /// Spare room kept in the read buffer so each read can take a good chunk.
 const READ_CHUNK: usize = 64 * 1024;
+/// Frames up to this long are read into a buffer of their own (see
+/// [`read_plan`]); a longer frame may be copied once, when its header arrives.
+const MAX_ANTICIPATED: usize = 4 * READ_CHUNK;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 /// How long closing may spend flushing what is queued.
@@ -113,10 +116,14 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
     let read_timeout = shared.config.read_timeout;
     let mut deadline = read_timeout.map(|t| Instant::now() + t);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Length of the last whole frame, and how far the next read may go.
+    let mut last_frame = 0;
+    let mut read_limit = usize::MAX;
     loop {
         loop {
             match decode_bytes(&mut buf, &limits) {
-                Ok(Decoded::Complete(msg, _)) => {
+                Ok(Decoded::Complete(msg, len)) => {
+                    last_frame = len;
                     if let Some(t) = read_timeout {
                         deadline = Some(Instant::now() + t);
                     }
@@ -127,7 +134,9 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
                 Ok(Decoded::Incomplete(missing)) => {
                     // `missing` is bounded by the payload limit, checked
                     // before this point.
-                    buf.reserve(missing.max(READ_CHUNK / 4));
+                    let (room, limit) = read_plan(buf.len(), missing, last_frame);
+                    buf.reserve(room);
+                    read_limit = limit;
                     break;
                 }
                 Err(e) => {
@@ -138,7 +147,8 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
                 }
             }
         }
-        let read = reader.read_buf(&mut buf);
+        let mut room = (&mut buf).limit(read_limit);
+        let read = reader.read_buf(&mut room);
         let n = match deadline {
             Some(deadline) => tokio::select! {
                 n = read => n,
@@ -149,8 +159,39 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
         match n {
             Ok(0) => return CloseReason::PeerClosed,
             Ok(_) => {}
+            // A transport that frames messages itself (WebSocket) reports a
+            // frame that contradicts its header this way: the peer broke the
+            // protocol, and is told so with ProtocolError 2.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return CloseReason::ProtocolViolation {
+                    code: ProtocolErrorCode::InvalidMessage,
+                    detail: e.to_string().into(),
+                };
+            }
             Err(e) => return io_reason(e),
         }
+    }
+}
+
+/// How much room to make in the read buffer before the next read, and how
+/// many bytes that read may take. `missing` is what the frame in progress
+/// still lacks, `last_frame` the length of the last whole frame.
+///
+/// Decoded payloads are slices of the read buffer, so a buffer is replaced,
+/// not reused, once it is full; whatever part of a frame it holds then is
+/// copied into the new one. Large frames therefore get a buffer of their own,
+/// and reads stop at their end: a run of large frames is read without any
+/// copy, where reading ahead would copy most of every other frame.
+fn read_plan(buffered: usize, missing: usize, last_frame: usize) -> (usize, usize) {
+    if missing >= READ_CHUNK / 4 {
+        // In the payload of a large frame: read to its end, no further.
+        (missing, missing)
+    } else if buffered == 0 && last_frame >= READ_CHUNK / 4 {
+        // Between large frames: room for one like the last, and no more.
+        let room = last_frame.min(MAX_ANTICIPATED);
+        (room, room)
+    } else {
+        (missing.max(READ_CHUNK / 4), usize::MAX)
     }
 }
 

@@ -101,7 +101,21 @@ impl Peer {
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        Self::handshake_with_addr(io, handlers, config, None).await
+        Self::handshake_with_addr(io, handlers, config, None, |_| {}).await
+    }
+
+    /// [`handshake`](Self::handshake), then `setup` runs before the first
+    /// message is read: attach user data there and every handler sees it.
+    pub async fn handshake_with<T>(
+        io: T,
+        handlers: Handlers,
+        config: Config,
+        setup: impl FnOnce(&Peer),
+    ) -> Result<Peer, Error>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Self::handshake_with_addr(io, handlers, config, None, setup).await
     }
 
     pub(crate) async fn handshake_with_addr<T>(
@@ -109,6 +123,7 @@ impl Peer {
         handlers: Handlers,
         config: Config,
         remote_addr: Option<String>,
+        setup: impl FnOnce(&Peer),
     ) -> Result<Peer, Error>
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -116,6 +131,7 @@ impl Peer {
         driver::handshake(&mut io, config.handshake_timeout).await?;
         let shared = Shared::new(config, handlers, remote_addr);
         let peer = shared.first_peer();
+        setup(&peer);
         tokio::spawn(driver::run(io, shared));
         Ok(peer)
     }
@@ -125,8 +141,8 @@ impl Peer {
     pub async fn pair(a: Handlers, b: Handlers, config: Config) -> Result<(Peer, Peer), Error> {
         let (x, y) = tokio::io::duplex(256 * 1024);
         let (pa, pb) = tokio::join!(
-            Self::handshake_with_addr(x, a, config.clone(), Some("memory:a".into())),
-            Self::handshake_with_addr(y, b, config, Some("memory:b".into())),
+            Self::handshake_with_addr(x, a, config.clone(), Some("memory:a".into()), |_| {}),
+            Self::handshake_with_addr(y, b, config, Some("memory:b".into()), |_| {}),
         );
         Ok((pa?, pb?))
     }

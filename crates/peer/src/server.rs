@@ -174,13 +174,14 @@ impl Server {
         let on_connect = self.on_connect.clone();
         let connections = connections.clone();
         tokio::spawn(async move {
-            match Peer::handshake_with_addr(io, handlers, config, Some(remote.clone())).await {
-                Ok(peer) => {
-                    if let Some(f) = &on_connect {
-                        f(&peer);
-                    }
-                    connections.insert(peer);
+            let setup = |peer: &Peer| {
+                if let Some(f) = &on_connect {
+                    f(peer);
                 }
+            };
+            match Peer::handshake_with_addr(io, handlers, config, Some(remote.clone()), setup).await
+            {
+                Ok(peer) => connections.insert(peer),
                 Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
             }
         });

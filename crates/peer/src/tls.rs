@@ -268,7 +268,14 @@ pub async fn connect(
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP/TLS connect timed out"))??;
-    Peer::handshake_with_addr(stream, handlers, config, Some(format!("tls://{addr}"))).await
+    Peer::handshake_with_addr(
+        stream,
+        handlers,
+        config,
+        Some(format!("tls://{addr}")),
+        |_| {},
+    )
+    .await
 }
 
 /// A TCP listener that runs TLS handshakes in the background and yields
@@ -526,8 +533,16 @@ async fn serve_connection(
     config: Config,
     on_connect: Option<ConnectCallback>,
 ) {
+    // The callback runs before the first message is read.
+    let setup = |peer: &Peer| {
+        if let Some(cb) = &on_connect {
+            cb(peer, addr);
+        }
+    };
     let peer =
-        match Peer::handshake_with_addr(stream, handlers, config, Some(addr.to_string())).await {
+        match Peer::handshake_with_addr(stream, handlers, config, Some(addr.to_string()), setup)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "gotalk handshake over TLS failed");
@@ -536,9 +551,6 @@ async fn serve_connection(
         };
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     lock(&inner.peers).insert(id, peer.clone());
-    if let Some(cb) = &on_connect {
-        cb(&peer, addr);
-    }
     let reason = peer.closed().await;
     lock(&inner.peers).remove(&id);
     tracing::debug!(%addr, %reason, "TLS connection closed");

@@ -31,7 +31,7 @@ impl Peer {
             .map_err(|_| Error::Handshake(HandshakeError::Timeout(limit)))??;
         stream.set_nodelay(true)?;
         let remote = stream.peer_addr().ok().map(|a| a.to_string());
-        Self::handshake_with_addr(stream, handlers, config, remote).await
+        Self::handshake_with_addr(stream, handlers, config, remote, |_| {}).await
     }
 
     /// Connects to a Unix domain socket and runs the handshake.
@@ -47,6 +47,6 @@ impl Peer {
             .await
             .map_err(|_| Error::Handshake(HandshakeError::Timeout(limit)))??;
         let remote = Some(format!("unix:{}", path.display()));
-        Self::handshake_with_addr(stream, handlers, config, remote).await
+        Self::handshake_with_addr(stream, handlers, config, remote, |_| {}).await
     }
 }

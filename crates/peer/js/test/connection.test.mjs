@@ -46,7 +46,8 @@ function takeSent(ws) {
 describe('handshake', () => {
   test('sends its version as its own binary message once the socket opens', async () => {
     const { WS, conn, ws, events } = await setup({ open: false });
-    assert.equal(ws.url, URL_);
+    // our client advertises what it handles beyond the original gotalk.js
+    assert.equal(ws.url, `${URL_}?caps=retry,stream`);
     assert.equal(ws.binaryType, 'arraybuffer');
     assert.equal(conn.state, 'connecting');
     assert.deepEqual(ws.sent, []);
@@ -883,8 +884,12 @@ describe('keep-alive and reconnect', () => {
     const WS = makeWebSocketClass();
     const c = new Connection({ WebSocket: WS, timers: new FakeClock().timers, handlers: new Handlers() });
     c.open('https://example.test/gotalk/');
-    assert.equal(WS.instances[0].url, 'wss://example.test/gotalk/');
+    assert.equal(WS.instances[0].url, 'wss://example.test/gotalk/?caps=retry,stream');
     c.close();
+    const d = new Connection({ WebSocket: WS, timers: new FakeClock().timers, handlers: new Handlers() });
+    d.open('ws://example.test/gotalk/?room=1&caps=retry');
+    assert.equal(WS.instances[1].url, 'ws://example.test/gotalk/?room=1&caps=retry', 'an explicit caps is kept');
+    d.close();
     const saved = globalThis.WebSocket;
     try {
       delete globalThis.WebSocket;

@@ -268,7 +268,7 @@ pub async fn connect_with(
             let stream = timeout(limit, setup)
                 .await
                 .map_err(|_| ConnectError::Timeout(limit))??;
-            return Peer::handshake_with_addr(WsIo::new(stream), handlers, config, remote)
+            return Peer::handshake_with_addr(WsIo::new(stream), handlers, config, remote, |_| {})
                 .await
                 .map_err(ConnectError::Gotalk);
         }
@@ -279,7 +279,7 @@ pub async fn connect_with(
     let stream = timeout(limit, setup)
         .await
         .map_err(|_| ConnectError::Timeout(limit))??;
-    Peer::handshake_with_addr(WsIo::new(stream), handlers, config, remote)
+    Peer::handshake_with_addr(WsIo::new(stream), handlers, config, remote, |_| {})
         .await
         .map_err(ConnectError::Gotalk)
 }

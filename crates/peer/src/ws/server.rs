@@ -482,7 +482,16 @@ impl WsServer {
         let io = WsIo::new(socket);
         let remote = info.remote_addr.map(|a| a.to_string());
         let handlers = self.inner.handlers.clone();
-        let peer = match Peer::handshake_with_addr(io, handlers, config, remote).await {
+        let ws = &self.inner.ws;
+        // Connection info and the user's callback come before the first
+        // message is read, so every handler sees them.
+        let setup = |peer: &Peer| {
+            peer.set_user_data(info.clone());
+            if let Some(cb) = &ws.on_connect {
+                cb(peer, &info);
+            }
+        };
+        let peer = match Peer::handshake_with_addr(io, handlers, config, remote, setup).await {
             Ok(peer) => peer,
             Err(e) => {
                 tracing::debug!(error = %e, remote = ?info.remote_addr, "websocket gotalk handshake failed");
@@ -491,11 +500,7 @@ impl WsServer {
         };
         let id = info.id;
         tracing::debug!(id, remote = ?info.remote_addr, "websocket connection open");
-        peer.set_user_data(info.clone());
         self.lock_peers().insert(id, peer.clone());
-        if let Some(cb) = &self.inner.ws.on_connect {
-            cb(&peer, &info);
-        }
         let reason = peer.closed().await;
         self.lock_peers().remove(&id);
         tracing::debug!(id, %reason, "websocket connection closed");
