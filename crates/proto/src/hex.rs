@@ -24,18 +24,27 @@ const LOWER: &[u8; 16] = b"0123456789abcdef";
 ///
 /// Accepts `0-9`, `a-f` and `A-F` only: no sign, no space, no `0x`.
 /// On failure returns the index of the first offending byte.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse(digits: &[u8]) -> Result<u32, usize> {
     debug_assert!(digits.len() <= 8);
+    // No branch per digit: OR every table value together; only the 0xff
+    // marking a non-digit sets the high bit. The rare failure is located
+    // afterwards.
     let mut value = 0u32;
-    for (i, &b) in digits.iter().enumerate() {
+    let mut seen = 0u8;
+    for &b in digits {
         let d = DIGIT[b as usize];
-        if d == 0xff {
-            return Err(i);
-        }
-        value = (value << 4) | u32::from(d);
+        seen |= d;
+        value = (value << 4) | u32::from(d & 0xf);
     }
-    Ok(value)
+    if seen & 0x80 == 0 {
+        Ok(value)
+    } else {
+        Err(digits
+            .iter()
+            .position(|&b| DIGIT[b as usize] == 0xff)
+            .unwrap_or(0))
+    }
 }
 
 /// Writes `value` as lower-case, zero-padded hex filling all of `dst`.

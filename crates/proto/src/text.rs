@@ -41,11 +41,21 @@ impl<B: Buffer> Text<B> {
         Ok(Self(bytes))
     }
 
+    /// Wraps bytes the caller has already checked to be UTF-8 (the decoder,
+    /// which validates a name while parsing its header). `as_str` relies on
+    /// this, so it stays private to the crate.
+    pub(crate) fn from_validated(bytes: B) -> Self {
+        debug_assert!(core::str::from_utf8(bytes.as_ref()).is_ok());
+        Self(bytes)
+    }
+
     /// The text as a string slice.
     #[allow(unsafe_code)]
     pub fn as_str(&self) -> &str {
-        // SAFETY: `Text` is only built by `new`, `From<&str>`, `From<String>`
-        // and `from_static`, each of which has valid UTF-8 in hand. `B` is a
+        // SAFETY: `Text` is only built by `new`, `From<&str>`, `From<String>`,
+        // `from_static` and the crate-private `from_validated` (whose only
+        // callers pass bytes `parse_header` has just validated), each of
+        // which has valid UTF-8 in hand. `B` is a
         // sealed `Buffer` (`&[u8]` or `Bytes`), both immutable views whose
         // `as_ref` returns the same bytes on every call, so the bytes
         // validated at construction are the bytes we read here. The
