@@ -124,7 +124,7 @@ fn sizes(seed: u64) -> impl Iterator<Item = usize> {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
-        if z % 8 == 0 {
+        if z.is_multiple_of(8) {
             (z >> 8) as usize % 4096 + 1
         } else {
             (z >> 8) as usize % 64 + 1

@@ -1,12 +1,25 @@
-//! Address arguments (`host:port`, `unix:PATH`, `ws://…`), connecting and listening.
+//! Address arguments (`host:port`, `tls://host:port`, `unix:PATH`,
+//! `ws://…`, `wss://…`), connecting and listening.
 //!
-//! Every command takes addresses through [`Address`]; adding a transport
-//! (WebSocket, once `gotalk-peer`'s `websocket` feature is used here) is one
-//! arm in [`connect`] and one in [`Listener::bind`].
+//! Every command takes addresses through [`Address`]; clients connect with a
+//! [`Connector`] (which holds the TLS trust settings) and `gotalk serve`
+//! accepts through a [`Listener`]. WebSocket serving lives in
+//! [`crate::websocket`].
 
-use std::{fmt, io, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    fmt, io,
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
-use gotalk_peer::{Config, Error, Handlers, Peer};
+use clap::Args;
+use gotalk_peer::{
+    Config, Error, Handlers, Peer,
+    tls::{self, TlsError, TlsListener, rustls},
+    ws::{self, WsClientConfig},
+};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -19,10 +32,19 @@ use crate::trace::{Traced, Tracer};
 pub(crate) enum Address {
     /// `host:port` (or `tcp://host:port`).
     Tcp(String),
+    /// `tls://host:port`: gotalk over TCP + TLS.
+    Tls(String),
     /// `unix:PATH`: a Unix domain socket.
     Unix(PathBuf),
     /// `ws://…` or `wss://…`: gotalk over WebSocket.
     WebSocket(String),
+}
+
+const ADDRESS_FORMS: &str = "use host:port (127.0.0.1:1234), tls://host:port, unix:PATH or ws://HOST:PORT/PATH (wss:// with TLS)";
+
+/// `host:port` with a non-empty host and a valid port.
+fn is_host_port(s: &str) -> bool {
+    matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 impl FromStr for Address {
@@ -39,19 +61,25 @@ impl FromStr for Address {
         if s.starts_with("ws://") || s.starts_with("wss://") {
             return Ok(Self::WebSocket(s.to_owned()));
         }
+        if let Some(hostport) = s.strip_prefix("tls://") {
+            return if is_host_port(hostport) {
+                Ok(Self::Tls(hostport.to_owned()))
+            } else {
+                Err(format!(
+                    "{s:?} is not an address: tls:// takes host:port, as in tls://127.0.0.1:1234"
+                ))
+            };
+        }
         let hostport = s.strip_prefix("tcp://").unwrap_or(s);
         if let Some((scheme, _)) = hostport.split_once("://") {
             return Err(format!(
-                "unknown address scheme {scheme:?}: use host:port, unix:PATH or ws://HOST/PATH"
+                "unknown address scheme {scheme:?}: {ADDRESS_FORMS}"
             ));
         }
-        match hostport.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(Self::Tcp(hostport.to_owned()))
-            }
-            _ => Err(format!(
-                "{s:?} is not an address: use host:port (127.0.0.1:1234), unix:PATH or ws://HOST/PATH"
-            )),
+        if is_host_port(hostport) {
+            Ok(Self::Tcp(hostport.to_owned()))
+        } else {
+            Err(format!("{s:?} is not an address: {ADDRESS_FORMS}"))
         }
     }
 }
@@ -60,57 +88,227 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Tcp(a) => f.write_str(a),
+            Self::Tls(a) => write!(f, "tls://{a}"),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
             Self::WebSocket(u) => f.write_str(u),
         }
     }
 }
 
-/// The error for WebSocket addresses while this build has no WebSocket support.
-fn no_websocket(url: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("{url}: this gotalk build has no WebSocket transport yet"),
-    )
-}
-
-/// Connects and runs the handshake; with a tracer, every frame in and out
-/// is reported to it.
-pub(crate) async fn connect(
-    addr: &Address,
-    handlers: Handlers,
-    config: Config,
-    tracer: Option<Tracer>,
-) -> Result<Peer, Error> {
-    let Some(tracer) = tracer else {
-        return match addr {
-            Address::Tcp(a) => Peer::connect(a.as_str(), handlers, config).await,
-            #[cfg(unix)]
-            Address::Unix(p) => Peer::connect_unix(p, handlers, config).await,
-            #[cfg(not(unix))]
-            Address::Unix(_) => Err(Error::Io(io::ErrorKind::Unsupported.into())),
-            Address::WebSocket(url) => Err(Error::Io(no_websocket(url))),
-        };
-    };
-    let limit = config.handshake_timeout;
-    match addr {
-        Address::Tcp(a) => {
-            let stream = connect_timeout(limit, TcpStream::connect(a.as_str())).await?;
-            stream.set_nodelay(true)?;
-            handshake_traced(stream, tracer, handlers, config).await
+impl Address {
+    /// Whether connecting needs TLS (`tls://` and `wss://`).
+    pub(crate) fn uses_tls(&self) -> bool {
+        match self {
+            Self::Tls(_) => true,
+            Self::WebSocket(url) => url.starts_with("wss://"),
+            Self::Tcp(_) | Self::Unix(_) => false,
         }
-        #[cfg(unix)]
-        Address::Unix(p) => {
-            let stream = connect_timeout(limit, tokio::net::UnixStream::connect(p)).await?;
-            handshake_traced(stream, tracer, handlers, config).await
-        }
-        #[cfg(not(unix))]
-        Address::Unix(_) => Err(Error::Io(io::ErrorKind::Unsupported.into())),
-        Address::WebSocket(url) => Err(Error::Io(no_websocket(url))),
     }
 }
 
-async fn connect_timeout<T>(
+/// The client options for `tls://` and `wss://` addresses.
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct TrustArgs {
+    /// Trust only this CA certificate (PEM; may hold several) for tls:// and wss://
+    /// instead of the platform's root certificates
+    #[arg(long, value_name = "PEM")]
+    pub(crate) ca: Option<PathBuf>,
+}
+
+/// Why a [`Connector`] could not be set up.
+#[derive(Debug)]
+pub(crate) enum TrustError {
+    /// The `--ca` file is unusable.
+    Ca(PathBuf, TlsError),
+    /// The platform's root certificates could not be loaded.
+    Platform(TlsError),
+}
+
+impl fmt::Display for TrustError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ca(path, e) => write!(f, "cannot use --ca {}: {e}", path.display()),
+            Self::Platform(e) => write!(
+                f,
+                "cannot load the platform's root certificates ({e}); pass --ca FILE with the \
+                 server's CA certificate"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TrustError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Ca(_, e) | Self::Platform(e) => Some(e),
+        }
+    }
+}
+
+/// Connects to one address, as often as asked (bench opens several
+/// connections): the address plus, for `tls://` and `wss://`, the TLS
+/// settings, built once.
+pub(crate) struct Connector {
+    addr: Address,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    custom_ca: bool,
+}
+
+impl Connector {
+    /// A connector for `addr`. For `tls://` and `wss://` it trusts the
+    /// certificates in `ca`, or the platform's root certificates without
+    /// it; other addresses ignore `ca`.
+    pub(crate) fn new(addr: &Address, ca: Option<&Path>) -> Result<Self, TrustError> {
+        let tls = if addr.uses_tls() {
+            Some(match ca {
+                Some(path) => tls::client_config_with_ca_file(path)
+                    .map_err(|e| TrustError::Ca(path.to_owned(), e))?,
+                None => tls::client_config_with_platform_roots().map_err(TrustError::Platform)?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            addr: addr.clone(),
+            tls,
+            custom_ca: ca.is_some(),
+        })
+    }
+
+    /// Connects and runs the handshake; with a tracer, every frame in and
+    /// out is reported to it.
+    pub(crate) async fn connect(
+        &self,
+        handlers: Handlers,
+        config: Config,
+        tracer: Option<Tracer>,
+    ) -> Result<Peer, Error> {
+        let Some(tracer) = tracer else {
+            return match &self.addr {
+                Address::Tcp(a) => Peer::connect(a.as_str(), handlers, config).await,
+                Address::Tls(a) => tls::connect(a, self.tls()?, handlers, config).await,
+                #[cfg(unix)]
+                Address::Unix(p) => Peer::connect_unix(p, handlers, config).await,
+                #[cfg(not(unix))]
+                Address::Unix(_) => Err(Error::Io(io::ErrorKind::Unsupported.into())),
+                Address::WebSocket(url) => {
+                    let ws_config = WsClientConfig {
+                        tls: self.tls.clone(),
+                        ..WsClientConfig::default()
+                    };
+                    Ok(ws::connect_with(url, handlers, config, &ws_config).await?)
+                }
+            };
+        };
+        let limit = config.handshake_timeout;
+        match &self.addr {
+            Address::Tcp(a) => {
+                let stream = connect_timeout(limit, TcpStream::connect(a.as_str())).await?;
+                stream.set_nodelay(true)?;
+                handshake_traced(stream, tracer, handlers, config).await
+            }
+            Address::Tls(a) => {
+                let tls = self.tls()?;
+                let stream = connect_timeout(limit, async {
+                    let tcp = TcpStream::connect(a.as_str()).await?;
+                    tcp.set_nodelay(true)?;
+                    tls::wrap_client(tcp, host_of(a), tls).await
+                })
+                .await?;
+                handshake_traced(stream, tracer, handlers, config).await
+            }
+            #[cfg(unix)]
+            Address::Unix(p) => {
+                let stream = connect_timeout(limit, tokio::net::UnixStream::connect(p)).await?;
+                handshake_traced(stream, tracer, handlers, config).await
+            }
+            #[cfg(not(unix))]
+            Address::Unix(_) => Err(Error::Io(io::ErrorKind::Unsupported.into())),
+            Address::WebSocket(url) => {
+                let io = crate::websocket::connect_traced(url, self.tls.clone(), &config).await?;
+                handshake_traced(io, tracer, handlers, config).await
+            }
+        }
+    }
+
+    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        self.tls.clone().ok_or_else(|| {
+            Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no TLS settings for this address",
+            ))
+        })
+    }
+
+    /// A hint for a failed [`connect`](Self::connect), when the cause is a
+    /// common mistake: an untrusted certificate, or TLS on one side only.
+    pub(crate) fn hint(&self, e: &Error) -> Option<&'static str> {
+        if let Some(tls_error) = rustls_error(e) {
+            return match tls_error {
+                rustls::Error::InvalidCertificate(_) if self.custom_ca => Some(
+                    "the server's certificate was refused: it must be issued by the --ca \
+                     certificate and valid for the host name or IP address in the address",
+                ),
+                rustls::Error::InvalidCertificate(_) => Some(
+                    "the server's certificate was refused: without --ca only the platform's \
+                     root certificates are trusted; pass --ca FILE with the certificate (PEM) \
+                     of the CA that issued it",
+                ),
+                rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+                    Some(match self.addr {
+                        Address::WebSocket(_) => "the server does not seem to speak TLS: try ws://",
+                        _ => "the server does not seem to speak TLS: try HOST:PORT without tls://",
+                    })
+                }
+                _ => None,
+            };
+        }
+        match (&self.addr, e) {
+            (Address::Tcp(_), Error::UnsupportedVersion { .. } | Error::Handshake(_)) => {
+                Some("if the server uses TLS, connect to tls://HOST:PORT")
+            }
+            (Address::WebSocket(url), Error::Io(io))
+                if url.starts_with("ws://")
+                    && matches!(
+                        io.get_ref()
+                            .and_then(|e| e.downcast_ref::<ws::ConnectError>()),
+                        Some(ws::ConnectError::WebSocket(_))
+                    ) =>
+            {
+                Some("is it a gotalk WebSocket endpoint? if the server uses TLS, connect to wss://")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The rustls error inside a failed connect, if TLS refused.
+fn rustls_error(e: &Error) -> Option<&rustls::Error> {
+    let Error::Io(io) = e else { return None };
+    let mut cause: &(dyn std::error::Error + 'static) = io.get_ref()?;
+    // Bounded: error chains are short, but a cyclic `source` must not hang us.
+    for _ in 0..8 {
+        if let Some(tls_error) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls_error);
+        }
+        if let Some(inner) = cause.downcast_ref::<io::Error>().and_then(|e| e.get_ref()) {
+            cause = inner;
+            continue;
+        }
+        cause = cause.source()?;
+    }
+    None
+}
+
+/// The host of `host:port`, without the brackets of an IPv6 literal.
+fn host_of(hostport: &str) -> &str {
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+pub(crate) async fn connect_timeout<T>(
     limit: Duration,
     fut: impl Future<Output = io::Result<T>>,
 ) -> Result<T, Error> {
@@ -143,20 +341,38 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 /// A bound listening socket.
 pub(crate) enum Listener {
     Tcp(TcpListener),
+    Tls(TlsListener),
     #[cfg(unix)]
     Unix(tokio::net::UnixListener, PathBuf),
 }
 
 impl Listener {
-    /// Binds `addr`.
-    pub(crate) async fn bind(addr: &Address) -> io::Result<Self> {
-        match addr {
-            Address::Tcp(a) => Ok(Self::Tcp(TcpListener::bind(a.as_str()).await?)),
+    /// Binds `addr`; with `tls`, a `host:port` (or `tls://host:port`)
+    /// listener speaks TLS, each handshake limited to `handshake_timeout`.
+    pub(crate) async fn bind(
+        addr: &Address,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handshake_timeout: Duration,
+    ) -> io::Result<Self> {
+        let unsupported = |what: String| io::Error::new(io::ErrorKind::Unsupported, what);
+        match (addr, tls) {
+            (Address::Tcp(a), None) => Ok(Self::Tcp(TcpListener::bind(a.as_str()).await?)),
+            (Address::Tcp(a) | Address::Tls(a), Some(tls)) => Ok(Self::Tls(
+                TlsListener::bind(a.as_str(), tls, handshake_timeout).await?,
+            )),
+            (Address::Tls(_), None) => Err(unsupported(
+                "tls:// needs a certificate and key (--tls-cert and --tls-key)".into(),
+            )),
             #[cfg(unix)]
-            Address::Unix(p) => Ok(Self::Unix(tokio::net::UnixListener::bind(p)?, p.clone())),
-            #[cfg(not(unix))]
-            Address::Unix(_) => Err(io::ErrorKind::Unsupported.into()),
-            Address::WebSocket(url) => Err(no_websocket(url)),
+            (Address::Unix(p), None) => {
+                Ok(Self::Unix(tokio::net::UnixListener::bind(p)?, p.clone()))
+            }
+            (Address::Unix(_), _) => Err(unsupported(
+                "Unix domain sockets are served without TLS (and only on Unix)".into(),
+            )),
+            (Address::WebSocket(url), _) => Err(unsupported(format!(
+                "{url}: serve WebSocket with --ws HOST:PORT (and --ws-path)"
+            ))),
         }
     }
 
@@ -166,18 +382,23 @@ impl Listener {
             Self::Tcp(l) => l
                 .local_addr()
                 .map_or_else(|e| format!("?({e})"), |a| a.to_string()),
+            Self::Tls(l) => format!("tls://{}", l.local_addr()),
             #[cfg(unix)]
             Self::Unix(_, p) => format!("unix:{}", p.display()),
         }
     }
 
     /// Accepts one connection: the stream and a printable remote address.
-    pub(crate) async fn accept(&self) -> io::Result<(Box<dyn Io>, String)> {
+    pub(crate) async fn accept(&mut self) -> io::Result<(Box<dyn Io>, String)> {
         match self {
             Self::Tcp(l) => {
                 let (s, remote) = l.accept().await?;
                 s.set_nodelay(true)?;
                 Ok((Box::new(s), remote.to_string()))
+            }
+            Self::Tls(l) => {
+                let (s, remote) = l.accept().await?;
+                Ok((Box::new(s), format!("{remote} (tls)")))
             }
             #[cfg(unix)]
             Self::Unix(l, p) => {
@@ -190,7 +411,7 @@ impl Listener {
     /// Removes the socket file of a Unix listener (after it is closed).
     pub(crate) fn cleanup(self) {
         match self {
-            Self::Tcp(_) => {}
+            Self::Tcp(_) | Self::Tls(_) => {}
             #[cfg(unix)]
             Self::Unix(l, p) => {
                 drop(l);
@@ -224,7 +445,24 @@ mod tests {
             Ok(Address::WebSocket("ws://localhost:1234/gotalk/".into()))
         );
         assert!("wss://example.invalid/".parse::<Address>().is_ok());
+        assert_eq!(
+            "tls://localhost:1235".parse(),
+            Ok(Address::Tls("localhost:1235".into()))
+        );
+        assert_eq!(Address::Tls("h:1".into()).to_string(), "tls://h:1");
+        for (a, tls) in [
+            ("h:1", false),
+            ("tls://h:1", true),
+            ("ws://h/", false),
+            ("wss://h/", true),
+            ("unix:/s", false),
+        ] {
+            assert_eq!(a.parse::<Address>().unwrap().uses_tls(), tls, "{a}");
+        }
         for bad in [
+            "tls://",
+            "tls://host",
+            "tls://:1",
             "localhost",
             "host:",
             ":80",
@@ -239,5 +477,12 @@ mod tests {
             "unix:/s",
             "display round-trips"
         );
+    }
+
+    #[test]
+    fn hosts_of_host_ports() {
+        assert_eq!(host_of("localhost:1"), "localhost");
+        assert_eq!(host_of("127.0.0.1:1"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:1"), "::1");
     }
 }

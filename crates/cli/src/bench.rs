@@ -21,10 +21,12 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{
-    addr::{self, Address},
+    addr::{Address, TrustArgs},
+    client::connector,
     exit,
     server::{self, ServeOptions},
     text::parse_duration,
+    websocket::WsListen,
 };
 
 pub(crate) const AFTER_HELP: &str = "\
@@ -32,7 +34,9 @@ Runs -c requests in flight on each of --conns connections (so -c × --conns in a
 -n requests have completed or --duration has passed, then prints requests/s and latency
 percentiles (p50, p90, p99, p99.9, max) measured per request. --self starts the `gotalk serve`
 operations in this process on an ephemeral loopback port: one command measures the whole
-stack (client and server then share the machine's cores).
+stack (client and server then share the machine's cores); --self --ws measures it over
+WebSocket (ws://) instead of TCP. ADDR may be any address form, tls:// and wss:// included
+(with --ca for a private CA).
 A progress bar is drawn on stderr when it is a terminal.
 --json prints one object: requests, errors, duration_s, requests_per_sec, p50_us, p90_us,
 p99_us, p999_us, max_us, mean_us, concurrency, conns, size, op, addr.
@@ -42,12 +46,15 @@ stderr); 2 a connection could not be made, or invalid usage.";
 /// Arguments of `gotalk bench`.
 #[derive(Args)]
 pub(crate) struct BenchArgs {
-    /// Server address: host:port, unix:PATH or ws://… (not with --self)
+    /// Server address: host:port, tls://host:port, unix:PATH, ws://host:port/path or wss://… (not with --self)
     #[arg(required_unless_present = "self_serve", conflicts_with = "self_serve")]
     addr: Option<Address>,
     /// Start an in-process server on an ephemeral loopback port and bench it
     #[arg(long = "self")]
     self_serve: bool,
+    /// With --self: serve and bench over WebSocket (ws://) instead of TCP
+    #[arg(long, conflicts_with = "addr")]
+    ws: bool,
     /// Operation to call
     #[arg(long, default_value = "echo")]
     op: String,
@@ -72,6 +79,8 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object instead of the report
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// What one task measured.
@@ -214,9 +223,16 @@ pub(crate) async fn run(args: BenchArgs) -> u8 {
         (Some(a), _) => a.clone(),
         (None, _) => {
             let addr = Address::Tcp("127.0.0.1:0".into());
-            match server::start(&addr, ServeOptions::default()).await {
+            let options = ServeOptions {
+                ws: args.ws.then(|| WsListen::new("127.0.0.1:0")),
+                ..ServeOptions::default()
+            };
+            match server::start(&addr, options).await {
                 Ok(s) => {
-                    let local = Address::Tcp(s.local_addr().to_owned());
+                    let local = match s.ws_url() {
+                        Some(url) => Address::WebSocket(url.to_owned()),
+                        None => Address::Tcp(s.local_addr().to_owned()),
+                    };
                     own_server = Some(s);
                     local
                 }
@@ -248,14 +264,23 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
         ..Config::default()
     };
 
+    let connector = match connector(target, &args.trust) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let connects =
-        (0..args.conns).map(|_| addr::connect(target, Handlers::new(), config.clone(), None));
+        (0..args.conns).map(|_| connector.connect(Handlers::new(), config.clone(), None));
     let mut peers = Vec::new();
     for r in futures::future::join_all(connects).await {
         match r {
             Ok(p) => peers.push(p),
             Err(e) => {
-                eprintln!("gotalk bench: cannot connect to {target}: {e}");
+                match connector.hint(&e) {
+                    Some(hint) => {
+                        eprintln!("gotalk bench: cannot connect to {target}: {e}\n  {hint}");
+                    }
+                    None => eprintln!("gotalk bench: cannot connect to {target}: {e}"),
+                }
                 for p in &peers {
                     p.abort();
                 }

@@ -17,26 +17,40 @@ use futures::{
     StreamExt,
     future::{Either, select},
 };
-use gotalk_peer::{Config, Error, Peer, RequestOptions};
+use gotalk_peer::{Config, Error, Handlers, Peer, RequestOptions, tls};
 use tokio::{io::AsyncReadExt, sync::mpsc};
 
 use crate::{
-    addr::{self, Address},
+    addr::{Address, Connector, TrustArgs},
     exit, ops,
     server::{self, ServeOptions},
     text::{OptDuration, escape_text, parse_optional_duration, pretty_json},
     trace::{Dir, TraceEvent, Tracer, event_text},
+    websocket::{self, WsListen},
 };
 
 pub(crate) const SERVE_HELP: &str = "\
-Prints `listening on ADDR` first (with --addr 127.0.0.1:0, ADDR has the port picked).
+Prints `listening on ADDR` first (with --addr 127.0.0.1:0, ADDR has the port picked; with
+--tls-cert it is tls://HOST:PORT), then, with --ws, `listening on ws://HOST:PORT/gotalk/`
+(wss:// with --tls-cert). ADDR is always what clients pass as their address.
+WebSocket (--ws): the same operations over gotalk's WebSocket mapping, at --ws-path and any
+path under it; any path under it ending in /gotalk.js serves the browser client (an ES
+module: import * as gotalk from '/gotalk/gotalk.js'). Origin policy: browsers may connect
+only from pages of this same host and port, plus each --ws-allow-origin; clients that send
+no Origin header (programs, not browsers) are always let in. WebSocket clients are sent no
+retry results unless their URL ends in ?caps=retry,stream (gotalk's Rust client and our
+gotalk.js say so; the original gotalk.js cannot take them).
+TLS (--tls-cert and --tls-key, PEM files: the certificate chain, leaf first, and its private
+key): the TCP listener speaks TLS (clients use tls://HOST:PORT) and --ws serves wss://.
 With --trace, prints every frame in and out, one line each:
   conn#N <- FRAME   received on connection N
   conn#N -> FRAME   sent on connection N
 FRAME is the exact wire bytes: printable ASCII as is, `\\` as `\\\\`, any other byte as \\xNN
-(request IDs are four raw bytes: \\x00\\x00\\x00\\x00 is ID 0).
-Ctrl-C (or SIGTERM) stops accepting, lets requests in flight finish (up to 5 s), and exits 0;
-a second Ctrl-C exits at once. Exit code 2 if the address cannot be bound.";
+(request IDs are four raw bytes: \\x00\\x00\\x00\\x00 is ID 0). WebSocket connections are
+traced the same way: the gotalk bytes inside the WebSocket messages.
+Ctrl-C (or SIGTERM) stops accepting (TCP and WebSocket), lets requests in flight finish (up
+to 5 s), and exits 0; a second Ctrl-C exits at once. Exit code 2 if an address cannot be
+bound or the certificate or key cannot be used.";
 
 pub(crate) const REQUEST_HELP: &str = "\
 Prints the result followed by a newline (--raw: the exact bytes; --json: pretty-printed, or
@@ -97,12 +111,42 @@ pub(crate) struct ServeArgs {
     /// With --trace, payload bytes shown per frame before eliding the rest
     #[arg(long, default_value_t = 96, value_name = "BYTES")]
     trace_payload: usize,
+    /// Also serve gotalk over WebSocket (and the browser client) on host:port (port 0 picks one)
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    ws: Option<String>,
+    /// With --ws, the mount path of the WebSocket endpoint and the browser client
+    #[arg(long, default_value = websocket::DEFAULT_MOUNT, value_name = "PATH", value_parser = websocket::parse_mount, requires = "ws")]
+    ws_path: String,
+    /// With --ws, also let browser pages from this origin connect (repeatable), e.g. https://app.example.com
+    #[arg(long, value_name = "ORIGIN", value_parser = websocket::parse_origin, requires = "ws")]
+    ws_allow_origin: Vec<String>,
+    /// Serve TLS: the certificate chain (PEM, leaf first); needs --tls-key
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        conflicts_with = "unix"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// `host:port` for `--ws`.
+fn parse_host_port(s: &str) -> Result<String, String> {
+    match s.parse::<Address>() {
+        Ok(Address::Tcp(a)) => Ok(a),
+        _ => Err(format!(
+            "{s:?} is not host:port (e.g. 127.0.0.1:8080; the path is --ws-path)"
+        )),
+    }
 }
 
 /// Arguments of `gotalk request`.
 #[derive(Args)]
 pub(crate) struct RequestArgs {
-    /// Server address: host:port, unix:PATH or ws://…
+    /// Server address: host:port, tls://host:port, unix:PATH, ws://host:port/path or wss://…
     addr: Address,
     /// Operation name
     op: String,
@@ -123,12 +167,14 @@ pub(crate) struct RequestArgs {
     /// Print every frame in and out to stderr
     #[arg(long)]
     trace: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// Arguments of `gotalk stream`.
 #[derive(Args)]
 pub(crate) struct StreamArgs {
-    /// Server address: host:port, unix:PATH or ws://…
+    /// Server address: host:port, tls://host:port, unix:PATH, ws://host:port/path or wss://…
     addr: Address,
     /// Operation name
     op: String,
@@ -141,12 +187,14 @@ pub(crate) struct StreamArgs {
     /// Print every frame in and out to stderr
     #[arg(long)]
     trace: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// Arguments of `gotalk notify`.
 #[derive(Args)]
 pub(crate) struct NotifyArgs {
-    /// Server address: host:port, unix:PATH or ws://…
+    /// Server address: host:port, tls://host:port, unix:PATH, ws://host:port/path or wss://…
     addr: Address,
     /// Notification name
     name: String,
@@ -155,12 +203,14 @@ pub(crate) struct NotifyArgs {
     /// Print every frame in and out to stderr
     #[arg(long)]
     trace: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// Arguments of `gotalk listen`.
 #[derive(Args)]
 pub(crate) struct ListenArgs {
-    /// Server address: host:port, unix:PATH or ws://…
+    /// Server address: host:port, tls://host:port, unix:PATH, ws://host:port/path or wss://…
     addr: Address,
     /// Only print notifications with these names
     names: Vec<String>,
@@ -170,6 +220,8 @@ pub(crate) struct ListenArgs {
     /// Print every frame in and out to stderr
     #[arg(long)]
     trace: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// The exit code for a failed call.
@@ -199,14 +251,49 @@ fn stderr_tracer() -> Tracer {
     })
 }
 
-async fn connect(addr: &Address, trace: bool, config: Config) -> Result<Peer, u8> {
+/// A [`Connector`] for `addr`, or exit code 2 after saying why not.
+pub(crate) fn connector(addr: &Address, trust: &TrustArgs) -> Result<Connector, u8> {
+    if trust.ca.is_some() && !addr.uses_tls() {
+        eprintln!("gotalk: note: --ca only applies to tls:// and wss:// addresses");
+    }
+    Connector::new(addr, trust.ca.as_deref()).map_err(|e| {
+        eprintln!("gotalk: {e}");
+        exit::TROUBLE
+    })
+}
+
+/// Connects with `handlers`, or returns exit code 2 after saying why not
+/// (with a hint for TLS trouble).
+async fn connect_with(
+    addr: &Address,
+    trust: &TrustArgs,
+    trace: bool,
+    handlers: Handlers,
+    config: Config,
+) -> Result<Peer, u8> {
+    let connector = connector(addr, trust)?;
     let tracer = trace.then(stderr_tracer);
-    addr::connect(addr, ops::client_handlers(), config, tracer)
+    connector
+        .connect(handlers, config, tracer)
         .await
         .map_err(|e| {
-            eprintln!("gotalk: cannot connect to {addr}: {e}");
+            match connector.hint(&e) {
+                Some(hint) => eprintln!("gotalk: cannot connect to {addr}: {e}\n  {hint}"),
+                None => eprintln!("gotalk: cannot connect to {addr}: {e}"),
+            }
             exit::TROUBLE
         })
+}
+
+async fn connect(addr: &Address, trust: &TrustArgs, trace: bool) -> Result<Peer, u8> {
+    connect_with(
+        addr,
+        trust,
+        trace,
+        ops::client_handlers(),
+        Config::default(),
+    )
+    .await
 }
 
 fn read_payload(arg: Option<String>) -> Result<Bytes, u8> {
@@ -259,25 +346,59 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
             let _ = std::io::stdout().lock().write_all(line.as_bytes());
         })
     });
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match tls::server_config_from_pem_files(cert, key) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!(
+                    "gotalk serve: cannot use --tls-cert {} --tls-key {}: {e}",
+                    cert.display(),
+                    key.display()
+                );
+                return exit::TROUBLE;
+            }
+        },
+        _ => None,
+    };
+    let ws = args.ws.map(|addr| WsListen {
+        addr,
+        mount: args.ws_path,
+        allow_origins: args.ws_allow_origin,
+    });
     let options = ServeOptions {
         config,
         tracer,
         log_connections: args.trace,
         extra: None,
+        tls,
+        ws,
     };
     let running = match server::start(&addr, options).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("gotalk serve: cannot listen on {addr}: {e}");
+            eprintln!("gotalk serve: {e}");
             return exit::TROUBLE;
         }
     };
     println!("listening on {}", running.local_addr());
+    if let Some(url) = running.ws_url() {
+        println!("listening on {url}");
+    }
     if std::io::stderr().is_terminal() {
+        let ca = if running.local_addr().starts_with("tls://") {
+            " --ca CA.pem"
+        } else {
+            ""
+        };
         eprintln!(
-            "try: gotalk request {} echo hello   (Ctrl-C stops the server)",
+            "try: gotalk request {} echo hello{ca}   (Ctrl-C stops the server)",
             running.local_addr()
         );
+        if let Some(url) = running.ws_url() {
+            eprintln!("     gotalk request {url} echo hello{ca}");
+            let http = url.replacen("ws", "http", 1);
+            eprintln!("     browser client: {http}gotalk.js");
+        }
     }
     shutdown_signal().await;
     eprintln!("shutting down: finishing requests in flight (Ctrl-C again to exit now)");
@@ -324,7 +445,7 @@ pub(crate) async fn request(args: RequestArgs) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let peer = match connect(&args.addr, args.trace, Config::default()).await {
+    let peer = match connect(&args.addr, &args.trust, args.trace).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -383,7 +504,7 @@ async fn read_full<R: tokio::io::AsyncRead + Unpin>(
 
 /// `gotalk stream`.
 pub(crate) async fn stream(args: StreamArgs) -> u8 {
-    let peer = match connect(&args.addr, args.trace, Config::default()).await {
+    let peer = match connect(&args.addr, &args.trust, args.trace).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -479,7 +600,7 @@ pub(crate) async fn notify(args: NotifyArgs) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let peer = match connect(&args.addr, args.trace, Config::default()).await {
+    let peer = match connect(&args.addr, &args.trust, args.trace).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -505,13 +626,17 @@ pub(crate) async fn listen(args: ListenArgs) -> u8 {
             let _ = tx.send((name, payload)).await;
         }
     });
-    let tracer = args.trace.then(stderr_tracer);
-    let peer = match addr::connect(&args.addr, handlers, Config::default(), tracer).await {
+    let peer = match connect_with(
+        &args.addr,
+        &args.trust,
+        args.trace,
+        handlers,
+        Config::default(),
+    )
+    .await
+    {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("gotalk: cannot connect to {}: {e}", args.addr);
-            return exit::TROUBLE;
-        }
+        Err(code) => return code,
     };
     // Ping and wait for the pong, so the server surely relays to us from now on.
     let nonce = format!(

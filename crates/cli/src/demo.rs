@@ -18,7 +18,7 @@ use gotalk_proto::Message;
 use tokio::sync::mpsc;
 
 use crate::{
-    addr::{self, Address},
+    addr::{Address, Connector},
     exit, ops,
     server::{self, ServeOptions},
     text::escaped,
@@ -163,6 +163,8 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
         config: config.clone(),
         tracer: None,
         log_connections: false,
+        tls: None,
+        ws: None,
         extra: Some(Arc::new(move |h| {
             let warmed = warmed.clone();
             h.buffer("flaky", move |_ctx, payload: Bytes| {
@@ -180,7 +182,7 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
     let responder = match server::start(&Address::Tcp("127.0.0.1:0".into()), options).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("gotalk demo: cannot listen on 127.0.0.1: {e}");
+            eprintln!("gotalk demo: {e}");
             return exit::TROUBLE;
         }
     };
@@ -199,7 +201,15 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
     println!("  responder  listening on {addr}; operations echo, greet, stream-echo, slow,");
     println!("             call-back, fail, flaky; answers the notification ping with pong");
     println!("  requester  connects to it, and answers `reverse` requests from it");
-    let peer = match addr::connect(&addr, handlers, config, Some(recorder(log.clone()))).await {
+    let connected = match Connector::new(&addr, None) {
+        Ok(connector) => {
+            connector
+                .connect(handlers, config, Some(recorder(log.clone())))
+                .await
+        }
+        Err(e) => Err(Error::Io(std::io::Error::other(e))),
+    };
+    let peer = match connected {
         Ok(p) => p,
         Err(e) => {
             eprintln!("gotalk demo: cannot connect to {addr}: {e}");

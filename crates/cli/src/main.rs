@@ -15,6 +15,7 @@ mod ops;
 mod server;
 mod text;
 mod trace;
+mod websocket;
 
 use std::process::ExitCode;
 
@@ -39,8 +40,14 @@ Exit codes:
      bench: some requests failed
   2  protocol, connection, I/O or timeout error; also invalid command-line usage
 
-Addresses: host:port (127.0.0.1:1234), unix:PATH (a Unix domain socket), and
-ws://HOST/PATH or wss://… once the WebSocket transport is built in.";
+Addresses:
+  host:port             TCP (127.0.0.1:1234; tcp://host:port works too)
+  tls://host:port       TCP + TLS; the certificate must be valid for host
+  unix:PATH             a Unix domain socket
+  ws://host:port/PATH   WebSocket (gotalk serve --ws: ws://127.0.0.1:8080/gotalk/)
+  wss://host:port/PATH  WebSocket over TLS
+For tls:// and wss://, clients trust the platform's root certificates, or only the CA
+certificate given with --ca FILE (PEM). There is no way to skip certificate checks.";
 
 const LONG_ABOUT: &str = "\
 gotalk is a symmetric, multiplexed RPC protocol whose wire format is ASCII: a request
@@ -206,6 +213,35 @@ mod tests {
             &["listen", "--count", "2", "127.0.0.1:1", "a", "b"],
             &["decode", "--hex", "-"],
             &[
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--ws",
+                "127.0.0.1:0",
+                "--ws-path",
+                "/api/gotalk",
+                "--ws-allow-origin",
+                "https://a.example",
+                "--ws-allow-origin",
+                "http://localhost:3000",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ],
+            &["request", "--ca", "ca.pem", "tls://localhost:1", "echo"],
+            &[
+                "stream",
+                "wss://h:1/gotalk/",
+                "stream-echo",
+                "--ca",
+                "ca.pem",
+            ],
+            &["notify", "ws://h:1/gotalk/", "chat", "hi", "--trace"],
+            &["listen", "--ca", "ca.pem", "wss://h/gotalk/"],
+            &["bench", "--self", "--ws", "-n", "10"],
+            &["bench", "tls://127.0.0.1:1", "--ca", "ca.pem", "-n", "10"],
+            &[
                 "bench", "--self", "-c", "4", "-n", "10", "--json", "--size", "5", "--conns", "2",
             ],
             &[
@@ -233,6 +269,24 @@ mod tests {
             &["request", "--json", "--raw", "127.0.0.1:1", "echo"],
             &["serve", "--addr", "127.0.0.1:1", "--unix", "/s"],
             &["stream", "--chunk", "0", "127.0.0.1:1", "x"],
+            &["serve", "--ws-path", "/g/"],
+            &["serve", "--ws-allow-origin", "https://a.example"],
+            &["serve", "--ws", "ws://127.0.0.1:1/gotalk/"],
+            &["serve", "--ws", "127.0.0.1:1", "--ws-path", "g"],
+            &[
+                "serve",
+                "--ws",
+                "127.0.0.1:1",
+                "--ws-allow-origin",
+                "a.example",
+            ],
+            &["serve", "--tls-cert", "c.pem"],
+            &["serve", "--tls-key", "k.pem"],
+            &["serve", "--unix", "/s", "--tls-cert", "c", "--tls-key", "k"],
+            &["serve", "--insecure"],
+            &["request", "--insecure", "tls://h:1", "echo"],
+            &["request", "tls://h", "echo"],
+            &["bench", "127.0.0.1:1", "--ws"],
         ] {
             let argv = std::iter::once("gotalk").chain(bad.iter().copied());
             assert!(

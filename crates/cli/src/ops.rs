@@ -102,8 +102,20 @@ fn reversed(payload: &[u8]) -> Bytes {
     Bytes::from(v)
 }
 
-/// The handlers of `gotalk serve` for connection number `conn`.
-pub(crate) fn server_handlers(conn: u64, hub: Arc<Hub>) -> Handlers {
+/// A connection's number in its server's [`Hub`], attached to the
+/// connection as user data before its first message is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConnId(pub(crate) u64);
+
+/// The number of the connection a handler runs on (`None` if it has none).
+fn conn_of(ctx: &gotalk_peer::Context) -> Option<u64> {
+    ctx.user_data::<ConnId>().map(|c| c.0)
+}
+
+/// The handlers of `gotalk serve`, shared by every connection of one
+/// server (TCP, TLS and WebSocket alike); each connection carries its
+/// [`ConnId`] as user data.
+pub(crate) fn server_handlers(hub: Arc<Hub>) -> Handlers {
     let relay_hub = hub.clone();
     Handlers::new()
         .buffer("echo", |_ctx, payload: Bytes| async move {
@@ -153,7 +165,10 @@ pub(crate) fn server_handlers(conn: u64, hub: Arc<Hub>) -> Handlers {
         .notification("ping", move |ctx, payload| {
             // A connection that pings is registered for relays by the time
             // it sees the pong (`gotalk listen` relies on that).
-            hub.insert(conn, ctx.peer());
+            let conn = conn_of(&ctx);
+            if let Some(conn) = conn {
+                hub.insert(conn, ctx.peer());
+            }
             async move {
                 if let Err(e) = ctx.peer().notify("pong", payload).await {
                     tracing::debug!(conn, error = %e, "could not answer ping");
@@ -161,7 +176,8 @@ pub(crate) fn server_handlers(conn: u64, hub: Arc<Hub>) -> Handlers {
             }
         })
         .notification("", move |ctx, payload| {
-            let others = relay_hub.others(Some(conn));
+            let conn = conn_of(&ctx);
+            let others = relay_hub.others(conn);
             let name = ctx.name().to_owned();
             async move {
                 let sends = others.iter().map(|p| p.notify(&name, payload.clone()));
@@ -198,7 +214,7 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let (client, _server) = Peer::pair(
             client_handlers(),
-            server_handlers(1, hub),
+            server_handlers(hub),
             gotalk_peer::Config::default(),
         )
         .await

@@ -1,154 +1,18 @@
 //! The `gotalk` binary, end to end: real processes over loopback TCP and
 //! Unix sockets, exact output and exit codes.
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::Write,
     path::Path,
-    process::{Child, ChildStderr, Command as StdCommand, Stdio},
-    sync::mpsc,
+    process::{Command as StdCommand, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use assert_cmd::Command;
+use common::{BIN, Server, gotalk, listen_ready, run, wait_exit, wait_for};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_gotalk");
-/// Longest any single command may take before the test fails.
-const CMD_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest we wait for a line of output from a long-running process.
-const LINE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn gotalk() -> Command {
-    let mut c = Command::new(BIN);
-    c.timeout(CMD_TIMEOUT);
-    c
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(args: &[&str], stdin: &[u8]) -> Out {
-    let o = gotalk()
-        .args(args)
-        .write_stdin(stdin.to_vec())
-        .output()
-        .unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-/// Forwards a pipe's lines to a channel from a thread.
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line matching `pred`, returning it (or every line seen, on timeout).
-fn wait_for(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> Result<String, String> {
-    let deadline = Instant::now() + LINE_TIMEOUT;
-    let mut seen = String::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if pred(&line) => return Ok(line),
-            Ok(line) => {
-                seen.push_str(&line);
-                seen.push('\n');
-            }
-            Err(_) => return Err(seen),
-        }
-    }
-}
-
-/// A running `gotalk serve`, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    stdout: mpsc::Receiver<String>,
-    stderr: Option<ChildStderr>,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut args = vec!["serve"];
-        if !extra.contains(&"--unix") {
-            args.extend(["--addr", "127.0.0.1:0"]);
-        }
-        args.extend(extra);
-        let mut child = StdCommand::new(BIN)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = child.stderr.take();
-        let mut server = Server {
-            child,
-            addr: String::new(),
-            stdout,
-            stderr,
-        };
-        let first = wait_for(&server.stdout, |l| l.starts_with("listening on "))
-            .unwrap_or_else(|seen| panic!("serve printed no address; saw {seen:?}"));
-        server.addr = first["listening on ".len()..].to_owned();
-        server
-    }
-
-    fn addr(&self) -> &str {
-        &self.addr
-    }
-
-    /// Sends a signal and waits for the process to exit; returns its exit code and stderr.
-    fn signal_and_wait(mut self, signal: &str) -> (i32, String) {
-        let pid = self.child.id().to_string();
-        let ok = StdCommand::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal} {pid} failed");
-        let deadline = Instant::now() + LINE_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not exit after {signal}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        };
-        let mut err = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
-        }
-        (status.code().unwrap_or(-1), err)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn demo_walks_through_every_step_and_exits_zero() {
@@ -293,9 +157,19 @@ fn request_reports_connection_and_usage_errors_with_exit_2() {
     let o = run(&["request", "not-an-address", "echo"], b"");
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains("is not an address"), "{}", o.stderr);
-    let o = run(&["request", "ws://127.0.0.1:1/gotalk/", "echo"], b"");
+    let o = run(
+        &["request", &format!("ws://127.0.0.1:{port}/gotalk/"), "echo"],
+        b"",
+    );
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("cannot connect to ws://127.0.0.1:"),
+        "{}",
+        o.stderr
+    );
+    let o = run(&["request", "tls://127.0.0.1", "echo"], b"");
     assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("WebSocket"), "{}", o.stderr);
+    assert!(o.stderr.contains("tls:// takes host:port"), "{}", o.stderr);
 }
 
 #[test]
@@ -383,25 +257,7 @@ fn stream_round_trips_a_file() {
 #[test]
 fn notify_and_listen_see_each_other() {
     let server = Server::start(&[]);
-    let mut listen = StdCommand::new(BIN)
-        .args(["listen", "--count", "2", server.addr(), "chat"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stderr = lines_of(listen.stderr.take().unwrap());
-    let stdout = lines_of(listen.stdout.take().unwrap());
-    let listen = Kill(listen);
-    wait_for(&stderr, |l| l.starts_with("listening on"))
-        .unwrap_or_else(|seen| panic!("listen never got ready: {seen:?}"));
+    let (listen, stdout) = listen_ready(&["--count", "2", server.addr(), "chat"]);
     for (name, payload) in [
         ("other", "filtered out"),
         ("chat", "hello"),
@@ -416,14 +272,7 @@ fn notify_and_listen_see_each_other() {
     got.sort();
     assert_eq!(got, ["chat hello", "chat two\\nlines"]);
     let mut listen = listen;
-    let deadline = Instant::now() + LINE_TIMEOUT;
-    let status = loop {
-        if let Some(s) = listen.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "listen --count 2 did not exit");
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut listen.0, "listen --count 2");
     assert_eq!(status.code(), Some(0));
 
     // notify to nowhere: exit 2.

@@ -1,0 +1,477 @@
+//! The `gotalk` binary over WebSocket, TLS and wss://: `serve --ws`,
+//! `serve --tls-cert/--tls-key`, and every client command on ws://, wss://
+//! and tls:// addresses, with certificates made at run time by rcgen.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use common::{Server, gotalk, listen_ready, run, wait_exit, wait_for};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+/// `host:port` of a `ws://host:port/path` URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").unwrap().1;
+    &rest[..rest.find('/').unwrap_or(rest.len())]
+}
+
+/// Sends one raw HTTP/1.1 request and returns the status code and the
+/// response head (headers lower-cased), reading at most what the head needs.
+fn http(authority: &str, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(authority).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+    (status, head)
+}
+
+/// The status of a WebSocket upgrade request at `path`, with an optional `Origin`.
+fn upgrade_status(authority: &str, path: &str, origin: Option<&str>) -> u16 {
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    http(
+        authority,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n{origin}\r\n"
+        ),
+    )
+    .0
+}
+
+fn get(authority: &str, path: &str) -> (u16, String) {
+    http(
+        authority,
+        &format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+#[test]
+fn websocket_serves_every_kind_of_call() {
+    let server = Server::start(&["--ws", "127.0.0.1:0"]);
+    let ws = server.ws_url();
+    assert!(
+        ws.starts_with("ws://127.0.0.1:") && ws.ends_with("/gotalk/"),
+        "{ws}"
+    );
+    // (arguments after the address, stdin, stdout, exit code, stderr must contain)
+    let cases: &[(&[&str], &str, &str, i32, &str)] = &[
+        (&["echo", "hello"], "", "hello\n", 0, ""),
+        (&["echo", "-"], "a\0b", "a\0b\n", 0, ""),
+        (
+            &["greet", "--json", r#"{"name":"ws"}"#],
+            "",
+            "{\n  \"greeting\": \"Hello ws\"\n}\n",
+            0,
+            "",
+        ),
+        (&["call-back", "stressed"], "", "desserts\n", 0, ""),
+        (&["fail", "nope"], "", "", 1, "error result: nope"),
+    ];
+    for (args, stdin, stdout, code, stderr) in cases {
+        let mut argv = vec!["request", ws];
+        argv.extend(*args);
+        let o = run(&argv, stdin.as_bytes());
+        assert_eq!(
+            (o.code, o.stdout.as_str()),
+            (*code, *stdout),
+            "{argv:?}: {}",
+            o.stderr
+        );
+        assert!(o.stderr.contains(stderr), "{argv:?}: {}", o.stderr);
+    }
+    // TCP goes on beside it.
+    let o = run(&["request", server.addr(), "reverse", "abc"], b"");
+    assert_eq!((o.code, o.stdout.as_str()), (0, "cba\n"), "{}", o.stderr);
+
+    // A stream of many parts, bytes of every value.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let out = gotalk()
+        .args(["stream", "--chunk", "7000", ws, "stream-echo"])
+        .write_stdin(data.clone())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == data, "stream-echo over ws changed the bytes");
+    let o = run(
+        &["stream", "--chunk", "4", ws, "stream-fail"],
+        b"abcdefghij",
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (1, "abcd"), "{}", o.stderr);
+
+    // The browser client, beside the endpoint.
+    let (status, head) = get(authority(ws), "/gotalk/gotalk.js");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+}
+
+#[test]
+fn notifications_cross_between_websocket_and_tcp() {
+    let server = Server::start(&["--ws", "127.0.0.1:0"]);
+    let (listen, lines) = listen_ready(&["--count", "2", server.ws_url(), "chat"]);
+    for addr in [server.addr(), server.ws_url()] {
+        let o = run(&["notify", addr, "chat", addr], b"");
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    }
+    let mut got: Vec<String> = (0..2)
+        .map(|_| wait_for(&lines, |_| true).expect("a notification line"))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        format!("chat {}", server.addr()),
+        format!("chat {}", server.ws_url()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let mut listen = listen;
+    assert_eq!(wait_exit(&mut listen.0, "listen").code(), Some(0));
+}
+
+#[test]
+fn websocket_trace_mount_and_origin_policy() {
+    for trace in [true, false] {
+        let mut args = vec![
+            "--ws",
+            "127.0.0.1:0",
+            "--ws-path",
+            "/api/rpc",
+            "--ws-allow-origin",
+            "https://app.example",
+        ];
+        if trace {
+            args.push("--trace");
+        }
+        let server = Server::start(&args);
+        let ws = server.ws_url();
+        assert!(ws.ends_with("/api/rpc/"), "{ws}");
+        let host = authority(ws);
+
+        let o = run(&["request", "--trace", ws, "echo", "hi"], b"");
+        assert_eq!((o.code, o.stdout.as_str()), (0, "hi\n"), "{}", o.stderr);
+        for line in [
+            "-> 01",
+            "<- 01",
+            "-> r\\x00\\x00\\x00\\x00004echo00000002hi",
+        ] {
+            assert!(o.stderr.contains(line), "no {line:?} in {}", o.stderr);
+        }
+        if trace {
+            for expected in [
+                "conn#1 open 127.0.0.1:",
+                "conn#1 <- r\\x00\\x00\\x00\\x00004echo00000002hi",
+                "conn#1 -> R\\x00\\x00\\x00\\x0000000002hi",
+                "conn#1 closed: connection closed by peer",
+            ] {
+                wait_for(&server.stdout, |l| l.starts_with(expected))
+                    .unwrap_or_else(|seen| panic!("no {expected:?} in trace; saw {seen:?}"));
+            }
+        }
+
+        // Origin policy: no Origin, same origin and listed origins get in.
+        let same = format!("http://{host}");
+        for (origin, status) in [
+            (None, 101),
+            (Some(same.as_str()), 101),
+            (Some("https://app.example"), 101),
+            (Some("https://evil.example"), 403),
+            (Some("http://app.example"), 403),
+        ] {
+            assert_eq!(
+                upgrade_status(host, "/api/rpc/", origin),
+                status,
+                "origin {origin:?}, trace {trace}"
+            );
+        }
+        assert_eq!(get(host, "/api/rpc/gotalk.js").0, 200);
+        assert_eq!(get(host, "/api/rpc/").0, 426);
+        assert_eq!(get(host, "/gotalk/gotalk.js").0, 404);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_closes_websocket_connections_gracefully() {
+    let server = Server::start(&["--ws", "127.0.0.1:0", "--trace"]);
+    let slow = std::process::Command::new(common::BIN)
+        .args(["request", server.ws_url(), "slow", "300"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&server.stdout, |l| l.contains("004slow00000003300"))
+        .unwrap_or_else(|seen| panic!("the slow request never arrived; saw {seen:?}"));
+    let (code, stderr) = server.signal_and_wait("-INT");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("shut down (1 connection(s) closed)"),
+        "{stderr}"
+    );
+    let out = slow.wait_with_output().unwrap();
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"300\n"[..]),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bench_self_over_websocket() {
+    let o = run(
+        &["bench", "--self", "--ws", "-n", "500", "-c", "8", "--json"],
+        b"",
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["requests"], 500, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(
+        v["addr"].as_str().unwrap().starts_with("ws://127.0.0.1:"),
+        "{v}"
+    );
+    assert!(v["requests_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+// ---- TLS ----
+
+fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// PEM files in a temporary directory: `ca.pem` and the server's
+/// `cert.pem` + `key.pem` it signed (for 127.0.0.1 and localhost), and
+/// `other-ca.pem`, a CA that signed nothing.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = new_ca("gotalk cli test CA");
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
+        write("ca.pem", ca.pem());
+        write("cert.pem", cert.pem());
+        write("key.pem", key.serialize_pem());
+        write("other-ca.pem", new_ca("another CA").pem());
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).to_str().unwrap().to_owned()
+    }
+}
+
+/// Runs `gotalk ARGS` with "the platform's root certificates" being
+/// `roots` (rustls-native-certs reads SSL_CERT_FILE), so tests do not
+/// depend on the machine's trust store.
+fn run_with_roots(args: &[&str], roots: &Path) -> common::Out {
+    let o = gotalk()
+        .args(args)
+        .env("SSL_CERT_FILE", roots)
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    common::Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn tls_and_wss_need_a_trusted_certificate() {
+    let pki = Pki::new();
+    let (cert, key, ca, other) = (
+        pki.arg("cert.pem"),
+        pki.arg("key.pem"),
+        pki.arg("ca.pem"),
+        pki.arg("other-ca.pem"),
+    );
+    let server = Server::start(&[
+        "--ws",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let tls = server.addr();
+    let wss = server.ws_url();
+    assert!(tls.starts_with("tls://127.0.0.1:"), "{tls}");
+    assert!(wss.starts_with("wss://127.0.0.1:"), "{wss}");
+    let other_roots = pki.path("other-ca.pem");
+
+    for addr in [tls, wss] {
+        // With the CA: every command works.
+        let o = run_with_roots(&["request", addr, "echo", "x", "--ca", &ca], &other_roots);
+        assert_eq!(
+            (o.code, o.stdout.as_str()),
+            (0, "x\n"),
+            "{addr}: {}",
+            o.stderr
+        );
+        let o = run_with_roots(
+            &[
+                "request",
+                "--trace",
+                "--ca",
+                &ca,
+                addr,
+                "greet",
+                r#"{"name":"t"}"#,
+            ],
+            &other_roots,
+        );
+        assert_eq!(
+            (o.code, o.stdout.as_str()),
+            (0, "{\"greeting\":\"Hello t\"}\n"),
+            "{addr}: {}",
+            o.stderr
+        );
+        assert!(
+            o.stderr.contains("<- R\\x00\\x00\\x00\\x00"),
+            "{}",
+            o.stderr
+        );
+        let o = gotalk()
+            .args(["stream", "--ca", &ca, "--chunk", "3", addr, "stream-echo"])
+            .write_stdin("over tls")
+            .output()
+            .unwrap();
+        assert_eq!(
+            (o.status.code(), o.stdout.as_slice()),
+            (Some(0), &b"over tls"[..]),
+            "{addr}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = run_with_roots(&["notify", "--ca", &ca, addr, "chat", "hi"], &other_roots);
+        assert_eq!(o.code, 0, "{addr}: {}", o.stderr);
+
+        // Without --ca (the "platform" trusts another CA) or with the wrong
+        // CA: exit 2 and a certificate error that says what to do.
+        let o = run_with_roots(&["request", addr, "echo", "x"], &other_roots);
+        assert_eq!((o.code, o.stdout.as_str()), (2, ""), "{addr}: {}", o.stderr);
+        for needle in ["invalid peer certificate: UnknownIssuer", "pass --ca FILE"] {
+            assert!(o.stderr.contains(needle), "{addr}: {}", o.stderr);
+        }
+        let o = run_with_roots(
+            &["request", "--ca", &other, addr, "echo", "x"],
+            &other_roots,
+        );
+        assert_eq!(o.code, 2, "{addr}: {}", o.stderr);
+        assert!(
+            o.stderr
+                .contains("certificate was refused: it must be issued by the --ca"),
+            "{addr}: {}",
+            o.stderr
+        );
+    }
+
+    // Plain TCP to the TLS listener: the hint names tls://.
+    let plain = tls.strip_prefix("tls://").unwrap();
+    let o = run(&["request", plain, "echo", "x"], b"");
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("connect to tls://"), "{}", o.stderr);
+    // An unreadable CA file.
+    let o = run(
+        &["request", "--ca", "/nonexistent/ca.pem", tls, "echo"],
+        b"",
+    );
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("cannot use --ca /nonexistent/ca.pem"),
+        "{}",
+        o.stderr
+    );
+    // bench over TLS.
+    let o = run(
+        &["bench", tls, "--ca", &ca, "-n", "200", "-c", "4", "--json"],
+        b"",
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("\"requests\":200"), "{}", o.stdout);
+}
+
+#[test]
+fn tls_client_to_a_plain_server_and_bad_key_material() {
+    let pki = Pki::new();
+    let server = Server::start(&["--ws", "127.0.0.1:0"]);
+    let ca = pki.arg("ca.pem");
+    let tls = format!("tls://{}", server.addr());
+    let wss = server.ws_url().replacen("ws://", "wss://", 1);
+    for addr in [&tls, &wss] {
+        let o = run(&["request", "--ca", &ca, addr, "echo", "x"], b"");
+        assert_eq!(o.code, 2, "{addr}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("the server does not seem to speak TLS"),
+            "{addr}: {}",
+            o.stderr
+        );
+    }
+    // The key of another certificate, and a missing file: serve exits 2.
+    let other_key = pki.path("other.key");
+    std::fs::write(&other_key, KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    for (cert, key, needle) in [
+        (
+            pki.arg("cert.pem"),
+            other_key.to_str().unwrap().to_owned(),
+            "TLS configuration refused",
+        ),
+        (
+            pki.arg("cert.pem"),
+            "/nonexistent/key.pem".to_owned(),
+            "cannot read /nonexistent/key.pem",
+        ),
+    ] {
+        let o = run(
+            &[
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ],
+            b"",
+        );
+        assert_eq!(o.code, 2, "{}", o.stderr);
+        assert!(o.stderr.contains(needle), "{needle}: {}", o.stderr);
+    }
+}
