@@ -302,6 +302,24 @@ fn header_fields(buf: &[u8], header: &mut FrameHeader) -> Result<Option<()>, Dec
     Ok(Some(()))
 }
 
+/// The header of the frame at the start of `buf` and the frame's length,
+/// or how many bytes are missing for the whole frame.
+#[inline(always)]
+fn whole_frame(
+    buf: &[u8],
+    limits: &DecodeLimits,
+) -> Result<Result<(FrameHeader, usize), usize>, DecodeError> {
+    let header = match parse_header(buf, limits)? {
+        Decoded::Complete(h, _) => h,
+        Decoded::Incomplete(n) => return Ok(Err(n)),
+    };
+    let total = header.frame_len();
+    if buf.len() < total {
+        return Ok(Err(total - buf.len()));
+    }
+    Ok(Ok((header, total)))
+}
+
 /// Decodes one message borrowing from `buf`.
 ///
 /// ```
@@ -318,14 +336,10 @@ pub fn decode<'a>(
     buf: &'a [u8],
     limits: &DecodeLimits,
 ) -> Result<Decoded<Message<&'a [u8]>>, DecodeError> {
-    let header = match parse_header(buf, limits)? {
-        Decoded::Complete(h, _) => h,
-        Decoded::Incomplete(n) => return Ok(Decoded::Incomplete(n)),
+    let (header, total) = match whole_frame(buf, limits)? {
+        Ok(frame) => frame,
+        Err(missing) => return Ok(Decoded::Incomplete(missing)),
     };
-    let total = header.frame_len();
-    if buf.len() < total {
-        return Ok(Decoded::Incomplete(total - buf.len()));
-    }
     let message = header.message(|r| &buf[r], &buf[header.header_len..total]);
     Ok(Decoded::Complete(message, total))
 }
@@ -350,14 +364,10 @@ pub fn decode_bytes(
     buf: &mut BytesMut,
     limits: &DecodeLimits,
 ) -> Result<Decoded<Message<Bytes>>, DecodeError> {
-    let header = match parse_header(buf, limits)? {
-        Decoded::Complete(h, _) => h,
-        Decoded::Incomplete(n) => return Ok(Decoded::Incomplete(n)),
+    let (header, total) = match whole_frame(buf, limits)? {
+        Ok(frame) => frame,
+        Err(missing) => return Ok(Decoded::Incomplete(missing)),
     };
-    let total = header.frame_len();
-    if buf.len() < total {
-        return Ok(Decoded::Incomplete(total - buf.len()));
-    }
     // Split name and payload off in order, advancing over the header digits,
     // so each message costs one reference count per non-empty buffer.
     let mut take = |range: Range<usize>, pos: &mut usize| -> Bytes {

@@ -342,35 +342,42 @@ impl<B: Buffer> Message<B> {
 
     /// A view of this message borrowing its buffers.
     pub fn as_borrowed(&self) -> Message<&[u8]> {
-        fn t<B: Buffer>(t: &Text<B>) -> Text<&[u8]> {
-            Text::from(t.as_str())
-        }
+        self.map_buffers(|t| Text::from(t.as_str()), |p| p.as_ref())
+    }
+
+    /// The same message with every buffer converted by `buf` and every name
+    /// by `text`: the one place that lists which variants carry what.
+    fn map_buffers<'s, C>(
+        &'s self,
+        text: impl Fn(&'s Text<B>) -> Text<C>,
+        buf: impl Fn(&'s B) -> C,
+    ) -> Message<C> {
         match self {
             Self::SingleRequest { id, op, payload } => Message::SingleRequest {
                 id: *id,
-                op: t(op),
-                payload: payload.as_ref(),
+                op: text(op),
+                payload: buf(payload),
             },
             Self::StreamRequest { id, op, payload } => Message::StreamRequest {
                 id: *id,
-                op: t(op),
-                payload: payload.as_ref(),
+                op: text(op),
+                payload: buf(payload),
             },
             Self::StreamRequestPart { id, payload } => Message::StreamRequestPart {
                 id: *id,
-                payload: payload.as_ref(),
+                payload: buf(payload),
             },
             Self::SingleResult { id, payload } => Message::SingleResult {
                 id: *id,
-                payload: payload.as_ref(),
+                payload: buf(payload),
             },
             Self::StreamResult { id, payload } => Message::StreamResult {
                 id: *id,
-                payload: payload.as_ref(),
+                payload: buf(payload),
             },
             Self::ErrorResult { id, payload } => Message::ErrorResult {
                 id: *id,
-                payload: payload.as_ref(),
+                payload: buf(payload),
             },
             Self::RetryResult {
                 id,
@@ -379,11 +386,11 @@ impl<B: Buffer> Message<B> {
             } => Message::RetryResult {
                 id: *id,
                 wait_ms: *wait_ms,
-                payload: payload.as_ref(),
+                payload: buf(payload),
             },
             Self::Notification { name, payload } => Message::Notification {
-                name: t(name),
-                payload: payload.as_ref(),
+                name: text(name),
+                payload: buf(payload),
             },
             Self::Heartbeat { load, time } => Message::Heartbeat {
                 load: *load,
@@ -397,53 +404,7 @@ impl<B: Buffer> Message<B> {
 impl Message<&[u8]> {
     /// Copies the borrowed buffers into owned [`Bytes`].
     pub fn to_owned_bytes(&self) -> Message<Bytes> {
-        let b = |p: &&[u8]| Bytes::copy_from_slice(p);
-        match self {
-            Self::SingleRequest { id, op, payload } => Message::SingleRequest {
-                id: *id,
-                op: op.to_owned_bytes(),
-                payload: b(payload),
-            },
-            Self::StreamRequest { id, op, payload } => Message::StreamRequest {
-                id: *id,
-                op: op.to_owned_bytes(),
-                payload: b(payload),
-            },
-            Self::StreamRequestPart { id, payload } => Message::StreamRequestPart {
-                id: *id,
-                payload: b(payload),
-            },
-            Self::SingleResult { id, payload } => Message::SingleResult {
-                id: *id,
-                payload: b(payload),
-            },
-            Self::StreamResult { id, payload } => Message::StreamResult {
-                id: *id,
-                payload: b(payload),
-            },
-            Self::ErrorResult { id, payload } => Message::ErrorResult {
-                id: *id,
-                payload: b(payload),
-            },
-            Self::RetryResult {
-                id,
-                wait_ms,
-                payload,
-            } => Message::RetryResult {
-                id: *id,
-                wait_ms: *wait_ms,
-                payload: b(payload),
-            },
-            Self::Notification { name, payload } => Message::Notification {
-                name: name.to_owned_bytes(),
-                payload: b(payload),
-            },
-            Self::Heartbeat { load, time } => Message::Heartbeat {
-                load: *load,
-                time: *time,
-            },
-            Self::ProtocolError { code } => Message::ProtocolError { code: *code },
-        }
+        self.map_buffers(Text::to_owned_bytes, |p| Bytes::copy_from_slice(p))
     }
 }
 
