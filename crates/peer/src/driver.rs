@@ -116,11 +116,10 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
     let read_timeout = shared.config.read_timeout;
     let mut deadline = read_timeout.map(|t| Instant::now() + t);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    // Length of the last whole frame, and how far the next read may go.
+    // Length of the last whole frame, to size the read buffer.
     let mut last_frame = 0;
-    let mut read_limit = usize::MAX;
     loop {
-        loop {
+        let read_limit = loop {
             match decode_bytes(&mut buf, &limits) {
                 Ok(Decoded::Complete(msg, len)) => {
                     last_frame = len;
@@ -136,8 +135,7 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
                     // before this point.
                     let (room, limit) = read_plan(buf.len(), missing, last_frame);
                     buf.reserve(room);
-                    read_limit = limit;
-                    break;
+                    break limit;
                 }
                 Err(e) => {
                     return CloseReason::ProtocolViolation {
@@ -146,7 +144,7 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
                     };
                 }
             }
-        }
+        };
         let mut room = (&mut buf).limit(read_limit);
         let read = reader.read_buf(&mut room);
         let n = match deadline {
@@ -318,4 +316,26 @@ async fn shutdown_requested(shared: &Shared) -> CloseReason {
         }
     }
     CloseReason::Local
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_plan_gives_large_frames_their_own_buffer() {
+        const QUARTER: usize = READ_CHUNK / 4;
+        // Small frames: read ahead as far as the buffer allows.
+        assert_eq!(read_plan(3, 10, 40), (QUARTER, usize::MAX));
+        // In a large payload: make room for the rest, read no further.
+        assert_eq!(read_plan(100, 70_000, 40), (70_000, 70_000));
+        // Between large frames: room for one like the last, no more.
+        assert_eq!(read_plan(0, 1, 65_549), (65_549, 65_549));
+        assert_eq!(
+            read_plan(0, 1, 10 * MAX_ANTICIPATED),
+            (MAX_ANTICIPATED, MAX_ANTICIPATED)
+        );
+        // A partial small frame after a large one: back to reading ahead.
+        assert_eq!(read_plan(5, 8, 65_549), (QUARTER, usize::MAX));
+    }
 }

@@ -196,6 +196,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn writer_yields_so_that_runnable_senders_join_the_batch() {
+        let q = Arc::new(WriteQueue::new(1 << 20));
+        q.push(&result(3)).await.unwrap();
+        let q2 = q.clone();
+        // Runnable, but not run before the writer yields (current-thread runtime).
+        let sender = tokio::spawn(async move { q2.push(&result(3)).await.unwrap() });
+        let mut out = VecDeque::new();
+        assert!(q.next_batch(&mut out).await);
+        assert_eq!(out.iter().map(Bytes::len).sum::<usize>(), 2 * 16);
+        sender.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn large_payloads_are_not_copied() {
         let q = WriteQueue::new(1 << 20);
         let msg = result(ZERO_COPY_MIN);
