@@ -225,8 +225,12 @@ impl Connector {
             #[cfg(not(unix))]
             Address::Unix(_) => Err(Error::Io(io::ErrorKind::Unsupported.into())),
             Address::WebSocket(url) => {
-                let io = crate::websocket::connect_traced(url, self.tls.clone(), &config).await?;
-                handshake_traced(io, tracer, handlers, config).await
+                let ws_config = WsClientConfig {
+                    tls: self.tls.clone(),
+                    ..WsClientConfig::default()
+                }
+                .wrap_io(move |io| Box::new(Traced::new(io, tracer.connection())));
+                Ok(ws::connect_with(url, handlers, config, &ws_config).await?)
             }
         }
     }

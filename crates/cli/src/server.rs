@@ -92,9 +92,14 @@ impl Conns {
         self.tracer.is_some()
     }
 
+    /// The frame tracer, with `--trace`.
+    pub(crate) fn tracer(&self) -> Option<&Tracer> {
+        self.tracer.as_ref()
+    }
+
     /// Numbers a new connection (and logs it).
     #[allow(clippy::print_stdout)]
-    fn open(&self, remote: &str) -> u64 {
+    pub(crate) fn open(&self, remote: &str) -> u64 {
         let conn = self.next.fetch_add(1, Ordering::Relaxed);
         if self.log {
             println!("conn#{conn} open {remote}");
@@ -140,20 +145,30 @@ impl Conns {
         };
         match handshake {
             Ok(peer) => self.run(conn, peer).await,
-            Err(e) => {
-                if self.log {
-                    println!("conn#{conn} closed: handshake failed: {e}");
-                }
-                tracing::debug!(conn, %remote, error = %e, "handshake failed");
-            }
+            Err(e) => self.handshake_failed(conn, &remote, &e),
         }
+    }
+
+    /// Logs the end of connection `conn`, [`open`](Self::open)ed but never
+    /// past its handshake.
+    #[allow(clippy::print_stdout)]
+    pub(crate) fn handshake_failed(&self, conn: u64, remote: &str, e: &dyn fmt::Display) {
+        if self.log {
+            println!("conn#{conn} closed: handshake failed: {e}");
+        }
+        tracing::debug!(conn, %remote, error = %e, "handshake failed");
     }
 
     /// Takes in a connection whose handshake someone else ran (the
     /// WebSocket server of `gotalk-peer`); called before its first message
     /// is read.
     pub(crate) fn adopt(&self, peer: &Peer, remote: &str) {
-        let conn = self.open(remote);
+        self.adopt_numbered(self.open(remote), peer);
+    }
+
+    /// [`adopt`](Self::adopt) for a connection already [`open`](Self::open)ed
+    /// as number `conn`.
+    pub(crate) fn adopt_numbered(&self, conn: u64, peer: &Peer) {
         self.attach(conn, peer);
         tokio::spawn(self.clone().run(conn, peer.clone()));
     }

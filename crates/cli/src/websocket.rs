@@ -1,43 +1,39 @@
 //! WebSocket in the CLI: `gotalk serve --ws` (gotalk-peer's WebSocket router
-//! and browser client, served beside the TCP listener), and the `ws://` /
-//! `wss://` client path used with `--trace`.
+//! and browser client, served beside the TCP listener).
 //!
-//! Tracing needs the gotalk byte stream *after* the WebSocket upgrade and
-//! before the gotalk handshake: [`gotalk_peer::ws::WsIo`] is that stream, so
-//! with `--trace` this module upgrades itself (client: tokio-tungstenite;
-//! server: a middleware in front of gotalk-peer's router) and wraps the
-//! `WsIo` in [`crate::trace::Traced`]. Without `--trace`, gotalk-peer's own
-//! `ws::connect_with` and `WsServer` do everything.
+//! Everything WebSocket (origin policy, capability negotiation, message
+//! limits, the browser client) is gotalk-peer's. With `--trace`, its
+//! [`WsConfig::wrap_io`] hook hands over each connection's gotalk byte
+//! stream between the upgrade and the gotalk handshake, to be wrapped in a
+//! [`Traced`] (clients do the same with `WsClientConfig::wrap_io`, see
+//! [`crate::addr`]).
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
-
-use axum::{
-    Router,
-    body::Body,
-    extract::{ConnectInfo, FromRequestParts, Request, State, ws::WebSocketUpgrade},
-    http::{HeaderValue, StatusCode, Uri, header},
-    middleware::{self, Next},
-    response::{IntoResponse, Response},
-    serve::ListenerExt,
+use std::{
+    collections::HashMap,
+    io,
+    io::IoSlice,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Context, Poll},
+    time::Duration,
 };
+
+use axum::{Router, serve::ListenerExt};
 use gotalk_peer::{
-    Config, Error, Handlers,
+    Config, Handlers,
     tls::{self, TlsListener, rustls},
-    ws::{CAPS_QUERY_PARAM, ConnectError, OriginPolicy, WsClientConfig, WsConfig, WsIo, WsServer},
+    ws::{BoxedIo, OriginPolicy, WsConfig, WsServer},
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpListener,
     sync::watch,
     task::JoinHandle,
     time::timeout,
 };
-use tokio_tungstenite::tungstenite::{
-    self, client::IntoClientRequest, handshake::client::Request as ClientRequest,
-    protocol::WebSocketConfig,
-};
 
-use crate::{addr::Io, server::Conns};
+use crate::{server::Conns, trace::Traced};
 
 /// How long [`RunningWs::finish`] waits for the HTTP server to wind down.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -176,25 +172,18 @@ pub(crate) async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<RunningWs> {
     let secure = tls.is_some();
-    let adopting = conns.clone();
     let ws = WsConfig {
         mount: listen.mount.clone(),
         origin: listen.origin_policy(),
         ..WsConfig::default()
-    }
-    .on_connect(move |peer, info| adopting.adopt(peer, &remote_text(info.remote_addr, secure)));
-    let server = WsServer::new(handlers.clone(), config.clone(), ws.clone());
-    let mut router: Router = server.router();
-    if conns.traced() {
-        let state = Arc::new(TracedUpgrade {
-            conns,
-            handlers,
-            config: config.clone(),
-            ws,
-            secure,
-        });
-        router = router.layer(middleware::from_fn_with_state(state, traced_upgrade));
-    }
+    };
+    let ws = if conns.traced() {
+        trace_connections(ws, conns, secure)
+    } else {
+        ws.on_connect(move |peer, info| conns.adopt(peer, &remote_text(info.remote_addr, secure)))
+    };
+    let server = WsServer::new(handlers, config.clone(), ws);
+    let router: Router = server.router();
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
     let tcp = TcpListener::bind(listen.addr.as_str()).await?;
     let local = tcp.local_addr()?;
@@ -233,197 +222,109 @@ pub(crate) async fn serve(
     })
 }
 
-/// What the tracing upgrade path needs.
-struct TracedUpgrade {
+/// With `--trace`: a connection is numbered (and logged as open) when it is
+/// upgraded, and its byte stream wrapped in the tracer, so the trace of its
+/// gotalk handshake already carries its number; once the handshake is done
+/// it is adopted under that number.
+fn trace_connections(ws: WsConfig, conns: Conns, secure: bool) -> WsConfig {
+    // gotalk-peer's connection id -> our number, from the upgrade until the
+    // end of the handshake.
+    let numbers: Numbers = Arc::default();
+    let (wrap_conns, wrap_numbers) = (conns.clone(), numbers.clone());
+    ws.wrap_io(move |io, info| {
+        let remote = remote_text(info.remote_addr, secure);
+        let conn = wrap_conns.open(&remote);
+        lock(&wrap_numbers).insert(info.id, conn);
+        let io: BoxedIo = match wrap_conns.tracer() {
+            Some(t) => Box::new(Traced::new(io, t.connection_numbered(conn))),
+            None => io,
+        };
+        Box::new(Handshaking {
+            io,
+            _pending: Pending {
+                id: info.id,
+                conn,
+                remote,
+                numbers: wrap_numbers.clone(),
+                conns: wrap_conns.clone(),
+            },
+        })
+    })
+    .on_connect(move |peer, info| match lock(&numbers).remove(&info.id) {
+        Some(conn) => conns.adopt_numbered(conn, peer),
+        None => conns.adopt(peer, &remote_text(info.remote_addr, secure)),
+    })
+}
+
+type Numbers = Arc<Mutex<HashMap<u64, u64>>>;
+
+fn lock(numbers: &Numbers) -> MutexGuard<'_, HashMap<u64, u64>> {
+    numbers.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection numbered at its upgrade: when dropped before its handshake
+/// completed (no adoption took its number), the handshake failed.
+struct Pending {
+    id: u64,
+    conn: u64,
+    remote: String,
+    numbers: Numbers,
     conns: Conns,
-    handlers: Handlers,
-    config: Config,
-    ws: WsConfig,
-    secure: bool,
 }
 
-/// `(retry, stream)` from the `caps=` query parameter, as gotalk-peer's
-/// `RemoteCapabilities::Negotiate` reads it.
-fn parse_caps(query: Option<&str>) -> (bool, bool) {
-    let (mut retry, mut stream) = (false, false);
-    for (key, value) in query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-    {
-        if key != CAPS_QUERY_PARAM {
-            continue;
-        }
-        let value = value.replace("%2C", ",").replace("%2c", ",");
-        for token in value.split(',') {
-            match token.trim() {
-                "retry" => retry = true,
-                "stream" => stream = true,
-                _ => {}
-            }
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if lock(&self.numbers).remove(&self.id).is_some() {
+            self.conns
+                .handshake_failed(self.conn, &self.remote, &"see the trace above");
         }
     }
-    (retry, stream)
 }
 
-/// With `--trace`: takes WebSocket upgrades before gotalk-peer's handler
-/// does, applying the same origin policy, capability negotiation and message
-/// limit, so the gotalk stream can be wrapped in a tracer. Everything else
-/// (the browser client, plain HTTP, malformed upgrades) goes on to
-/// gotalk-peer's router.
-async fn traced_upgrade(State(t): State<Arc<TracedUpgrade>>, req: Request, next: Next) -> Response {
-    let wants_websocket = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !wants_websocket || (t.ws.serve_js && req.uri().path().ends_with("/gotalk.js")) {
-        return next.run(req).await;
-    }
-    let (mut parts, body) = req.into_parts();
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(u) => u,
-        Err(_) => return next.run(Request::from_parts(parts, body)).await,
-    };
-    let origin = parts
-        .headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok());
-    if !t.ws.origin.allows(origin, host) {
-        tracing::info!(?origin, ?host, "websocket upgrade refused by origin policy");
-        return (StatusCode::FORBIDDEN, Body::from("origin not allowed\n")).into_response();
-    }
-    let mut config = t.config.clone();
-    (config.remote_retry_results, config.remote_stream_requests) = parse_caps(parts.uri.query());
-    let limit = t.ws.message_limit(&config);
-    let remote = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| {
-            let remote = remote_text(remote, t.secure);
-            t.conns
-                .clone()
-                .serve_connection(WsIo::new(socket), remote, t.handlers.clone(), config)
-        })
+/// A traced WebSocket byte stream and its [`Pending`] number.
+struct Handshaking {
+    io: BoxedIo,
+    /// Held only to be dropped with the stream.
+    _pending: Pending,
 }
 
-/// Opens a `ws://` or `wss://` connection as gotalk-peer's `ws::connect`
-/// does (URL's own origin, `caps=retry,stream`, message limit from
-/// `config`), but stops after the WebSocket upgrade and returns the gotalk
-/// byte stream, so the caller can trace it before the gotalk handshake.
-pub(crate) async fn connect_traced(
-    url: &str,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    config: &Config,
-) -> Result<Box<dyn Io>, Error> {
-    let connect_timeout = WsClientConfig::default().connect_timeout;
-    let setup = async {
-        let target = Target::parse(url)?;
-        let limit = config.max_payload as usize + gotalk_proto::MAX_HEADER_LEN;
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(limit))
-            .max_frame_size(Some(limit));
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(ConnectError::Io)?;
-        let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = if target.secure {
-            let tls = tls.ok_or(ConnectError::InvalidUrl(
-                "wss:// without TLS settings".into(),
-            ))?;
-            let stream = tls::wrap_client(tcp, &target.host, tls)
-                .await
-                .map_err(ConnectError::Io)?;
-            Box::new(WsIo::new(upgrade(target.request, stream, ws_config).await?))
-        } else {
-            Box::new(WsIo::new(upgrade(target.request, tcp, ws_config).await?))
-        };
-        Ok::<_, ConnectError>(io)
-    };
-    match timeout(connect_timeout, setup).await {
-        Ok(io) => Ok(io?),
-        Err(_) => Err(ConnectError::Timeout(connect_timeout).into()),
+impl AsyncRead for Handshaking {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-/// A `ws://` / `wss://` URL, ready to connect to.
-struct Target {
-    request: ClientRequest,
-    secure: bool,
-    /// Without the brackets of an IPv6 literal.
-    host: String,
-    port: u16,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Self, ConnectError> {
-        let invalid = |why: String| ConnectError::InvalidUrl(why);
-        let uri: Uri = url.parse().map_err(|e| invalid(format!("{e}")))?;
-        let secure = match uri.scheme_str() {
-            Some("ws") => false,
-            Some("wss") => true,
-            other => return Err(invalid(format!("scheme {other:?} is not ws or wss"))),
-        };
-        let authority = uri
-            .authority()
-            .filter(|a| !a.host().is_empty())
-            .ok_or_else(|| invalid("no host".into()))?;
-        let host = authority.host();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
-            .to_owned();
-        let port = authority
-            .port_u16()
-            .unwrap_or(if secure { 443 } else { 80 });
-        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let full = format!(
-            "{}://{authority}{path}{sep}{CAPS_QUERY_PARAM}=retry,stream",
-            scheme(secure)
-        );
-        let mut request = full
-            .into_client_request()
-            .map_err(|e| ConnectError::WebSocket(e.to_string()))?;
-        let origin = format!("{}://{authority}", if secure { "https" } else { "http" });
-        request.headers_mut().insert(
-            header::ORIGIN,
-            HeaderValue::from_str(&origin)
-                .map_err(|_| invalid(format!("bad origin {origin:?}")))?,
-        );
-        Ok(Self {
-            request,
-            secure,
-            host,
-            port,
-        })
+impl AsyncWrite for Handshaking {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
-}
 
-async fn upgrade<S>(
-    request: ClientRequest,
-    stream: S,
-    config: WebSocketConfig,
-) -> Result<tokio_tungstenite::WebSocketStream<S>, ConnectError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-        Ok((ws, _response)) => Ok(ws),
-        Err(tungstenite::Error::Http(response)) => {
-            Err(ConnectError::Rejected(response.status().as_u16()))
-        }
-        Err(tungstenite::Error::Io(e)) => Err(ConnectError::Io(e)),
-        Err(e) => Err(ConnectError::WebSocket(e.to_string())),
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -449,37 +350,5 @@ mod tests {
         for bad in ["app.example.com", "https://", "https://a/b", "://x"] {
             assert!(parse_origin(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn caps_as_the_library_reads_them() {
-        assert_eq!(parse_caps(None), (false, false));
-        assert_eq!(parse_caps(Some("caps=retry,stream")), (true, true));
-        assert_eq!(parse_caps(Some("a=1&caps=stream")), (false, true));
-        assert_eq!(parse_caps(Some("caps=retry%2Cstream")), (true, true));
-        assert_eq!(parse_caps(Some("xcaps=retry")), (false, false));
-    }
-
-    #[test]
-    fn client_targets() {
-        let t = Target::parse("ws://127.0.0.1:1234/gotalk/").unwrap();
-        assert_eq!(
-            t.request.uri().to_string(),
-            "ws://127.0.0.1:1234/gotalk/?caps=retry,stream"
-        );
-        assert_eq!(t.request.headers()[header::ORIGIN], "http://127.0.0.1:1234");
-        assert_eq!(
-            (t.host.as_str(), t.port, t.secure),
-            ("127.0.0.1", 1234, false)
-        );
-        let t = Target::parse("wss://[::1]/x?a=b").unwrap();
-        assert_eq!(
-            t.request.uri().to_string(),
-            "wss://[::1]/x?a=b&caps=retry,stream"
-        );
-        assert_eq!(t.request.headers()[header::ORIGIN], "https://[::1]");
-        assert_eq!((t.host.as_str(), t.port, t.secure), ("::1", 443, true));
-        assert!(Target::parse("http://x/").is_err());
-        assert!(Target::parse("/gotalk/").is_err());
     }
 }

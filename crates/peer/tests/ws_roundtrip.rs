@@ -2,7 +2,13 @@
 //! calls in both directions, the served JS client, origin policy, mounting.
 #![cfg(feature = "websocket")]
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{Router, routing::get};
 use bytes::Bytes;
@@ -13,7 +19,7 @@ use gotalk_peer::{
 };
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::mpsc,
     time::timeout,
@@ -489,5 +495,138 @@ async fn connect_errors_are_typed() {
     assert!(matches!(err, ConnectError::Rejected(404)), "{err}");
     let as_gotalk: Error = err.into();
     assert!(matches!(as_gotalk, Error::Io(_)));
+    server.shutdown().await;
+}
+
+/// Records every byte read and written through it.
+struct Tap {
+    inner: ws::BoxedIo,
+    read: Arc<Mutex<Vec<u8>>>,
+    written: Arc<Mutex<Vec<u8>>>,
+}
+
+#[derive(Clone, Default)]
+struct Taps {
+    read: Arc<Mutex<Vec<u8>>>,
+    written: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Taps {
+    fn wrap(&self, inner: ws::BoxedIo) -> ws::BoxedIo {
+        Box::new(Tap {
+            inner,
+            read: self.read.clone(),
+            written: self.written.clone(),
+        })
+    }
+
+    fn read(&self) -> Vec<u8> {
+        self.read.lock().unwrap().clone()
+    }
+
+    fn written(&self) -> Vec<u8> {
+        self.written.lock().unwrap().clone()
+    }
+}
+
+impl AsyncRead for Tap {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let got = buf.filled()[before..].to_vec();
+            self.read.lock().unwrap().extend_from_slice(&got);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tap {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn wrap_io_sees_the_gotalk_bytes_on_both_sides() {
+    let server_taps = Taps::default();
+    let wrapped = Arc::new(Mutex::new(Vec::new()));
+    let ws = {
+        let (taps, wrapped) = (server_taps.clone(), wrapped.clone());
+        WsConfig::default().wrap_io(move |io, info| {
+            wrapped.lock().unwrap().push(info.uri.path().to_owned());
+            taps.wrap(io)
+        })
+    };
+    let (server, mut connected) = start(ws).await;
+    let client_taps = Taps::default();
+    let client_ws = {
+        let taps = client_taps.clone();
+        WsClientConfig::default().wrap_io(move |io| taps.wrap(io))
+    };
+    let peer = ws::connect_with(
+        &url(server.local_addr()),
+        Handlers::new(),
+        Config::default(),
+        &client_ws,
+    )
+    .await
+    .unwrap();
+    timeout(T, connected.recv()).await.unwrap().unwrap();
+    assert_eq!(*wrapped.lock().unwrap(), ["/gotalk/"]);
+
+    let reply = timeout(T, peer.request("echo", "hi"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, "hi");
+    // The version, then one request and its result: exactly these bytes,
+    // seen the same on both ends.
+    let request = b"01r\x00\x00\x00\x00004echo00000002hi";
+    let result = b"01R\x00\x00\x00\x0000000002hi";
+    assert_eq!(client_taps.written(), request);
+    assert_eq!(server_taps.read(), request);
+    assert_eq!(server_taps.written(), result);
+    assert_eq!(client_taps.read(), result);
+
+    // A client without a wrapper: the server's wrapper still sees it, the
+    // first client's taps do not.
+    let plain = ws::connect(
+        &url(server.local_addr()),
+        Handlers::new(),
+        Config::default(),
+    )
+    .await
+    .unwrap();
+    timeout(T, connected.recv()).await.unwrap().unwrap();
+    assert_eq!(wrapped.lock().unwrap().len(), 2);
+    assert_eq!(
+        timeout(T, plain.request("echo", "x"))
+            .await
+            .unwrap()
+            .unwrap(),
+        "x"
+    );
+    assert_eq!(client_taps.written(), request);
     server.shutdown().await;
 }

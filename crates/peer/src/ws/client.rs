@@ -1,6 +1,6 @@
 //! The WebSocket client: `ws://` and `wss://` URLs to a [`Peer`].
 
-use std::{fmt, io, time::Duration};
+use std::{fmt, io, sync::Arc, time::Duration};
 
 use axum::http::{HeaderValue, Uri, header};
 use tokio::{
@@ -13,8 +13,15 @@ use tokio_tungstenite::{
     tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig},
 };
 
-use super::{WsIo, server::CAPS_QUERY_PARAM};
+use super::{
+    WsIo,
+    server::{BoxedIo, CAPS_QUERY_PARAM},
+};
 use crate::{Config, Handlers, Peer};
+
+/// Wraps a client connection's byte stream before its gotalk handshake (see
+/// [`WsClientConfig::wrap_io`]).
+pub type ClientWrapIo = Arc<dyn Fn(BoxedIo) -> BoxedIo + Send + Sync>;
 
 /// Settings of a WebSocket client connection.
 #[derive(Clone)]
@@ -37,7 +44,12 @@ pub struct WsClientConfig {
     /// TLS settings for `wss://`. Default `None`: the platform's root
     /// certificates (see [`crate::tls::client_config_with_platform_roots`]).
     #[cfg(feature = "tls")]
-    pub tls: Option<std::sync::Arc<crate::tls::rustls::ClientConfig>>,
+    pub tls: Option<Arc<crate::tls::rustls::ClientConfig>>,
+    /// Wraps the connection's gotalk byte stream after the WebSocket upgrade
+    /// and before the gotalk handshake, e.g. to log, count or trace the
+    /// bytes; see [`wrap_io`](Self::wrap_io). Default `None`: the stream is
+    /// used as it is, without boxing.
+    pub wrap_io: Option<ClientWrapIo>,
 }
 
 impl Default for WsClientConfig {
@@ -49,6 +61,7 @@ impl Default for WsClientConfig {
             announce_capabilities: true,
             #[cfg(feature = "tls")]
             tls: None,
+            wrap_io: None,
         }
     }
 }
@@ -62,7 +75,29 @@ impl fmt::Debug for WsClientConfig {
             .field("announce_capabilities", &self.announce_capabilities);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls.is_some());
+        d.field("wrap_io", &self.wrap_io.is_some());
         d.finish()
+    }
+}
+
+impl WsClientConfig {
+    /// Sets [`wrap_io`](Self::wrap_io): `f` gets the connection's byte
+    /// stream (the [`WsIo`] over the upgraded WebSocket, boxed) and returns
+    /// the stream the gotalk handshake and every later frame go through.
+    /// What it reads and writes are exactly the gotalk bytes, starting with
+    /// the version `01`.
+    ///
+    /// ```
+    /// use gotalk_peer::ws::{BoxedIo, WsClientConfig};
+    ///
+    /// let ws = WsClientConfig::default().wrap_io(|io: BoxedIo| {
+    ///     io // or Box::new(MyTap::new(io))
+    /// });
+    /// assert!(ws.wrap_io.is_some());
+    /// ```
+    pub fn wrap_io(mut self, f: impl Fn(BoxedIo) -> BoxedIo + Send + Sync + 'static) -> Self {
+        self.wrap_io = Some(Arc::new(f));
+        self
     }
 }
 
@@ -268,9 +303,7 @@ pub async fn connect_with(
             let stream = timeout(limit, setup)
                 .await
                 .map_err(|_| ConnectError::Timeout(limit))??;
-            return Peer::handshake_with_addr(WsIo::new(stream), handlers, config, remote, |_| {})
-                .await
-                .map_err(ConnectError::Gotalk);
+            return handshake(stream, ws, handlers, config, remote).await;
         }
         #[cfg(not(feature = "tls"))]
         return Err(ConnectError::TlsNotEnabled);
@@ -279,12 +312,34 @@ pub async fn connect_with(
     let stream = timeout(limit, setup)
         .await
         .map_err(|_| ConnectError::Timeout(limit))??;
-    Peer::handshake_with_addr(WsIo::new(stream), handlers, config, remote, |_| {})
-        .await
-        .map_err(ConnectError::Gotalk)
+    handshake(stream, ws, handlers, config, remote).await
 }
 
 type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
+
+/// The gotalk handshake over an upgraded `stream`, through
+/// [`WsClientConfig::wrap_io`] when set.
+async fn handshake<S>(
+    stream: Ws<S>,
+    ws: &WsClientConfig,
+    handlers: Handlers,
+    config: Config,
+    remote: Option<String>,
+) -> Result<Peer, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let io = WsIo::new(stream);
+    // Box only when asked to: the default path stays monomorphic.
+    let peer = match &ws.wrap_io {
+        Some(wrap) => {
+            let io = wrap(Box::new(io));
+            Peer::handshake_with_addr(io, handlers, config, remote, |_| {}).await
+        }
+        None => Peer::handshake_with_addr(io, handlers, config, remote, |_| {}).await,
+    };
+    peer.map_err(ConnectError::Gotalk)
+}
 
 async fn upgrade<S>(
     request: tungstenite::handshake::client::Request,

@@ -14,6 +14,9 @@
 //!   [`GOTALK_JS`] at any path under it ending in `/gotalk.js`. Merge it
 //!   into your app, or let [`WsServer::serve`] / [`serve`] bind an address.
 //! - [`connect`]: a `ws://` or `wss://` URL to a [`Peer`](crate::Peer).
+//! - [`WsConfig::wrap_io`] / [`WsClientConfig::wrap_io`]: wrap a
+//!   connection's gotalk byte stream ([`BoxedIo`]) between the WebSocket
+//!   upgrade and the gotalk handshake, e.g. to trace every frame.
 //! - Browser peers are assumed to be the original gotalk.js unless they say
 //!   otherwise ([`RemoteCapabilities`]); the default [`OriginPolicy`] admits
 //!   same-origin pages and non-browser clients.
@@ -38,10 +41,10 @@ mod io;
 mod js;
 pub(crate) mod server;
 
-pub use client::{ConnectError, WsClientConfig, connect, connect_with};
+pub use client::{ClientWrapIo, ConnectError, WsClientConfig, connect, connect_with};
 pub use io::{WsError, WsIo, WsMessage};
 pub use js::{GOTALK_JS, etag as gotalk_js_etag};
 pub use server::{
-    CAPS_QUERY_PARAM, ConnectCallback, ConnectionInfo, OriginPolicy, RemoteCapabilities,
-    ServeHandle, WsConfig, WsServer, router, serve,
+    AsyncReadWrite, BoxedIo, CAPS_QUERY_PARAM, ConnectCallback, ConnectionInfo, OriginPolicy,
+    RemoteCapabilities, ServeHandle, ServerWrapIo, WsConfig, WsServer, router, serve,
 };

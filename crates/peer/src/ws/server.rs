@@ -24,6 +24,7 @@ use axum::{
 };
 use gotalk_proto::MAX_HEADER_LEN;
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, ToSocketAddrs},
     sync::watch,
     task::JoinHandle,
@@ -34,6 +35,23 @@ use crate::{Config, Handlers, Peer};
 
 /// Called with every connection that completed the gotalk handshake.
 pub type ConnectCallback = Arc<dyn Fn(&Peer, &ConnectionInfo) + Send + Sync>;
+
+/// A byte stream: anything that is both [`AsyncRead`] and [`AsyncWrite`].
+///
+/// Blanket-implemented, so that [`BoxedIo`] can name the pair as one trait
+/// object.
+pub trait AsyncReadWrite: AsyncRead + AsyncWrite {}
+
+impl<T: AsyncRead + AsyncWrite + ?Sized> AsyncReadWrite for T {}
+
+/// A connection's gotalk byte stream as a trait object, as the I/O hooks
+/// ([`WsConfig::wrap_io`], [`WsClientConfig::wrap_io`](super::WsClientConfig::wrap_io))
+/// take and return it.
+pub type BoxedIo = Box<dyn AsyncReadWrite + Send + Unpin>;
+
+/// Wraps a server connection's byte stream before its gotalk handshake (see
+/// [`WsConfig::wrap_io`]).
+pub type ServerWrapIo = Arc<dyn Fn(BoxedIo, &ConnectionInfo) -> BoxedIo + Send + Sync>;
 
 /// The query parameter a client uses to say what it can handle (see
 /// [`RemoteCapabilities::Negotiate`]).
@@ -235,6 +253,11 @@ pub struct WsConfig {
     /// connection's [`ConnectionInfo`] is also stored as its user data
     /// (`ctx.user_data::<ConnectionInfo>()` in handlers).
     pub on_connect: Option<ConnectCallback>,
+    /// Wraps every connection's gotalk byte stream after the WebSocket
+    /// upgrade and before the gotalk handshake, e.g. to log, count or
+    /// trace the bytes; see [`wrap_io`](Self::wrap_io). Default `None`: the
+    /// stream is used as it is, without boxing.
+    pub wrap_io: Option<ServerWrapIo>,
 }
 
 impl Default for WsConfig {
@@ -246,6 +269,7 @@ impl Default for WsConfig {
             max_message_size: None,
             serve_js: true,
             on_connect: None,
+            wrap_io: None,
         }
     }
 }
@@ -259,6 +283,7 @@ impl fmt::Debug for WsConfig {
             .field("max_message_size", &self.max_message_size)
             .field("serve_js", &self.serve_js)
             .field("on_connect", &self.on_connect.is_some())
+            .field("wrap_io", &self.wrap_io.is_some())
             .finish()
     }
 }
@@ -270,6 +295,33 @@ impl WsConfig {
         f: impl Fn(&Peer, &ConnectionInfo) + Send + Sync + 'static,
     ) -> Self {
         self.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets [`wrap_io`](Self::wrap_io): `f` gets each connection's byte
+    /// stream (the [`WsIo`] over the upgraded WebSocket, boxed) and what is
+    /// known about the connection, and returns the stream the gotalk
+    /// handshake and every later frame go through. What it reads and writes
+    /// are exactly the gotalk bytes, starting with the version `01`.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    /// use gotalk_peer::ws::{BoxedIo, ConnectionInfo, WsConfig};
+    ///
+    /// let upgraded = Arc::new(AtomicU64::new(0));
+    /// let seen = upgraded.clone();
+    /// let ws = WsConfig::default().wrap_io(move |io: BoxedIo, info: &ConnectionInfo| {
+    ///     seen.fetch_add(1, Ordering::Relaxed);
+    ///     tracing::debug!(id = info.id, "wrapping");
+    ///     io // or Box::new(MyTap::new(io))
+    /// });
+    /// assert!(ws.wrap_io.is_some());
+    /// ```
+    pub fn wrap_io(
+        mut self,
+        f: impl Fn(BoxedIo, &ConnectionInfo) -> BoxedIo + Send + Sync + 'static,
+    ) -> Self {
+        self.wrap_io = Some(Arc::new(f));
         self
     }
 
@@ -480,6 +532,22 @@ impl WsServer {
 
     async fn run(self, socket: WebSocket, config: Config, info: ConnectionInfo) {
         let io = WsIo::new(socket);
+        // Box only when asked to: the default path stays monomorphic.
+        match self.inner.ws.wrap_io.clone() {
+            Some(wrap) => {
+                let io = wrap(Box::new(io), &info);
+                self.hold(io, config, info).await;
+            }
+            None => self.hold(io, config, info).await,
+        }
+    }
+
+    /// Runs the gotalk handshake on `io` and keeps the connection until it
+    /// closes.
+    async fn hold<T>(self, io: T, config: Config, info: ConnectionInfo)
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let remote = info.remote_addr.map(|a| a.to_string());
         let handlers = self.inner.handlers.clone();
         let ws = &self.inner.ws;
