@@ -117,7 +117,7 @@ pub(crate) struct ServeArgs {
     /// With --ws, the mount path of the WebSocket endpoint and the browser client
     #[arg(long, default_value = websocket::DEFAULT_MOUNT, value_name = "PATH", value_parser = websocket::parse_mount, requires = "ws")]
     ws_path: String,
-    /// With --ws, also let browser pages from this origin connect (repeatable), e.g. https://app.example.com
+    /// With --ws, also let browser pages from this origin connect (repeatable), e.g. <https://app.example.com>
     #[arg(long, value_name = "ORIGIN", value_parser = websocket::parse_origin, requires = "ws")]
     ws_allow_origin: Vec<String>,
     /// Serve TLS: the certificate chain (PEM, leaf first); needs --tls-key
@@ -296,6 +296,19 @@ async fn connect(addr: &Address, trust: &TrustArgs, trace: bool) -> Result<Peer,
     .await
 }
 
+/// Reads the payload argument, then connects: the payload (maybe from stdin)
+/// is read before a connection is opened. `Err` is the exit code, the reason
+/// already printed.
+async fn payload_and_peer(
+    payload: Option<String>,
+    addr: &Address,
+    trust: &TrustArgs,
+    trace: bool,
+) -> Result<(Bytes, Peer), u8> {
+    let payload = read_payload(payload)?;
+    Ok((payload, connect(addr, trust, trace).await?))
+}
+
 fn read_payload(arg: Option<String>) -> Result<Bytes, u8> {
     match arg.as_deref() {
         None => Ok(Bytes::new()),
@@ -441,14 +454,11 @@ async fn shutdown_signal() {
 
 /// `gotalk request`.
 pub(crate) async fn request(args: RequestArgs) -> u8 {
-    let payload = match read_payload(args.payload) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let peer = match connect(&args.addr, &args.trust, args.trace).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    let (payload, peer) =
+        match payload_and_peer(args.payload, &args.addr, &args.trust, args.trace).await {
+            Ok(started) => started,
+            Err(code) => return code,
+        };
     let options = RequestOptions {
         timeout: args.timeout.0,
         max_attempts: Some(args.max_attempts.max(1)),
@@ -596,14 +606,11 @@ pub(crate) async fn stream(args: StreamArgs) -> u8 {
 
 /// `gotalk notify`.
 pub(crate) async fn notify(args: NotifyArgs) -> u8 {
-    let payload = match read_payload(args.payload) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let peer = match connect(&args.addr, &args.trust, args.trace).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    let (payload, peer) =
+        match payload_and_peer(args.payload, &args.addr, &args.trust, args.trace).await {
+            Ok(started) => started,
+            Err(code) => return code,
+        };
     let sent = peer.notify(&args.name, payload).await;
     // Closing flushes the notification before the connection goes.
     peer.close().await;

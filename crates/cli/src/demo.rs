@@ -13,7 +13,7 @@ use std::{
 use bytes::Bytes;
 use clap::Args;
 use futures::StreamExt;
-use gotalk_peer::{Config, Error, HandlerError};
+use gotalk_peer::{Config, Error, HandlerError, Peer};
 use gotalk_proto::Message;
 use tokio::sync::mpsc;
 
@@ -117,37 +117,64 @@ fn quoted(bytes: &[u8]) -> String {
     format!("\"{}\"", escaped(bytes, true))
 }
 
-/// Runs one step: prints its title and note, the frames it caused, and
-/// whether the answer was the expected one.
-async fn step<F>(n: usize, total: usize, title: &str, note: &str, log: &Log, run: F) -> bool
-where
-    F: Future<Output = Result<String, String>>,
-{
-    println!();
-    println!("[{n}/{total}] {title}");
-    for line in wrap(note, 84) {
-        println!("      {line}");
-    }
-    let outcome = match tokio::time::timeout(STEP_TIMEOUT, run).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {STEP_TIMEOUT:?}")),
-    };
-    let frames = take(log);
-    print_frames(&frames);
-    match outcome {
-        Ok(got) => {
-            println!("  ok: {got}");
-            true
+/// The demo's steps: numbers them and counts those that got the expected
+/// answer.
+struct Steps<'a> {
+    log: &'a Log,
+    total: usize,
+    done: usize,
+    passed: usize,
+}
+
+impl Steps<'_> {
+    /// Runs one step: prints its title and note, the frames it caused, and
+    /// whether the answer was the expected one.
+    async fn run<F>(&mut self, title: &str, note: &str, run: F)
+    where
+        F: Future<Output = Result<String, String>>,
+    {
+        self.done += 1;
+        println!();
+        println!("[{}/{}] {title}", self.done, self.total);
+        for line in wrap(note, 84) {
+            println!("      {line}");
         }
-        Err(why) => {
-            println!("  FAILED: {why}");
-            false
+        let outcome = match tokio::time::timeout(STEP_TIMEOUT, run).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {STEP_TIMEOUT:?}")),
+        };
+        let frames = take(self.log);
+        print_frames(&frames);
+        match outcome {
+            Ok(got) => {
+                println!("  ok: {got}");
+                self.passed += 1;
+            }
+            Err(why) => println!("  FAILED: {why}"),
         }
     }
 }
 
 fn unexpected(e: &Error) -> String {
     format!("unexpected failure: {e}")
+}
+
+/// Requests `op` with `payload`: `Ok` when the result is `want`.
+async fn expect_result(
+    peer: &Peer,
+    op: &str,
+    payload: &'static str,
+    want: &str,
+) -> Result<String, String> {
+    match peer.request(op, payload).await {
+        Ok(r) if r == want => Ok(format!("result {}", quoted(&r))),
+        Ok(r) => Err(format!(
+            "expected {}, got {}",
+            quoted(want.as_bytes()),
+            quoted(&r)
+        )),
+        Err(e) => Err(unexpected(&e)),
+    }
 }
 
 /// `gotalk demo`.
@@ -226,39 +253,25 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
     println!("handshake: each side first sends the protocol version, two hex digits");
     print_frames(&take(&log));
 
-    let total = 8;
-    let mut passed = 0;
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        n
+    let mut steps = Steps {
+        log: &log,
+        total: 8,
+        done: 0,
+        passed: 0,
     };
 
-    passed += usize::from(
-        step(
-            next(),
-            total,
+    steps
+        .run(
             "single request: echo \"hello\"",
             "r carries an ID, the operation and the payload; R answers with the same ID.",
-            &log,
-            async {
-                match peer.request("echo", "hello").await {
-                    Ok(r) if r == "hello" => Ok(format!("result {}", quoted(&r))),
-                    Ok(r) => Err(format!("expected \"hello\", got {}", quoted(&r))),
-                    Err(e) => Err(unexpected(&e)),
-                }
-            },
+            expect_result(&peer, "echo", "hello", "hello"),
         )
-        .await,
-    );
+        .await;
 
-    passed += usize::from(
-        step(
-            next(),
-            total,
+    steps
+        .run(
             "JSON request: greet {\"name\":\"Rasmus\"}",
             "Payloads are bytes; JSON is just a convention both sides agree on.",
-            &log,
             async {
                 let input = serde_json::json!({ "name": "Rasmus" });
                 match peer
@@ -275,17 +288,13 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
                 }
             },
         )
-        .await,
-    );
+        .await;
 
-    passed += usize::from(
-        step(
-            next(),
-            total,
+    steps
+        .run(
             "streaming request and result: stream-echo \"one\" \"two\" \"three\"",
             "s opens a stream and p sends parts, an empty p ends it; the result comes back \
              as S parts, an empty S ends them.",
-            &log,
             async {
                 let (mut tx, mut rx) = peer
                     .stream_request("stream-echo")
@@ -318,17 +327,13 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
                 }
             },
         )
-        .await,
-    );
+        .await;
 
-    passed += usize::from(
-        step(
-            next(),
-            total,
+    steps
+        .run(
             "notification: ping \"are you there?\"",
             "n has a name and no ID: it is never answered. This responder chooses to send \
              a pong notification back.",
-            &log,
             async {
                 peer.notify("ping", "are you there?")
                     .await
@@ -343,36 +348,22 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
                 }
             },
         )
-        .await,
-    );
+        .await;
 
-    passed += usize::from(
-        step(
-            next(),
-            total,
+    steps
+        .run(
             "call back: call-back \"stressed\"",
             "Inside its handler the responder asks the requester for reverse, over the same \
              connection, then returns that answer. Each side numbers its own requests.",
-            &log,
-            async {
-                match peer.request("call-back", "stressed").await {
-                    Ok(r) if r == "desserts" => Ok(format!("result {}", quoted(&r))),
-                    Ok(r) => Err(format!("expected \"desserts\", got {}", quoted(&r))),
-                    Err(e) => Err(unexpected(&e)),
-                }
-            },
+            expect_result(&peer, "call-back", "stressed", "desserts"),
         )
-        .await,
-    );
+        .await;
 
-    passed += usize::from(
-        step(
-            next(),
-            total,
+    steps
+        .run(
             "pipelining: slow \"200\" and echo \"quick\" at the same time",
             "Both requests share the connection at once; results come back in completion \
              order, not request order.",
-            &log,
             async {
                 let (slow, quick) =
                     tokio::join!(peer.request("slow", "200"), peer.request("echo", "quick"));
@@ -399,16 +390,12 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
                 }
             },
         )
-        .await,
-    );
+        .await;
 
-    passed += usize::from(
-        step(
-            next(),
-            total,
+    steps
+        .run(
             "error result: fail",
             "E: the request was faulty and should not be retried as is.",
-            &log,
             async {
                 match peer.request("fail", "").await {
                     Err(Error::Remote(e)) if e.message() == "fail: this operation always fails" => {
@@ -422,17 +409,13 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
                 }
             },
         )
-        .await,
-    );
+        .await;
 
-    passed += usize::from(
-        step(
-            next(),
-            total,
+    steps
+        .run(
             "retry result: flaky \"data\"",
             "e asks the requester to try again after a wait (0000012c = 300 ms); the library \
              waits that long, then sends the request again with a new ID.",
-            &log,
             async {
                 let t0 = Instant::now();
                 let r = peer
@@ -463,13 +446,13 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
                 ))
             },
         )
-        .await,
-    );
+        .await;
 
     peer.close().await;
     responder.shutdown().await;
     println!();
     let secs = started.elapsed().as_secs_f64();
+    let Steps { total, passed, .. } = steps;
     if passed == total {
         println!("summary: all {total} steps got the expected answer ({secs:.2} s)");
         println!();

@@ -91,16 +91,27 @@ export class RemoteError extends GotalkError {
   }
 }
 
-/** The peer answered with a RetryResult and the request was not (or no longer) retried. */
-export class RetryError extends GotalkError {
-  constructor(message, props) {
-    super(message, props);
-    this.name = 'RetryError';
-  }
-  get isRetryError() {
-    return true;
-  }
+/**
+ * A subclass of GotalkError called `name`, constructed with `(message, props)`: its instances
+ * carry `name` as their `name` property and have a getter `is<name>` that returns true.
+ */
+function errorClass(name) {
+  // A class defined under a computed property key takes that key as its name.
+  return {
+    [name]: class extends GotalkError {
+      constructor(message, props) {
+        super(message, props);
+        this.name = name;
+      }
+      get [`is${name}`]() {
+        return true;
+      }
+    },
+  }[name];
 }
+
+/** The peer answered with a RetryResult and the request was not (or no longer) retried. */
+export const RetryError = errorClass('RetryError');
 
 /** A gotalk ProtocolError: sent by the peer (`remote`) or detected here. */
 export class ProtocolError extends GotalkError {
@@ -121,37 +132,13 @@ export class ProtocolError extends GotalkError {
 }
 
 /** The connection is closed (or closed before a result arrived). */
-export class ClosedError extends GotalkError {
-  constructor(message, props) {
-    super(message, props);
-    this.name = 'ClosedError';
-  }
-  get isClosedError() {
-    return true;
-  }
-}
+export const ClosedError = errorClass('ClosedError');
 
 /** A message could not be queued: not connected and the send queue is full. */
-export class QueueFullError extends GotalkError {
-  constructor(message, props) {
-    super(message, props);
-    this.name = 'QueueFullError';
-  }
-  get isQueueFullError() {
-    return true;
-  }
-}
+export const QueueFullError = errorClass('QueueFullError');
 
 /** A request did not get its result in time. */
-export class TimeoutError extends GotalkError {
-  constructor(message, props) {
-    super(message, props);
-    this.name = 'TimeoutError';
-  }
-  get isTimeoutError() {
-    return true;
-  }
-}
+export const TimeoutError = errorClass('TimeoutError');
 
 function invalid(detail, props) {
   const e = new ProtocolError(ProtocolErrorCode.InvalidMessage, detail);
@@ -402,6 +389,22 @@ function checkSize(size, maxPayload) {
 }
 
 /**
+ * The named part of a header that starts at `offset`: at `offset + at` the name length (3 hex
+ * digits), the name, then the payload size (8 hex digits), which ends the header. Returns
+ * `{ name, size, headerLength }`, or `null` when the `avail` bytes from `offset` end before the
+ * header does. `what` names the name in error messages.
+ */
+function decodeNamed(bytes, offset, avail, at, what, maxPayload) {
+  if (avail < at + 3) return null;
+  const nameLen = getHex(bytes, offset + at, 3, `${what} length`);
+  const headerLength = at + 3 + nameLen + 8;
+  if (avail < headerLength) return null;
+  const size = getHex(bytes, offset + at + 3 + nameLen, 8, 'payload size');
+  checkSize(size, maxPayload);
+  return { name: decodeName(bytes, offset + at + 3, nameLen, what), size, headerLength };
+}
+
+/**
  * Decode the header starting at `offset`. Returns `{ msg, headerLength }`, or `null` when `bytes`
  * ends before the header does. Throws a ProtocolError (code 2) on an invalid header, including a
  * declared payload above `maxPayload` (the error then has `tooLarge: true`).
@@ -414,19 +417,10 @@ export function decodeHeader(bytes, offset = 0, maxPayload = DEFAULT_MAX_PAYLOAD
   switch (t) {
     case T_SREQ:
     case T_STREQ: {
-      if (avail < 8) return null;
-      const nameLen = getHex(bytes, offset + 5, 3, 'operation name length');
-      const headerLength = 16 + nameLen;
-      if (avail < headerLength) return null;
-      const size = getHex(bytes, offset + 8 + nameLen, 8, 'payload size');
-      checkSize(size, maxPayload);
-      const msg = {
-        type: t === T_SREQ ? 'r' : 's',
-        id: latin1(bytes, offset + 1, 4),
-        op: decodeName(bytes, offset + 8, nameLen, 'operation name'),
-        size,
-        payload: EMPTY,
-      };
+      const named = decodeNamed(bytes, offset, avail, 5, 'operation name', maxPayload);
+      if (named === null) return null;
+      const { name: op, size, headerLength } = named;
+      const msg = { type: t === T_SREQ ? 'r' : 's', id: latin1(bytes, offset + 1, 4), op, size, payload: EMPTY };
       return { msg, headerLength };
     }
     case T_PART:
@@ -448,19 +442,10 @@ export function decodeHeader(bytes, offset = 0, maxPayload = DEFAULT_MAX_PAYLOAD
       return { msg, headerLength: 21 };
     }
     case T_NOTE: {
-      if (avail < 4) return null;
-      const nameLen = getHex(bytes, offset + 1, 3, 'notification name length');
-      const headerLength = 12 + nameLen;
-      if (avail < headerLength) return null;
-      const size = getHex(bytes, offset + 4 + nameLen, 8, 'payload size');
-      checkSize(size, maxPayload);
-      const msg = {
-        type: 'n',
-        name: decodeName(bytes, offset + 4, nameLen, 'notification name'),
-        size,
-        payload: EMPTY,
-      };
-      return { msg, headerLength };
+      const named = decodeNamed(bytes, offset, avail, 1, 'notification name', maxPayload);
+      if (named === null) return null;
+      const { name, size, headerLength } = named;
+      return { msg: { type: 'n', name, size, payload: EMPTY }, headerLength };
     }
     case T_HB: {
       if (avail < 13) return null;
@@ -1282,6 +1267,17 @@ export class Connection extends Emitter {
     throw new GotalkError('gotalk: too many requests in flight');
   }
 
+  /** Registers `entry` as pending under its ID and sends its first `frames`; unregisters it if that throws. */
+  #register(entry, frames) {
+    this.#pending.set(entry.id, entry);
+    try {
+      this.#submit(frames, entry, false);
+    } catch (e) {
+      this.#pending.delete(entry.id);
+      throw e;
+    }
+  }
+
   #call(op, data, decode, options) {
     return new Promise((resolve, reject) => {
       const id = this.#allocId(false);
@@ -1301,13 +1297,7 @@ export class Connection extends Emitter {
         timer: null,
         retryTimer: null,
       };
-      this.#pending.set(id, entry);
-      try {
-        this.#submit(frames, entry, false);
-      } catch (e) {
-        this.#pending.delete(id);
-        throw e;
-      }
+      this.#register(entry, frames);
       const timeout = options?.timeout ?? this.#opts.requestTimeout;
       if (timeout > 0) {
         entry.timer = this.#timers.setTimeout(() => {
@@ -1331,13 +1321,7 @@ export class Connection extends Emitter {
       retryTimer: null,
     };
     const frames = encodeFrames({ type: 's', id, op: req.op, payload });
-    this.#pending.set(id, entry);
-    try {
-      this.#submit(frames, entry, false);
-    } catch (e) {
-      this.#pending.delete(id);
-      throw e;
-    }
+    this.#register(entry, frames);
     return entry;
   }
 
