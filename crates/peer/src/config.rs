@@ -39,8 +39,11 @@ pub struct Config {
     /// or result parts for a stream we requested) before the connection
     /// stops reading until the consumer catches up. Default 16.
     pub stream_buffer_parts: usize,
-    /// Payload bytes buffered for consumers across the whole connection
-    /// before it stops reading. Default 64 MiB.
+    /// Payload bytes held for consumers across the whole connection: stream
+    /// parts not yet read, and payloads of 4 KiB or more held by running
+    /// request and notification handlers. When it is reached, stream parts
+    /// and notifications wait (the connection stops reading) and new single
+    /// requests get the retry result `request rate limit`. Default 64 MiB.
     pub max_buffered_bytes: usize,
     /// Most notification handlers running at once; reading pauses while it is
     /// reached. Default 1024.

@@ -143,6 +143,24 @@ async fn request(
         reply(shared, msg).await;
         return Ok(());
     };
+    // A large single payload held by its handler counts toward the
+    // connection's byte budget. Over budget, the request is refused like one
+    // over the count limit: waiting here instead would stop reading, and a
+    // handler that calls the requester back would then wait forever.
+    let held = if !stream && payload.len() >= CHARGE_MIN {
+        let charge = charge_for(shared, payload.len());
+        match shared.budget.clone().try_acquire_many_owned(charge) {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                shared.state().finish(id, false);
+                let msg = retry_reply(shared, id, shared.rate_limit_wait(), "request rate limit");
+                reply(shared, msg).await;
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
     let ctx = Context::new(peer, op.clone(), Some(id));
     let parts_tx = stream.then(|| {
         let (tx, rx) = mpsc::channel(shared.config.stream_buffer_parts.max(1));
@@ -181,6 +199,8 @@ async fn request(
     let op_name = op;
     tokio::spawn(async move {
         let shared = task_shared;
+        // Released once the reply is queued, when the task ends.
+        let _held = held;
         let outcome = match work {
             Work::Single(f) => AssertUnwindSafe(f).catch_unwind().await.map(single),
             Work::Other(f) => AssertUnwindSafe(f).catch_unwind().await,
@@ -251,6 +271,22 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// Payloads below this size are not charged to the connection's byte budget
+/// when a handler holds them: the request and notification count limits
+/// already bound them (1024 × 4 KiB by default), and small requests stay off
+/// the semaphore.
+const CHARGE_MIN: usize = 4 * 1024;
+
+/// The budget permits a payload of `len` bytes needs (clamped so that one
+/// maximal payload always fits an empty budget).
+fn charge_for(shared: &Shared, len: usize) -> u32 {
+    let total = shared
+        .config
+        .max_buffered_bytes
+        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    len.min(total).min(u32::MAX as usize) as u32
+}
+
 /// Hands a payload to a stream consumer, charging it to the connection's
 /// buffer budget. Waits (and so stops reading) while the consumer's buffer or
 /// the budget is full; a consumer that went away just loses the part.
@@ -258,11 +294,7 @@ async fn deliver(shared: &Shared, tx: &PartTx, payload: Bytes) {
     if payload.is_empty() {
         return;
     }
-    let budget_total = shared
-        .config
-        .max_buffered_bytes
-        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-    let charge = payload.len().min(budget_total).min(u32::MAX as usize) as u32;
+    let charge = charge_for(shared, payload.len());
     let permit = shared.budget.clone().acquire_many_owned(charge).await.ok();
     let _ = tx.send(Part::Data(payload, permit)).await;
 }
@@ -390,12 +422,20 @@ async fn notification(shared: &Arc<Shared>, name: Text<Bytes>, payload: Bytes) {
     let Ok(permit) = shared.notifications.clone().acquire_owned().await else {
         return;
     };
+    // A large payload held by its handler is charged to the byte budget;
+    // notifications cannot be refused, so reading waits for room.
+    let held = if payload.len() >= CHARGE_MIN {
+        let charge = charge_for(shared, payload.len());
+        shared.budget.clone().acquire_many_owned(charge).await.ok()
+    } else {
+        None
+    };
     let ctx = Context::new(peer, name.clone(), None);
     let fut = handler(ctx, payload);
     tokio::spawn(async move {
         if let Err(panic) = AssertUnwindSafe(fut).catch_unwind().await {
             tracing::error!(name = name.as_str(), panic = %panic_message(&panic), "notification handler panicked");
         }
-        drop(permit);
+        drop((permit, held));
     });
 }
