@@ -157,15 +157,6 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
         match n {
             Ok(0) => return CloseReason::PeerClosed,
             Ok(_) => {}
-            // A transport that frames messages itself (WebSocket) reports a
-            // frame that contradicts its header this way: the peer broke the
-            // protocol, and is told so with ProtocolError 2.
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                return CloseReason::ProtocolViolation {
-                    code: ProtocolErrorCode::InvalidMessage,
-                    detail: e.to_string().into(),
-                };
-            }
             Err(e) => return io_reason(e),
         }
     }
@@ -195,6 +186,13 @@ fn read_plan(buffered: usize, missing: usize, last_frame: usize) -> (usize, usiz
 
 fn io_reason(e: io::Error) -> CloseReason {
     match e.kind() {
+        // A transport that frames messages itself (WebSocket) reports a
+        // frame that contradicts its header this way: the peer broke the
+        // protocol, and is told so with ProtocolError 2.
+        io::ErrorKind::InvalidData => CloseReason::ProtocolViolation {
+            code: ProtocolErrorCode::InvalidMessage,
+            detail: e.to_string().into(),
+        },
         io::ErrorKind::UnexpectedEof
         | io::ErrorKind::ConnectionReset
         | io::ErrorKind::ConnectionAborted

@@ -127,12 +127,7 @@ async fn request(
     }
     let handler = shared.handlers.request_handler(op.as_str()).cloned();
     let (Some(handler), Some(peer)) = (handler, shared.peer()) else {
-        let accepting = {
-            let mut st = shared.state();
-            st.finish(id, stream);
-            st.is_accepting()
-        };
-        let msg = if accepting {
+        let msg = if shared.finish_inbound(id, stream) {
             Message::ErrorResult {
                 id,
                 payload: Bytes::from(format!("unknown operation \"{}\"", op.as_str())),
@@ -152,7 +147,7 @@ async fn request(
         match shared.budget.clone().try_acquire_many_owned(charge) {
             Ok(permit) => Some(permit),
             Err(_) => {
-                shared.state().finish(id, false);
+                shared.finish_inbound(id, false);
                 let msg = retry_reply(shared, id, shared.rate_limit_wait(), "request rate limit");
                 reply(shared, msg).await;
                 return Ok(());
@@ -224,12 +219,7 @@ async fn request(
             }
         };
         reply(&shared, msg).await;
-        let accepting = {
-            let mut st = shared.state();
-            st.finish(id, stream);
-            st.is_accepting()
-        };
-        shared.work_done(accepting);
+        shared.finish_inbound(id, stream);
     });
     Ok(())
 }
@@ -369,9 +359,7 @@ async fn result(
                 if let Some(Pending::Buffer { tx, .. }) = st.remove_outbound(id) {
                     let _ = tx.send(outcome);
                 }
-                let accepting = st.is_accepting();
-                drop(st);
-                shared.work_done(accepting);
+                shared.unlock_after_removal(st);
                 return Ok(());
             }
         };
@@ -404,6 +392,8 @@ async fn result(
             let _ = tx.send(Part::Failed(e)).await;
         }
     }
+    // Only now, with the last part handed over, may a graceful close that
+    // waits for this request go on.
     if last {
         shared.work_done(accepting);
     }

@@ -74,11 +74,7 @@ struct OutboundGuard<'a> {
 impl Drop for OutboundGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let mut st = self.shared.state();
-            st.remove_outbound(self.id);
-            let accepting = st.is_accepting();
-            drop(st);
-            self.shared.work_done(accepting);
+            self.shared.forget_outbound(self.id);
         }
     }
 }

@@ -11,6 +11,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use gotalk_proto::RequestId;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::{
@@ -240,6 +241,36 @@ impl Shared {
         // `span + 1` is never 0, so equal bounds are fine (the Go package
         // crashes on them).
         min + Duration::from_millis(x % (span + 1))
+    }
+
+    /// The handler for the peer's request `id` finished (or never ran):
+    /// frees its admission slot and wakes a graceful close waiting for the
+    /// connection to go idle. Returns whether the connection still accepts work.
+    pub(crate) fn finish_inbound(&self, id: RequestId, stream: bool) -> bool {
+        let mut st = self.state();
+        st.finish(id, stream);
+        self.unlock_after_removal(st)
+    }
+
+    /// Forgets the outbound request `id` (its caller gave up) and wakes a
+    /// graceful close waiting for it.
+    pub(crate) fn forget_outbound(&self, id: RequestId) {
+        let mut st = self.state();
+        st.remove_outbound(id);
+        self.unlock_after_removal(st);
+    }
+
+    /// Releases the state lock after a request left one of its tables, and
+    /// wakes a graceful close if one is waiting. Returns whether the
+    /// connection still accepts work.
+    pub(crate) fn unlock_after_removal(
+        &self,
+        st: MutexGuard<'_, ConnState<Pending, PartTx>>,
+    ) -> bool {
+        let accepting = st.is_accepting();
+        drop(st);
+        self.work_done(accepting);
+        accepting
     }
 
     /// Wakes a graceful close waiting for in-flight work, if closing.

@@ -159,13 +159,7 @@ impl Stream for ResultStream {
 impl Drop for ResultStream {
     fn drop(&mut self) {
         if !self.done {
-            let shared = self.peer.shared();
-            let mut st = shared.state();
-            st.remove_outbound(self.id);
-            let accepting = st.is_accepting();
-            drop(st);
-            // A graceful close may be waiting for this request to finish.
-            shared.work_done(accepting);
+            self.peer.shared().forget_outbound(self.id);
         }
     }
 }
