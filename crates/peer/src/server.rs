@@ -18,7 +18,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{Config, Handlers, Peer};
+use crate::{CloseReason, Config, Handlers, Peer};
 
 type OnConnect = Arc<dyn Fn(&Peer) + Send + Sync>;
 
@@ -181,7 +181,10 @@ impl Server {
             };
             match Peer::handshake_with_addr(io, handlers, config, Some(remote.clone()), setup).await
             {
-                Ok(peer) => connections.insert(peer),
+                Ok(peer) => {
+                    let reason = connections.hold(connections.next_id(), peer).await;
+                    tracing::debug!(%remote, %reason, "connection closed");
+                }
                 Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
             }
         });
@@ -191,26 +194,52 @@ impl Server {
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// Live connections of a server, by serial number.
-#[derive(Default)]
-struct Connections {
+/// The live connections of a server, by serial number. The TCP, TLS and
+/// WebSocket servers all keep theirs here.
+pub(crate) struct Connections {
     next: AtomicU64,
     live: Mutex<HashMap<u64, Peer>>,
 }
 
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            next: AtomicU64::new(1),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
 impl Connections {
-    fn insert(self: &Arc<Self>, peer: Peer) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let watcher = peer.clone();
-        self.lock().insert(n, peer);
-        let this = Arc::downgrade(self);
-        tokio::spawn(async move {
-            watcher.closed().await;
-            drop(watcher);
-            if let Some(this) = this.upgrade() {
-                this.lock().remove(&n);
-            }
-        });
+    /// A serial number for a new connection (from 1).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Keeps `peer` under `id` until it closes, then forgets it; returns
+    /// why it closed.
+    pub(crate) async fn hold(&self, id: u64, peer: Peer) -> CloseReason {
+        self.lock().insert(id, peer.clone());
+        let reason = peer.closed().await;
+        self.lock().remove(&id);
+        reason
+    }
+
+    /// Handles to the connections open now.
+    pub(crate) fn peers(&self) -> Vec<Peer> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// How many connections are open.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Closes every open connection gracefully and waits until they are
+    /// closed (each at most its close timeout).
+    pub(crate) async fn close_all(&self) {
+        let peers = self.peers();
+        futures::future::join_all(peers.iter().map(Peer::close)).await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Peer>> {
@@ -243,7 +272,12 @@ impl ServerHandle {
 
     /// Handles to the live connections.
     pub fn connections(&self) -> Vec<Peer> {
-        self.connections.lock().values().cloned().collect()
+        self.connections.peers()
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
     }
 
     /// Stops accepting and closes every connection gracefully (each lets
@@ -253,8 +287,7 @@ impl ServerHandle {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        let peers: Vec<Peer> = self.connections.lock().drain().map(|(_, p)| p).collect();
-        futures::future::join_all(peers.iter().map(Peer::close)).await;
+        self.connections.close_all().await;
     }
 }
 

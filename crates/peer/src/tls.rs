@@ -26,14 +26,10 @@
 //! ```
 
 use std::{
-    collections::HashMap,
     fmt, io,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -50,6 +46,7 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::server::Connections;
 use crate::{Config, Error, Handlers, Peer};
 
 /// The rustls version this module uses, for building configurations by hand.
@@ -411,8 +408,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 pub type ConnectCallback = Arc<dyn Fn(&Peer, SocketAddr) + Send + Sync>;
 
 struct ServerInner {
-    peers: Mutex<HashMap<u64, Peer>>,
-    next_id: AtomicU64,
+    connections: Connections,
 }
 
 /// A gotalk server over TCP and TLS: accepts, runs the TLS and gotalk
@@ -456,8 +452,7 @@ impl TlsServer {
         let mut listener = TlsListener::bind(addr, tls, config.handshake_timeout).await?;
         let local_addr = listener.local_addr();
         let inner = Arc::new(ServerInner {
-            peers: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            connections: Connections::default(),
         });
         let (stop, mut stop_rx) = watch::channel(false);
         let task = {
@@ -497,20 +492,19 @@ impl TlsServer {
 
     /// The connections open right now.
     pub fn peers(&self) -> Vec<Peer> {
-        lock(&self.inner.peers).values().cloned().collect()
+        self.inner.connections.peers()
     }
 
     /// How many connections are open.
     pub fn connection_count(&self) -> usize {
-        lock(&self.inner.peers).len()
+        self.inner.connections.len()
     }
 
     /// Stops accepting, closes every connection gracefully and waits until
     /// the listener is released.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        let peers = self.peers();
-        futures::future::join_all(peers.iter().map(|p| p.close())).await;
+        self.inner.connections.close_all().await;
         let _ = (&mut self.task).await;
     }
 }
@@ -519,10 +513,6 @@ impl Drop for TlsServer {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn lock(m: &Mutex<HashMap<u64, Peer>>) -> std::sync::MutexGuard<'_, HashMap<u64, Peer>> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn serve_connection(
@@ -549,10 +539,8 @@ async fn serve_connection(
                 return;
             }
         };
-    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-    lock(&inner.peers).insert(id, peer.clone());
-    let reason = peer.closed().await;
-    lock(&inner.peers).remove(&id);
+    let connections = &inner.connections;
+    let reason = connections.hold(connections.next_id(), peer).await;
     tracing::debug!(%addr, %reason, "TLS connection closed");
 }
 

@@ -1,15 +1,7 @@
 //! The WebSocket server: an axum router that upgrades connections at a mount
 //! path and serves the browser client beside them.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+use std::{fmt, net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
@@ -31,6 +23,7 @@ use tokio::{
 };
 
 use super::{WsIo, js};
+use crate::server::Connections;
 use crate::{Config, Handlers, Peer};
 
 /// Called with every connection that completed the gotalk handshake.
@@ -359,8 +352,7 @@ struct Inner {
     handlers: Handlers,
     config: Config,
     ws: WsConfig,
-    peers: Mutex<HashMap<u64, Peer>>,
-    next_id: AtomicU64,
+    connections: Connections,
 }
 
 /// A gotalk WebSocket server: a set of handlers and settings, the axum
@@ -414,8 +406,7 @@ impl WsServer {
                 handlers,
                 config,
                 ws,
-                peers: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
+                connections: Connections::default(),
             }),
         }
     }
@@ -443,23 +434,18 @@ impl WsServer {
 
     /// The connections open right now.
     pub fn peers(&self) -> Vec<Peer> {
-        self.lock_peers().values().cloned().collect()
+        self.inner.connections.peers()
     }
 
     /// How many connections are open.
     pub fn connection_count(&self) -> usize {
-        self.lock_peers().len()
+        self.inner.connections.len()
     }
 
     /// Closes every open connection gracefully and waits until they are
     /// closed (each at most [`Config::close_timeout`]).
     pub async fn close_all(&self) {
-        let peers = self.peers();
-        futures::future::join_all(peers.iter().map(|p| p.close())).await;
-    }
-
-    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Peer>> {
-        self.inner.peers.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.connections.close_all().await;
     }
 
     async fn handle(self, req: Request) -> Response {
@@ -516,7 +502,7 @@ impl WsServer {
             .remote
             .apply(&self.inner.config, parts.uri.query());
         let info = ConnectionInfo {
-            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            id: self.inner.connections.next_id(),
             remote_addr,
             uri: parts.uri,
             headers: parts.headers,
@@ -568,9 +554,7 @@ impl WsServer {
         };
         let id = info.id;
         tracing::debug!(id, remote = ?info.remote_addr, "websocket connection open");
-        self.lock_peers().insert(id, peer.clone());
-        let reason = peer.closed().await;
-        self.lock_peers().remove(&id);
+        let reason = self.inner.connections.hold(id, peer).await;
         tracing::debug!(id, %reason, "websocket connection closed");
     }
 
