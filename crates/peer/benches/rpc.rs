@@ -164,6 +164,67 @@ async fn gotalk(name: &'static str, payload: usize, in_flight: usize, timing: Ti
     }
 }
 
+/// One task keeps `in_flight` requests going at once on one `Peer`
+/// (`FuturesUnordered`, refilled as each answer comes back): the load
+/// generator's way, where the other scenarios model many independent callers.
+async fn gotalk_one_task(
+    name: &'static str,
+    payload: usize,
+    in_flight: usize,
+    timing: Timing,
+) -> Report {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let server = Server::bind("127.0.0.1:0", echo_handlers(), Config::default())
+        .await
+        .expect("bind")
+        .spawn();
+    let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default())
+        .await
+        .expect("connect");
+    let body = Bytes::from(vec![b'x'; payload]);
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let caller = {
+        let (peer, body, phase) = (peer.clone(), body.clone(), phase.clone());
+        tokio::spawn(async move {
+            let call = |peer: Peer, body: Bytes| async move {
+                let sent = Instant::now();
+                let echoed = peer.request("echo", body).await.expect("echo");
+                (sent, echoed.len())
+            };
+            let mut calls: FuturesUnordered<_> = (0..in_flight)
+                .map(|_| call(peer.clone(), body.clone()))
+                .collect();
+            let mut hist = histogram();
+            let mut done = 0u64;
+            while let Some((sent, len)) = calls.next().await {
+                assert_eq!(len, body.len());
+                match phase.load(Ordering::Acquire) {
+                    WARMUP => {}
+                    MEASURE => {
+                        record(&mut hist, sent);
+                        done += 1;
+                    }
+                    _ => continue,
+                }
+                calls.push(call(peer.clone(), body.clone()));
+            }
+            (hist, done)
+        })
+    };
+    let elapsed = phases(&phase, timing).await;
+    let (hist, requests) = caller.await.expect("caller task");
+    peer.close().await;
+    server.shutdown().await;
+    Report {
+        name,
+        in_flight,
+        payload,
+        requests,
+        elapsed,
+        hist,
+    }
+}
+
 // ---------------------------------------------------------------- raw TCP
 
 async fn raw_pair() -> (TcpStream, TcpStream) {
@@ -360,9 +421,12 @@ fn print_report(r: &Report, spread: Option<(f64, f64)>) {
 type Scenario = (&'static str, fn(&Runtime, &'static str, Timing) -> Report);
 
 /// In the order they run: each gotalk scenario right before its baseline.
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 7] = [
     ("gotalk echo 32B x64", |rt, n, t| {
         rt.block_on(gotalk(n, SMALL, 64, t))
+    }),
+    ("gotalk echo 32B x64, 1 task", |rt, n, t| {
+        rt.block_on(gotalk_one_task(n, SMALL, 64, t))
     }),
     ("raw pipelined 32B x64 (b)", |rt, n, t| {
         rt.block_on(raw_pipelined(n, SMALL, 64, t))
@@ -415,11 +479,18 @@ fn main() {
         };
         (timing, 1)
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = if std::env::var("RPC_BENCH_RUNTIME").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
     let wanted: Vec<Scenario> = SCENARIOS
         .into_iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))

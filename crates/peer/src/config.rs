@@ -90,6 +90,17 @@ pub struct Config {
     /// gotalk.js does not: with `false`, [`Peer::stream_request`](crate::Peer::stream_request)
     /// fails locally. Default `true`.
     pub remote_stream_requests: bool,
+    /// Whether the connection's own task polls each request handler once
+    /// before spawning it. A handler that completes without waiting (a quick
+    /// computation, an echo) then costs no task at all, and its result goes
+    /// out in the same write as the others answered from the same read; a
+    /// handler that waits is spawned at its first `.await` and runs on its
+    /// own, so slow handlers never delay other requests. Code before a
+    /// handler's first `.await` runs on the connection's task: like any
+    /// async code it must not block. Turn this off when handlers do long
+    /// CPU work before awaiting anything, so that one connection's handlers
+    /// run in parallel on several worker threads. Default `true`.
+    pub inline_handlers: bool,
 }
 
 impl Default for Config {
@@ -115,6 +126,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             remote_retry_results: true,
             remote_stream_requests: true,
+            inline_handlers: true,
         }
     }
 }
@@ -152,6 +164,7 @@ impl std::fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("remote_retry_results", &self.remote_retry_results)
             .field("remote_stream_requests", &self.remote_stream_requests)
+            .field("inline_handlers", &self.inline_handlers)
             .finish_non_exhaustive()
     }
 }

@@ -1,6 +1,14 @@
 //! Handlers for the operations and notifications this side exposes.
 
-use std::{collections::HashMap, fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    hash::{BuildHasherDefault, Hasher},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use gotalk_proto::{RequestId, Text};
@@ -23,10 +31,34 @@ pub(crate) enum RequestHandler {
     Stream(Arc<StreamFn>),
 }
 
+/// Names are looked up on every message: hash them with FNV-1a rather than
+/// SipHash. A keyed hash is not needed, since only names registered here are
+/// ever inserted: what a peer sends cannot lengthen a bucket.
+struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type NameMap<V> = HashMap<Box<str>, V, BuildHasherDefault<NameHasher>>;
+
 #[derive(Clone, Default)]
 struct Registry {
-    requests: HashMap<Box<str>, RequestHandler>,
-    notifications: HashMap<Box<str>, Arc<NotificationFn>>,
+    requests: NameMap<RequestHandler>,
+    notifications: NameMap<Arc<NotificationFn>>,
 }
 
 /// The operations and notifications one side of a connection handles.

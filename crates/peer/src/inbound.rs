@@ -1,6 +1,6 @@
 //! What the driver does with each message the peer sends.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, task::Poll, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
@@ -162,7 +162,6 @@ async fn request(
         shared.state().open_stream(id, tx.clone());
         (tx, rx)
     });
-    let task_shared = shared.clone();
     let limit = shared.config.max_payload as usize;
     let work = match (handler, parts_tx) {
         // The common case: the handler's own boxed future, not boxed again.
@@ -190,41 +189,78 @@ async fn request(
             Work::Other(f(ctx, parts, results).map(|r| r.map(|()| None)).boxed())
         }
     };
-    // Only read if the handler panics; a clone of `op` is a reference count.
-    let op_name = op;
+    // A handler that finishes without waiting is answered right here: no
+    // task to spawn, and its result joins the replies to the same read.
+    // Any other is spawned, already started.
+    let mut work = work;
+    if shared.config.inline_handlers
+        && let Poll::Ready(outcome) = poll_once(&mut work)
+    {
+        answer(shared, id, stream, &op, outcome).await;
+        drop(held);
+        return Ok(());
+    }
+    let task_shared = shared.clone();
     tokio::spawn(async move {
-        let shared = task_shared;
-        // Released once the reply is queued, when the task ends.
-        let _held = held;
         let outcome = match work {
             Work::Single(f) => AssertUnwindSafe(f).catch_unwind().await.map(single),
             Work::Other(f) => AssertUnwindSafe(f).catch_unwind().await,
         };
-        let msg = match outcome {
-            Ok(Ok(Some(payload))) => Message::SingleResult { id, payload },
-            Ok(Ok(None)) => Message::StreamResult {
-                id,
-                payload: Bytes::new(),
-            },
-            Ok(Err(e)) => error_reply(&shared, id, &e),
-            Err(panic) => {
-                let what = panic_message(&panic);
-                tracing::error!(op = %op_name, panic = %what, "request handler panicked");
-                Message::ErrorResult {
-                    id,
-                    payload: Bytes::from(format!(
-                        "internal error: handler for \"{op_name}\" panicked"
-                    )),
-                }
-            }
-        };
-        reply(&shared, msg).await;
-        shared.finish_inbound(id, stream);
+        answer(&task_shared, id, stream, &op, outcome).await;
+        // Released once the reply is queued.
+        drop(held);
     });
     Ok(())
 }
 
-/// A request handler's future, as spawned.
+/// What a handler's future came to: its result, or the panic that ended it.
+type HandlerOutcome = std::thread::Result<Result<Option<Bytes>, HandlerError>>;
+
+/// Polls a handler's future once, catching a panic. The waker is a no-op: a
+/// future still pending is spawned, and its task's first poll registers the
+/// task's own waker (futures must use the waker of their latest poll).
+fn poll_once(work: &mut Work) -> Poll<HandlerOutcome> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| match work {
+        Work::Single(f) => f.as_mut().poll(&mut cx).map(single),
+        Work::Other(f) => f.as_mut().poll(&mut cx),
+    }));
+    match polled {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+        Err(panic) => Poll::Ready(Err(panic)),
+    }
+}
+
+/// Queues the reply to the peer's request `id`, then frees its slot.
+async fn answer(
+    shared: &Shared,
+    id: RequestId,
+    stream: bool,
+    op: &Text<Bytes>,
+    outcome: HandlerOutcome,
+) {
+    let msg = match outcome {
+        Ok(Ok(Some(payload))) => Message::SingleResult { id, payload },
+        Ok(Ok(None)) => Message::StreamResult {
+            id,
+            payload: Bytes::new(),
+        },
+        Ok(Err(e)) => error_reply(shared, id, &e),
+        Err(panic) => {
+            let what = panic_message(&panic);
+            tracing::error!(op = %op, panic = %what, "request handler panicked");
+            Message::ErrorResult {
+                id,
+                payload: Bytes::from(format!("internal error: handler for \"{op}\" panicked")),
+            }
+        }
+    };
+    reply(shared, msg).await;
+    shared.finish_inbound(id, stream);
+}
+
+/// A request handler's future.
 enum Work {
     /// A buffer handler answering a single request: its result is the `R`.
     Single(BoxFuture<Result<Bytes, HandlerError>>),
@@ -421,11 +457,23 @@ async fn notification(shared: &Arc<Shared>, name: Text<Bytes>, payload: Bytes) {
         None
     };
     let ctx = Context::new(peer, name.clone(), None);
-    let fut = handler(ctx, payload);
+    let mut fut = handler(ctx, payload);
+    if shared.config.inline_handlers {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Ready(())) => return,
+            Err(panic) => return notification_panicked(&name, &panic),
+        }
+    }
     tokio::spawn(async move {
         if let Err(panic) = AssertUnwindSafe(fut).catch_unwind().await {
-            tracing::error!(name = name.as_str(), panic = %panic_message(&panic), "notification handler panicked");
+            notification_panicked(&name, &panic);
         }
         drop((permit, held));
     });
+}
+
+fn notification_panicked(name: &Text<Bytes>, panic: &Box<dyn std::any::Any + Send>) {
+    tracing::error!(name = name.as_str(), panic = %panic_message(panic), "notification handler panicked");
 }

@@ -163,11 +163,11 @@ impl Peer {
         payload: impl Into<Bytes>,
         options: RequestOptions,
     ) -> Result<Bytes, Error> {
-        let op = Text::from(op);
         let payload = payload.into();
-        let call = self.request_attempts(&op, &payload, options.max_attempts);
+        let call = self.request_attempts(op, &payload, options.max_attempts);
         match options.timeout.or(self.shared.config.request_timeout) {
-            Some(limit) => tokio::time::timeout(limit, call)
+            // Boxed: a timer is large, and every call's future would carry one.
+            Some(limit) => Box::pin(tokio::time::timeout(limit, call))
                 .await
                 .map_err(|_| Error::Timeout)?,
             None => call.await,
@@ -176,7 +176,7 @@ impl Peer {
 
     async fn request_attempts(
         &self,
-        op: &Text<Bytes>,
+        op: &str,
         payload: &Bytes,
         max_attempts: Option<u32>,
     ) -> Result<Bytes, Error> {
@@ -198,15 +198,16 @@ impl Peer {
                     }
                     let pause = if wait.is_zero() { backoff } else { wait };
                     backoff = backoff.saturating_mul(2);
-                    tracing::debug!(op = op.as_str(), ?pause, attempt, "retrying request");
-                    tokio::time::sleep(pause).await;
+                    tracing::debug!(op, ?pause, attempt, "retrying request");
+                    // Boxed, like the timeout above: only retries pay for it.
+                    Box::pin(tokio::time::sleep(pause)).await;
                 }
             }
         }
         unreachable!("the loop returns on its last attempt")
     }
 
-    async fn request_once(&self, op: &Text<Bytes>, payload: &Bytes) -> Result<Outcome, Error> {
+    async fn request_once(&self, op: &str, payload: &Bytes) -> Result<Outcome, Error> {
         let (tx, rx) = oneshot::channel();
         let pending = Pending::Buffer {
             tx,
@@ -222,12 +223,13 @@ impl Peer {
             id,
             armed: true,
         };
+        // Borrowed, so the name is copied once, into the write buffer.
         let msg = Message::SingleRequest {
             id,
-            op: op.clone(),
-            payload: payload.clone(),
+            op: Text::from(op),
+            payload: &payload[..],
         };
-        self.shared.queue.push(&msg).await?;
+        self.shared.queue.push_with(&msg, Some(payload)).await?;
         let outcome = rx.await.map_err(|_| self.shared.closed_error());
         // The driver removed the entry when it answered.
         guard.armed = false;

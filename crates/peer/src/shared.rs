@@ -77,7 +77,8 @@ pub(crate) struct Shared {
     pub(crate) idle: Notify,
     close_reason: OnceLock<CloseReason>,
     closed: watch::Sender<bool>,
-    handle: Mutex<Weak<HandleGuard>>,
+    /// Set once, by [`Shared::first_peer`].
+    handle: OnceLock<Weak<HandleGuard>>,
     user_data: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     rng: AtomicU64,
     pub(crate) remote_addr: Option<String>,
@@ -125,7 +126,7 @@ impl Shared {
             idle: Notify::new(),
             close_reason: OnceLock::new(),
             closed,
-            handle: Mutex::new(Weak::new()),
+            handle: OnceLock::new(),
             user_data: Mutex::new(HashMap::new()),
             rng: AtomicU64::new(seed()),
             remote_addr,
@@ -140,11 +141,7 @@ impl Shared {
 
     /// A new user handle, or `None` once every handle is gone (closing).
     pub(crate) fn peer(self: &Arc<Self>) -> Option<Peer> {
-        let guard = self
-            .handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade()?;
+        let guard = self.handle.get()?.upgrade()?;
         Some(Peer::from_parts(self.clone(), guard))
     }
 
@@ -153,7 +150,8 @@ impl Shared {
         let guard = Arc::new(HandleGuard {
             shared: self.clone(),
         });
-        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&guard);
+        let first = self.handle.set(Arc::downgrade(&guard)).is_ok();
+        debug_assert!(first, "first_peer is called once per connection");
         Peer::from_parts(self.clone(), guard)
     }
 

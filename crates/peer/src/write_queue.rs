@@ -9,7 +9,7 @@
 use std::{collections::VecDeque, pin::pin, sync::Mutex};
 
 use bytes::{Bytes, BytesMut};
-use gotalk_proto::Message;
+use gotalk_proto::{Buffer, Message};
 use tokio::sync::Notify;
 
 use crate::{CloseReason, Error};
@@ -63,25 +63,58 @@ impl WriteQueue {
 
     /// Queues `msg`, waiting while the queue is over its limit.
     pub(crate) async fn push(&self, msg: &Message) -> Result<(), Error> {
+        self.push_with(msg, msg.payload()).await
+    }
+
+    /// Queues `msg`, whose payload is also in `shared`: a large one is then
+    /// sent from there without a copy. Lets callers queue a message that
+    /// borrows its name instead of allocating it.
+    pub(crate) async fn push_with<B: Buffer>(
+        &self,
+        msg: &Message<B>,
+        shared: Option<&Bytes>,
+    ) -> Result<(), Error> {
         msg.validate()?;
+        // The common case, a queue with room, takes the lock once and never
+        // touches the waiter list; waiting is boxed so that the futures of
+        // every call stay small.
+        if self.try_push(msg, shared)? {
+            return Ok(());
+        }
+        Box::pin(self.wait_and_push(msg, shared)).await
+    }
+
+    async fn wait_and_push<B: Buffer>(
+        &self,
+        msg: &Message<B>,
+        shared: Option<&Bytes>,
+    ) -> Result<(), Error> {
         loop {
             let mut room = pin!(self.room.notified());
             room.as_mut().enable();
-            {
-                let mut inner = self.lock();
-                if let Some(reason) = &inner.closed {
-                    return Err(Error::Closed(reason.clone()));
-                }
-                // An empty queue takes any message, however large.
-                if inner.queued == 0 || inner.queued < self.max_bytes {
-                    Self::encode(&mut inner, msg);
-                    drop(inner);
-                    self.writer.notify_one();
-                    return Ok(());
-                }
+            // Checked again after `enable`, so that room made since the last
+            // check is not missed.
+            if self.try_push(msg, shared)? {
+                return Ok(());
             }
             room.await;
         }
+    }
+
+    /// Queues a validated `msg` if there is room; false if the queue is full.
+    fn try_push<B: Buffer>(&self, msg: &Message<B>, shared: Option<&Bytes>) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.closed {
+            return Err(Error::Closed(reason.clone()));
+        }
+        // An empty queue takes any message, however large.
+        if inner.queued != 0 && inner.queued >= self.max_bytes {
+            return Ok(false);
+        }
+        Self::encode(&mut inner, msg, shared);
+        drop(inner);
+        self.writer.notify_one();
+        Ok(true)
     }
 
     /// Queues `msg` now, over the limit if need be: for the few small control
@@ -92,14 +125,18 @@ impl WriteQueue {
         if let Some(reason) = &inner.closed {
             return Err(Error::Closed(reason.clone()));
         }
-        Self::encode(&mut inner, msg);
+        Self::encode(&mut inner, msg, msg.payload());
         drop(inner);
         self.writer.notify_one();
         Ok(())
     }
 
-    fn encode(inner: &mut Inner, msg: &Message) {
-        let payload = msg.payload().filter(|p| p.len() >= ZERO_COPY_MIN);
+    fn encode<B: Buffer>(inner: &mut Inner, msg: &Message<B>, shared: Option<&Bytes>) {
+        debug_assert_eq!(
+            shared.map(Bytes::len),
+            msg.payload().map(|p| p.as_ref().len())
+        );
+        let payload = shared.filter(|p| p.len() >= ZERO_COPY_MIN);
         inner
             .tail
             .reserve(msg.header_len() + payload.map_or(msg.payload_len(), |_| 0));

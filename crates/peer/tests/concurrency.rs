@@ -192,6 +192,69 @@ async fn handler_opens_a_stream_request_back_to_the_caller() {
     }
 }
 
+/// Where handlers run: with `inline_handlers` (the default) a handler that
+/// does not wait runs on the connection's own task, one that waits moves to
+/// a task of its own at its first `.await`; without it every handler gets a
+/// task of its own from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_run_inline_until_they_wait_unless_configured_otherwise() {
+    fn task_ids() -> Handlers {
+        let here = || {
+            tokio::task::try_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default()
+        };
+        Handlers::new()
+            .buffer("quick", move |_ctx, _p: Bytes| async move {
+                Ok::<_, HandlerError>(here())
+            })
+            .buffer("waits", move |_ctx, _p: Bytes| async move {
+                let before = here();
+                tokio::task::yield_now().await;
+                Ok::<_, HandlerError>(format!("{before} {}", here()))
+            })
+    }
+    for inline in [true, false] {
+        let server_config = Config {
+            inline_handlers: inline,
+            ..quiet()
+        };
+        let conn = connect(
+            Transport::Tcp,
+            Handlers::new(),
+            task_ids(),
+            quiet(),
+            server_config,
+        )
+        .await;
+        let mut quick = Vec::new();
+        for _ in 0..3 {
+            quick.push(conn.client.request("quick", "").await.unwrap());
+        }
+        let distinct = |ids: &[Bytes]| ids.iter().collect::<std::collections::HashSet<_>>().len();
+        if inline {
+            // All three ran on the one task that reads the connection.
+            assert_eq!(distinct(&quick), 1, "{quick:?}");
+        } else {
+            assert_eq!(distinct(&quick), 3, "{quick:?}");
+        }
+        let waits = conn.client.request("waits", "").await.unwrap();
+        let waits = String::from_utf8(waits.to_vec()).unwrap();
+        let (first_poll, after_wait) = waits.split_once(' ').unwrap();
+        if inline {
+            assert_eq!(
+                first_poll.as_bytes(),
+                &quick[0][..],
+                "first poll on the connection's task"
+            );
+            assert_ne!(first_poll, after_wait, "spawned at its first .await");
+        } else {
+            assert_eq!(first_poll, after_wait, "one task from start to end");
+            assert!(!quick.iter().any(|q| q == first_poll.as_bytes()));
+        }
+    }
+}
+
 fn echo_handlers() -> Handlers {
     Handlers::new()
         .buffer(

@@ -620,6 +620,15 @@ fn panicking() -> Handlers {
             }
             Ok::<Bytes, HandlerError>(Bytes::new())
         })
+        // Panics after its first `.await`: in its own task by then, not on
+        // the connection's.
+        .buffer("panic-later", |_ctx, _p: Bytes| async move {
+            tokio::task::yield_now().await;
+            if true {
+                panic!("later boom");
+            }
+            Ok::<Bytes, HandlerError>(Bytes::new())
+        })
         .buffer("panic-any", |_ctx, _p: Bytes| async move {
             if true {
                 std::panic::panic_any(42u32);
@@ -649,20 +658,25 @@ async fn panicking_handlers_give_error_results_and_the_connection_lives() {
             err.remote().expect("error result").message(),
             "internal error: handler for \"panic\" panicked"
         );
+        let err = conn.client.request("panic-later", "").await.unwrap_err();
+        assert_eq!(
+            err.remote().expect("error result").message(),
+            "internal error: handler for \"panic-later\" panicked"
+        );
         let err = conn.client.request("panic-any", "").await.unwrap_err();
         assert!(err.remote().is_some(), "{err:?}");
         // Many at once, mixed with good requests.
-        let calls = (0..50).map(|i| {
+        let calls = (0..60).map(|i| {
             let client = conn.client.clone();
             async move {
-                let op = if i % 2 == 0 { "panic" } else { "echo" };
+                let op = ["panic", "echo", "panic-later"][i % 3];
                 (op, client.request(op, format!("{i}")).await)
             }
         });
-        for (op, result) in within(WAIT, "50 calls", join_all(calls)).await {
+        for (op, result) in within(WAIT, "60 calls", join_all(calls)).await {
             match op {
-                "panic" => assert!(result.unwrap_err().remote().is_some()),
-                _ => assert!(result.is_ok()),
+                "echo" => assert!(result.is_ok()),
+                _ => assert!(result.unwrap_err().remote().is_some()),
             }
         }
         // A stream handler that panics after one part: the part, then the
