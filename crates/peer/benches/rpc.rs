@@ -87,8 +87,10 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-fn record(hist: &mut Histogram<u64>, since: Instant) {
-    let ns = since.elapsed().as_nanos().clamp(1, 60_000_000_000) as u64;
+/// Records the round trip from `sent` to `now`. Callers that loop read the
+/// clock once per round trip: the end of one call is the start of the next.
+fn record(hist: &mut Histogram<u64>, sent: Instant, now: Instant) {
+    let ns = (now - sent).as_nanos().clamp(1, 60_000_000_000) as u64;
     hist.record(ns).expect("value within bounds");
 }
 
@@ -113,10 +115,7 @@ fn echo_handlers() -> Handlers {
 /// `in_flight` tasks loop on clones of one `Peer`, each sending `echo`
 /// requests back to back.
 async fn gotalk(name: &'static str, payload: usize, in_flight: usize, timing: Timing) -> Report {
-    let server = Server::bind("127.0.0.1:0", echo_handlers(), Config::default())
-        .await
-        .expect("bind")
-        .spawn();
+    let server = EchoServer::start().await;
     let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default())
         .await
         .expect("connect");
@@ -128,18 +127,20 @@ async fn gotalk(name: &'static str, payload: usize, in_flight: usize, timing: Ti
             tokio::spawn(async move {
                 let mut hist = histogram();
                 let mut done = 0u64;
+                let mut sent = Instant::now();
                 loop {
-                    let sent = Instant::now();
                     let echoed = peer.request("echo", body.clone()).await.expect("echo");
                     assert_eq!(echoed.len(), body.len());
+                    let now = Instant::now();
                     match phase.load(Ordering::Acquire) {
                         WARMUP => {}
                         MEASURE => {
-                            record(&mut hist, sent);
+                            record(&mut hist, sent, now);
                             done += 1;
                         }
                         _ => return (hist, done),
                     }
+                    sent = now;
                 }
             })
         })
@@ -174,10 +175,7 @@ async fn gotalk_one_task(
     timing: Timing,
 ) -> Report {
     use futures::stream::{FuturesUnordered, StreamExt};
-    let server = Server::bind("127.0.0.1:0", echo_handlers(), Config::default())
-        .await
-        .expect("bind")
-        .spawn();
+    let server = EchoServer::start().await;
     let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default())
         .await
         .expect("connect");
@@ -186,27 +184,30 @@ async fn gotalk_one_task(
     let caller = {
         let (peer, body, phase) = (peer.clone(), body.clone(), phase.clone());
         tokio::spawn(async move {
-            let call = |peer: Peer, body: Bytes| async move {
-                let sent = Instant::now();
+            // Each call carries its start time; the clock is read once per
+            // answer, which is also when the next call starts.
+            let call = |peer: Peer, body: Bytes, sent: Instant| async move {
                 let echoed = peer.request("echo", body).await.expect("echo");
                 (sent, echoed.len())
             };
+            let start = Instant::now();
             let mut calls: FuturesUnordered<_> = (0..in_flight)
-                .map(|_| call(peer.clone(), body.clone()))
+                .map(|_| call(peer.clone(), body.clone(), start))
                 .collect();
             let mut hist = histogram();
             let mut done = 0u64;
             while let Some((sent, len)) = calls.next().await {
                 assert_eq!(len, body.len());
+                let now = Instant::now();
                 match phase.load(Ordering::Acquire) {
                     WARMUP => {}
                     MEASURE => {
-                        record(&mut hist, sent);
+                        record(&mut hist, sent, now);
                         done += 1;
                     }
                     _ => continue,
                 }
-                calls.push(call(peer.clone(), body.clone()));
+                calls.push(call(peer.clone(), body.clone(), now));
             }
             (hist, done)
         })
@@ -223,6 +224,63 @@ async fn gotalk_one_task(
         elapsed,
         hist,
     }
+}
+
+/// The echo server, in the bench's runtime or (`RPC_BENCH_RUNTIME=split`) on
+/// a thread of its own with a current-thread runtime, as a separate server
+/// process would run.
+struct EchoServer {
+    addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl EchoServer {
+    async fn start() -> Self {
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let serve = async move {
+            let server = Server::bind("127.0.0.1:0", echo_handlers(), Config::default())
+                .await
+                .expect("bind")
+                .spawn();
+            let _ = addr_tx.send(server.local_addr().to_owned());
+            let _ = stop_rx.await;
+            server.shutdown().await;
+            let _ = done_tx.send(());
+        };
+        if runtime_mode() == "split" {
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("server runtime")
+                    .block_on(serve);
+            });
+        } else {
+            tokio::spawn(serve);
+        }
+        let addr = addr_rx.await.expect("server address");
+        Self {
+            addr,
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    fn local_addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let _ = (&mut self.done).await;
+    }
+}
+
+fn runtime_mode() -> String {
+    std::env::var("RPC_BENCH_RUNTIME").unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- raw TCP
@@ -258,18 +316,20 @@ async fn raw_ping_pong(name: &'static str, payload: usize, timing: Timing) -> Re
             let mut back = vec![0u8; payload];
             let mut hist = histogram();
             let mut done = 0u64;
+            let mut sent = Instant::now();
             loop {
-                let sent = Instant::now();
                 client.write_all(&out).await.expect("write");
                 client.read_exact(&mut back).await.expect("read");
+                let now = Instant::now();
                 match phase.load(Ordering::Acquire) {
                     WARMUP => {}
                     MEASURE => {
-                        record(&mut hist, sent);
+                        record(&mut hist, sent, now);
                         done += 1;
                     }
                     _ => return (hist, done),
                 }
+                sent = now;
             }
         })
     };
@@ -362,10 +422,11 @@ async fn raw_pipelined(
                 }
                 let measuring = phase.load(Ordering::Acquire) == MEASURE;
                 {
+                    let now = Instant::now();
                     let mut q = sent_at.lock().expect("lock");
                     for sent in q.drain(..whole) {
                         if measuring {
-                            record(&mut hist, sent);
+                            record(&mut hist, sent, now);
                         }
                     }
                 }
@@ -479,7 +540,7 @@ fn main() {
         };
         (timing, 1)
     };
-    let runtime = if std::env::var("RPC_BENCH_RUNTIME").as_deref() == Ok("current") {
+    let runtime = if matches!(runtime_mode().as_str(), "current" | "split") {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -1,9 +1,9 @@
 //! The one task per connection that does I/O.
 //!
 //! It reads and decodes frames zero-copy and hands each to
-//! [`inbound::on_message`](crate::inbound::on_message); it writes whatever
-//! the handles and handler tasks queued, coalesced and vectored; it sends
-//! heartbeats and watches for shutdown. Whichever of these ends first says
+//! [`inbound::handle`] (and, when that has to wait, [`inbound::finish`]); it
+//! writes whatever the handles and handler tasks queued, coalesced and
+//! vectored; it sends heartbeats and watches for shutdown. Whichever of these ends first says
 //! why the connection closes; then everything waiting is told, a
 //! ProtocolError is sent if we owe one, the queue is flushed and the byte
 //! stream shut down.
@@ -20,7 +20,8 @@ use tokio::{
 };
 
 use crate::{
-    CloseReason, Error, HandshakeError, inbound,
+    CloseReason, Error, HandshakeError,
+    inbound::{self, Rest},
     shared::{Shared, Shutdown},
 };
 
@@ -126,8 +127,14 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
                     if let Some(t) = read_timeout {
                         deadline = Some(Instant::now() + t);
                     }
-                    if let Err(reason) = inbound::on_message(shared, msg).await {
-                        return reason;
+                    match inbound::handle(shared, msg) {
+                        Ok(Rest::Done) => {}
+                        Ok(rest) => {
+                            if let Err(reason) = inbound::finish(shared, rest).await {
+                                return reason;
+                            }
+                        }
+                        Err(reason) => return reason,
                     }
                 }
                 Ok(Decoded::Incomplete(missing)) => {

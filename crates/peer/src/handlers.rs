@@ -24,6 +24,7 @@ type StreamFn = dyn Fn(Context, RequestParts, ResultSender) -> BoxFuture<Result<
     + Send
     + Sync;
 type NotificationFn = dyn Fn(Context, Bytes) -> BoxFuture<()> + Send + Sync;
+pub(crate) type NotificationHandler = Arc<NotificationFn>;
 
 #[derive(Clone)]
 pub(crate) enum RequestHandler {
@@ -208,7 +209,7 @@ impl Handlers {
         requests.get(op).or_else(|| requests.get(""))
     }
 
-    pub(crate) fn notification_handler(&self, name: &str) -> Option<&Arc<NotificationFn>> {
+    pub(crate) fn notification_handler(&self, name: &str) -> Option<&NotificationHandler> {
         let notes = &self.inner.notifications;
         notes.get(name).or_else(|| notes.get(""))
     }

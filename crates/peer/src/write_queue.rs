@@ -78,7 +78,7 @@ impl WriteQueue {
         // The common case, a queue with room, takes the lock once and never
         // touches the waiter list; waiting is boxed so that the futures of
         // every call stay small.
-        if self.try_push(msg, shared)? {
+        if self.try_encode(msg, shared)? {
             return Ok(());
         }
         Box::pin(self.wait_and_push(msg, shared)).await
@@ -94,15 +94,26 @@ impl WriteQueue {
             room.as_mut().enable();
             // Checked again after `enable`, so that room made since the last
             // check is not missed.
-            if self.try_push(msg, shared)? {
+            if self.try_encode(msg, shared)? {
                 return Ok(());
             }
             room.await;
         }
     }
 
+    /// Queues `msg` if there is room, without waiting; false if the queue
+    /// is full.
+    pub(crate) fn try_push(&self, msg: &Message) -> Result<bool, Error> {
+        msg.validate()?;
+        self.try_encode(msg, msg.payload())
+    }
+
     /// Queues a validated `msg` if there is room; false if the queue is full.
-    fn try_push<B: Buffer>(&self, msg: &Message<B>, shared: Option<&Bytes>) -> Result<bool, Error> {
+    fn try_encode<B: Buffer>(
+        &self,
+        msg: &Message<B>,
+        shared: Option<&Bytes>,
+    ) -> Result<bool, Error> {
         let mut inner = self.lock();
         if let Some(reason) = &inner.closed {
             return Err(Error::Closed(reason.clone()));
