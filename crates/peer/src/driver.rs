@@ -82,7 +82,11 @@ where
     let reason = {
         let mut write = pin!(write_loop(&mut writer, &shared));
         let mut writer_failed = false;
+        // Biased, reading first: the replies of handlers run inline are
+        // queued without waking the writer (see `WriteQueue::push_local`),
+        // which is polled right after the read loop.
         let reason = tokio::select! {
+            biased;
             reason = read_loop(&mut reader, &shared) => reason,
             result = &mut write => {
                 writer_failed = true;

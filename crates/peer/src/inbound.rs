@@ -147,7 +147,7 @@ fn respond(
     finish: Option<(RequestId, bool)>,
     held: Option<OwnedSemaphorePermit>,
 ) -> Rest {
-    match shared.queue.try_push(&msg) {
+    match shared.queue.push_local(&msg) {
         Ok(false) => return Rest::Reply { msg, finish, held },
         Ok(true) => {}
         Err(e) => tracing::debug!(error = %e, "reply dropped"),

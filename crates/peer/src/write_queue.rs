@@ -5,8 +5,21 @@
 //! [`ZERO_COPY_MIN`] bytes or more are queued as their own `Bytes` segment
 //! and reach the socket through vectored I/O without being copied. The queue
 //! is bounded: [`WriteQueue::push`] waits while it holds more than its limit.
+//!
+//! Frames come from two kinds of senders. Other tasks (callers, spawned
+//! handlers) wake the writer, which yields once before taking a batch so
+//! that the others already runnable add theirs. The connection's own task
+//! (replies of handlers run inline, see [`WriteQueue::push_local`]) wakes
+//! nobody: it polls its writer right after reading, and a batch of its own
+//! replies is written without that yield.
 
-use std::{collections::VecDeque, pin::pin, sync::Mutex};
+use std::{
+    collections::VecDeque,
+    future::poll_fn,
+    pin::pin,
+    sync::Mutex,
+    task::{Poll, Waker},
+};
 
 use bytes::{Bytes, BytesMut};
 use gotalk_proto::{Buffer, Message};
@@ -27,14 +40,16 @@ struct Inner {
     queued: usize,
     /// Set once the connection closes: pushes fail with this reason.
     closed: Option<CloseReason>,
+    /// Whether another task queued some of what is waiting.
+    foreign: bool,
+    /// The writer, when it waits for something to write.
+    writer: Option<Waker>,
 }
 
 /// A bounded, coalescing queue of encoded frames (see the module docs).
 #[derive(Debug)]
 pub(crate) struct WriteQueue {
     inner: Mutex<Inner>,
-    /// Wakes the writer when there is something to write.
-    writer: Notify,
     /// Wakes senders waiting for room.
     room: Notify,
     max_bytes: usize,
@@ -48,8 +63,9 @@ impl WriteQueue {
                 tail: BytesMut::with_capacity(16 * 1024),
                 queued: 0,
                 closed: None,
+                foreign: false,
+                writer: None,
             }),
-            writer: Notify::new(),
             room: Notify::new(),
             max_bytes,
         }
@@ -101,18 +117,29 @@ impl WriteQueue {
         }
     }
 
-    /// Queues `msg` if there is room, without waiting; false if the queue
-    /// is full.
-    pub(crate) fn try_push(&self, msg: &Message) -> Result<bool, Error> {
+    /// Queues `msg` from the connection's own task, if there is room,
+    /// without waiting or waking the writer: the driver polls its writer
+    /// after reading. False if the queue is full.
+    pub(crate) fn push_local(&self, msg: &Message) -> Result<bool, Error> {
         msg.validate()?;
-        self.try_encode(msg, msg.payload())
+        self.try_queue(msg, msg.payload(), false)
     }
 
-    /// Queues a validated `msg` if there is room; false if the queue is full.
+    /// Queues a validated `msg` from another task if there is room; false if
+    /// the queue is full.
     fn try_encode<B: Buffer>(
         &self,
         msg: &Message<B>,
         shared: Option<&Bytes>,
+    ) -> Result<bool, Error> {
+        self.try_queue(msg, shared, true)
+    }
+
+    fn try_queue<B: Buffer>(
+        &self,
+        msg: &Message<B>,
+        shared: Option<&Bytes>,
+        foreign: bool,
     ) -> Result<bool, Error> {
         let mut inner = self.lock();
         if let Some(reason) = &inner.closed {
@@ -123,8 +150,16 @@ impl WriteQueue {
             return Ok(false);
         }
         Self::encode(&mut inner, msg, shared);
+        let writer = if foreign {
+            inner.foreign = true;
+            inner.writer.take()
+        } else {
+            None
+        };
         drop(inner);
-        self.writer.notify_one();
+        if let Some(writer) = writer {
+            writer.wake();
+        }
         Ok(true)
     }
 
@@ -137,8 +172,12 @@ impl WriteQueue {
             return Err(Error::Closed(reason.clone()));
         }
         Self::encode(&mut inner, msg, msg.payload());
+        inner.foreign = true;
+        let writer = inner.writer.take();
         drop(inner);
-        self.writer.notify_one();
+        if let Some(writer) = writer {
+            writer.wake();
+        }
         Ok(())
     }
 
@@ -169,39 +208,45 @@ impl WriteQueue {
     /// Waits for queued bytes and moves them all into `out`. Returns false
     /// when the queue is closed and empty: the writer is done.
     ///
-    /// Before taking a batch it yields once to the scheduler, so that the
-    /// tasks already runnable (callers, handlers finishing) queue their
-    /// frames first: otherwise tokio's LIFO slot runs the writer right after
-    /// each single push and every frame costs its own write call.
+    /// When other tasks queued frames, it first yields once to the
+    /// scheduler, so that the tasks already runnable (callers, handlers
+    /// finishing) queue theirs too: otherwise tokio's LIFO slot runs the
+    /// writer right after each single push and every frame costs its own
+    /// write call.
     pub(crate) async fn next_batch(&self, out: &mut VecDeque<Bytes>) -> bool {
-        let mut yielded = false;
-        loop {
-            let wake = self.writer.notified();
-            let queued = {
-                let mut inner = self.lock();
-                if inner.queued > 0 && (yielded || inner.closed.is_some()) {
-                    if !inner.tail.is_empty() {
-                        let tail = inner.tail.split().freeze();
-                        inner.segments.push_back(tail);
-                    }
-                    out.append(&mut inner.segments);
-                    inner.queued = 0;
-                    drop(inner);
-                    self.room.notify_waiters();
-                    return true;
-                }
-                if inner.queued == 0 && inner.closed.is_some() {
-                    return false;
-                }
-                inner.queued > 0
-            };
-            if queued {
-                yielded = true;
-                tokio::task::yield_now().await;
-            } else {
-                wake.await;
+        let foreign = poll_fn(|cx| {
+            let mut inner = self.lock();
+            if inner.queued > 0 || inner.closed.is_some() {
+                return Poll::Ready(inner.foreign && inner.closed.is_none());
             }
+            if !inner
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inner.writer = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+        if foreign {
+            tokio::task::yield_now().await;
         }
+        let mut inner = self.lock();
+        if inner.queued == 0 {
+            // Only a closed queue wakes the writer with nothing queued.
+            return false;
+        }
+        if !inner.tail.is_empty() {
+            let tail = inner.tail.split().freeze();
+            inner.segments.push_back(tail);
+        }
+        out.append(&mut inner.segments);
+        inner.queued = 0;
+        inner.foreign = false;
+        drop(inner);
+        self.room.notify_waiters();
+        true
     }
 
     /// Refuses further pushes with `reason`; what is queued is still written.
@@ -210,15 +255,18 @@ impl WriteQueue {
         if inner.closed.is_none() {
             inner.closed = Some(reason.clone());
         }
+        let writer = inner.writer.take();
         drop(inner);
-        self.writer.notify_one();
+        if let Some(writer) = writer {
+            writer.wake();
+        }
         self.room.notify_waiters();
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{sync::Arc, time::Duration};
+    use std::{future::Future, sync::Arc, time::Duration};
 
     use gotalk_proto::{RequestId, Text};
 
@@ -254,6 +302,51 @@ mod tests {
         assert!(q.next_batch(&mut out).await);
         assert_eq!(out.iter().map(Bytes::len).sum::<usize>(), 2 * 16);
         sender.await.unwrap();
+    }
+
+    /// Counts wake-ups.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn local_pushes_wake_nobody_and_are_taken_without_a_yield() {
+        use std::{sync::atomic::Ordering::SeqCst, task::Context};
+        let q = WriteQueue::new(1 << 20);
+        let wakes = Arc::new(Wakes(0.into()));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = VecDeque::new();
+        {
+            let mut next = pin!(q.next_batch(&mut out));
+            assert!(next.as_mut().poll(&mut cx).is_pending());
+            assert!(q.push_local(&result(3)).unwrap());
+            assert_eq!(
+                wakes.0.load(SeqCst),
+                0,
+                "the driver polls its writer itself"
+            );
+            // Taken on the next poll: no yield for the connection's own frames.
+            assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(true));
+        }
+        assert_eq!(out.iter().map(Bytes::len).sum::<usize>(), 16);
+        out.clear();
+        {
+            let mut next = pin!(q.next_batch(&mut out));
+            assert!(next.as_mut().poll(&mut cx).is_pending());
+            q.push(&result(3)).await.unwrap();
+            assert_eq!(
+                wakes.0.load(SeqCst),
+                1,
+                "another task's frame wakes the writer"
+            );
+            // ... which yields once before taking the batch.
+            assert!(next.as_mut().poll(&mut cx).is_pending());
+        }
     }
 
     #[tokio::test]
