@@ -361,6 +361,7 @@ fn run(
         return respond(shared, msg, Some((id, stream)), held);
     }
     let shared = shared.clone();
+    shared.queue.expect_push();
     tokio::spawn(async move {
         let outcome = match work {
             Work::Single(f) => AssertUnwindSafe(f).catch_unwind().await.map(single),
@@ -525,7 +526,9 @@ fn result(shared: &Arc<Shared>, id: RequestId, answer: Answer, payload: Bytes) -
                 }
             };
             if let Some(Pending::Buffer { tx, .. }) = st.remove_outbound(id) {
-                let _ = tx.send(outcome);
+                if tx.send(outcome).is_ok() {
+                    shared.queue.expect_push();
+                }
             }
             shared.unlock_after_removal(st);
             return Rest::Done;

@@ -17,7 +17,10 @@ use std::{
     collections::VecDeque,
     future::poll_fn,
     pin::pin,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Poll, Waker},
 };
 
@@ -42,6 +45,8 @@ struct Inner {
     closed: Option<CloseReason>,
     /// Whether another task queued some of what is waiting.
     foreign: bool,
+    /// Frames other tasks queued since the last batch was taken.
+    pushes: usize,
     /// The writer, when it waits for something to write.
     writer: Option<Waker>,
 }
@@ -50,6 +55,9 @@ struct Inner {
 #[derive(Debug)]
 pub(crate) struct WriteQueue {
     inner: Mutex<Inner>,
+    /// Tasks the connection woke or started since the last batch (callers
+    /// given their results, handlers spawned), which may queue frames soon.
+    woken: AtomicUsize,
     /// Wakes senders waiting for room.
     room: Notify,
     max_bytes: usize,
@@ -64,8 +72,10 @@ impl WriteQueue {
                 queued: 0,
                 closed: None,
                 foreign: false,
+                pushes: 0,
                 writer: None,
             }),
+            woken: AtomicUsize::new(0),
             room: Notify::new(),
             max_bytes,
         }
@@ -152,6 +162,7 @@ impl WriteQueue {
         Self::encode(&mut inner, msg, shared);
         let writer = if foreign {
             inner.foreign = true;
+            inner.pushes += 1;
             inner.writer.take()
         } else {
             None
@@ -205,19 +216,29 @@ impl WriteQueue {
         inner.queued += msg.encoded_len();
     }
 
+    /// Notes that the connection woke or started a task that may queue a
+    /// frame soon (see [`next_batch`](Self::next_batch)).
+    pub(crate) fn expect_push(&self) {
+        self.woken.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Waits for queued bytes and moves them all into `out`. Returns false
     /// when the queue is closed and empty: the writer is done.
     ///
-    /// When other tasks queued frames, it first yields once to the
-    /// scheduler, so that the tasks already runnable (callers, handlers
+    /// When other tasks queued frames, and fewer than the connection woke
+    /// since the last batch, it first yields once to the scheduler so that
+    /// the tasks still to run (callers given their results, handlers
     /// finishing) queue theirs too: otherwise tokio's LIFO slot runs the
-    /// writer right after each single push and every frame costs its own
-    /// write call.
+    /// writer right after the first push and every frame costs its own
+    /// write call. A lone caller's request goes out without that yield.
     pub(crate) async fn next_batch(&self, out: &mut VecDeque<Bytes>) -> bool {
-        let foreign = poll_fn(|cx| {
+        let wait_for_others = poll_fn(|cx| {
             let mut inner = self.lock();
             if inner.queued > 0 || inner.closed.is_some() {
-                return Poll::Ready(inner.foreign && inner.closed.is_none());
+                let woken = self.woken.load(Ordering::Relaxed);
+                return Poll::Ready(
+                    inner.foreign && inner.closed.is_none() && inner.pushes < woken,
+                );
             }
             if !inner
                 .writer
@@ -229,7 +250,7 @@ impl WriteQueue {
             Poll::Pending
         })
         .await;
-        if foreign {
+        if wait_for_others {
             tokio::task::yield_now().await;
         }
         let mut inner = self.lock();
@@ -244,6 +265,8 @@ impl WriteQueue {
         out.append(&mut inner.segments);
         inner.queued = 0;
         inner.foreign = false;
+        inner.pushes = 0;
+        self.woken.store(0, Ordering::Relaxed);
         drop(inner);
         self.room.notify_waiters();
         true
@@ -294,6 +317,9 @@ mod tests {
     #[tokio::test]
     async fn writer_yields_so_that_runnable_senders_join_the_batch() {
         let q = Arc::new(WriteQueue::new(1 << 20));
+        // The connection woke two tasks (say, two callers given results).
+        q.expect_push();
+        q.expect_push();
         q.push(&result(3)).await.unwrap();
         let q2 = q.clone();
         // Runnable, but not run before the writer yields (current-thread runtime).
@@ -302,6 +328,23 @@ mod tests {
         assert!(q.next_batch(&mut out).await);
         assert_eq!(out.iter().map(Bytes::len).sum::<usize>(), 2 * 16);
         sender.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn writer_does_not_wait_once_every_woken_task_has_pushed() {
+        let q = Arc::new(WriteQueue::new(1 << 20));
+        q.expect_push();
+        q.push(&result(3)).await.unwrap();
+        let q2 = q.clone();
+        // Runnable, but the one task woken has pushed: no yield, so it is
+        // not in this batch.
+        let sender = tokio::spawn(async move { q2.push(&result(3)).await.unwrap() });
+        let mut out = VecDeque::new();
+        assert!(q.next_batch(&mut out).await);
+        assert_eq!(out.iter().map(Bytes::len).sum::<usize>(), 16);
+        sender.await.unwrap();
+        assert!(q.next_batch(&mut out).await);
+        assert_eq!(out.iter().map(Bytes::len).sum::<usize>(), 2 * 16);
     }
 
     /// Counts wake-ups.
@@ -338,13 +381,16 @@ mod tests {
         {
             let mut next = pin!(q.next_batch(&mut out));
             assert!(next.as_mut().poll(&mut cx).is_pending());
+            q.expect_push();
+            q.expect_push();
             q.push(&result(3)).await.unwrap();
             assert_eq!(
                 wakes.0.load(SeqCst),
                 1,
                 "another task's frame wakes the writer"
             );
-            // ... which yields once before taking the batch.
+            // ... which yields once before taking the batch, since another
+            // task it expects has not pushed yet.
             assert!(next.as_mut().poll(&mut cx).is_pending());
         }
     }
