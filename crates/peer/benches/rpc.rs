@@ -3,6 +3,15 @@
 //!
 //! Run: `cargo bench -p gotalk-peer --bench rpc`
 //!
+//! Every scenario runs on two tokio runtimes in turn, each with its own
+//! table and verdicts: a current-thread runtime (client, server and
+//! baselines on one thread, as in a thread-per-core server) and the default
+//! multi-thread runtime with 2 workers, which spreads the tasks of one
+//! connection over both cores.
+//!
+//! - `RPC_BENCH_RUNTIME`: `current` or `multi` for only one of them; `split`
+//!   runs the client on a current-thread runtime and the servers on another,
+//!   on a thread of their own (as two single-threaded processes would).
 //! - `RPC_BENCH_SECS` (default 2): measured seconds per scenario and round.
 //! - `RPC_BENCH_WARMUP_MS` (default 300): unmeasured warm-up per run.
 //! - `RPC_BENCH_ROUNDS` (default 3): every scenario runs this many times,
@@ -29,7 +38,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -250,7 +259,7 @@ impl EchoServer {
             server.shutdown().await;
             let _ = done_tx.send(());
         };
-        if runtime_mode() == "split" {
+        if SERVER_THREAD.load(Ordering::Relaxed) {
             std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -279,8 +288,53 @@ impl EchoServer {
     }
 }
 
-fn runtime_mode() -> String {
-    std::env::var("RPC_BENCH_RUNTIME").unwrap_or_default()
+/// Whether servers run on a thread of their own (`RPC_BENCH_RUNTIME=split`).
+static SERVER_THREAD: AtomicBool = AtomicBool::new(false);
+
+/// A runtime the scenarios run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    Current,
+    Multi,
+    Split,
+}
+
+impl Flavor {
+    fn describe(self) -> &'static str {
+        match self {
+            Flavor::Current => {
+                "tokio current-thread runtime: client, server and baselines on one thread"
+            }
+            Flavor::Multi => "tokio multi-thread runtime with 2 workers",
+            Flavor::Split => {
+                "client on a current-thread runtime, gotalk server on another, on its own thread"
+            }
+        }
+    }
+
+    fn runtime(self) -> Runtime {
+        SERVER_THREAD.store(self == Flavor::Split, Ordering::Relaxed);
+        match self {
+            Flavor::Current | Flavor::Split => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            Flavor::Multi => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    fn from_env() -> Vec<Flavor> {
+        match std::env::var("RPC_BENCH_RUNTIME").as_deref() {
+            Ok("current") => vec![Flavor::Current],
+            Ok("multi") => vec![Flavor::Multi],
+            Ok("split") => vec![Flavor::Split],
+            _ => vec![Flavor::Current, Flavor::Multi],
+        }
+    }
 }
 
 // ---------------------------------------------------------------- raw TCP
@@ -540,37 +594,36 @@ fn main() {
         };
         (timing, 1)
     };
-    let runtime = if matches!(runtime_mode().as_str(), "current" | "split") {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    };
     let wanted: Vec<Scenario> = SCENARIOS
         .into_iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
         .collect();
+    for flavor in Flavor::from_env() {
+        run_all(flavor, &wanted, timing, rounds);
+    }
+}
 
+/// Runs every wanted scenario `rounds` times on `flavor`, then prints the
+/// table and the verdicts against the targets of issue 3.
+fn run_all(flavor: Flavor, wanted: &[Scenario], timing: Timing, rounds: usize) {
+    let runtime = flavor.runtime();
     println!(
-        "loopback TCP, one connection per scenario, tokio multi-thread runtime with 2 workers; \
+        "\n### {}\n\nloopback TCP, one connection per scenario; \
          {rounds} round(s) of every scenario in turn, each {:?} warm-up + {:?} measured; \
-         the round with the median req/s is shown",
-        timing.warmup, timing.measure
+         the round with the median req/s is shown\n",
+        flavor.describe(),
+        timing.warmup,
+        timing.measure
     );
     let mut runs: Vec<Vec<Report>> = wanted.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
         for ((name, run), reports) in wanted.iter().zip(&mut runs) {
             let r = run(&runtime, name, timing);
-            eprintln!("round {round}: {name}: {:.0} req/s", r.rate());
+            eprintln!("{flavor:?} round {round}: {name}: {:.0} req/s", r.rate());
             reports.push(r);
         }
     }
+    drop(runtime);
     println!(
         "| scenario                     | in flight | payload | req/s (median) | req/s (min–max) | MiB/s | p50 µs | p99 µs |"
     );
@@ -583,7 +636,10 @@ fn main() {
         print_report(&median, spread);
         reports.push(median);
     }
+    verdicts(&reports);
+}
 
+fn verdicts(reports: &[Report]) {
     let find = |name: &str| reports.iter().find(|r| r.name == name);
     println!();
     if let Some(g) = find("gotalk echo 32B x64") {
@@ -592,7 +648,7 @@ fn main() {
         });
         let verdict = if g.rate() >= 1e6 { "met" } else { "MISSED" };
         println!(
-            "64 in flight: {:.0} req/s{vs} (target >= 1,000,000 req/s: {verdict})",
+            "- 64 in flight: {:.0} req/s{vs} (target >= 1,000,000 req/s: {verdict})",
             g.rate()
         );
     }
@@ -600,7 +656,7 @@ fn main() {
         let ratio = g.micros(0.5) / a.micros(0.5);
         let verdict = if ratio <= 1.5 { "met" } else { "MISSED" };
         println!(
-            "1 in flight: p50 {:.1} µs vs raw ping-pong {:.1} µs = {ratio:.2}x (target <= 1.5x: {verdict})",
+            "- 1 in flight: p50 {:.1} µs vs raw ping-pong {:.1} µs = {ratio:.2}x (target <= 1.5x: {verdict})",
             g.micros(0.5),
             a.micros(0.5)
         );
@@ -612,7 +668,7 @@ fn main() {
         let ratio = g.rate() / c.rate();
         let verdict = if ratio >= 0.8 { "met" } else { "MISSED" };
         println!(
-            "64 KiB x16: {:.0} MiB/s vs raw echo {:.0} MiB/s = {ratio:.2}x (target >= 0.8x: {verdict})",
+            "- 64 KiB x16: {:.0} MiB/s vs raw echo {:.0} MiB/s = {ratio:.2}x (target >= 0.8x: {verdict})",
             g.mib_per_sec(),
             c.mib_per_sec()
         );

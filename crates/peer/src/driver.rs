@@ -10,7 +10,7 @@
 
 use std::{collections::VecDeque, io, io::IoSlice, pin::pin, sync::Arc, time::Duration};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 use gotalk_proto::{
     Decoded, Message, ProtocolErrorCode, VERSION_BYTES, check_version, decode_bytes, decode_version,
 };
@@ -22,6 +22,7 @@ use tokio::{
 use crate::{
     CloseReason, Error, HandshakeError,
     inbound::{self, Rest},
+    read_buffer::ReadBuffer,
     shared::{Shared, Shutdown},
 };
 
@@ -120,12 +121,12 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
     let limits = shared.config.decode_limits();
     let read_timeout = shared.config.read_timeout;
     let mut deadline = read_timeout.map(|t| Instant::now() + t);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut read_buffer = ReadBuffer::with_capacity(READ_CHUNK);
     // Length of the last whole frame, to size the read buffer.
     let mut last_frame = 0;
     loop {
         let read_limit = loop {
-            match decode_bytes(&mut buf, &limits) {
+            match decode_bytes(read_buffer.get_mut(), &limits) {
                 Ok(Decoded::Complete(msg, len)) => {
                     last_frame = len;
                     if let Some(t) = read_timeout {
@@ -144,8 +145,9 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
                 Ok(Decoded::Incomplete(missing)) => {
                     // `missing` is bounded by the payload limit, checked
                     // before this point.
-                    let (room, limit) = read_plan(buf.len(), missing, last_frame);
-                    buf.reserve(room);
+                    let buffered = read_buffer.get_mut().len();
+                    let (room, limit) = read_plan(buffered, missing, last_frame);
+                    read_buffer.reserve(room);
                     break limit;
                 }
                 Err(e) => {
@@ -156,7 +158,7 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -
                 }
             }
         };
-        let mut room = (&mut buf).limit(read_limit);
+        let mut room = read_buffer.get_mut().limit(read_limit);
         let read = reader.read_buf(&mut room);
         let n = match deadline {
             Some(deadline) => tokio::select! {

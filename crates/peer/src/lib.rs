@@ -47,6 +47,7 @@ mod error;
 mod handlers;
 mod inbound;
 mod peer;
+mod read_buffer;
 mod server;
 mod shared;
 mod state;
