@@ -103,6 +103,26 @@ fn record(hist: &mut Histogram<u64>, sent: Instant, now: Instant) {
     hist.record(ns).expect("value within bounds");
 }
 
+/// Counts a round trip from `sent` to `now` while measuring; false once the
+/// scenario is over.
+fn tally(
+    phase: &AtomicU8,
+    hist: &mut Histogram<u64>,
+    done: &mut u64,
+    sent: Instant,
+    now: Instant,
+) -> bool {
+    match phase.load(Ordering::Acquire) {
+        WARMUP => true,
+        MEASURE => {
+            record(hist, sent, now);
+            *done += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Runs the warm-up and measurement phases; returns the measured time.
 async fn phases(phase: &AtomicU8, timing: Timing) -> Duration {
     tokio::time::sleep(timing.warmup).await;
@@ -121,47 +141,28 @@ fn echo_handlers() -> Handlers {
     })
 }
 
-/// `in_flight` tasks loop on clones of one `Peer`, each sending `echo`
-/// requests back to back.
-async fn gotalk(name: &'static str, payload: usize, in_flight: usize, timing: Timing) -> Report {
+/// Connects to a new echo server, starts the callers, runs the phases,
+/// then closes both ends. `start` spawns the callers at once and returns
+/// what collects their histograms and counts once they stop.
+async fn gotalk_scenario<C>(
+    name: &'static str,
+    payload: usize,
+    in_flight: usize,
+    timing: Timing,
+    start: impl FnOnce(Peer, Bytes, Arc<AtomicU8>) -> C,
+) -> Report
+where
+    C: std::future::Future<Output = (Histogram<u64>, u64)>,
+{
     let server = EchoServer::start().await;
     let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default())
         .await
         .expect("connect");
     let body = Bytes::from(vec![b'x'; payload]);
     let phase = Arc::new(AtomicU8::new(WARMUP));
-    let tasks: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let (peer, body, phase) = (peer.clone(), body.clone(), phase.clone());
-            tokio::spawn(async move {
-                let mut hist = histogram();
-                let mut done = 0u64;
-                let mut sent = Instant::now();
-                loop {
-                    let echoed = peer.request("echo", body.clone()).await.expect("echo");
-                    assert_eq!(echoed.len(), body.len());
-                    let now = Instant::now();
-                    match phase.load(Ordering::Acquire) {
-                        WARMUP => {}
-                        MEASURE => {
-                            record(&mut hist, sent, now);
-                            done += 1;
-                        }
-                        _ => return (hist, done),
-                    }
-                    sent = now;
-                }
-            })
-        })
-        .collect();
+    let collect = start(peer.clone(), body, phase.clone());
     let elapsed = phases(&phase, timing).await;
-    let mut hist = histogram();
-    let mut requests = 0;
-    for task in tasks {
-        let (h, n) = task.await.expect("caller task");
-        hist.add(h).expect("same bounds");
-        requests += n;
-    }
+    let (hist, requests) = collect.await;
     peer.close().await;
     server.shutdown().await;
     Report {
@@ -174,6 +175,43 @@ async fn gotalk(name: &'static str, payload: usize, in_flight: usize, timing: Ti
     }
 }
 
+/// `in_flight` tasks loop on clones of one `Peer`, each sending `echo`
+/// requests back to back.
+async fn gotalk(name: &'static str, payload: usize, in_flight: usize, timing: Timing) -> Report {
+    gotalk_scenario(name, payload, in_flight, timing, |peer, body, phase| {
+        let tasks: Vec<_> = (0..in_flight)
+            .map(|_| {
+                let (peer, body, phase) = (peer.clone(), body.clone(), phase.clone());
+                tokio::spawn(async move {
+                    let mut hist = histogram();
+                    let mut done = 0u64;
+                    let mut sent = Instant::now();
+                    loop {
+                        let echoed = peer.request("echo", body.clone()).await.expect("echo");
+                        assert_eq!(echoed.len(), body.len());
+                        let now = Instant::now();
+                        if !tally(&phase, &mut hist, &mut done, sent, now) {
+                            return (hist, done);
+                        }
+                        sent = now;
+                    }
+                })
+            })
+            .collect();
+        async move {
+            let mut hist = histogram();
+            let mut requests = 0;
+            for task in tasks {
+                let (h, n) = task.await.expect("caller task");
+                hist.add(h).expect("same bounds");
+                requests += n;
+            }
+            (hist, requests)
+        }
+    })
+    .await
+}
+
 /// One task keeps `in_flight` requests going at once on one `Peer`
 /// (`FuturesUnordered`, refilled as each answer comes back): the load
 /// generator's way, where the other scenarios model many independent callers.
@@ -184,15 +222,8 @@ async fn gotalk_one_task(
     timing: Timing,
 ) -> Report {
     use futures::stream::{FuturesUnordered, StreamExt};
-    let server = EchoServer::start().await;
-    let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default())
-        .await
-        .expect("connect");
-    let body = Bytes::from(vec![b'x'; payload]);
-    let phase = Arc::new(AtomicU8::new(WARMUP));
-    let caller = {
-        let (peer, body, phase) = (peer.clone(), body.clone(), phase.clone());
-        tokio::spawn(async move {
+    gotalk_scenario(name, payload, in_flight, timing, |peer, body, phase| {
+        let caller = tokio::spawn(async move {
             // Each call carries its start time; the clock is read once per
             // answer, which is also when the next call starts.
             let call = |peer: Peer, body: Bytes, sent: Instant| async move {
@@ -208,31 +239,16 @@ async fn gotalk_one_task(
             while let Some((sent, len)) = calls.next().await {
                 assert_eq!(len, body.len());
                 let now = Instant::now();
-                match phase.load(Ordering::Acquire) {
-                    WARMUP => {}
-                    MEASURE => {
-                        record(&mut hist, sent, now);
-                        done += 1;
-                    }
-                    _ => continue,
+                if !tally(&phase, &mut hist, &mut done, sent, now) {
+                    continue;
                 }
                 calls.push(call(peer.clone(), body.clone(), now));
             }
             (hist, done)
-        })
-    };
-    let elapsed = phases(&phase, timing).await;
-    let (hist, requests) = caller.await.expect("caller task");
-    peer.close().await;
-    server.shutdown().await;
-    Report {
-        name,
-        in_flight,
-        payload,
-        requests,
-        elapsed,
-        hist,
-    }
+        });
+        async move { caller.await.expect("caller task") }
+    })
+    .await
 }
 
 /// The echo server, in the bench's runtime or (`RPC_BENCH_RUNTIME=split`) on
@@ -375,13 +391,8 @@ async fn raw_ping_pong(name: &'static str, payload: usize, timing: Timing) -> Re
                 client.write_all(&out).await.expect("write");
                 client.read_exact(&mut back).await.expect("read");
                 let now = Instant::now();
-                match phase.load(Ordering::Acquire) {
-                    WARMUP => {}
-                    MEASURE => {
-                        record(&mut hist, sent, now);
-                        done += 1;
-                    }
-                    _ => return (hist, done),
+                if !tally(&phase, &mut hist, &mut done, sent, now) {
+                    return (hist, done);
                 }
                 sent = now;
             }
