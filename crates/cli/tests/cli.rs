@@ -555,6 +555,24 @@ fn bench_json(args: &[&str]) -> Value {
 }
 
 #[test]
+fn bench_runs_on_the_runtime_asked_for() {
+    for threads in ["1", "3"] {
+        let v = bench_json(&[
+            "--threads",
+            threads,
+            "bench",
+            "--self",
+            "-n",
+            "500",
+            "--json",
+        ]);
+        assert_eq!(v["requests"], 500, "{v}");
+    }
+    let o = run(&["--threads", "0", "bench", "--self", "-n", "10"], b"");
+    assert_eq!(o.code, 2, "0 threads is a usage error: {}", o.stderr);
+}
+
+#[test]
 fn bench_self_prints_a_json_report() {
     let v = bench_json(&["bench", "--self", "-n", "2000", "--json"]);
     assert_eq!(v["requests"], 2000, "{v}");
