@@ -22,6 +22,7 @@ use gotalk_peer::{
     ResultStream, StreamWriter,
 };
 use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpSocket,
     sync::{Semaphore, mpsc},
 };
@@ -603,6 +604,70 @@ async fn write_queue_is_bounded_for_a_peer_that_does_not_read() {
     })
     .await;
     within(WAIT, "sender done", sender).await.unwrap().unwrap();
+}
+
+/// A requester that sends a burst and does not read yet: the replies of our
+/// handlers (answered on the connection's task) wait for room in the
+/// bounded queue, reading stops meanwhile, and once the requester reads,
+/// every result arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_wait_for_room_and_reading_resumes() {
+    let config = Config {
+        max_write_queue_bytes: 4096,
+        write_timeout: None,
+        ..quiet()
+    };
+    let handlers =
+        Handlers::new().buffer(
+            "echo",
+            |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
+        );
+    let (ours, theirs) = tokio::io::duplex(2048);
+    // Reading and writing apart, so that writes may stall while we read.
+    let (mut rd, mut wr) = tokio::io::split(theirs);
+    let handshake = async {
+        wr.write_all(b"01").await.unwrap();
+        let mut version = [0u8; 2];
+        rd.read_exact(&mut version).await.unwrap();
+        assert_eq!(&version, b"01");
+    };
+    let (peer, ()) = tokio::join!(Peer::handshake(ours, handlers, config), handshake);
+    let peer = peer.unwrap();
+    const COUNT: u32 = 300;
+    let payload = |i: u32| Bytes::from(vec![(i % 251) as u8; 1024]);
+    let writer = tokio::spawn(async move {
+        for i in 0..COUNT {
+            let msg = gotalk_peer::proto::Message::SingleRequest {
+                id: gotalk_peer::proto::RequestId::from_u32(i),
+                op: gotalk_peer::proto::Text::from_static("echo"),
+                payload: payload(i),
+            };
+            wr.write_all(&msg.to_vec().unwrap()).await.unwrap();
+        }
+        wr
+    });
+    // Nothing is read for a while: the server's queue fills, then its
+    // reading stops, and so our writes stall in the 2 KiB pipe.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !writer.is_finished(),
+        "the server kept reading without bound"
+    );
+    let mut raw = Raw::new(tokio::io::join(rd, tokio::io::sink()));
+    within(WAIT, "every result, in order", async {
+        for i in 0..COUNT {
+            match raw.expect_message().await {
+                gotalk_peer::proto::Message::SingleResult { id, payload: p } => {
+                    assert_eq!(id.to_u32(), i);
+                    assert_eq!(p, payload(i));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    within(WAIT, "all requests written", writer).await.unwrap();
+    assert!(!peer.is_closed());
 }
 
 /// With a write timeout, a peer that stops reading gets the connection
