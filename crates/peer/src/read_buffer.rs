@@ -131,4 +131,43 @@ mod tests {
         assert_eq!(rb.spares.len(), 1);
         assert_eq!(rb.spare_bytes, 16);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the reads, frames and payload lifetimes, the bytes not
+        /// yet decoded survive every `reserve`, the room asked for is there,
+        /// and payloads cut earlier keep their contents.
+        #[test]
+        fn reserve_keeps_undecoded_bytes_and_payloads(
+            steps in proptest::collection::vec((1usize..6_000, 0usize..6_000, 0usize..8), 1..60)
+        ) {
+            let mut rb = ReadBuffer::with_capacity(512);
+            let mut expected: Vec<u8> = Vec::new();
+            let mut held: Vec<(bytes::Bytes, Vec<u8>)> = Vec::new();
+            let mut next = 0u8;
+            for (room, frame, keep) in steps {
+                rb.reserve(room);
+                let buf = rb.get_mut();
+                proptest::prop_assert!(buf.capacity() - buf.len() >= room);
+                proptest::prop_assert_eq!(&buf[..], &expected[..]);
+                let fresh: Vec<u8> = (0..room).map(|_| { next = next.wrapping_add(1); next }).collect();
+                buf.extend_from_slice(&fresh);
+                expected.extend_from_slice(&fresh);
+                let cut = frame.min(buf.len());
+                let payload = buf.split_to(cut).freeze();
+                let copy: Vec<u8> = expected.drain(..cut).collect();
+                held.push((payload, copy));
+                // Drop some payloads, oldest first, so spares come free.
+                while held.len() > keep {
+                    held.remove(0);
+                }
+                for (payload, copy) in &held {
+                    proptest::prop_assert_eq!(&payload[..], &copy[..]);
+                }
+            }
+            proptest::prop_assert!(rb.spares.len() <= MAX_SPARES);
+            proptest::prop_assert!(rb.spare_bytes <= MAX_SPARE_BYTES);
+        }
+    }
 }
