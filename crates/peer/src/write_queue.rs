@@ -43,9 +43,8 @@ struct Inner {
     queued: usize,
     /// Set once the connection closes: pushes fail with this reason.
     closed: Option<CloseReason>,
-    /// Whether another task queued some of what is waiting.
-    foreign: bool,
-    /// Frames other tasks queued since the last batch was taken.
+    /// Frames queued with a wake-up for the writer (by other tasks, or
+    /// control frames) since the last batch was taken.
     pushes: usize,
     /// The writer, when it waits for something to write.
     writer: Option<Waker>,
@@ -71,7 +70,6 @@ impl WriteQueue {
                 tail: BytesMut::with_capacity(16 * 1024),
                 queued: 0,
                 closed: None,
-                foreign: false,
                 pushes: 0,
                 writer: None,
             }),
@@ -161,7 +159,6 @@ impl WriteQueue {
         }
         Self::encode(&mut inner, msg, shared);
         let writer = if foreign {
-            inner.foreign = true;
             inner.pushes += 1;
             inner.writer.take()
         } else {
@@ -183,7 +180,7 @@ impl WriteQueue {
             return Err(Error::Closed(reason.clone()));
         }
         Self::encode(&mut inner, msg, msg.payload());
-        inner.foreign = true;
+        inner.pushes += 1;
         let writer = inner.writer.take();
         drop(inner);
         if let Some(writer) = writer {
@@ -237,7 +234,7 @@ impl WriteQueue {
             if inner.queued > 0 || inner.closed.is_some() {
                 let woken = self.woken.load(Ordering::Relaxed);
                 return Poll::Ready(
-                    inner.foreign && inner.closed.is_none() && inner.pushes < woken,
+                    inner.pushes > 0 && inner.closed.is_none() && inner.pushes < woken,
                 );
             }
             if !inner
@@ -264,7 +261,6 @@ impl WriteQueue {
         }
         out.append(&mut inner.segments);
         inner.queued = 0;
-        inner.foreign = false;
         inner.pushes = 0;
         self.woken.store(0, Ordering::Relaxed);
         drop(inner);
