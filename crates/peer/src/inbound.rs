@@ -133,6 +133,12 @@ async fn queue_reply(
     held: Option<OwnedSemaphorePermit>,
 ) {
     reply(shared, msg).await;
+    release(shared, finish, held);
+}
+
+/// After a reply is queued: frees the request's slot, if it had one, and
+/// what its payload held of the byte budget.
+fn release(shared: &Shared, finish: Option<(RequestId, bool)>, held: Option<OwnedSemaphorePermit>) {
     if let Some((id, stream)) = finish {
         shared.finish_inbound(id, stream);
     }
@@ -152,16 +158,13 @@ fn respond(
         Ok(true) => {}
         Err(e) => tracing::debug!(error = %e, "reply dropped"),
     }
-    if let Some((id, stream)) = finish {
-        shared.finish_inbound(id, stream);
-    }
-    drop(held);
+    release(shared, finish, held);
     Rest::Done
 }
 
-/// A retry result, or an error result for a peer that cannot take one.
-fn retry_reply(shared: &Shared, id: RequestId, wait: Duration, text: &'static str) -> Message {
-    let payload = Bytes::from_static(text.as_bytes());
+/// A retry result asking the peer to wait `wait`, or an error result for a
+/// peer that cannot take one.
+fn retry_or_error(shared: &Shared, id: RequestId, wait: Duration, payload: Bytes) -> Message {
     if shared.config.remote_retry_results {
         let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u32;
         Message::RetryResult {
@@ -174,17 +177,16 @@ fn retry_reply(shared: &Shared, id: RequestId, wait: Duration, text: &'static st
     }
 }
 
+/// [`retry_or_error`] with one of our own texts.
+fn retry_reply(shared: &Shared, id: RequestId, wait: Duration, text: &'static str) -> Message {
+    retry_or_error(shared, id, wait, Bytes::from_static(text.as_bytes()))
+}
+
 fn error_reply(shared: &Shared, id: RequestId, error: &HandlerError) -> Message {
+    let payload = error.payload().clone();
     match error.retry_after() {
-        Some(wait) if shared.config.remote_retry_results => Message::RetryResult {
-            id,
-            wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
-            payload: error.payload().clone(),
-        },
-        _ => Message::ErrorResult {
-            id,
-            payload: error.payload().clone(),
-        },
+        Some(wait) => retry_or_error(shared, id, wait, payload),
+        None => Message::ErrorResult { id, payload },
     }
 }
 
@@ -355,7 +357,7 @@ fn run(
     held: Option<OwnedSemaphorePermit>,
 ) -> Rest {
     if shared.config.inline_handlers
-        && let Poll::Ready(outcome) = poll_once(&mut work)
+        && let Poll::Ready(outcome) = poll_work(&mut work)
     {
         let msg = answer(shared, id, &op, outcome);
         return respond(shared, msg, Some((id, stream)), held);
@@ -376,16 +378,20 @@ fn run(
 /// Polls a handler's future once, catching a panic. The waker is a no-op: a
 /// future still pending is spawned, and its task's first poll registers the
 /// task's own waker (futures must use the waker of their latest poll).
-fn poll_once(work: &mut Work) -> Poll<HandlerOutcome> {
+fn poll_once<T>(fut: &mut BoxFuture<T>) -> Poll<std::thread::Result<T>> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| match work {
-        Work::Single(f) => f.as_mut().poll(&mut cx).map(single),
-        Work::Other(f) => f.as_mut().poll(&mut cx),
-    }));
-    match polled {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
         Ok(Poll::Pending) => Poll::Pending,
-        Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+        Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
         Err(panic) => Poll::Ready(Err(panic)),
+    }
+}
+
+/// [`poll_once`] for a request handler.
+fn poll_work(work: &mut Work) -> Poll<HandlerOutcome> {
+    match work {
+        Work::Single(f) => poll_once(f).map(|r| r.map(single)),
+        Work::Other(f) => poll_once(f),
     }
 }
 
@@ -651,11 +657,10 @@ fn start_notification(
     let ctx = Context::new(peer, name.clone(), None);
     let mut fut = handler(ctx, payload);
     if shared.config.inline_handlers {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
-            Ok(Poll::Pending) => {}
-            Ok(Poll::Ready(())) => return,
-            Err(panic) => return notification_panicked(&name, &panic),
+        match poll_once(&mut fut) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) => return,
+            Poll::Ready(Err(panic)) => return notification_panicked(&name, &panic),
         }
     }
     tokio::spawn(async move {
