@@ -268,7 +268,7 @@ impl Connector {
             };
         }
         match (&self.addr, e) {
-            (Address::Tcp(_), Error::UnsupportedVersion { .. } | Error::Handshake(_)) => {
+            (Address::Tcp(_), Error::Handshake(_)) => {
                 Some("if the server uses TLS, connect to tls://HOST:PORT")
             }
             (Address::WebSocket(url), Error::Io(io))

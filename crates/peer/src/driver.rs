@@ -1,29 +1,40 @@
-//! The one task per connection that does I/O.
+//! The one task per connection that moves bytes and events.
 //!
-//! It reads and decodes frames zero-copy and hands each to
-//! [`inbound::handle`] (and, when that has to wait, [`inbound::finish`]); it
-//! writes whatever the handles and handler tasks queued, coalesced and
-//! vectored; it sends heartbeats and watches for shutdown. Whichever of these ends first says
-//! why the connection closes; then everything waiting is told, a
-//! ProtocolError is sent if we owe one, the queue is flushed and the byte
-//! stream shut down.
+//! It reads and decodes frames zero-copy and hands each message to the
+//! [`Core`](crate::core::Core); dispatches what the core asks for (handlers,
+//! answers, parts); writes what the core queued, coalesced and vectored;
+//! and wakes the core at its deadlines. It makes no decision of its own
+//! about the protocol: it stops reading when the core says so, and stops
+//! altogether once the core has closed and what it queued is flushed.
+//!
+//! All of it is one hand-written `poll`, so the transport is not split and
+//! one lock on the core per message covers applying the previous message's
+//! replies, handling this one and taking its events.
 
-use std::{collections::VecDeque, io, io::IoSlice, pin::pin, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    future::poll_fn,
+    io::{self, IoSlice},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::{Buf, BufMut, Bytes};
-use gotalk_proto::{
-    Decoded, Message, ProtocolErrorCode, VERSION_BYTES, check_version, decode_bytes, decode_version,
-};
+use gotalk_proto::{DecodeError, DecodeLimits, Decoded, Message, ProtocolErrorCode, decode_bytes};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    time::{Instant, sleep_until, timeout},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    time::{Instant, Sleep, sleep_until, timeout},
 };
 
 use crate::{
-    CloseReason, Error, HandshakeError,
-    inbound::{self, Rest},
+    CloseReason,
+    connection::{Connection, Runtime},
+    core::Event,
+    dispatch::Dispatch,
+    error::Violation,
     read_buffer::ReadBuffer,
-    shared::{Shared, Shutdown},
 };
 
 /// Spare room kept in the read buffer so each read can take a good chunk.
@@ -36,141 +47,336 @@ const MAX_IOVECS: usize = 64;
 /// How long closing may spend flushing what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
-/// Exchanges versions: writes ours, reads the peer's. On a version we do not
-/// speak, tells the peer with ProtocolError 1 and fails.
-pub(crate) async fn handshake<T>(io: &mut T, limit: Duration) -> Result<(), Error>
+/// Runs the connection until it closes.
+pub(crate) async fn run<T>(io: T, conn: Arc<Connection>)
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let exchange = async {
-        io.write_all(&VERSION_BYTES).await?;
-        io.flush().await?;
-        let mut version = [0u8; 2];
-        io.read_exact(&mut version).await?;
-        Ok::<_, io::Error>(version)
-    };
-    let version = timeout(limit, exchange)
-        .await
-        .map_err(|_| Error::Handshake(HandshakeError::Timeout(limit)))?
-        .map_err(|e| Error::Handshake(HandshakeError::Io(e)))?;
-    let (code, error) = match decode_version(&version) {
-        Ok(Decoded::Complete(v, _)) if check_version(v).is_ok() => return Ok(()),
-        Ok(Decoded::Complete(v, _)) => (
-            ProtocolErrorCode::Unsupported,
-            Error::UnsupportedVersion { version: v },
-        ),
-        Ok(Decoded::Incomplete(_)) => unreachable!("two bytes are a whole version"),
-        Err(e) => (
-            ProtocolErrorCode::InvalidMessage,
-            Error::Handshake(HandshakeError::Malformed(e)),
-        ),
-    };
-    let refusal = Message::<Bytes>::ProtocolError { code }.to_vec()?;
-    let _ = timeout(CLOSE_FLUSH, async {
-        io.write_all(&refusal).await?;
-        io.shutdown().await
-    })
-    .await;
-    Err(error)
+    let mut driver = Driver::new(io, conn.clone());
+    poll_fn(|cx| driver.poll(cx)).await;
+    let _ = timeout(CLOSE_FLUSH, driver.io.shutdown()).await;
+    let reason = driver.closing.map(|(reason, _)| reason);
+    drop(driver.io);
+    tracing::trace!(reason = ?reason, "connection closed");
+    conn.mark_finished();
 }
 
-/// Runs the connection until it closes.
-pub(crate) async fn run<T>(io: T, shared: Arc<Shared>)
-where
-    T: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (mut reader, mut writer) = tokio::io::split(io);
-    let reason = {
-        let mut write = pin!(write_loop(&mut writer, &shared));
-        let mut writer_failed = false;
-        // Biased, reading first: the replies of handlers run inline are
-        // queued without waking the writer (see `WriteQueue::push_local`),
-        // which is polled right after the read loop.
-        let reason = tokio::select! {
-            biased;
-            reason = read_loop(&mut reader, &shared) => reason,
-            result = &mut write => {
-                writer_failed = true;
-                result.err().unwrap_or(CloseReason::Local)
+/// What reading brought.
+enum Input {
+    /// Nothing now (the transport has no more, or the core wants none).
+    None,
+    Message(Message),
+    Malformed(DecodeError),
+    /// The transport's read side ended or failed.
+    Ended(CloseReason),
+}
+
+struct Driver<T> {
+    io: T,
+    conn: Arc<Connection>,
+    input: ReadBuffer,
+    /// Length of the last whole frame, to size the read buffer.
+    last_frame: usize,
+    limits: DecodeLimits,
+    /// False once the transport's read side ended.
+    read_open: bool,
+    /// What the core said at the last lock.
+    wants_read: bool,
+    /// Bytes taken from the core and not yet written.
+    batch: VecDeque<Bytes>,
+    needs_flush: bool,
+    /// The core had more to write at the last lock.
+    core_has_transmit: bool,
+    /// Writing failed or timed out: reported to the core at the next lock,
+    /// and nothing more is written.
+    write_failed: Option<CloseReason>,
+    /// The writer yielded once for tasks still to queue their frames.
+    yielded: bool,
+    events: VecDeque<Event<Runtime>>,
+    dispatch: Dispatch,
+    /// When the last read completed.
+    now: Instant,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+    core_deadline: Option<Instant>,
+    write_deadline: Option<Instant>,
+    /// The core's deadline passed: for the core at the next lock.
+    core_due: bool,
+    /// Set once the core closed: why, and until when flushing may go on.
+    closing: Option<(CloseReason, Instant)>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
+    fn new(io: T, conn: Arc<Connection>) -> Self {
+        let now = Instant::now();
+        let limits = conn.config.decode_limits();
+        Self {
+            io,
+            conn,
+            input: ReadBuffer::with_capacity(READ_CHUNK),
+            last_frame: 0,
+            limits,
+            read_open: true,
+            wants_read: true,
+            batch: VecDeque::new(),
+            needs_flush: false,
+            core_has_transmit: false,
+            write_failed: None,
+            yielded: false,
+            events: VecDeque::new(),
+            dispatch: Dispatch::default(),
+            now,
+            timer: Box::pin(sleep_until(now)),
+            timer_at: None,
+            core_deadline: None,
+            write_deadline: None,
+            core_due: false,
+            closing: None,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let input = if self.wants_read && self.read_open && self.closing.is_none() {
+                self.poll_input(cx)
+            } else {
+                Input::None
+            };
+            let had_input = !matches!(input, Input::None);
+            let could_read = self.wants_read;
+            let wants_yield = self.exchange(cx, input, had_input);
+            // The core lets reading resume: read at once.
+            let resumed = !could_read && self.wants_read;
+            let had_events = !self.events.is_empty();
+            while let Some(event) = self.events.pop_front() {
+                if let Some(reason) = self.dispatch.event(&self.conn, event) {
+                    self.closed(reason);
+                }
             }
-            reason = heartbeat_loop(&shared) => reason,
-            reason = shutdown_requested(&shared) => reason,
-        };
-        tracing::debug!(%reason, "connection closing");
-        let code = match &reason {
-            CloseReason::ProtocolViolation { code, .. } => Some(*code),
-            CloseReason::ReadTimeout => Some(ProtocolErrorCode::Timeout),
-            _ => None,
-        };
-        if let Some(code) = code {
-            let _ = shared.queue.push_now(&Message::ProtocolError { code });
+            let wrote = self.poll_write(cx);
+            if let Some((_, flush_until)) = &self.closing {
+                let flushed = self.batch.is_empty() && !self.core_has_transmit && !self.needs_flush;
+                if flushed || self.write_failed.is_some() || Instant::now() >= *flush_until {
+                    return Poll::Ready(());
+                }
+            }
+            // Polled last, once every deadline for this round is known.
+            let due = self.poll_timer(cx);
+            if had_input || resumed || had_events || self.dispatch.has_ops() || wrote || due {
+                continue;
+            }
+            if wants_yield {
+                // Let the tasks just woken queue their frames first: one
+                // write for all of them (see `exchange`).
+                self.yielded = true;
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
         }
-        shared.close(reason.clone());
-        if !writer_failed {
-            let _ = timeout(CLOSE_FLUSH, &mut write).await;
-        }
-        reason
-    };
-    let _ = timeout(CLOSE_FLUSH, writer.shutdown()).await;
-    drop((reader, writer));
-    tracing::trace!(%reason, "connection closed");
-    shared.mark_closed();
-}
+    }
 
-async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, shared: &Arc<Shared>) -> CloseReason {
-    let limits = shared.config.decode_limits();
-    let read_timeout = shared.config.read_timeout;
-    let mut deadline = read_timeout.map(|t| Instant::now() + t);
-    let mut read_buffer = ReadBuffer::with_capacity(READ_CHUNK);
-    // Length of the last whole frame, to size the read buffer.
-    let mut last_frame = 0;
-    loop {
-        let read_limit = loop {
-            match decode_bytes(read_buffer.get_mut(), &limits) {
+    /// The one lock per round: applies what dispatching collected, hands the
+    /// core the input and the time, takes its events and, once the input is
+    /// exhausted, the bytes to write. Returns whether the writer should
+    /// yield before taking them.
+    fn exchange(&mut self, cx: &Context<'_>, input: Input, had_input: bool) -> bool {
+        let mut l = self.conn.lock();
+        let woken = self.dispatch.apply(&mut l.core);
+        l.woken += woken;
+        match input {
+            Input::None => {}
+            Input::Message(msg) => l.core.handle_message(self.now.into_std(), msg),
+            Input::Malformed(e) => l.core.handle_decode_error(e),
+            Input::Ended(reason) => l.core.handle_transport_closed(reason),
+        }
+        if let Some(reason) = &self.write_failed {
+            l.core.handle_transport_closed(reason.clone());
+        }
+        if std::mem::take(&mut self.core_due) {
+            l.core.handle_timeout(Instant::now().into_std());
+        }
+        while let Some(event) = l.core.poll_event() {
+            self.events.push_back(event);
+        }
+        self.core_deadline = l.core.poll_timeout().map(Instant::from_std);
+        // Replies to what was read go out together: the queue is taken once
+        // the input is exhausted. When other tasks queued frames, and fewer
+        // than the connection woke since the last batch, the writer yields
+        // once first, so that the tasks still to run (callers given their
+        // results, handlers finishing) queue theirs too: otherwise tokio's
+        // LIFO slot runs the driver right after the first push and every
+        // frame costs its own write. A lone caller's request goes out
+        // without that yield.
+        let mut wants_yield = false;
+        let mut took = false;
+        if !had_input && self.batch.is_empty() && l.core.has_transmit() {
+            if l.pushes > 0 && l.pushes < l.woken && !self.yielded && self.closing.is_none() {
+                wants_yield = true;
+            } else {
+                l.core.poll_transmit(&mut self.batch);
+                l.pushes = 0;
+                l.woken = 0;
+                self.yielded = false;
+                took = true;
+            }
+        }
+        // After taking the queue, which may let reading resume.
+        self.wants_read = l.core.wants_read();
+        self.core_has_transmit = l.core.has_transmit();
+        if !l.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            l.driver = Some(cx.waker().clone());
+        }
+        drop(l);
+        if took {
+            self.needs_flush = true;
+            self.conn.room_made();
+        }
+        wants_yield
+    }
+
+    /// The core closed: stop reading, flush for a while, then stop.
+    fn closed(&mut self, reason: CloseReason) {
+        if self.closing.is_none() {
+            self.closing = Some((reason, Instant::now() + CLOSE_FLUSH));
+            self.wants_read = false;
+            // Senders waiting for room fail now instead.
+            self.conn.room_made();
+        }
+    }
+
+    /// The next whole message, reading as needed.
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Input {
+        loop {
+            match decode_bytes(self.input.get_mut(), &self.limits) {
                 Ok(Decoded::Complete(msg, len)) => {
-                    last_frame = len;
-                    if let Some(t) = read_timeout {
-                        deadline = Some(Instant::now() + t);
-                    }
-                    match inbound::handle(shared, msg) {
-                        Ok(Rest::Done) => {}
-                        Ok(rest) => {
-                            if let Err(reason) = inbound::finish(shared, rest).await {
-                                return reason;
-                            }
-                        }
-                        Err(reason) => return reason,
-                    }
+                    self.last_frame = len;
+                    return Input::Message(msg);
                 }
                 Ok(Decoded::Incomplete(missing)) => {
                     // `missing` is bounded by the payload limit, checked
                     // before this point.
-                    let buffered = read_buffer.get_mut().len();
-                    let (room, limit) = read_plan(buffered, missing, last_frame);
-                    read_buffer.reserve(room);
-                    break limit;
+                    let buffered = self.input.get_mut().len();
+                    let (room, limit) = read_plan(buffered, missing, self.last_frame);
+                    self.input.reserve(room);
+                    let mut dst = self.input.get_mut().limit(limit);
+                    match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut dst) {
+                        Poll::Pending => return Input::None,
+                        Poll::Ready(Ok(0)) => {
+                            self.read_open = false;
+                            return Input::Ended(CloseReason::PeerClosed);
+                        }
+                        Poll::Ready(Ok(_)) => self.now = Instant::now(),
+                        Poll::Ready(Err(e)) => {
+                            self.read_open = false;
+                            return Input::Ended(io_reason(e));
+                        }
+                    }
                 }
                 Err(e) => {
-                    return CloseReason::ProtocolViolation {
-                        code: e.protocol_error_code(),
-                        detail: e.to_string().into(),
-                    };
+                    self.read_open = false;
+                    return Input::Malformed(e);
                 }
             }
+        }
+    }
+
+    /// Writes the batch; true if any bytes went out (or a flush finished),
+    /// or writing just failed.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.write_failed.is_some() {
+            return false;
+        }
+        let mut progressed = false;
+        while !self.batch.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = self.batch.len().min(MAX_IOVECS);
+            for (slot, bytes) in slices.iter_mut().zip(self.batch.iter()) {
+                *slot = IoSlice::new(bytes);
+            }
+            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Pending => {
+                    self.arm_write_deadline();
+                    return progressed;
+                }
+                Poll::Ready(Ok(0)) => return self.write_failed(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(written)) => {
+                    advance(&mut self.batch, written);
+                    self.write_deadline = None;
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => return self.write_failed(e),
+            }
+        }
+        if self.needs_flush {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Pending => self.arm_write_deadline(),
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    self.write_deadline = None;
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => return self.write_failed(e),
+            }
+        }
+        progressed
+    }
+
+    fn write_failed(&mut self, e: io::Error) -> bool {
+        self.batch.clear();
+        self.write_failed = Some(io_reason(e));
+        true
+    }
+
+    fn arm_write_deadline(&mut self) {
+        if let Some(limit) = self.conn.config.write_timeout {
+            self.write_deadline
+                .get_or_insert_with(|| Instant::now() + limit);
+        }
+    }
+
+    /// Polls the one timer, set to the earliest deadline; returns whether
+    /// one passed (the core's, or the write deadline: both reported to the
+    /// core at the next lock; the flush deadline: seen by `poll`).
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let flush = self.closing.as_ref().map(|(_, until)| *until);
+        let next = [self.core_deadline, self.write_deadline, flush]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = next else {
+            self.timer_at = None;
+            return false;
         };
-        let mut room = read_buffer.get_mut().limit(read_limit);
-        let read = reader.read_buf(&mut room);
-        let n = match deadline {
-            Some(deadline) => tokio::select! {
-                n = read => n,
-                () = sleep_until(deadline) => return CloseReason::ReadTimeout,
-            },
-            None => read.await,
-        };
-        match n {
-            Ok(0) => return CloseReason::PeerClosed,
-            Ok(_) => {}
-            Err(e) => return io_reason(e),
+        if self.timer_at != Some(next) {
+            self.timer.as_mut().reset(next);
+            self.timer_at = Some(next);
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        self.timer_at = None;
+        if self.core_deadline.take_if(|d| *d <= now).is_some() {
+            self.core_due = true;
+        }
+        if self.write_deadline.take_if(|d| *d <= now).is_some() {
+            // Nothing more will be written: no flush on close.
+            self.batch.clear();
+            self.write_failed = Some(CloseReason::WriteTimeout);
+        }
+        true
+    }
+}
+
+fn advance(batch: &mut VecDeque<Bytes>, mut written: usize) {
+    while written > 0 {
+        let front = batch.front_mut().expect("wrote no more than queued");
+        if front.len() <= written {
+            written -= front.len();
+            batch.pop_front();
+        } else {
+            front.advance(written);
+            written = 0;
         }
     }
 }
@@ -204,7 +410,7 @@ fn io_reason(e: io::Error) -> CloseReason {
         // protocol, and is told so with ProtocolError 2.
         io::ErrorKind::InvalidData => CloseReason::ProtocolViolation {
             code: ProtocolErrorCode::InvalidMessage,
-            detail: e.to_string().into(),
+            violation: Violation::Transport(Arc::new(e)),
         },
         io::ErrorKind::UnexpectedEof
         | io::ErrorKind::ConnectionReset
@@ -212,121 +418,6 @@ fn io_reason(e: io::Error) -> CloseReason {
         | io::ErrorKind::BrokenPipe => CloseReason::PeerClosed,
         _ => CloseReason::Io(Arc::new(e)),
     }
-}
-
-/// Writes queued batches until the queue is closed and drained.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    shared: &Shared,
-) -> Result<(), CloseReason> {
-    let mut batch = VecDeque::new();
-    while shared.queue.next_batch(&mut batch).await {
-        write_batch(writer, &mut batch, shared.config.write_timeout).await?;
-    }
-    Ok(())
-}
-
-async fn write_batch<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    batch: &mut VecDeque<Bytes>,
-    limit: Option<Duration>,
-) -> Result<(), CloseReason> {
-    while !batch.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let count = batch.len().min(MAX_IOVECS);
-        for (slot, bytes) in slices.iter_mut().zip(batch.iter()) {
-            *slot = IoSlice::new(bytes);
-        }
-        let write = writer.write_vectored(&slices[..count]);
-        let written = match limit {
-            Some(t) => timeout(t, write)
-                .await
-                .map_err(|_| CloseReason::WriteTimeout)?,
-            None => write.await,
-        }
-        .map_err(io_reason)?;
-        if written == 0 {
-            return Err(io_reason(io::ErrorKind::WriteZero.into()));
-        }
-        let mut left = written;
-        while left > 0 {
-            let front = batch.front_mut().expect("wrote no more than queued");
-            if front.len() <= left {
-                left -= front.len();
-                batch.pop_front();
-            } else {
-                front.advance(left);
-                left = 0;
-            }
-        }
-    }
-    let flush = writer.flush();
-    match limit {
-        Some(t) => timeout(t, flush)
-            .await
-            .map_err(|_| CloseReason::WriteTimeout)?,
-        None => flush.await,
-    }
-    .map_err(io_reason)
-}
-
-async fn heartbeat_loop(shared: &Shared) -> CloseReason {
-    let Some(every) = shared.config.heartbeat_interval.filter(|d| !d.is_zero()) else {
-        return std::future::pending().await;
-    };
-    let mut next = Instant::now() + every;
-    loop {
-        sleep_until(next).await;
-        next += every;
-        let load = shared.config.heartbeat_load.as_ref().map_or(0, |f| f());
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as u32);
-        if shared
-            .queue
-            .push_now(&Message::Heartbeat { load, time })
-            .is_err()
-        {
-            return std::future::pending().await;
-        }
-    }
-}
-
-async fn shutdown_requested(shared: &Shared) -> CloseReason {
-    let mut rx = shared.shutdown.subscribe();
-    let mode = loop {
-        let mode = *rx.borrow_and_update();
-        if mode != Shutdown::Running {
-            break mode;
-        }
-        if rx.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-    };
-    if mode == Shutdown::Graceful {
-        shared.state().stop_accepting();
-        let deadline = Instant::now() + shared.config.close_timeout;
-        loop {
-            let mut idle = pin!(shared.idle.notified());
-            idle.as_mut().enable();
-            {
-                let st = shared.state();
-                if st.outbound_len() == 0 && st.inbound_len() == 0 {
-                    break;
-                }
-            }
-            tokio::select! {
-                () = idle => {}
-                () = sleep_until(deadline) => break,
-                changed = rx.changed() => {
-                    if changed.is_err() || *rx.borrow() == Shutdown::Now {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    CloseReason::Local
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::{fmt, io, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use gotalk_proto::{DecodeError, EncodeError, ProtocolErrorCode};
+use gotalk_proto::{DecodeError, EncodeError, ProtocolErrorCode, RequestId};
 
 /// Why a connection closed. Every pending call, stream and waiter on the
 /// connection fails with [`Error::Closed`] carrying this.
@@ -20,7 +20,7 @@ pub enum CloseReason {
         /// The code we sent.
         code: ProtocolErrorCode,
         /// What the peer did wrong.
-        detail: Arc<str>,
+        violation: Violation,
     },
     /// The peer sent us a ProtocolError and closed.
     RemoteProtocolError {
@@ -41,13 +41,54 @@ impl fmt::Display for CloseReason {
         match self {
             Self::Local => f.write_str("connection closed by this side"),
             Self::PeerClosed => f.write_str("connection closed by peer"),
-            Self::ProtocolViolation { code, detail } => {
-                write!(f, "peer broke the protocol ({detail}); sent {code}")
+            Self::ProtocolViolation { code, violation } => {
+                write!(f, "peer broke the protocol ({violation}); sent {code}")
             }
             Self::RemoteProtocolError { code } => write!(f, "peer sent protocol error: {code}"),
             Self::ReadTimeout => f.write_str("read timeout: no message from peer in time"),
             Self::WriteTimeout => f.write_str("write timeout: peer is not reading"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+/// How the peer broke the protocol (see [`CloseReason::ProtocolViolation`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Violation {
+    /// Bytes that do not decode as a gotalk message.
+    Malformed(DecodeError),
+    /// A stream request part for a stream that is not open (never opened,
+    /// or already ended by the requester).
+    UnknownStream(RequestId),
+    /// A stream request reusing the ID of a stream still in flight.
+    DuplicateStream(RequestId),
+    /// The transport's own framing contradicts the gotalk frames it carries
+    /// (a WebSocket message that is not the payload its header announced).
+    Transport(Arc<io::Error>),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(e) => write!(f, "malformed message: {e}"),
+            Self::UnknownStream(id) => {
+                write!(f, "stream request part for unknown or ended stream {id}")
+            }
+            Self::DuplicateStream(id) => {
+                write!(f, "stream request reuses the ID {id} of a stream in flight")
+            }
+            Self::Transport(e) => write!(f, "transport framing: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Violation {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Malformed(e) => Some(e),
+            Self::Transport(e) => Some(&**e),
+            _ => None,
         }
     }
 }
@@ -114,12 +155,7 @@ pub enum Error {
     Encode(EncodeError),
     /// JSON encoding of a request or decoding of a result failed.
     Json(serde_json::Error),
-    /// The peer speaks another protocol version; we sent ProtocolError 1.
-    UnsupportedVersion {
-        /// The version the peer announced.
-        version: u8,
-    },
-    /// The version handshake failed (malformed, or timed out).
+    /// The version handshake failed (another version, malformed, or timed out).
     Handshake(HandshakeError),
     /// The remote cannot take this kind of message (see
     /// [`Config::remote_stream_requests`](crate::Config::remote_stream_requests)).
@@ -132,6 +168,11 @@ pub enum Error {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum HandshakeError {
+    /// The peer speaks another protocol version; we sent ProtocolError 1.
+    UnsupportedVersion {
+        /// The version the peer announced.
+        version: u8,
+    },
     /// The peer's version bytes are not hex.
     Malformed(DecodeError),
     /// The peer did not send its version in time.
@@ -143,6 +184,10 @@ pub enum HandshakeError {
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::UnsupportedVersion { version } => write!(
+                f,
+                "peer speaks protocol version {version:02x}, this side speaks 01"
+            ),
             Self::Malformed(e) => write!(f, "malformed handshake: {e}"),
             Self::Timeout(d) => write!(f, "peer sent no version within {d:?}"),
             Self::Io(e) => write!(f, "i/o error during handshake: {e}"),
@@ -169,10 +214,6 @@ impl fmt::Display for Error {
             }
             Self::Encode(e) => write!(f, "cannot encode message: {e}"),
             Self::Json(e) => write!(f, "JSON error: {e}"),
-            Self::UnsupportedVersion { version } => write!(
-                f,
-                "peer speaks protocol version {version:02x}, this side speaks 01"
-            ),
             Self::Handshake(e) => write!(f, "handshake failed: {e}"),
             Self::Unsupported(what) => write!(f, "the remote does not support {what}"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
@@ -187,6 +228,7 @@ impl std::error::Error for Error {
             Self::Json(e) => Some(e),
             Self::Io(e) => Some(e),
             Self::Closed(CloseReason::Io(e)) => Some(&**e),
+            Self::Closed(CloseReason::ProtocolViolation { violation, .. }) => Some(violation),
             Self::Handshake(HandshakeError::Malformed(e)) => Some(e),
             Self::Handshake(HandshakeError::Io(e)) => Some(e),
             _ => None,

@@ -42,18 +42,18 @@
 //! [gotalk]: https://github.com/rsms/gotalk
 
 mod config;
+mod connection;
+pub mod core;
+mod dispatch;
 mod driver;
 mod error;
 mod handlers;
-mod inbound;
+mod handshake;
 mod peer;
 mod read_buffer;
 mod server;
-mod shared;
-mod state;
 mod stream;
 mod transport;
-mod write_queue;
 
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -61,7 +61,7 @@ pub mod tls;
 pub mod ws;
 
 pub use config::{Config, HeartbeatCallback, LoadFn};
-pub use error::{CloseReason, Error, HandshakeError, RemoteError};
+pub use error::{CloseReason, Error, HandshakeError, RemoteError, Violation};
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
 pub use peer::{Peer, RequestOptions};

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use gotalk_proto::{Message, RequestId, Text};
+use gotalk_proto::RequestId;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -11,8 +11,10 @@ use tokio::{
 };
 
 use crate::{
-    CloseReason, Config, Error, Handlers, RemoteError, ResultStream, StreamWriter, driver,
-    shared::{HandleGuard, Outcome, Pending, Shared, Shutdown},
+    CloseReason, Config, Error, Handlers, RemoteError, ResultStream, StreamWriter,
+    connection::{Connection, HandleGuard},
+    core::{CloseMode, Outcome, RetryDecision, RetryPolicy},
+    driver, handshake,
 };
 
 /// Per-call settings that override the connection's [`Config`].
@@ -50,45 +52,45 @@ pub struct RequestOptions {
 /// ```
 #[derive(Clone)]
 pub struct Peer {
-    shared: Arc<Shared>,
+    conn: Arc<Connection>,
     _guard: Arc<HandleGuard>,
 }
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peer")
-            .field("remote_addr", &self.shared.remote_addr)
-            .field("closed", &self.shared.close_reason())
+            .field("remote_addr", &self.conn.meta.remote_addr)
+            .field("closed", &self.conn.close_reason())
             .finish()
     }
 }
 
-/// Removes an outbound request from the table if its call is abandoned
-/// (dropped future, timeout) before the answer came.
-struct OutboundGuard<'a> {
-    shared: &'a Shared,
+/// Cancels an outbound request if its call is abandoned (dropped future,
+/// timeout) before the answer came.
+struct CancelOnDrop<'a> {
+    conn: &'a Connection,
     id: RequestId,
     armed: bool,
 }
 
-impl Drop for OutboundGuard<'_> {
+impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.shared.forget_outbound(self.id);
+            self.conn.command(|core| core.cancel(self.id));
         }
     }
 }
 
 impl Peer {
-    pub(crate) fn from_parts(shared: Arc<Shared>, guard: Arc<HandleGuard>) -> Self {
+    pub(crate) fn from_parts(conn: Arc<Connection>, guard: Arc<HandleGuard>) -> Self {
         Self {
-            shared,
+            conn,
             _guard: guard,
         }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub(crate) fn connection(&self) -> &Arc<Connection> {
+        &self.conn
     }
 
     /// Runs the version handshake over `io`, then serves the connection in a
@@ -124,11 +126,11 @@ impl Peer {
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        driver::handshake(&mut io, config.handshake_timeout).await?;
-        let shared = Shared::new(config, handlers, remote_addr);
-        let peer = shared.first_peer();
+        handshake::handshake(&mut io, config.handshake_timeout).await?;
+        let conn = Connection::new(config, handlers, remote_addr);
+        let peer = conn.first_peer();
         setup(&peer);
-        tokio::spawn(driver::run(io, shared));
+        tokio::spawn(driver::run(io, conn));
         Ok(peer)
     }
 
@@ -145,7 +147,7 @@ impl Peer {
 
     /// The remote address, when the transport has one.
     pub fn remote_addr(&self) -> Option<&str> {
-        self.shared.remote_addr.as_deref()
+        self.conn.meta.remote_addr.as_deref()
     }
 
     /// Sends a buffer request and waits for its result, retrying on retry
@@ -165,7 +167,7 @@ impl Peer {
     ) -> Result<Bytes, Error> {
         let payload = payload.into();
         let call = self.request_attempts(op, &payload, options.max_attempts);
-        match options.timeout.or(self.shared.config.request_timeout) {
+        match options.timeout.or(self.conn.config.request_timeout) {
             // Boxed: a timer is large, and every call's future would carry one.
             Some(limit) => Box::pin(tokio::time::timeout(limit, call))
                 .await
@@ -180,59 +182,57 @@ impl Peer {
         payload: &Bytes,
         max_attempts: Option<u32>,
     ) -> Result<Bytes, Error> {
-        let config = &self.shared.config;
-        let attempts = max_attempts.unwrap_or(config.max_attempts).max(1);
-        let mut backoff = config.retry_backoff;
-        for attempt in 1..=attempts {
+        let config = &self.conn.config;
+        let mut policy = RetryPolicy::new(
+            max_attempts.unwrap_or(config.max_attempts),
+            config.retry_backoff,
+        );
+        loop {
             match self.request_once(op, payload).await? {
-                Outcome::Result(bytes) => return Ok(bytes),
+                Outcome::Value(bytes) => return Ok(bytes),
                 Outcome::Error(payload) => return Err(Error::Remote(RemoteError::new(payload))),
                 Outcome::Retry { wait_ms, payload } => {
                     let wait = Duration::from_millis(u64::from(wait_ms));
-                    if attempt == attempts {
-                        return Err(Error::RetryExhausted {
-                            attempts,
-                            wait,
-                            message: String::from_utf8_lossy(&payload).into_owned(),
-                        });
+                    match policy.on_retry(wait) {
+                        RetryDecision::GiveUp { attempts } => {
+                            return Err(Error::RetryExhausted {
+                                attempts,
+                                wait,
+                                message: String::from_utf8_lossy(&payload).into_owned(),
+                            });
+                        }
+                        RetryDecision::RetryAfter(pause) => {
+                            tracing::debug!(
+                                op,
+                                ?pause,
+                                attempt = policy.attempt(),
+                                "retrying request"
+                            );
+                            // Boxed, like the timeout above: only retries pay for it.
+                            Box::pin(tokio::time::sleep(pause)).await;
+                        }
                     }
-                    let pause = if wait.is_zero() { backoff } else { wait };
-                    backoff = backoff.saturating_mul(2);
-                    tracing::debug!(op, ?pause, attempt, "retrying request");
-                    // Boxed, like the timeout above: only retries pay for it.
-                    Box::pin(tokio::time::sleep(pause)).await;
                 }
             }
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
     async fn request_once(&self, op: &str, payload: &Bytes) -> Result<Outcome, Error> {
         let (tx, rx) = oneshot::channel();
-        let pending = Pending::Buffer {
-            tx,
-            collected: None,
-        };
+        let mut caller = Some(tx);
+        // The name is copied once, into the write buffer.
         let id = self
-            .shared
-            .state()
-            .register_outbound(pending)
-            .ok_or_else(|| self.shared.closed_error())?;
-        let mut guard = OutboundGuard {
-            shared: &self.shared,
+            .conn
+            .send(|core| core.request(op, payload, caller.take().expect("sent once")))
+            .await?;
+        let mut cancel = CancelOnDrop {
+            conn: &self.conn,
             id,
             armed: true,
         };
-        // Borrowed, so the name is copied once, into the write buffer.
-        let msg = Message::SingleRequest {
-            id,
-            op: Text::from(op),
-            payload: &payload[..],
-        };
-        self.shared.queue.push_with(&msg, Some(payload)).await?;
-        let outcome = rx.await.map_err(|_| self.shared.closed_error());
-        // The driver removed the entry when it answered.
-        guard.armed = false;
+        let outcome = rx.await.map_err(|_| self.conn.closed_error());
+        // The core removed the entry when it answered.
+        cancel.armed = false;
         outcome?
     }
 
@@ -265,34 +265,23 @@ impl Peer {
     /// [`ResultStream`]. The request header goes out at once, with an empty
     /// first part, so the responder can start working.
     pub async fn stream_request(&self, op: &str) -> Result<(StreamWriter, ResultStream), Error> {
-        if !self.shared.config.remote_stream_requests {
+        if !self.conn.config.remote_stream_requests {
             return Err(Error::Unsupported("stream requests"));
         }
-        let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer_parts.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
         let id = self
-            .shared
-            .state()
-            .register_outbound(Pending::Stream(tx))
-            .ok_or_else(|| self.shared.closed_error())?;
+            .conn
+            .send(|core| core.stream_request(op, tx.clone()))
+            .await?;
         let results = ResultStream::new(self.clone(), id, rx);
-        let msg = Message::StreamRequest {
-            id,
-            op: Text::from(op),
-            payload: Bytes::new(),
-        };
-        // On failure `results` is dropped, which forgets the request.
-        self.shared.queue.push(&msg).await?;
         Ok((StreamWriter::new(self.clone(), id), results))
     }
 
     /// Sends a notification. Fails only if the connection is gone (or the
     /// name is over 4095 bytes).
     pub async fn notify(&self, name: &str, payload: impl Into<Bytes>) -> Result<(), Error> {
-        let msg = Message::Notification {
-            name: Text::from(name),
-            payload: payload.into(),
-        };
-        self.shared.queue.push(&msg).await
+        let payload = payload.into();
+        self.conn.send(|core| core.notify(name, &payload)).await
     }
 
     /// Sends a notification with a JSON payload.
@@ -310,10 +299,7 @@ impl Peer {
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as u32);
-        self.shared
-            .queue
-            .push(&Message::Heartbeat { load, time })
-            .await
+        self.conn.send(|core| core.heartbeat(load, time)).await
     }
 
     /// Closes gracefully: refuses new requests (the peer's get a retry
@@ -322,53 +308,54 @@ impl Peer {
     /// the connection closed (which may be another reason, if it was
     /// already closing).
     pub async fn close(&self) -> CloseReason {
-        self.shared.request_shutdown(Shutdown::Graceful);
+        self.conn.close(CloseMode::Graceful);
         self.closed().await
     }
 
     /// Closes now: calls in flight fail with [`CloseReason::Local`].
     pub fn abort(&self) {
-        self.shared.request_shutdown(Shutdown::Now);
+        self.conn.close(CloseMode::Immediate);
     }
 
     /// Waits until the connection has closed and says why.
     pub async fn closed(&self) -> CloseReason {
-        let mut rx = self.shared.subscribe_closed();
-        // The sender lives in `shared`, which we hold: `wait_for` cannot fail.
-        let _ = rx.wait_for(|closed| *closed).await;
-        self.shared.close_reason().unwrap_or(CloseReason::Local)
+        let mut rx = self.conn.subscribe_finished();
+        // The sender lives in the connection, which we hold: `wait_for`
+        // cannot fail.
+        let _ = rx.wait_for(|finished| *finished).await;
+        self.conn.close_reason().unwrap_or(CloseReason::Local)
     }
 
     /// Why the connection closed, or `None` while it is open.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.shared.close_reason()
+        self.conn.close_reason()
     }
 
     /// True once the connection is closed or closing.
     pub fn is_closed(&self) -> bool {
-        self.shared.close_reason().is_some()
+        self.conn.close_reason().is_some()
     }
 
     /// Outbound requests waiting for results.
     pub fn pending_requests(&self) -> usize {
-        self.shared.state().outbound_len()
+        self.conn.lock().core.outbound_len()
     }
 
     /// Attaches a value of type `T` to the connection (one per type),
     /// visible to handlers through [`Context::user_data`](crate::Context::user_data).
     pub fn set_user_data<T: Send + Sync + 'static>(&self, value: T) {
-        self.shared.set_user_data(value);
+        self.conn.set_user_data(value);
     }
 
     /// The value of type `T` attached with [`set_user_data`](Self::set_user_data).
     pub fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        self.shared.user_data()
+        self.conn.user_data()
     }
 
     /// A weak reference to the connection state, to check in tests that
     /// nothing is leaked after close.
     #[doc(hidden)]
     pub fn downgrade_for_leak_check(&self) -> std::sync::Weak<impl Sized + use<>> {
-        Arc::downgrade(&self.shared)
+        Arc::downgrade(&self.conn)
     }
 }

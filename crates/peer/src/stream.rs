@@ -8,29 +8,28 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use gotalk_proto::{Message, RequestId};
-use tokio::sync::mpsc;
+use gotalk_proto::RequestId;
 
 use crate::{
     Error, Peer,
-    shared::{Part, Shared},
+    connection::{Connection, Part, PartRx},
 };
 
 /// Reads one part off a part channel: data, a clean end (`None`), or the
 /// reason the stream broke off.
 fn poll_part(
-    rx: &mut mpsc::Receiver<Part>,
-    shared: &Shared,
+    rx: &mut PartRx,
+    conn: &Connection,
     cx: &mut TaskContext<'_>,
 ) -> Poll<Option<Result<Bytes, Error>>> {
     match rx.poll_recv(cx) {
         Poll::Pending => Poll::Pending,
-        // Dropping the permit returns the bytes to the connection's budget.
-        Poll::Ready(Some(Part::Data(bytes, _permit))) => Poll::Ready(Some(Ok(bytes))),
+        // Dropping the credit gives the part back to the connection's budget.
+        Poll::Ready(Some(Part::Data(bytes, _credit))) => Poll::Ready(Some(Ok(bytes))),
         Poll::Ready(Some(Part::End)) => Poll::Ready(None),
         Poll::Ready(Some(Part::Failed(e))) => Poll::Ready(Some(Err(e))),
         // The sender went away without an end: the connection closed.
-        Poll::Ready(None) => Poll::Ready(Some(Err(shared.closed_error()))),
+        Poll::Ready(None) => Poll::Ready(Some(Err(conn.closed_error()))),
     }
 }
 
@@ -67,33 +66,35 @@ impl StreamWriter {
         if payload.is_empty() {
             return Ok(());
         }
-        let msg = Message::StreamRequestPart {
-            id: self.id,
-            payload,
-        };
-        self.peer.shared().queue.push(&msg).await
+        let id = self.id;
+        let mut part = Some(payload);
+        self.peer
+            .connection()
+            .send(|core| core.send_request_part(id, part.take().unwrap_or_default()))
+            .await
     }
 
     /// Ends the request stream.
     pub async fn end(mut self) -> Result<(), Error> {
         self.ended = true;
-        let msg = Message::StreamRequestPart {
-            id: self.id,
-            payload: Bytes::new(),
-        };
-        self.peer.shared().queue.push(&msg).await
+        let id = self.id;
+        self.peer
+            .connection()
+            .send(|core| core.send_request_part(id, Bytes::new()))
+            .await
     }
 }
 
 impl Drop for StreamWriter {
     fn drop(&mut self) {
         if !self.ended {
-            let msg = Message::StreamRequestPart {
-                id: self.id,
-                payload: Bytes::new(),
-            };
-            // Closed connection: nothing to end.
-            let _ = self.peer.shared().queue.push_now(&msg);
+            let id = self.id;
+            // Over the queue's bound if need be: an end is a few bytes. On a
+            // closed connection there is nothing to end.
+            let _ = self
+                .peer
+                .connection()
+                .command(|core| core.send_request_part(id, Bytes::new()));
         }
     }
 }
@@ -109,12 +110,12 @@ impl Drop for StreamWriter {
 pub struct ResultStream {
     peer: Peer,
     id: RequestId,
-    rx: mpsc::Receiver<Part>,
+    rx: PartRx,
     done: bool,
 }
 
 impl ResultStream {
-    pub(crate) fn new(peer: Peer, id: RequestId, rx: mpsc::Receiver<Part>) -> Self {
+    pub(crate) fn new(peer: Peer, id: RequestId, rx: PartRx) -> Self {
         Self {
             peer,
             id,
@@ -148,7 +149,7 @@ impl Stream for ResultStream {
             return Poll::Ready(None);
         }
         let this = &mut *self;
-        let item = poll_part(&mut this.rx, this.peer.shared(), cx);
+        let item = poll_part(&mut this.rx, this.peer.connection(), cx);
         if matches!(item, Poll::Ready(None | Some(Err(_)))) {
             this.done = true;
         }
@@ -159,7 +160,8 @@ impl Stream for ResultStream {
 impl Drop for ResultStream {
     fn drop(&mut self) {
         if !self.done {
-            self.peer.shared().forget_outbound(self.id);
+            let id = self.id;
+            self.peer.connection().command(|core| core.cancel(id));
         }
     }
 }
@@ -175,10 +177,7 @@ impl std::fmt::Debug for ResultStream {
 
 enum PartsInner {
     Once(Option<Bytes>),
-    Channel {
-        rx: mpsc::Receiver<Part>,
-        shared: Arc<Shared>,
-    },
+    Channel { rx: PartRx, conn: Arc<Connection> },
 }
 
 /// The parts of a request, as a stream handler receives them.
@@ -196,9 +195,9 @@ impl RequestParts {
         }
     }
 
-    pub(crate) fn channel(rx: mpsc::Receiver<Part>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn channel(rx: PartRx, conn: Arc<Connection>) -> Self {
         Self {
-            inner: PartsInner::Channel { rx, shared },
+            inner: PartsInner::Channel { rx, conn },
         }
     }
 }
@@ -209,7 +208,7 @@ impl Stream for RequestParts {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         match &mut self.inner {
             PartsInner::Once(part) => Poll::Ready(part.take().map(Ok)),
-            PartsInner::Channel { rx, shared } => poll_part(rx, shared, cx),
+            PartsInner::Channel { rx, conn } => poll_part(rx, conn, cx),
         }
     }
 }
@@ -226,13 +225,13 @@ impl std::fmt::Debug for RequestParts {
 /// sends an error result after whatever parts were sent.
 #[derive(Debug)]
 pub struct ResultSender {
-    shared: Arc<Shared>,
+    conn: Arc<Connection>,
     id: RequestId,
 }
 
 impl ResultSender {
-    pub(crate) fn new(shared: Arc<Shared>, id: RequestId) -> Self {
-        Self { shared, id }
+    pub(crate) fn new(conn: Arc<Connection>, id: RequestId) -> Self {
+        Self { conn, id }
     }
 
     /// Sends one result part. Empty parts are skipped (an empty part would
@@ -242,12 +241,10 @@ impl ResultSender {
         if payload.is_empty() {
             return Ok(());
         }
-        self.shared
-            .queue
-            .push(&Message::StreamResult {
-                id: self.id,
-                payload,
-            })
+        let id = self.id;
+        let mut part = Some(payload);
+        self.conn
+            .send(|core| core.send_result_part(id, part.take().unwrap_or_default()))
             .await
     }
 }

@@ -254,8 +254,8 @@ async fn protocol_violation_fails_calls_with_the_violation() {
     match &err {
         Error::Closed(CloseReason::ProtocolViolation {
             code: ProtocolErrorCode::InvalidMessage,
-            detail,
-        }) => assert!(!detail.is_empty()),
+            violation,
+        }) => assert!(!violation.to_string().is_empty()),
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("broke the protocol"), "{err}");

@@ -12,8 +12,8 @@ use std::{
 use bytes::Bytes;
 use common::{Raw, WAIT, eventually, id, quiet, server_side, spawn_server, unhex, within};
 use gotalk_peer::{
-    CloseReason, Config, Error, HandlerError, Handlers, Peer, ProtocolErrorCode, RequestId,
-    RequestOptions, ServerHandle,
+    CloseReason, Config, Error, HandlerError, Handlers, HandshakeError, Peer, ProtocolErrorCode,
+    RequestId, RequestOptions, ServerHandle,
     proto::{Message, Text},
 };
 use serde_json::Value;
@@ -456,7 +456,10 @@ async fn version_mismatch_seen_by_a_peer() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, Error::UnsupportedVersion { version: 2 }),
+        matches!(
+            err,
+            Error::Handshake(HandshakeError::UnsupportedVersion { version: 2 })
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("version 02"), "{err}");
@@ -481,7 +484,10 @@ async fn version_mismatch_seen_by_a_peer() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, Error::UnsupportedVersion { version: 2 }),
+        matches!(
+            err,
+            Error::Handshake(HandshakeError::UnsupportedVersion { version: 2 })
+        ),
         "{err:?}"
     );
     within(WAIT, "fake server saw the refusal", fake)

@@ -1,0 +1,312 @@
+//! One connection as the runtime holds it: the [`Core`] behind a lock,
+//! shared by the driver task, the [`Peer`] handles and handler tasks.
+//!
+//! Every command is one short critical section on the core; whoever changes
+//! something the driver must act on (bytes to write, events, room to read
+//! again, a close) wakes it.
+
+use std::{
+    any::{Any, TypeId},
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, OnceLock, Weak},
+    task::Waker,
+};
+
+use bytes::Bytes;
+use tokio::{
+    sync::{Notify, mpsc, oneshot, watch},
+    time::Instant,
+};
+
+use crate::{
+    CloseReason, Config, Error, Handlers, Peer,
+    core::{CloseMode, Core, Credit, Outcome, Tokens},
+};
+
+/// One item for a stream consumer (a stream handler reading request parts,
+/// or a caller reading result parts).
+#[derive(Debug)]
+pub(crate) enum Part {
+    /// Payload bytes, with their credit: given back to the core when the
+    /// part is taken (or dropped).
+    Data(Bytes, CreditGuard),
+    /// The stream ended normally.
+    End,
+    /// The stream ended with an error.
+    Failed(Error),
+}
+
+pub(crate) type PartTx = mpsc::UnboundedSender<Part>;
+pub(crate) type PartRx = mpsc::UnboundedReceiver<Part>;
+pub(crate) type AnswerTx = oneshot::Sender<Result<Outcome, Error>>;
+
+/// The runtime's per-request tokens (see [`Tokens`]).
+#[derive(Debug)]
+pub(crate) struct Runtime;
+
+impl Tokens for Runtime {
+    type Caller = AnswerTx;
+    type Reader = PartTx;
+    type Parts = PartTx;
+}
+
+/// What the lock guards: the core, and what the driver's wake-ups need.
+pub(crate) struct Locked {
+    pub(crate) core: Core<Runtime>,
+    /// The driver, when it waits for something to do.
+    pub(crate) driver: Option<Waker>,
+    /// Frames queued by other tasks since the driver last took the queue.
+    pub(crate) pushes: usize,
+    /// Tasks the driver woke or started since then (callers given their
+    /// answers, handlers spawned), which may queue frames soon.
+    pub(crate) woken: usize,
+}
+
+impl Locked {
+    fn wake_driver(&mut self) -> Option<Waker> {
+        self.driver.take()
+    }
+}
+
+/// Per-connection data for handlers: the remote address and user data.
+#[derive(Debug, Default)]
+pub(crate) struct Meta {
+    pub(crate) remote_addr: Option<String>,
+    user_data: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+pub(crate) struct Connection {
+    pub(crate) config: Config,
+    pub(crate) handlers: Handlers,
+    pub(crate) meta: Meta,
+    locked: Mutex<Locked>,
+    /// Wakes senders waiting for room in the write queue.
+    room: Notify,
+    /// Set once the driver is done and the transport shut.
+    finished: watch::Sender<bool>,
+    /// Set once, by [`Connection::first_peer`].
+    handle: OnceLock<Weak<HandleGuard>>,
+}
+
+/// Closes the connection when the last [`Peer`] handle is dropped.
+#[derive(Debug)]
+pub(crate) struct HandleGuard {
+    conn: Arc<Connection>,
+}
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        self.conn.close(CloseMode::Graceful);
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("remote_addr", &self.meta.remote_addr)
+            .field("close_reason", &self.close_reason())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(
+        config: Config,
+        handlers: Handlers,
+        remote_addr: Option<String>,
+    ) -> Arc<Self> {
+        let core = Core::new(&config, Instant::now().into_std(), seed());
+        let (finished, _) = watch::channel(false);
+        Arc::new(Self {
+            locked: Mutex::new(Locked {
+                core,
+                driver: None,
+                pushes: 0,
+                woken: 0,
+            }),
+            room: Notify::new(),
+            finished,
+            handle: OnceLock::new(),
+            meta: Meta {
+                remote_addr,
+                ..Meta::default()
+            },
+            config,
+            handlers,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Locked> {
+        // A panic while holding this lock cannot leave the core half-updated
+        // in a way that matters more than losing the connection.
+        self.locked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new user handle, or `None` once every handle is gone (closing).
+    pub(crate) fn peer(self: &Arc<Self>) -> Option<Peer> {
+        let guard = self.handle.get()?.upgrade()?;
+        Some(Peer::from_parts(self.clone(), guard))
+    }
+
+    /// The first handle; later ones come from [`Connection::peer`] or cloning.
+    pub(crate) fn first_peer(self: &Arc<Self>) -> Peer {
+        let guard = Arc::new(HandleGuard { conn: self.clone() });
+        let first = self.handle.set(Arc::downgrade(&guard)).is_ok();
+        debug_assert!(first, "first_peer is called once per connection");
+        Peer::from_parts(self.clone(), guard)
+    }
+
+    /// Runs a command that queues a frame, once the write queue has room
+    /// (at once on a closed connection, where the command fails); wakes the
+    /// driver to write it.
+    pub(crate) async fn send<R>(&self, mut command: impl FnMut(&mut Core<Runtime>) -> R) -> R {
+        // The common case, a queue with room, takes the lock once; waiting
+        // is boxed so that every call's future stays small.
+        if let Some(r) = self.try_send(&mut command) {
+            return r;
+        }
+        Box::pin(self.send_when_room(command)).await
+    }
+
+    async fn send_when_room<R>(&self, mut command: impl FnMut(&mut Core<Runtime>) -> R) -> R {
+        loop {
+            let mut room = std::pin::pin!(self.room.notified());
+            room.as_mut().enable();
+            // Checked again after `enable`, so that room made since the last
+            // check is not missed.
+            if let Some(r) = self.try_send(&mut command) {
+                return r;
+            }
+            room.await;
+        }
+    }
+
+    fn try_send<R>(&self, command: &mut impl FnMut(&mut Core<Runtime>) -> R) -> Option<R> {
+        let mut l = self.lock();
+        if !l.core.has_room() && l.core.close_reason().is_none() {
+            return None;
+        }
+        let r = command(&mut l.core);
+        l.pushes += 1;
+        let driver = l.wake_driver();
+        drop(l);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        Some(r)
+    }
+
+    /// Runs a command that may give the driver work (events to dispatch,
+    /// room to read again, a close) and wakes it if so.
+    pub(crate) fn command<R>(&self, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {
+        let mut l = self.lock();
+        let could_read = l.core.wants_read();
+        let r = command(&mut l.core);
+        let driver = if l.core.has_events() || (!could_read && l.core.wants_read()) {
+            l.wake_driver()
+        } else {
+            None
+        };
+        drop(l);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        r
+    }
+
+    /// Wakes senders waiting for room (the driver took the queue, or the
+    /// connection closed).
+    pub(crate) fn room_made(&self) {
+        self.room.notify_waiters();
+    }
+
+    /// Starts closing (see [`CloseMode`]).
+    pub(crate) fn close(&self, mode: CloseMode) {
+        let mut l = self.lock();
+        l.core.close(Instant::now().into_std(), mode);
+        // The close deadline is new: the driver sets its timer anew.
+        let driver = l.wake_driver();
+        drop(l);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.lock().core.close_reason().cloned()
+    }
+
+    /// The error for a call on a closed (or closing) connection.
+    pub(crate) fn closed_error(&self) -> Error {
+        Error::Closed(self.close_reason().unwrap_or(CloseReason::Local))
+    }
+
+    pub(crate) fn subscribe_finished(&self) -> watch::Receiver<bool> {
+        self.finished.subscribe()
+    }
+
+    /// Announces that closing is complete (the transport is shut).
+    pub(crate) fn mark_finished(&self) {
+        self.room_made();
+        self.finished.send_replace(true);
+    }
+
+    pub(crate) fn set_user_data<T: Send + Sync + 'static>(&self, value: T) {
+        self.meta
+            .user_data
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    pub(crate) fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let data = self
+            .meta
+            .user_data
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        data.get(&TypeId::of::<T>()).cloned()?.downcast::<T>().ok()
+    }
+}
+
+/// Gives a delivered part's credit back to the core when the part is taken
+/// or dropped, so that reading resumes.
+pub(crate) struct CreditGuard {
+    conn: Arc<Connection>,
+    credit: Option<Credit>,
+}
+
+impl CreditGuard {
+    pub(crate) fn new(conn: Arc<Connection>, credit: Credit) -> Self {
+        Self {
+            conn,
+            credit: Some(credit),
+        }
+    }
+
+    /// Takes the credit out, for a caller that gives it back itself.
+    pub(crate) fn take(mut self) -> Option<Credit> {
+        self.credit.take()
+    }
+}
+
+impl std::fmt::Debug for CreditGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CreditGuard").field(&self.credit).finish()
+    }
+}
+
+impl Drop for CreditGuard {
+    fn drop(&mut self) {
+        if let Some(credit) = self.credit.take() {
+            self.conn.command(|core| core.part_taken(credit));
+        }
+    }
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ 0x2545_f491_4f6c_dd1d
+}

@@ -1,0 +1,791 @@
+//! The connection as a state machine with no I/O and no clock of its own.
+//!
+//! In the manner of quinn-proto, [`Core`] makes every decision about a
+//! connection and performs none of its I/O: the runtime feeds it decoded
+//! messages ([`handle_message`](Core::handle_message)), the time
+//! ([`handle_timeout`](Core::handle_timeout)) and the local side's commands
+//! ([`request`](Core::request), [`respond`](Core::respond), ...), and takes
+//! from it the bytes to write ([`poll_transmit`](Core::poll_transmit)), what
+//! to run or whom to tell ([`poll_event`](Core::poll_event)) and when to
+//! wake it next ([`poll_timeout`](Core::poll_timeout)).
+//!
+//! It owns request IDs, both request tables, admission and limits, result
+//! assembly under the payload limit, stream tables and retired IDs, the byte
+//! and notification budgets (counters released explicitly), the read
+//! timeout, heartbeat and close deadlines, refusal texts and the retry
+//! decision ([`RetryPolicy`]), graceful close and the ProtocolError owed to
+//! a peer that broke the rules. Back-pressure is [`Core::wants_read`]: the
+//! runtime stops reading while it is false.
+//!
+//! This module imports nothing from tokio (`.ci/run` checks that), so it is
+//! tested deterministically with a manual clock: see `tests.rs`.
+//!
+//! Most users want [`Peer`](crate::Peer); this is for runtimes and tests.
+
+mod budget;
+mod event;
+mod outgoing;
+mod retry;
+mod tables;
+mod timers;
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use gotalk_proto::{DecodeError, Message, ProtocolErrorCode, RequestId, Text};
+
+pub use self::{
+    budget::Charge,
+    event::{Credit, Delivery, Event, Outcome, Reply, StreamItem},
+    retry::{RetryDecision, RetryPolicy},
+};
+use self::{
+    budget::{Budget, CHARGE_MIN, Jitter},
+    outgoing::Outgoing,
+    tables::{Admission, Outbound, PartTarget, Tables},
+    timers::{Expired, Timers},
+};
+use crate::{CloseReason, Config, Error, RemoteError, error::Violation};
+
+/// What the runtime keeps per request: opaque to the core, which only
+/// stores and hands them back.
+pub trait Tokens {
+    /// Reaches the caller of one of our buffer requests (its one answer).
+    type Caller;
+    /// Reaches the reader of one of our stream requests' results.
+    type Reader: Clone;
+    /// Reaches the handler reading one of the peer's stream requests.
+    type Parts: Clone;
+}
+
+/// How to close (see [`Core::close`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseMode {
+    /// Refuse new requests (the peer's get the retry result `connection
+    /// closing`), let those in flight both ways finish for up to
+    /// [`Config::close_timeout`], then close.
+    Graceful,
+    /// Close now: calls in flight fail with [`CloseReason::Local`].
+    Immediate,
+}
+
+/// Counts for tests, fuzzing and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Payload bytes held for the peer (the byte budget in use).
+    pub buffered_bytes: usize,
+    /// The byte budget.
+    pub max_buffered_bytes: usize,
+    /// Our requests waiting for results.
+    pub outbound: usize,
+    /// The peer's requests whose handlers run.
+    pub inbound: usize,
+    /// The peer's stream requests whose handlers run.
+    pub inbound_streams: usize,
+    /// The peer's stream requests open in the stream table.
+    pub open_streams: usize,
+    /// Stream IDs remembered as retired.
+    pub retired: usize,
+    /// Notification handlers running.
+    pub notifications: usize,
+    /// Bytes waiting for the transport.
+    pub queued_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Limits {
+    max_payload: u32,
+    max_notifications: usize,
+    rate_limit_wait_ms: (u64, u64),
+    close_timeout: Duration,
+    remote_retry_results: bool,
+}
+
+/// One connection's state (see the module docs).
+pub struct Core<T: Tokens> {
+    tables: Tables<T>,
+    outgoing: Outgoing,
+    budget: Budget,
+    jitter: Jitter,
+    timers: Timers,
+    events: VecDeque<Event<T>>,
+    limits: Limits,
+    notifications: usize,
+    /// A notification read while every handler slot was taken.
+    waiting_notification: Option<(Text<Bytes>, Bytes)>,
+    /// A reply of ours was queued while the queue was full: reading waits
+    /// for the transport to take the queue.
+    reply_waits_for_room: bool,
+    accepting: bool,
+    closed: Option<CloseReason>,
+}
+
+impl<T: Tokens> std::fmt::Debug for Core<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("stats", &self.stats())
+            .field("accepting", &self.accepting)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Tokens> Core<T> {
+    /// A connection whose handshake is done at `now`. `seed` seeds the
+    /// jitter of rate-limit waits.
+    pub fn new(config: &Config, now: Instant, seed: u64) -> Self {
+        let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        Self {
+            tables: Tables::new(
+                config.max_inbound_requests,
+                config.max_inbound_streams,
+                config.stream_buffer_parts,
+            ),
+            outgoing: Outgoing::new(config.max_write_queue_bytes),
+            budget: Budget::new(config.max_buffered_bytes),
+            jitter: Jitter::new(seed),
+            timers: Timers::new(now, config.read_timeout, config.heartbeat_interval),
+            events: VecDeque::new(),
+            limits: Limits {
+                max_payload: config.max_payload,
+                max_notifications: config.max_concurrent_notifications.max(1),
+                rate_limit_wait_ms: (ms(config.rate_limit_wait.0), ms(config.rate_limit_wait.1)),
+                close_timeout: config.close_timeout,
+                remote_retry_results: config.remote_retry_results,
+            },
+            notifications: 0,
+            waiting_notification: None,
+            reply_waits_for_room: false,
+            accepting: true,
+            closed: None,
+        }
+    }
+
+    // ---- input ----------------------------------------------------------
+
+    /// A whole message arrived at `now`.
+    pub fn handle_message(&mut self, now: Instant, msg: Message) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.timers.message_received(now);
+        match msg {
+            Message::SingleRequest { id, op, payload } => self.on_request(id, op, payload),
+            Message::StreamRequest { id, op, payload } => self.on_stream_request(id, op, payload),
+            Message::StreamRequestPart { id, payload } => self.on_request_part(id, payload),
+            Message::SingleResult { id, payload } => self.on_result(id, Answer::Single, payload),
+            Message::StreamResult { id, payload } => self.on_result(id, Answer::Part, payload),
+            Message::ErrorResult { id, payload } => self.on_result(id, Answer::Error, payload),
+            Message::RetryResult {
+                id,
+                wait_ms,
+                payload,
+            } => self.on_result(id, Answer::Retry(wait_ms), payload),
+            Message::Notification { name, payload } => self.on_notification(name, payload),
+            Message::Heartbeat { load, time } => {
+                self.events.push_back(Event::Heartbeat { load, time })
+            }
+            Message::ProtocolError { code } => {
+                self.close_with(CloseReason::RemoteProtocolError { code }, None);
+            }
+        }
+    }
+
+    /// The bytes read do not decode: the peer broke the protocol.
+    pub fn handle_decode_error(&mut self, error: DecodeError) {
+        let code = error.protocol_error_code();
+        self.violate(code, Violation::Malformed(error));
+    }
+
+    /// The transport ended or failed (read EOF, an I/O error, a write
+    /// timeout; a transport framing error is a
+    /// [`CloseReason::ProtocolViolation`] and owes the peer a ProtocolError).
+    pub fn handle_transport_closed(&mut self, reason: CloseReason) {
+        let owed = match &reason {
+            CloseReason::ProtocolViolation { code, .. } => Some(*code),
+            _ => None,
+        };
+        self.close_with(reason, owed);
+    }
+
+    /// Time passed: acts on every deadline up to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while self.closed.is_none() {
+            match self.timers.expired(now) {
+                None => break,
+                Some(Expired::Read) => {
+                    self.close_with(CloseReason::ReadTimeout, Some(ProtocolErrorCode::Timeout));
+                }
+                Some(Expired::Close) => self.close_with(CloseReason::Local, None),
+                Some(Expired::Heartbeat) => self.events.push_back(Event::HeartbeatDue),
+            }
+        }
+    }
+
+    // ---- output ---------------------------------------------------------
+
+    /// Moves the bytes to write into `out`; returns how many.
+    pub fn poll_transmit(&mut self, out: &mut VecDeque<Bytes>) -> usize {
+        self.reply_waits_for_room = false;
+        self.outgoing.take(out)
+    }
+
+    /// True when [`poll_transmit`](Self::poll_transmit) has bytes.
+    pub fn has_transmit(&self) -> bool {
+        self.outgoing.len() > 0
+    }
+
+    /// True when [`poll_event`](Self::poll_event) has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The next thing for the runtime to do.
+    pub fn poll_event(&mut self) -> Option<Event<T>> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Whether the runtime should read (and decode) more: false while the
+    /// byte budget is spent, a stream consumer is at its part limit, every
+    /// notification slot is taken, or a reply waits for queue room; and
+    /// once closed.
+    pub fn wants_read(&self) -> bool {
+        self.closed.is_none()
+            && !self.reply_waits_for_room
+            && self.waiting_notification.is_none()
+            && self.budget.has_room()
+            && !self.tables.is_stalled()
+    }
+
+    /// Whether a local sender may queue another frame now (the write queue
+    /// is under [`Config::max_write_queue_bytes`]); senders that find no
+    /// room wait until the transport takes the queue.
+    pub fn has_room(&self) -> bool {
+        self.outgoing.has_room()
+    }
+
+    /// True while new requests are taken both ways.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting && self.closed.is_none()
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.closed.as_ref()
+    }
+
+    /// Our requests waiting for results.
+    pub fn outbound_len(&self) -> usize {
+        self.tables.outbound_len()
+    }
+
+    /// Counts for tests, fuzzing and metrics.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            buffered_bytes: self.budget.used(),
+            max_buffered_bytes: self.budget.max(),
+            outbound: self.tables.outbound_len(),
+            inbound: self.tables.inbound_len(),
+            inbound_streams: self.tables.inbound_streams_len(),
+            open_streams: self.tables.open_streams(),
+            retired: self.tables.retired_len(),
+            notifications: self.notifications,
+            queued_bytes: self.outgoing.len(),
+        }
+    }
+
+    // ---- commands -------------------------------------------------------
+
+    /// Sends a buffer request; its answer comes back as [`Event::Answer`]
+    /// with `caller`.
+    pub fn request(
+        &mut self,
+        op: &str,
+        payload: &Bytes,
+        caller: T::Caller,
+    ) -> Result<RequestId, Error> {
+        self.check_accepting()?;
+        let probe = Message::SingleRequest {
+            id: RequestId::from_u32(0),
+            op: Text::from(op),
+            payload: &payload[..],
+        };
+        probe.validate()?;
+        let id = self.tables.register_outbound(Outbound::Buffer {
+            caller,
+            collected: None,
+        });
+        let msg = Message::SingleRequest {
+            id,
+            op: Text::from(op),
+            payload: &payload[..],
+        };
+        self.outgoing.push(&msg, Some(payload));
+        Ok(id)
+    }
+
+    /// Opens a stream request (its header goes out with an empty first
+    /// part); result parts come back as [`Event::ResultPart`] with `reader`.
+    pub fn stream_request(&mut self, op: &str, reader: T::Reader) -> Result<RequestId, Error> {
+        self.check_accepting()?;
+        let probe: Message<&[u8]> = Message::StreamRequest {
+            id: RequestId::from_u32(0),
+            op: Text::from(op),
+            payload: &[],
+        };
+        probe.validate()?;
+        let flow = self.tables.new_flow();
+        let id = self
+            .tables
+            .register_outbound(Outbound::Stream { reader, flow });
+        let msg: Message<&[u8]> = Message::StreamRequest {
+            id,
+            op: Text::from(op),
+            payload: &[],
+        };
+        self.outgoing.push(&msg, None);
+        Ok(id)
+    }
+
+    /// Sends a part of our stream request `id`; an empty part ends it.
+    pub fn send_request_part(&mut self, id: RequestId, payload: Bytes) -> Result<(), Error> {
+        self.check_open()?;
+        let msg = Message::StreamRequestPart { id, payload };
+        self.outgoing.push(&msg, msg.payload());
+        Ok(())
+    }
+
+    /// Sends a result part for the peer's stream request `id` (non-empty:
+    /// the stream's end is [`Reply::EndOfStream`]).
+    pub fn send_result_part(&mut self, id: RequestId, payload: Bytes) -> Result<(), Error> {
+        self.check_open()?;
+        let msg = Message::StreamResult { id, payload };
+        self.outgoing.push(&msg, msg.payload());
+        Ok(())
+    }
+
+    /// Sends a notification.
+    pub fn notify(&mut self, name: &str, payload: &Bytes) -> Result<(), Error> {
+        self.check_open()?;
+        let msg = Message::Notification {
+            name: Text::from(name),
+            payload: &payload[..],
+        };
+        msg.validate()?;
+        self.outgoing.push(&msg, Some(payload));
+        Ok(())
+    }
+
+    /// Sends a heartbeat.
+    pub fn heartbeat(&mut self, load: u16, time: u32) -> Result<(), Error> {
+        self.check_open()?;
+        let msg: Message<&[u8]> = Message::Heartbeat { load, time };
+        self.outgoing.push(&msg, None);
+        Ok(())
+    }
+
+    /// The handler of the peer's request `id` (`stream`: a stream request)
+    /// came to `reply`; `charge` is what its event held of the budget.
+    pub fn respond(&mut self, id: RequestId, stream: bool, reply: Reply, charge: Charge) {
+        self.budget.release(charge);
+        self.tables.finish(id, stream);
+        if self.closed.is_none() {
+            let msg = match reply {
+                Reply::Value(payload) => Message::SingleResult { id, payload },
+                Reply::EndOfStream => Message::StreamResult {
+                    id,
+                    payload: Bytes::new(),
+                },
+                Reply::Error(payload) => Message::ErrorResult { id, payload },
+                Reply::Retry { wait, payload } => self.retry_or_error(id, wait, payload),
+            };
+            self.queue_reply(&msg);
+        }
+        self.check_idle();
+    }
+
+    /// The peer's request `id` names an operation we have no handler for.
+    pub fn unknown_operation(&mut self, id: RequestId, stream: bool, op: &str, charge: Charge) {
+        let reply = if self.is_accepting() {
+            Reply::Error(Bytes::from(format!("unknown operation \"{op}\"")))
+        } else {
+            Reply::Retry {
+                wait: Duration::ZERO,
+                payload: Bytes::from_static(b"connection closing"),
+            }
+        };
+        self.respond(id, stream, reply, charge);
+    }
+
+    /// Attaches the part channel of the handler for the peer's stream
+    /// request `id` (after [`Event::StreamRequest`]).
+    pub fn open_stream(&mut self, id: RequestId, parts: T::Parts) {
+        self.tables.open_stream(id, parts);
+    }
+
+    /// A stream consumer took a delivered part.
+    pub fn part_taken(&mut self, credit: Credit) {
+        self.budget.release(credit.charge);
+        self.tables.part_taken(credit.stream);
+    }
+
+    /// A notification handler finished.
+    pub fn notification_done(&mut self, charge: Charge) {
+        self.budget.release(charge);
+        self.notifications = self.notifications.saturating_sub(1);
+        if self.notifications < self.limits.max_notifications
+            && let Some((name, payload)) = self.waiting_notification.take()
+        {
+            self.on_notification(name, payload);
+        }
+    }
+
+    /// The caller of our request `id` gave up: its answer will be dropped.
+    pub fn cancel(&mut self, id: RequestId) {
+        self.tables.remove_outbound(id);
+        self.check_idle();
+    }
+
+    /// Closes (see [`CloseMode`]).
+    pub fn close(&mut self, now: Instant, mode: CloseMode) {
+        if self.closed.is_some() {
+            return;
+        }
+        match mode {
+            CloseMode::Immediate => self.close_with(CloseReason::Local, None),
+            CloseMode::Graceful => {
+                self.accepting = false;
+                self.timers.closing(now, self.limits.close_timeout);
+                self.check_idle();
+            }
+        }
+    }
+
+    // ---- the rules ------------------------------------------------------
+
+    fn check_open(&self) -> Result<(), Error> {
+        match &self.closed {
+            Some(reason) => Err(Error::Closed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn check_accepting(&self) -> Result<(), Error> {
+        self.check_open()?;
+        if !self.accepting {
+            return Err(Error::Closed(CloseReason::Local));
+        }
+        Ok(())
+    }
+
+    /// Queues a reply of ours. If the queue was already full, reading waits
+    /// until the transport takes it: a peer that sends requests without
+    /// reading our replies cannot make the queue grow without bound.
+    fn queue_reply(&mut self, msg: &Message) {
+        if !self.outgoing.has_room() {
+            self.reply_waits_for_room = true;
+        }
+        self.outgoing.push(msg, msg.payload());
+    }
+
+    fn retry_or_error(&self, id: RequestId, wait: Duration, payload: Bytes) -> Message {
+        if self.limits.remote_retry_results {
+            let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u32;
+            Message::RetryResult {
+                id,
+                wait_ms,
+                payload,
+            }
+        } else {
+            Message::ErrorResult { id, payload }
+        }
+    }
+
+    fn rate_limited(&mut self, id: RequestId, text: &'static str) {
+        let (min, max) = self.limits.rate_limit_wait_ms;
+        let wait = Duration::from_millis(self.jitter.between(min, max));
+        let msg = self.retry_or_error(id, wait, Bytes::from_static(text.as_bytes()));
+        self.queue_reply(&msg);
+    }
+
+    /// Answers a request we do not admit.
+    fn refuse(&mut self, id: RequestId, stream: bool, why: Admission) {
+        match why {
+            Admission::Accepted => unreachable!("refuse is for refusals"),
+            Admission::DuplicateStream => {
+                self.violate(
+                    ProtocolErrorCode::InvalidMessage,
+                    Violation::DuplicateStream(id),
+                );
+            }
+            Admission::StreamsDisabled => self.queue_reply(&Message::ErrorResult {
+                id,
+                payload: Bytes::from_static(b"stream requests not supported"),
+            }),
+            Admission::RateLimited if stream => self.rate_limited(id, "stream rate limit"),
+            Admission::RateLimited => self.rate_limited(id, "request rate limit"),
+            Admission::Closing => {
+                let msg = self.retry_or_error(
+                    id,
+                    Duration::ZERO,
+                    Bytes::from_static(b"connection closing"),
+                );
+                self.queue_reply(&msg);
+            }
+        }
+    }
+
+    fn on_request(&mut self, id: RequestId, op: Text<Bytes>, payload: Bytes) {
+        let admission = self.tables.admit(id, false, self.is_accepting());
+        if admission != Admission::Accepted {
+            return self.refuse(id, false, admission);
+        }
+        // A large payload held by its handler counts toward the byte budget.
+        // Over budget the request is refused like one over the count limit:
+        // waiting instead would stop reading, and a handler that calls the
+        // requester back would then wait forever.
+        let charge = if payload.len() >= CHARGE_MIN {
+            match self.budget.try_charge(payload.len()) {
+                Some(charge) => charge,
+                None => {
+                    self.tables.finish(id, false);
+                    return self.rate_limited(id, "request rate limit");
+                }
+            }
+        } else {
+            Charge::NONE
+        };
+        self.events.push_back(Event::Request {
+            id,
+            op,
+            payload,
+            charge,
+        });
+    }
+
+    fn on_stream_request(&mut self, id: RequestId, op: Text<Bytes>, payload: Bytes) {
+        let admission = self.tables.admit(id, true, self.is_accepting());
+        if admission != Admission::Accepted {
+            return self.refuse(id, true, admission);
+        }
+        let at = self
+            .tables
+            .inbound_ref(id)
+            .expect("admitted streams are open");
+        let first = (!payload.is_empty()).then(|| {
+            let charge = self.budget.charge(payload.len());
+            self.tables.queue_part(at);
+            Delivery {
+                payload,
+                credit: Credit { charge, stream: at },
+            }
+        });
+        self.events
+            .push_back(Event::StreamRequest { id, op, first });
+    }
+
+    fn on_request_part(&mut self, id: RequestId, payload: Bytes) {
+        let parts = match self.tables.part_target(id) {
+            PartTarget::Unknown => {
+                return self.violate(
+                    ProtocolErrorCode::InvalidMessage,
+                    Violation::UnknownStream(id),
+                );
+            }
+            PartTarget::Retired => None,
+            PartTarget::Stream(s) => s.parts.clone(),
+        };
+        if payload.is_empty() {
+            if let Some(parts) = self.tables.end_stream(id) {
+                self.events.push_back(Event::RequestEnd { parts });
+            }
+            return;
+        }
+        // A stream we refused (retired), or one whose handler has not
+        // attached its channel: nobody takes the part.
+        let Some(parts) = parts else { return };
+        let at = self.tables.inbound_ref(id).expect("an open stream");
+        let charge = self.budget.charge(payload.len());
+        self.tables.queue_part(at);
+        self.events.push_back(Event::RequestPart {
+            parts,
+            part: Delivery {
+                payload,
+                credit: Credit { charge, stream: at },
+            },
+        });
+    }
+
+    /// A result for one of our requests: a buffer request is answered (or
+    /// its streamed result collected, within the payload limit); a stream
+    /// request's reader gets it as it is.
+    fn on_result(&mut self, id: RequestId, answer: Answer, payload: Bytes) {
+        let limit = self.limits.max_payload;
+        // A result for a request no longer waiting (cancelled, timed out, or
+        // the Go responder's extra `S` after an `E`) is dropped.
+        let Some(entry) = self.tables.outbound_mut(id) else {
+            return;
+        };
+        let (reader, at) = match entry {
+            Outbound::Buffer { collected, .. } => {
+                let outcome = match answer {
+                    Answer::Single => Ok(Outcome::Value(payload)),
+                    Answer::Error => Ok(Outcome::Error(payload)),
+                    Answer::Retry(wait_ms) => Ok(Outcome::Retry { wait_ms, payload }),
+                    Answer::Part if payload.is_empty() => Ok(Outcome::Value(
+                        collected.take().map(BytesMut::freeze).unwrap_or_default(),
+                    )),
+                    Answer::Part => {
+                        let buf = collected.get_or_insert_with(BytesMut::new);
+                        if buf.len() + payload.len() <= limit as usize {
+                            buf.extend_from_slice(&payload);
+                            return;
+                        }
+                        Err(Error::ResultTooLarge { limit })
+                    }
+                };
+                if let Some(Outbound::Buffer { caller, .. }) = self.tables.remove_outbound(id) {
+                    self.events.push_back(Event::Answer {
+                        caller,
+                        answer: outcome,
+                    });
+                }
+                return self.check_idle();
+            }
+            Outbound::Stream { reader, flow } => {
+                (reader.clone(), Tables::<T>::outbound_ref(id, flow))
+            }
+        };
+        let last = !matches!(answer, Answer::Part) || payload.is_empty();
+        let data = |core: &mut Self, payload: Bytes| {
+            let charge = core.budget.charge(payload.len());
+            core.tables.queue_part(at);
+            StreamItem::Data(Delivery {
+                payload,
+                credit: Credit { charge, stream: at },
+            })
+        };
+        let items: [Option<StreamItem>; 2] = match answer {
+            Answer::Single if payload.is_empty() => [Some(StreamItem::End), None],
+            Answer::Single => [Some(data(self, payload)), Some(StreamItem::End)],
+            Answer::Part if payload.is_empty() => [Some(StreamItem::End), None],
+            Answer::Part => [Some(data(self, payload)), None],
+            Answer::Error => [
+                Some(StreamItem::Failed(Error::Remote(RemoteError::new(payload)))),
+                None,
+            ],
+            Answer::Retry(wait_ms) => [
+                Some(StreamItem::Failed(Error::RetryExhausted {
+                    attempts: 1,
+                    wait: Duration::from_millis(u64::from(wait_ms)),
+                    message: String::from_utf8_lossy(&payload).into_owned(),
+                })),
+                None,
+            ],
+        };
+        if last {
+            self.tables.remove_outbound(id);
+        }
+        for item in items.into_iter().flatten() {
+            self.events.push_back(Event::ResultPart {
+                reader: reader.clone(),
+                item,
+            });
+        }
+        if last {
+            self.check_idle();
+        }
+    }
+
+    fn on_notification(&mut self, name: Text<Bytes>, payload: Bytes) {
+        if self.notifications >= self.limits.max_notifications {
+            // Bounded: while every handler slot is taken, stop reading.
+            self.waiting_notification = Some((name, payload));
+            return;
+        }
+        self.notifications += 1;
+        // A large payload held by its handler is charged to the byte budget;
+        // notifications cannot be refused, so reading pauses when over it.
+        let charge = if payload.len() >= CHARGE_MIN {
+            self.budget.charge(payload.len())
+        } else {
+            Charge::NONE
+        };
+        self.events.push_back(Event::Notification {
+            name,
+            payload,
+            charge,
+        });
+    }
+
+    fn violate(&mut self, code: ProtocolErrorCode, violation: Violation) {
+        self.close_with(
+            CloseReason::ProtocolViolation { code, violation },
+            Some(code),
+        );
+    }
+
+    /// A graceful close is done once nothing is in flight either way.
+    fn check_idle(&mut self) {
+        if !self.accepting
+            && self.closed.is_none()
+            && self.tables.outbound_len() == 0
+            && self.tables.inbound_len() == 0
+        {
+            self.close_with(CloseReason::Local, None);
+        }
+    }
+
+    /// Closes for `reason`, queuing the ProtocolError we owe the peer, and
+    /// tells everyone still waiting why.
+    fn close_with(&mut self, reason: CloseReason, owed: Option<ProtocolErrorCode>) {
+        if self.closed.is_some() {
+            return;
+        }
+        if let Some(code) = owed {
+            let msg: Message<&[u8]> = Message::ProtocolError { code };
+            self.outgoing.push(&msg, None);
+        }
+        tracing::debug!(%reason, "connection closing");
+        self.closed = Some(reason.clone());
+        self.accepting = false;
+        self.timers.clear();
+        self.waiting_notification = None;
+        let (outbound, streams) = self.tables.drain();
+        for entry in outbound {
+            let error = Error::Closed(reason.clone());
+            self.events.push_back(match entry {
+                Outbound::Buffer { caller, .. } => Event::Answer {
+                    caller,
+                    answer: Err(error),
+                },
+                Outbound::Stream { reader, .. } => Event::ResultPart {
+                    reader,
+                    item: StreamItem::Failed(error),
+                },
+            });
+        }
+        for parts in streams {
+            self.events.push_back(Event::StreamAborted { parts });
+        }
+        self.events.push_back(Event::Closed(reason));
+    }
+}
+
+/// How the peer answered one of our requests.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Single,
+    Part,
+    Error,
+    Retry(u32),
+}

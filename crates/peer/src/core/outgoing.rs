@@ -1,0 +1,137 @@
+//! Frames encoded and waiting for the transport.
+//!
+//! Headers and small payloads are encoded straight into one `BytesMut`, so a
+//! burst of frames becomes one write; payloads of [`ZERO_COPY_MIN`] bytes or
+//! more are kept as their own `Bytes` segment and reach the transport by
+//! vectored I/O without being copied.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use gotalk_proto::{Buffer, Message};
+
+/// Payloads at least this long are sent by reference, never copied.
+pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// Room kept in the encoding buffer, so that a run of small frames does not
+/// reallocate it.
+const TAIL_CAPACITY: usize = 16 * 1024;
+
+/// The outgoing byte queue (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// Frozen segments, in order.
+    segments: VecDeque<Bytes>,
+    /// Bytes encoded after the last segment.
+    tail: BytesMut,
+    /// Bytes waiting in `segments` and `tail`.
+    queued: usize,
+    /// Above this many queued bytes, [`has_room`](Self::has_room) is false.
+    max: usize,
+}
+
+impl Outgoing {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            segments: VecDeque::new(),
+            tail: BytesMut::with_capacity(TAIL_CAPACITY),
+            queued: 0,
+            max,
+        }
+    }
+
+    /// Whether another frame may be queued within the bound. An empty queue
+    /// takes any frame, however large.
+    pub(crate) fn has_room(&self) -> bool {
+        self.queued == 0 || self.queued < self.max
+    }
+
+    /// Bytes waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.queued
+    }
+
+    /// Encodes a validated `msg`. `payload` is the same payload as a shared
+    /// `Bytes`, when there is one: a large one is then queued by reference.
+    pub(crate) fn push<B: Buffer>(&mut self, msg: &Message<B>, payload: Option<&Bytes>) {
+        debug_assert!(payload.is_none_or(|p| p.len() == msg.payload_len()));
+        let by_reference = payload.filter(|p| p.len() >= ZERO_COPY_MIN);
+        self.tail
+            .reserve(msg.header_len() + by_reference.map_or(msg.payload_len(), |_| 0));
+        match by_reference {
+            Some(payload) => {
+                msg.encode_header(&mut self.tail)
+                    .expect("validated, and BytesMut grows");
+                let head = self.tail.split().freeze();
+                self.segments.push_back(head);
+                self.segments.push_back(payload.clone());
+            }
+            None => msg
+                .encode(&mut self.tail)
+                .expect("validated, and BytesMut grows"),
+        }
+        self.queued += msg.encoded_len();
+    }
+
+    /// Moves everything queued into `out`; returns how many bytes.
+    pub(crate) fn take(&mut self, out: &mut VecDeque<Bytes>) -> usize {
+        if !self.tail.is_empty() {
+            let tail = self.tail.split().freeze();
+            self.segments.push_back(tail);
+        }
+        out.append(&mut self.segments);
+        std::mem::take(&mut self.queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gotalk_proto::RequestId;
+
+    use super::*;
+
+    fn result(n: usize) -> Message {
+        Message::SingleResult {
+            id: RequestId::new(*b"0001"),
+            payload: Bytes::from(vec![b'x'; n]),
+        }
+    }
+
+    #[test]
+    fn small_frames_coalesce_into_one_segment() {
+        let mut q = Outgoing::new(1 << 20);
+        for _ in 0..10 {
+            let msg = result(3);
+            q.push(&msg, msg.payload());
+        }
+        let mut out = VecDeque::new();
+        assert_eq!(q.take(&mut out), 160);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), 10 * 16);
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn large_payloads_are_not_copied() {
+        let mut q = Outgoing::new(1 << 20);
+        let msg = result(ZERO_COPY_MIN);
+        let payload_ptr = msg.payload().unwrap().as_ptr();
+        q.push(&msg, msg.payload());
+        let mut out = VecDeque::new();
+        q.take(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(&out[0][..], b"R000100004000");
+        assert_eq!(out[1].as_ptr(), payload_ptr);
+    }
+
+    #[test]
+    fn room_is_bounded_but_an_empty_queue_takes_anything() {
+        let mut q = Outgoing::new(100);
+        assert!(q.has_room());
+        let big = result(200);
+        q.push(&big, big.payload());
+        assert!(!q.has_room());
+        q.take(&mut VecDeque::new());
+        assert!(q.has_room());
+    }
+}

@@ -1,0 +1,186 @@
+//! What the runtime does with each [`Event`] of the core: run handlers
+//! (polled once on the connection's task, spawned when they wait), hand
+//! answers to callers and parts to stream consumers.
+//!
+//! Dispatching never holds the core's lock, since handlers run here and may
+//! call the connection. What it has to tell the core back (a reply, a credit
+//! for a part nobody will take, a finished notification) is collected as
+//! [`Op`]s, which the driver applies under its next lock, before it handles
+//! the next message: so a request answered at once frees its slot before the
+//! next one is admitted, as if it had been answered on the spot.
+
+mod notifications;
+mod requests;
+
+use std::{panic::AssertUnwindSafe, sync::Arc, task::Poll};
+
+use bytes::Bytes;
+use gotalk_proto::{RequestId, Text};
+
+use crate::{
+    BoxFuture, CloseReason,
+    connection::{Connection, CreditGuard, Part, PartTx, Runtime},
+    core::{Charge, Core, Credit, Delivery, Event, Reply, StreamItem},
+};
+
+/// Something to tell the core, collected while dispatching.
+pub(crate) enum Op {
+    Respond {
+        id: RequestId,
+        stream: bool,
+        reply: Reply,
+        charge: Charge,
+    },
+    UnknownOperation {
+        id: RequestId,
+        stream: bool,
+        op: Text<Bytes>,
+        charge: Charge,
+    },
+    OpenStream {
+        id: RequestId,
+        parts: PartTx,
+    },
+    PartTaken(Credit),
+    NotificationDone(Charge),
+    Heartbeat {
+        load: u16,
+        time: u32,
+    },
+}
+
+/// Dispatches events (see the module docs).
+#[derive(Default)]
+pub(crate) struct Dispatch {
+    ops: Vec<Op>,
+    /// Tasks woken or started since the driver last looked.
+    woken: usize,
+}
+
+impl Dispatch {
+    /// True while ops wait to be applied.
+    pub(crate) fn has_ops(&self) -> bool {
+        !self.ops.is_empty()
+    }
+
+    /// Tells the core what dispatching found (under the driver's lock), and
+    /// returns how many tasks it woke or started.
+    pub(crate) fn apply(&mut self, core: &mut Core<Runtime>) -> usize {
+        for op in self.ops.drain(..) {
+            match op {
+                Op::Respond {
+                    id,
+                    stream,
+                    reply,
+                    charge,
+                } => core.respond(id, stream, reply, charge),
+                Op::UnknownOperation {
+                    id,
+                    stream,
+                    op,
+                    charge,
+                } => core.unknown_operation(id, stream, op.as_str(), charge),
+                Op::OpenStream { id, parts } => core.open_stream(id, parts),
+                Op::PartTaken(credit) => core.part_taken(credit),
+                Op::NotificationDone(charge) => core.notification_done(charge),
+                Op::Heartbeat { load, time } => {
+                    // Closed: no heartbeat to send.
+                    let _ = core.heartbeat(load, time);
+                }
+            }
+        }
+        std::mem::take(&mut self.woken)
+    }
+
+    /// Acts on one event; returns the close reason for [`Event::Closed`].
+    pub(crate) fn event(
+        &mut self,
+        conn: &Arc<Connection>,
+        event: Event<Runtime>,
+    ) -> Option<CloseReason> {
+        match event {
+            Event::Request {
+                id,
+                op,
+                payload,
+                charge,
+            } => requests::single(self, conn, id, op, payload, charge),
+            Event::StreamRequest { id, op, first } => requests::stream(self, conn, id, op, first),
+            Event::RequestPart { parts, part } => self.deliver(conn, &parts, part),
+            Event::RequestEnd { parts } => {
+                let _ = parts.send(Part::End);
+            }
+            Event::Answer { caller, answer } => {
+                if caller.send(answer).is_ok() {
+                    self.woken += 1;
+                }
+            }
+            Event::ResultPart { reader, item } => match item {
+                StreamItem::Data(part) => self.deliver(conn, &reader, part),
+                StreamItem::End => {
+                    let _ = reader.send(Part::End);
+                }
+                StreamItem::Failed(e) => {
+                    let _ = reader.send(Part::Failed(e));
+                }
+            },
+            Event::Notification {
+                name,
+                payload,
+                charge,
+            } => notifications::run(self, conn, name, payload, charge),
+            Event::Heartbeat { load, time } => {
+                tracing::trace!(load, time, "heartbeat received");
+                if let Some(on_heartbeat) = &conn.config.on_heartbeat {
+                    on_heartbeat(load, time);
+                }
+            }
+            Event::HeartbeatDue => {
+                let load = conn.config.heartbeat_load.as_ref().map_or(0, |f| f());
+                let time = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as u32);
+                self.ops.push(Op::Heartbeat { load, time });
+            }
+            // Dropping the channel ends the handler's part stream; it sees
+            // the close reason because no `End` was sent.
+            Event::StreamAborted { parts } => drop(parts),
+            Event::Closed(reason) => return Some(reason),
+        }
+        None
+    }
+
+    /// Hands a part to a stream consumer; the credit comes back when it is
+    /// taken. A consumer that went away just loses the part.
+    fn deliver(&mut self, conn: &Arc<Connection>, to: &PartTx, part: Delivery) {
+        let guard = CreditGuard::new(conn.clone(), part.credit);
+        if let Err(lost) = to.send(Part::Data(part.payload, guard))
+            && let Part::Data(_, guard) = lost.0
+            && let Some(credit) = guard.take()
+        {
+            self.ops.push(Op::PartTaken(credit));
+        }
+    }
+}
+
+/// Polls a handler's future once, catching a panic. The waker is a no-op: a
+/// future still pending is spawned, and its task's first poll registers the
+/// task's own waker (futures must use the waker of their latest poll).
+pub(crate) fn poll_once<T>(fut: &mut BoxFuture<T>) -> Poll<std::thread::Result<T>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+        Err(panic) => Poll::Ready(Err(panic)),
+    }
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
