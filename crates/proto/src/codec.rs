@@ -52,24 +52,53 @@ impl GotalkCodec {
     }
 }
 
+impl GotalkCodec {
+    /// Decodes the frame at the front of `src`, counting its bytes once
+    /// whole and placing an error at the frame's stream offset.
+    fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Decoded<Message<Bytes>>, CodecError> {
+        let decoded = decode_bytes(src, &self.limits).map_err(|error| self.error_here(error))?;
+        if let Decoded::Complete(_, used) = decoded {
+            self.decoded_bytes += used as u64;
+        }
+        Ok(decoded)
+    }
+
+    fn error_here(&self, error: DecodeError) -> CodecError {
+        CodecError::Decode {
+            error,
+            stream_offset: self.decoded_bytes,
+        }
+    }
+}
+
 impl Decoder for GotalkCodec {
     type Item = Message<Bytes>;
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
-        match decode_bytes(src, &self.limits) {
-            Ok(Decoded::Complete(msg, used)) => {
-                self.decoded_bytes += used as u64;
-                Ok(Some(msg))
-            }
-            Ok(Decoded::Incomplete(missing)) => {
+        match self.decode_frame(src)? {
+            Decoded::Complete(msg, _) => Ok(Some(msg)),
+            Decoded::Incomplete(missing) => {
                 src.reserve(missing);
                 Ok(None)
             }
-            Err(error) => Err(CodecError::Decode {
-                error,
-                stream_offset: self.decoded_bytes,
-            }),
+        }
+    }
+
+    /// Like [`decode`](Self::decode), but the stream has ended: bytes left
+    /// that are not a whole frame are a [`DecodeError::Truncated`] at the
+    /// frame's stream offset, rather than tokio-util's untyped "bytes
+    /// remaining on stream" I/O error, so the caller learns where the peer
+    /// cut off and which ProtocolError that is.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        match self.decode_frame(src)? {
+            Decoded::Complete(msg, _) => Ok(Some(msg)),
+            Decoded::Incomplete(_) if src.is_empty() => Ok(None),
+            // Nothing more will come, so nothing is reserved.
+            Decoded::Incomplete(missing) => Err(self.error_here(DecodeError::Truncated {
+                offset: src.len(),
+                missing,
+            })),
         }
     }
 }
@@ -172,6 +201,113 @@ mod tests {
             }
         ));
         assert_eq!(buf.capacity(), cap);
+    }
+
+    /// Runs `decode_eof` over `wire` until it yields no more frames or fails.
+    fn drain_eof(codec: &mut GotalkCodec, wire: &[u8]) -> (usize, Result<(), CodecError>) {
+        let mut buf = BytesMut::from(wire);
+        let mut frames = 0;
+        loop {
+            match codec.decode_eof(&mut buf) {
+                Ok(Some(_)) => frames += 1,
+                Ok(None) => return (frames, Ok(())),
+                Err(e) => return (frames, Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn eof_with_an_empty_buffer_is_the_end() {
+        let mut codec = GotalkCodec::default();
+        let mut buf = BytesMut::new();
+        assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn eof_still_decodes_whole_frames() {
+        let mut codec = GotalkCodec::default();
+        let (frames, end) = drain_eof(&mut codec, b"R000100000002hih000100000002");
+        assert_eq!(frames, 2);
+        assert!(end.is_ok());
+        assert_eq!(codec.decoded_bytes(), 28);
+    }
+
+    #[test]
+    fn eof_inside_a_payload_is_truncated_with_the_exact_shortfall() {
+        let mut codec = GotalkCodec::default();
+        let (frames, end) = drain_eof(&mut codec, b"h000100000002R00010000000ahello");
+        assert_eq!(frames, 1);
+        match end.unwrap_err() {
+            CodecError::Decode {
+                error,
+                stream_offset,
+            } => {
+                assert_eq!(stream_offset, 13);
+                assert_eq!(
+                    error,
+                    DecodeError::Truncated {
+                        offset: 18,
+                        missing: 5
+                    }
+                );
+                assert_eq!(
+                    error.protocol_error_code(),
+                    crate::ProtocolErrorCode::InvalidMessage
+                );
+            }
+            other => panic!("expected a truncated frame, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn eof_inside_a_header_is_truncated_with_what_the_header_lacks() {
+        let mut codec = GotalkCodec::default();
+        let mut buf = BytesMut::from(&b"r0001004ec"[..]);
+        let err = codec.decode_eof(&mut buf).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "frame at stream offset 0: truncated frame: the input ends at byte 10, 10 more bytes needed"
+        );
+    }
+
+    #[test]
+    fn eof_reserves_nothing_for_bytes_that_will_never_come() {
+        let mut codec = GotalkCodec::default();
+        let mut buf = BytesMut::from(&b"R0001000f0000"[..]);
+        let cap = buf.capacity();
+        assert!(matches!(
+            codec.decode_eof(&mut buf).unwrap_err(),
+            CodecError::Decode {
+                error: DecodeError::Truncated {
+                    offset: 13,
+                    missing: 0xf_0000
+                },
+                stream_offset: 0
+            }
+        ));
+        assert_eq!(buf.capacity(), cap);
+    }
+
+    #[test]
+    fn eof_reports_malformed_bytes_as_malformed_not_truncated() {
+        let mut codec = GotalkCodec::default();
+        let mut buf = BytesMut::from(&b"R0001000z0000"[..]);
+        assert!(matches!(
+            codec.decode_eof(&mut buf).unwrap_err(),
+            CodecError::Decode {
+                error: DecodeError::InvalidHexDigit { offset: 8, .. },
+                ..
+            }
+        ));
+        // Only complete fields are judged: a field cut short is truncated.
+        let mut buf = BytesMut::from(&b"R0001000z"[..]);
+        assert!(matches!(
+            codec.decode_eof(&mut buf).unwrap_err(),
+            CodecError::Decode {
+                error: DecodeError::Truncated { offset: 9, .. },
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -2,9 +2,8 @@
 //!
 //! The header parser is hand-written: every field sits at a fixed offset
 //! once the name length is known, so it reads each field in place. (It
-//! started out on `nom`'s streaming combinators; the `codec` benchmark
-//! measured that version 1.6× slower than a hand-written baseline, 29 ns
-//! against 18 ns per small request, so it was replaced.) Only complete fields
+//! started out on `nom`'s streaming combinators, which the `codec` benchmark
+//! measured slower; `docs/benchmarks.md` keeps the figures.) Only complete fields
 //! are judged, so the outcome for a prefix of the input never contradicts the
 //! outcome for the whole input: feeding bytes in any chunking gives the same
 //! messages and the same errors.

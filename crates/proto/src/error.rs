@@ -52,8 +52,9 @@ impl fmt::Display for Field {
 
 /// Why bytes received from the peer are not a valid gotalk message.
 ///
-/// Every variant names the offending field and the byte offset, counted from
-/// the start of the input handed to the decoder (the start of the frame).
+/// Every variant but [`UnsupportedVersion`](Self::UnsupportedVersion) gives a
+/// byte offset, counted from the start of the input handed to the decoder
+/// (the start of the frame), and the malformed ones name the offending field.
 /// The peer that sent such bytes broke the protocol:
 /// [`protocol_error_code`](Self::protocol_error_code) says which
 /// `f` ProtocolError to answer with before closing.
@@ -98,6 +99,18 @@ pub enum DecodeError {
         /// The version the peer announced.
         version: u8,
     },
+    /// The input ended inside a frame: the stream closed before the frame
+    /// was whole. Only reported once the stream has ended (`decode_eof` of
+    /// the codec); until then a short frame is
+    /// [`Decoded::Incomplete`](crate::Decoded::Incomplete), not an error.
+    Truncated {
+        /// Where the input ended: how many bytes of the frame arrived.
+        offset: usize,
+        /// How many more bytes the frame needed: exact once its header was
+        /// whole; before that the payload size is unknown, so this is what
+        /// the header alone still lacked.
+        missing: usize,
+    },
 }
 
 impl DecodeError {
@@ -115,7 +128,8 @@ impl DecodeError {
             Self::UnknownMessageType { offset, .. }
             | Self::InvalidHexDigit { offset, .. }
             | Self::InvalidUtf8 { offset, .. }
-            | Self::PayloadTooLarge { offset, .. } => Some(*offset),
+            | Self::PayloadTooLarge { offset, .. }
+            | Self::Truncated { offset, .. } => Some(*offset),
             Self::UnsupportedVersion { .. } => None,
         }
     }
@@ -127,6 +141,7 @@ impl DecodeError {
             Self::InvalidHexDigit { field, .. } | Self::InvalidUtf8 { field, .. } => Some(*field),
             Self::PayloadTooLarge { .. } => Some(Field::PayloadSize),
             Self::UnsupportedVersion { .. } => Some(Field::Version),
+            Self::Truncated { .. } => None,
         }
     }
 }
@@ -163,6 +178,10 @@ impl fmt::Display for DecodeError {
                 f,
                 "unsupported protocol version {version:02x} (this side speaks {:02x})",
                 crate::PROTOCOL_VERSION
+            ),
+            Self::Truncated { offset, missing } => write!(
+                f,
+                "truncated frame: the input ends at byte {offset}, {missing} more bytes needed"
             ),
         }
     }
@@ -239,6 +258,18 @@ mod tests {
         assert_eq!(
             v.to_string(),
             "unsupported protocol version 02 (this side speaks 01)"
+        );
+        let t = DecodeError::Truncated {
+            offset: 13,
+            missing: 5,
+        };
+        // A frame cut short is an invalid message, like any malformed one.
+        assert_eq!(t.protocol_error_code(), ProtocolErrorCode::InvalidMessage);
+        assert_eq!(t.offset(), Some(13));
+        assert_eq!(t.field(), None);
+        assert_eq!(
+            t.to_string(),
+            "truncated frame: the input ends at byte 13, 5 more bytes needed"
         );
         assert!(
             EncodeError::NameTooLong { len: 5000 }

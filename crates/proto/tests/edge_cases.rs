@@ -451,6 +451,7 @@ async fn framed_read_reports_a_bad_frame_at_its_stream_offset() {
 #[tokio::test]
 async fn framed_read_refuses_a_truncated_last_frame() {
     let (_, mut wire) = sample_stream();
+    let good_len = wire.len() as u64;
     wire.extend_from_slice(b"R00010000000a12345");
     let mut framed = FramedRead::new(&wire[..], GotalkCodec::default());
     let mut last = None;
@@ -463,9 +464,21 @@ async fn framed_read_refuses_a_truncated_last_frame() {
             }
         }
     }
-    // tokio-util reports bytes left at EOF as an I/O error.
-    assert!(
-        matches!(last, Some(Some(Err(CodecError::Io(_))))),
-        "got {last:?}"
-    );
+    // The codec says the frame was cut short, where, and by how much.
+    match last {
+        Some(Some(Err(CodecError::Decode {
+            error,
+            stream_offset,
+        }))) => {
+            assert_eq!(stream_offset, good_len);
+            assert_eq!(
+                error,
+                DecodeError::Truncated {
+                    offset: 18,
+                    missing: 5
+                }
+            );
+        }
+        other => panic!("expected a truncated frame, got {other:?}"),
+    }
 }

@@ -312,3 +312,66 @@ proptest! {
         prop_assert_eq!(&codec_chunked(&input, &chunks), &whole);
     }
 }
+
+/// Runs `decode_eof` over what is left once the stream has ended, as
+/// `FramedRead` does: the frames, then how it ended.
+fn decode_at_eof(wire: &[u8]) -> (Vec<Message>, Result<(), CodecError>) {
+    let mut codec = GotalkCodec::default();
+    let mut buf = BytesMut::from(wire);
+    let mut out = Vec::new();
+    // Every frame takes at least 9 bytes, so this bounds the loop.
+    for _ in 0..=wire.len() / 9 {
+        match codec.decode_eof(&mut buf) {
+            Ok(Some(m)) => out.push(m),
+            Ok(None) => return (out, Ok(())),
+            Err(e) => return (out, Err(e)),
+        }
+    }
+    unreachable!("more messages than the buffer can hold")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A stream that ends inside a frame gives the frames before it, then
+    /// `Truncated` at that frame's stream offset, saying how far it got and
+    /// how much was missing. One that ends between frames just ends.
+    #[test]
+    fn stream_ending_inside_a_frame_is_truncated_there(
+        msgs in prop::collection::vec(arb_message(), 1..8),
+        which in any::<prop::sample::Index>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let frames: Vec<Vec<u8>> = msgs.iter().map(|m| m.to_vec().unwrap()).collect();
+        let k = which.index(frames.len());
+        let start: usize = frames[..k].iter().map(Vec::len).sum();
+        let frame_len = frames[k].len();
+        // Strictly inside frame k: at least one byte of it, not all.
+        let got = 1 + cut.index(frame_len - 1);
+        let wire = frames.concat();
+
+        let (decoded, end) = decode_at_eof(&wire[..start + got]);
+        prop_assert_eq!(&decoded[..], &msgs[..k]);
+        let Err(CodecError::Decode { error, stream_offset }) = end else {
+            panic!("expected a truncated frame, got {end:?}");
+        };
+        prop_assert_eq!(stream_offset, start as u64);
+        let DecodeError::Truncated { offset, missing } = error else {
+            panic!("expected Truncated, got {error:?}");
+        };
+        prop_assert_eq!(offset, got);
+        prop_assert!(missing > 0);
+        // Exact once the header is in; never more than the frame lacks.
+        let header_len = frame_len - msgs[k].payload().map_or(0, |p| p.len());
+        if got >= header_len {
+            prop_assert_eq!(missing, frame_len - got);
+        } else {
+            prop_assert!(got + missing <= frame_len, "{} + {} > {}", got, missing, frame_len);
+        }
+        prop_assert_eq!(error.protocol_error_code(), ProtocolErrorCode::InvalidMessage);
+
+        let (decoded, end) = decode_at_eof(&wire[..start]);
+        prop_assert_eq!(&decoded[..], &msgs[..k]);
+        prop_assert!(end.is_ok(), "{:?}", end);
+    }
+}

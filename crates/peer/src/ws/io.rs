@@ -1,22 +1,10 @@
 //! [`WsIo`]: a gotalk byte stream over WebSocket messages.
 //!
-//! The connection driver reads and writes a plain byte stream; this adapter
-//! maps it onto WebSocket messages the way the original implementations do
-//! (see the crate's `docs/websocket.md`):
-//!
-//! - **Writing**: the outgoing bytes are our own, so they are trusted and
-//!   parsed with [`gotalk_proto::parse_header`] only to find the cuts. The
-//!   two-byte version is one binary message, every header is one binary
-//!   message and every non-empty payload is the next binary message. After a
-//!   `f` ProtocolError header the adapter sends a Close frame with code
-//!   `4000 + N` (what gotalk.js does) and accepts no more bytes.
-//! - **Reading**: binary and text messages are concatenated into one byte
-//!   stream, split anywhere. One rule makes frame-based senders (gotalk.js)
-//!   safe: when a message holds exactly one header that declares a non-empty
-//!   payload, the next message must be exactly that payload. Otherwise the
-//!   read fails with [`io::ErrorKind::InvalidData`] carrying a
-//!   [`WsError::PayloadSizeMismatch`], and the driver answers `f00000002`;
-//!   bytes of the following frame are never taken as payload.
+//! The connection driver reads and writes a plain byte stream. This module
+//! only moves bytes between that stream and the WebSocket: where messages
+//! are cut and how they are put back together is [`framing`](super::framing)'s
+//! business, and the message types of axum and tungstenite are mapped in
+//! [`adapters`](super::adapters).
 
 use std::{
     fmt, io,
@@ -24,16 +12,17 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Sink, Stream};
-use gotalk_proto::{
-    DecodeLimits, Decoded, MAX_HEADER_LEN, Message, MessageType, ProtocolErrorCode, VERSION_BYTES,
-    decode, parse_header,
-};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Limits used to find frame boundaries; payload size is the driver's business.
-const SCAN_LIMITS: DecodeLimits = DecodeLimits::with_max_payload(u32::MAX);
+// Re-exported here so `ws` exports them from one place, as before the split.
+pub use super::{adapters::WsMessage, error::WsError};
+
+use super::{
+    adapters::{Incoming, TransportError},
+    framing::{self, Cutter, Reassembler},
+};
 
 /// Bytes the adapter buffers on the write side, beyond one whole frame,
 /// before it makes the writer wait for the WebSocket.
@@ -42,272 +31,23 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// WebSocket messages taken in one `poll_read` before yielding.
 const MESSAGE_BUDGET: usize = 64;
 
-/// Why the WebSocket transport could not carry the gotalk stream further.
-///
-/// Carried inside the [`io::Error`]s that [`WsIo`] returns; get it back with
-/// [`WsError::from_io`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WsError {
-    /// A message that had to be exactly one payload has another length:
-    /// the previous message was one header declaring `declared` bytes.
-    /// (gotalk.js 1.x miscounts strings with NUL or astral characters.)
-    PayloadSizeMismatch {
-        /// The payload size the header declared.
-        declared: u32,
-        /// The length of the message that followed.
-        received: usize,
-    },
-    /// A WebSocket message or frame was larger than the configured maximum.
-    MessageTooLarge {
-        /// The size the peer sent or announced.
-        size: usize,
-        /// The configured maximum.
-        limit: usize,
-    },
-    /// The peer closed the WebSocket with close code `4000 + N`, the way
-    /// gotalk.js reports gotalk protocol error `N`.
-    ClosedWithProtocolError {
-        /// The gotalk protocol error code.
-        code: ProtocolErrorCode,
-        /// The close reason text the peer sent.
-        reason: String,
-    },
-    /// The peer broke the WebSocket protocol itself (e.g. bad framing).
-    Protocol(String),
-}
-
-impl WsError {
-    /// The [`WsError`] inside an [`io::Error`] returned by [`WsIo`], if any.
-    pub fn from_io(err: &io::Error) -> Option<&WsError> {
-        err.get_ref()?.downcast_ref::<WsError>()
-    }
-
-    /// The [`io::ErrorKind`] [`WsIo`] reports this error with.
-    ///
-    /// [`io::ErrorKind::InvalidData`] means a gotalk-level invalid message
-    /// (the driver answers `f00000002`); the others mean the transport ended.
-    pub fn kind(&self) -> io::ErrorKind {
-        match self {
-            Self::PayloadSizeMismatch { .. } | Self::MessageTooLarge { .. } => {
-                io::ErrorKind::InvalidData
-            }
-            Self::ClosedWithProtocolError { .. } => io::ErrorKind::ConnectionAborted,
-            Self::Protocol(_) => io::ErrorKind::ConnectionAborted,
-        }
-    }
-
-    fn into_io(self) -> io::Error {
-        io::Error::new(self.kind(), self)
-    }
-}
-
-impl fmt::Display for WsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::PayloadSizeMismatch { declared, received } => write!(
-                f,
-                "websocket payload message has {received} bytes, its header declared {declared}"
-            ),
-            Self::MessageTooLarge { size, limit } => {
-                write!(
-                    f,
-                    "websocket message of {size} bytes exceeds the limit of {limit}"
-                )
-            }
-            Self::ClosedWithProtocolError { code, reason } => {
-                write!(
-                    f,
-                    "peer closed the websocket with gotalk protocol error {code:?}"
-                )?;
-                if !reason.is_empty() {
-                    write!(f, " ({reason})")?;
-                }
-                Ok(())
-            }
-            Self::Protocol(msg) => write!(f, "websocket protocol error: {msg}"),
-        }
-    }
-}
-
-impl std::error::Error for WsError {}
-
-mod sealed {
-    // Sealed-trait pattern: these items are public but unnameable outside
-    // this crate, so only this module can implement `WsMessage`.
-    #![allow(unreachable_pub)]
-
-    use bytes::Bytes;
-    use std::io;
-
-    /// What a WebSocket message means to the adapter.
-    #[derive(Debug)]
-    pub enum Incoming {
-        /// A binary or text message.
-        Data(Bytes),
-        /// Ping, pong or a raw frame: answered by the WebSocket library.
-        Control,
-        /// A close frame with its code and reason, if any.
-        Close(Option<(u16, String)>),
-    }
-
-    /// How a transport error surfaces to the driver.
-    #[derive(Debug)]
-    pub enum TransportError {
-        /// The connection is closed: report end of stream.
-        Closed,
-        /// Message or frame too large.
-        TooLarge { size: usize, limit: usize },
-        /// WebSocket protocol violation.
-        Protocol(String),
-        /// An I/O error of the underlying connection.
-        Io(io::Error),
-    }
-
-    /// The mapping between one library's message type and the adapter.
-    pub trait Sealed: Sized {
-        /// The error type of the stream and sink that carry these messages.
-        type Error;
-        fn into_incoming(self) -> Incoming;
-        fn binary(data: Bytes) -> Self;
-        fn close(code: u16, reason: &'static str) -> Self;
-        fn classify(err: Self::Error) -> TransportError;
-    }
-}
-
-use sealed::{Incoming, Sealed, TransportError};
-
-/// A WebSocket message type [`WsIo`] can run over: the one of
-/// tokio-tungstenite (`tungstenite::Message`) and the one of axum's
-/// `WebSocket` (`axum::extract::ws::Message`). Sealed.
-pub trait WsMessage: Sealed + Send + 'static {}
-
-mod tungstenite_impl {
-    use super::*;
-    use tokio_tungstenite::tungstenite::{
-        self, Message,
-        error::CapacityError,
-        protocol::{CloseFrame, frame::coding::CloseCode},
-    };
-
-    impl WsMessage for Message {}
-
-    impl Sealed for Message {
-        type Error = tungstenite::Error;
-
-        fn into_incoming(self) -> Incoming {
-            match self {
-                Message::Binary(b) => Incoming::Data(b),
-                Message::Text(t) => Incoming::Data(t.into()),
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Incoming::Control,
-                Message::Close(frame) => Incoming::Close(
-                    frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())),
-                ),
-            }
-        }
-
-        fn binary(data: Bytes) -> Self {
-            Message::Binary(data)
-        }
-
-        fn close(code: u16, reason: &'static str) -> Self {
-            Message::Close(Some(CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.into(),
-            }))
-        }
-
-        fn classify(err: Self::Error) -> TransportError {
-            classify_tungstenite(err)
-        }
-    }
-
-    pub(super) fn classify_tungstenite(err: tungstenite::Error) -> TransportError {
-        use tungstenite::Error as E;
-        match err {
-            E::ConnectionClosed | E::AlreadyClosed => TransportError::Closed,
-            E::Io(e) => TransportError::Io(e),
-            E::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                TransportError::TooLarge {
-                    size,
-                    limit: max_size,
-                }
-            }
-            E::Capacity(other) => TransportError::Protocol(other.to_string()),
-            other => TransportError::Protocol(other.to_string()),
-        }
-    }
-}
-
-mod axum_impl {
-    use super::*;
-    use axum::extract::ws::{CloseFrame, Message};
-    use tokio_tungstenite::tungstenite;
-
-    impl WsMessage for Message {}
-
-    impl Sealed for Message {
-        type Error = axum::Error;
-
-        fn into_incoming(self) -> Incoming {
-            match self {
-                Message::Binary(b) => Incoming::Data(b),
-                Message::Text(t) => Incoming::Data(t.into()),
-                Message::Ping(_) | Message::Pong(_) => Incoming::Control,
-                Message::Close(frame) => {
-                    Incoming::Close(frame.map(|f| (f.code, f.reason.as_str().to_owned())))
-                }
-            }
-        }
-
-        fn binary(data: Bytes) -> Self {
-            Message::Binary(data)
-        }
-
-        fn close(code: u16, reason: &'static str) -> Self {
-            Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            }))
-        }
-
-        fn classify(err: Self::Error) -> TransportError {
-            // axum wraps the tungstenite error of the same tokio-tungstenite.
-            match err.into_inner().downcast::<tungstenite::Error>() {
-                Ok(e) => super::tungstenite_impl::classify_tungstenite(*e),
-                Err(other) => TransportError::Protocol(other.to_string()),
-            }
-        }
-    }
-}
-
-/// Where the reader is in the incoming byte stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scan {
-    /// Inside the two-byte version; this many bytes are left.
-    Version(usize),
-    /// At or inside a header (partial header bytes are kept aside).
-    Header,
-    /// Inside a payload; this many bytes are left.
-    Payload(usize),
-    /// The stream no longer parses; the driver will say why.
-    Opaque,
-}
-
-/// What the writer cuts next out of the outgoing bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    Version,
-    Header,
-    Payload(usize),
-}
-
 /// A WebSocket connection as a tokio byte stream carrying gotalk frames.
 ///
 /// `S` is a WebSocket message stream and sink: tokio-tungstenite's
 /// `WebSocketStream` or axum's `WebSocket`. Give it to
 /// [`Peer::handshake`](crate::Peer::handshake) like any other stream; the
 /// WebSocket client and server of this module do that for you.
+///
+/// Writing, the two-byte version is one binary message, every header is
+/// one binary message and every non-empty payload is the next binary
+/// message; after a `f` ProtocolError header the adapter sends a Close
+/// frame with code `4000 + N` (what gotalk.js does) and accepts no more
+/// bytes. Reading, binary and text messages are concatenated into one byte
+/// stream, split anywhere, but when a message holds exactly one header that
+/// declares a non-empty payload, the next message must be exactly that
+/// payload. Otherwise the read fails with [`io::ErrorKind::InvalidData`]
+/// carrying a [`WsError::PayloadSizeMismatch`], and the driver answers
+/// `f00000002`; bytes of the following frame are never taken as payload.
 ///
 /// Ping and pong are answered by the WebSocket library underneath. The size
 /// of one incoming message is bounded by that library's configuration
@@ -316,31 +56,25 @@ enum Cut {
 pub struct WsIo<S> {
     inner: S,
     // read side
-    rbuf: BytesMut,
-    scan: Scan,
-    partial: BytesMut,
-    expect_payload: Option<u32>,
+    reader: Reassembler,
+    /// Why the stream cannot be read further; every later read reports it.
     read_error: Option<WsError>,
     /// An I/O error met after data was copied, reported by the next read.
     read_io_error: Option<io::Error>,
     read_eof: bool,
     // write side
-    wbuf: BytesMut,
-    cut: Cut,
-    /// A message cut out of `wbuf` that the sink was not ready for.
+    writer: Cutter,
+    /// A message cut by `writer` that the sink was not ready for.
     unsent: Option<Bytes>,
-    /// Set once an outgoing `f` was seen: send Close(4000 + code) after it.
-    close_code: Option<ProtocolErrorCode>,
     close_sent: bool,
 }
 
 impl<S> fmt::Debug for WsIo<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WsIo")
-            .field("scan", &self.scan)
-            .field("buffered_in", &self.rbuf.len())
-            .field("buffered_out", &self.wbuf.len())
-            .field("close_code", &self.close_code)
+            .field("buffered_in", &self.reader.buffered().len())
+            .field("buffered_out", &self.writer.buffered())
+            .field("close_code", &self.writer.protocol_error())
             .finish_non_exhaustive()
     }
 }
@@ -350,17 +84,12 @@ impl<S> WsIo<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            rbuf: BytesMut::new(),
-            scan: Scan::Version(VERSION_BYTES.len()),
-            partial: BytesMut::new(),
-            expect_payload: None,
+            reader: Reassembler::default(),
             read_error: None,
             read_io_error: None,
             read_eof: false,
-            wbuf: BytesMut::new(),
-            cut: Cut::Version,
+            writer: Cutter::default(),
             unsent: None,
-            close_code: None,
             close_sent: false,
         }
     }
@@ -369,138 +98,6 @@ impl<S> WsIo<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
-
-    /// Takes in one data message from the peer.
-    fn on_data(&mut self, data: Bytes) -> Result<(), WsError> {
-        if let Some(declared) = self.expect_payload.take() {
-            if data.len() != declared as usize {
-                return Err(WsError::PayloadSizeMismatch {
-                    declared,
-                    received: data.len(),
-                });
-            }
-            self.rbuf.extend_from_slice(&data);
-            return Ok(());
-        }
-        let at_boundary = self.scan == Scan::Header && self.partial.is_empty();
-        let mut i = 0;
-        // Each pass consumes at least one byte or ends the loop.
-        while i < data.len() {
-            match self.scan {
-                Scan::Version(left) => {
-                    let n = left.min(data.len() - i);
-                    i += n;
-                    self.scan = if n == left {
-                        Scan::Header
-                    } else {
-                        Scan::Version(left - n)
-                    };
-                }
-                Scan::Payload(left) => {
-                    let n = left.min(data.len() - i);
-                    i += n;
-                    self.scan = if n == left {
-                        Scan::Header
-                    } else {
-                        Scan::Payload(left - n)
-                    };
-                }
-                Scan::Opaque => i = data.len(),
-                Scan::Header => {
-                    let had = self.partial.len();
-                    let parsed = if had == 0 {
-                        parse_header(&data[i..], &SCAN_LIMITS)
-                    } else {
-                        // A header is at most MAX_HEADER_LEN bytes: that many more
-                        // bytes always decide it.
-                        let take = (data.len() - i).min(MAX_HEADER_LEN);
-                        self.partial.extend_from_slice(&data[i..i + take]);
-                        parse_header(&self.partial, &SCAN_LIMITS)
-                    };
-                    match parsed {
-                        Ok(Decoded::Complete(header, len)) => {
-                            let start = i;
-                            i += len - had;
-                            self.partial.clear();
-                            let payload = header.payload_len as usize;
-                            if at_boundary && start == 0 && i == data.len() && payload > 0 {
-                                // One header alone in its message: the next
-                                // message is its payload, exactly.
-                                self.expect_payload = Some(header.payload_len);
-                                self.scan = Scan::Header;
-                            } else if payload > 0 {
-                                self.scan = Scan::Payload(payload);
-                            }
-                        }
-                        Ok(Decoded::Incomplete(_)) => {
-                            if had == 0 {
-                                self.partial.extend_from_slice(&data[i..]);
-                            }
-                            i = data.len();
-                        }
-                        Err(_) => {
-                            // The driver parses the same bytes and reports it.
-                            self.scan = Scan::Opaque;
-                            self.partial.clear();
-                            i = data.len();
-                        }
-                    }
-                }
-            }
-        }
-        self.rbuf.extend_from_slice(&data);
-        Ok(())
-    }
-
-    /// Cuts the next whole message out of the outgoing bytes, if there is one.
-    fn next_cut(&mut self) -> io::Result<Option<Bytes>> {
-        match self.cut {
-            Cut::Version => {
-                if self.wbuf.len() < VERSION_BYTES.len() {
-                    return Ok(None);
-                }
-                self.cut = Cut::Header;
-                Ok(Some(self.wbuf.split_to(VERSION_BYTES.len()).freeze()))
-            }
-            Cut::Payload(n) => {
-                if self.wbuf.len() < n {
-                    return Ok(None);
-                }
-                self.cut = Cut::Header;
-                Ok(Some(self.wbuf.split_to(n).freeze()))
-            }
-            Cut::Header => match parse_header(&self.wbuf, &SCAN_LIMITS) {
-                Ok(Decoded::Incomplete(_)) => Ok(None),
-                Ok(Decoded::Complete(header, len)) => {
-                    if header.message_type == MessageType::ProtocolError
-                        && let Ok(Decoded::Complete(Message::ProtocolError { code }, _)) =
-                            decode(&self.wbuf[..len], &SCAN_LIMITS)
-                    {
-                        self.close_code = Some(code);
-                    }
-                    if header.payload_len > 0 {
-                        self.cut = Cut::Payload(header.payload_len as usize);
-                    }
-                    Ok(Some(self.wbuf.split_to(len).freeze()))
-                }
-                Err(e) => Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("outgoing gotalk bytes do not parse: {e}"),
-                )),
-            },
-        }
-    }
-}
-
-fn transport_to_io(err: TransportError) -> io::Error {
-    match err {
-        TransportError::Closed => io::Error::from(io::ErrorKind::BrokenPipe),
-        TransportError::Io(e) => e,
-        TransportError::TooLarge { size, limit } => {
-            WsError::MessageTooLarge { size, limit }.into_io()
-        }
-        TransportError::Protocol(msg) => WsError::Protocol(msg).into_io(),
-    }
 }
 
 impl<S, M> WsIo<S>
@@ -508,34 +105,39 @@ where
     S: Stream<Item = Result<M, M::Error>> + Sink<M, Error = M::Error> + Unpin,
     M: WsMessage,
 {
-    /// Sends every whole message of `wbuf` the sink takes without waiting.
+    /// Sends every whole message the writer has cut that the sink takes
+    /// without waiting, then the Close frame if a protocol error went out.
     /// `Ready(Ok)` once nothing whole is left unsent.
     fn poll_send_cuts(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.unsent.is_none() {
-                self.unsent = self.next_cut()?;
+                self.unsent = self.writer.next_message().map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("outgoing gotalk bytes do not parse: {e}"),
+                    )
+                })?;
             }
             if self.unsent.is_none() {
-                if let Some(code) = self.close_code
+                if let Some(code) = self.writer.protocol_error()
                     && !self.close_sent
                 {
                     ready!(Pin::new(&mut self.inner).poll_ready(cx))
-                        .map_err(|e| transport_to_io(M::classify(e)))?;
-                    let n = code.as_u32();
-                    let close = if n <= 999 { 4000 + n as u16 } else { 4000 };
+                        .map_err(|e| M::classify(e).into_io())?;
+                    let close = framing::close_code_for(code);
                     Pin::new(&mut self.inner)
                         .start_send(M::close(close, code.description()))
-                        .map_err(|e| transport_to_io(M::classify(e)))?;
+                        .map_err(|e| M::classify(e).into_io())?;
                     self.close_sent = true;
                 }
                 return Poll::Ready(Ok(()));
             }
             ready!(Pin::new(&mut self.inner).poll_ready(cx))
-                .map_err(|e| transport_to_io(M::classify(e)))?;
+                .map_err(|e| M::classify(e).into_io())?;
             let msg = self.unsent.take().expect("checked above");
             Pin::new(&mut self.inner)
                 .start_send(M::binary(msg))
-                .map_err(|e| transport_to_io(M::classify(e)))?;
+                .map_err(|e| M::classify(e).into_io())?;
         }
     }
 }
@@ -556,10 +158,11 @@ where
         let mut copied = false;
         let mut budget = MESSAGE_BUDGET;
         loop {
-            if !this.rbuf.is_empty() {
-                let n = this.rbuf.len().min(buf.remaining());
-                buf.put_slice(&this.rbuf[..n]);
-                this.rbuf.advance(n);
+            let ready = this.reader.buffered();
+            if !ready.is_empty() {
+                let n = ready.len().min(buf.remaining());
+                buf.put_slice(&ready[..n]);
+                this.reader.consume(n);
                 copied = true;
                 if buf.remaining() == 0 {
                     return Poll::Ready(Ok(()));
@@ -611,7 +214,7 @@ where
                 },
                 Some(Ok(msg)) => match msg.into_incoming() {
                     Incoming::Data(data) => {
-                        if let Err(e) = this.on_data(data) {
+                        if let Err(e) = this.reader.push_message(&data) {
                             tracing::debug!(error = %e, "websocket framing error");
                             this.read_error = Some(e);
                         }
@@ -622,11 +225,11 @@ where
                         // then reports the end of the stream.
                         if let Some((code, reason)) = frame {
                             tracing::debug!(code, %reason, "websocket closed by peer");
-                            if (4000..5000).contains(&code) && this.read_error.is_none() {
-                                this.read_error = Some(WsError::ClosedWithProtocolError {
-                                    code: ProtocolErrorCode::from_u32(u32::from(code - 4000)),
-                                    reason,
-                                });
+                            if let Some(code) = framing::protocol_error_of_close(code)
+                                && this.read_error.is_none()
+                            {
+                                this.read_error =
+                                    Some(WsError::ClosedWithProtocolError { code, reason });
                             }
                         }
                     }
@@ -655,16 +258,16 @@ where
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.close_code.is_some() {
+        if this.writer.protocol_error().is_some() {
             // The gotalk protocol error was the last message.
             return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
         }
-        if this.poll_send_cuts(cx)?.is_pending() && this.wbuf.len() >= WRITE_HIGH_WATER {
+        if this.poll_send_cuts(cx)?.is_pending() && this.writer.buffered() >= WRITE_HIGH_WATER {
             return Poll::Pending;
         }
         let mut n = 0;
         for buf in bufs {
-            this.wbuf.extend_from_slice(buf);
+            this.writer.push(buf);
             n += buf.len();
         }
         // Send what became whole; a waker is registered if the sink is busy.
@@ -681,7 +284,7 @@ where
         ready!(this.poll_send_cuts(cx))?;
         Pin::new(&mut this.inner)
             .poll_flush(cx)
-            .map_err(|e| transport_to_io(M::classify(e)))
+            .map_err(|e| M::classify(e).into_io())
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -695,20 +298,20 @@ where
             match ready!(Pin::new(&mut this.inner).poll_ready(cx)).map_err(M::classify) {
                 Ok(()) => {}
                 Err(TransportError::Closed) => return Poll::Ready(Ok(())),
-                Err(e) => return Poll::Ready(Err(transport_to_io(e))),
+                Err(e) => return Poll::Ready(Err(e.into_io())),
             }
             match Pin::new(&mut this.inner).start_send(M::close(1000, "")) {
                 Ok(()) => {}
                 Err(e) => match M::classify(e) {
                     TransportError::Closed => return Poll::Ready(Ok(())),
-                    e => return Poll::Ready(Err(transport_to_io(e))),
+                    e => return Poll::Ready(Err(e.into_io())),
                 },
             }
             this.close_sent = true;
         }
         match ready!(Pin::new(&mut this.inner).poll_close(cx)).map_err(M::classify) {
             Ok(()) | Err(TransportError::Closed) => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(transport_to_io(e))),
+            Err(e) => Poll::Ready(Err(e.into_io())),
         }
     }
 }
@@ -717,6 +320,7 @@ where
 mod tests {
     use super::*;
     use futures::{SinkExt, StreamExt};
+    use gotalk_proto::ProtocolErrorCode;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
     use tokio_tungstenite::{
         WebSocketStream,

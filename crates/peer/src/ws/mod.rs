@@ -36,7 +36,10 @@
 //! # Ok(()) }
 //! ```
 
+mod adapters;
 mod client;
+mod error;
+mod framing;
 mod io;
 mod js;
 pub(crate) mod server;
