@@ -171,8 +171,13 @@ impl Handlers {
 
     /// Handles notifications called `name`, with the raw payload.
     ///
-    /// Each notification runs in its own task, so a slow handler never holds
-    /// up reading; order between notifications is therefore not guaranteed.
+    /// Like request handlers, each is polled once on the connection's task
+    /// (see [`Config::inline_handlers`](crate::Config::inline_handlers)): one
+    /// that finishes without waiting costs no task, and one that waits moves
+    /// to a task of its own, so a slow handler never holds up reading. Order
+    /// between notifications that wait is therefore not guaranteed. At most
+    /// [`Config::max_concurrent_notifications`](crate::Config::max_concurrent_notifications)
+    /// run at once; reading pauses while that many do.
     pub fn notification<F, Fut>(mut self, name: &str, handler: F) -> Self
     where
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,

@@ -7,11 +7,17 @@
 //!
 //! # Layering
 //! - `gotalk-proto` turns bytes into messages and back (no I/O).
-//! - The connection state (request table, ID allocation, stream admission,
-//!   limits) is plain Rust with no I/O, unit-tested on its own.
-//! - One driver task per connection does the I/O: zero-copy reads, coalesced
-//!   vectored writes, heartbeats and timers. Handlers run in their own tasks,
-//!   so a slow or panicking handler never holds up the connection.
+//! - [`core`] is the connection as a state machine with no I/O and no clock
+//!   of its own (quinn-proto style): request IDs and tables, admission and
+//!   limits, the byte budget, streams, timers, retries and closing are all
+//!   decided there, and tested deterministically with virtual time.
+//! - One driver task per connection moves bytes and events between the
+//!   transport, the core and the handlers: zero-copy reads, coalesced
+//!   vectored writes. It polls each handler once itself: a handler that
+//!   answers without waiting costs no task, one that waits moves to a task of
+//!   its own at its first `.await` (see [`Config::inline_handlers`]), so a
+//!   slow handler never holds up the connection, and a panicking one is
+//!   answered with an error result.
 //!
 //! # Example
 //!

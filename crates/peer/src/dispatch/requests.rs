@@ -130,7 +130,7 @@ fn run(
     if conn.config.inline_handlers
         && let Poll::Ready(outcome) = poll_work(&mut work)
     {
-        let reply = reply(&op, outcome);
+        let reply = reply_for(&op, outcome);
         d.ops.push(Op::Respond {
             id,
             stream,
@@ -146,7 +146,7 @@ fn run(
             Work::Single(f) => AssertUnwindSafe(f).catch_unwind().await.map(single_result),
             Work::Other(f) => AssertUnwindSafe(f).catch_unwind().await,
         };
-        let mut answer = Some((reply(&op, outcome), charge));
+        let mut answer = Some((reply_for(&op, outcome), charge));
         conn.send(|core| {
             if let Some((reply, charge)) = answer.take() {
                 core.respond(id, stream, reply, charge);
@@ -169,7 +169,7 @@ fn poll_work(work: &mut Work) -> Poll<HandlerOutcome> {
 }
 
 /// The reply to a request, from what its handler came to.
-fn reply(op: &Text<Bytes>, outcome: HandlerOutcome) -> Reply {
+fn reply_for(op: &Text<Bytes>, outcome: HandlerOutcome) -> Reply {
     match outcome {
         Ok(Ok(Some(payload))) => Reply::Value(payload),
         Ok(Ok(None)) => Reply::EndOfStream,
