@@ -126,6 +126,8 @@ pub enum Error {
     Unsupported(&'static str),
     /// Connecting or another I/O operation failed.
     Io(io::Error),
+    /// Connecting failed (see [`ConnectError`](crate::ConnectError)).
+    Connect(crate::ConnectError),
 }
 
 /// Why a version handshake failed.
@@ -176,6 +178,7 @@ impl fmt::Display for Error {
             Self::Handshake(e) => write!(f, "handshake failed: {e}"),
             Self::Unsupported(what) => write!(f, "the remote does not support {what}"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
+            Self::Connect(e) => e.fmt(f),
         }
     }
 }
@@ -186,6 +189,8 @@ impl std::error::Error for Error {
             Self::Encode(e) => Some(e),
             Self::Json(e) => Some(e),
             Self::Io(e) => Some(e),
+            // Displayed transparently: its source is ours.
+            Self::Connect(e) => std::error::Error::source(e),
             Self::Closed(CloseReason::Io(e)) => Some(&**e),
             Self::Handshake(HandshakeError::Malformed(e)) => Some(e),
             Self::Handshake(HandshakeError::Io(e)) => Some(e),
@@ -218,6 +223,12 @@ impl From<EncodeError> for Error {
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Self::Json(e)
+    }
+}
+
+impl From<crate::ConnectError> for Error {
+    fn from(e: crate::ConnectError) -> Self {
+        Self::Connect(e)
     }
 }
 

@@ -12,6 +12,12 @@
 //! - One driver task per connection does the I/O: zero-copy reads, coalesced
 //!   vectored writes, heartbeats and timers. Handlers run in their own tasks,
 //!   so a slow or panicking handler never holds up the connection.
+//! - [`transport`]: listeners and `connect` for TCP, Unix sockets, TLS
+//!   (`tls`) and WebSocket (`ws`), one [`ConnectError`] for them all.
+//! - One [`Server`] serves any mix of listeners: one accept loop, one
+//!   registry of live connections ([`Connections`]), the same hooks
+//!   ([`Server::on_connect`] to admit or refuse, [`Server::wrap_io`],
+//!   [`Server::on_open`]) on every transport.
 //!
 //! # Example
 //!
@@ -31,7 +37,8 @@
 //! });
 //! let server = Server::bind("127.0.0.1:0", handlers, Config::default()).await?.spawn();
 //!
-//! let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default()).await?;
+//! let addr = server.local_addr().to_string();
+//! let peer = Peer::connect(addr, Handlers::new(), Config::default()).await?;
 //! let out: GreetOut = peer.request_json("greet", &serde_json::json!({"name": "Rasmus"})).await?;
 //! assert_eq!(out.greeting, "Hello Rasmus");
 //! peer.close().await;
@@ -52,11 +59,9 @@ mod server;
 mod shared;
 mod state;
 mod stream;
-mod transport;
+pub mod transport;
 mod write_queue;
 
-#[cfg(feature = "tls")]
-pub mod tls;
 #[cfg(feature = "websocket")]
 pub mod ws;
 
@@ -65,5 +70,12 @@ pub use error::{CloseReason, Error, HandshakeError, RemoteError};
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
 pub use peer::{Peer, RequestOptions};
-pub use server::{Server, ServerHandle};
+pub use server::{Connections, Rejection, Server, ServerHandle};
 pub use stream::{RequestParts, ResultSender, ResultStream, StreamWriter};
+#[cfg(unix)]
+pub use transport::UnixListener;
+#[cfg(feature = "websocket")]
+pub use transport::WebSocketInfo;
+#[cfg(feature = "tls")]
+pub use transport::tls;
+pub use transport::{BoxedIo, ConnectError, ConnectionInfo, LocalAddr, TcpListener, TransportKind};
