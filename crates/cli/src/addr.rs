@@ -1,29 +1,25 @@
 //! Address arguments (`host:port`, `tls://host:port`, `unix:PATH`,
-//! `ws://…`, `wss://…`), connecting and listening.
+//! `ws://…`, `wss://…`) and connecting to them.
 //!
 //! Every command takes addresses through [`Address`]; clients connect with a
-//! [`Connector`] (which holds the TLS trust settings) and `gotalk serve`
-//! accepts through a [`Listener`]. WebSocket serving lives in
-//! [`crate::websocket`].
+//! [`Connector`] (which holds the TLS trust settings). Listening is
+//! gotalk-peer's, see [`crate::server`].
 
 use std::{
-    fmt, io,
+    fmt,
     path::{Path, PathBuf},
     str::FromStr,
     sync::Arc,
-    time::Duration,
 };
 
 use clap::Args;
 use gotalk_peer::{
-    Config, Error, Handlers, Peer,
-    tls::{self, TlsError, TlsListener, rustls},
+    Config, ConnectError, Handlers, Peer,
+    tls::{self, TlsError, rustls},
+    transport,
     ws::{self, WsClientConfig},
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, TcpStream},
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::trace::{Traced, Tracer};
 
@@ -182,7 +178,7 @@ impl Connector {
         handlers: Handlers,
         config: Config,
         tracer: Option<Tracer>,
-    ) -> Result<Peer, Error> {
+    ) -> Result<Peer, ConnectError> {
         let Some(tracer) = tracer else {
             return match &self.addr {
                 Address::Tcp(a) => Peer::connect(a.as_str(), handlers, config).await,
@@ -190,95 +186,83 @@ impl Connector {
                 #[cfg(unix)]
                 Address::Unix(p) => Peer::connect_unix(p, handlers, config).await,
                 #[cfg(not(unix))]
-                Address::Unix(_) => Err(Error::Io(io::ErrorKind::Unsupported.into())),
+                Address::Unix(_) => Err(unix_unsupported()),
                 Address::WebSocket(url) => {
-                    let ws_config = WsClientConfig {
-                        tls: self.tls.clone(),
-                        ..WsClientConfig::default()
-                    };
-                    Ok(ws::connect_with(url, handlers, config, &ws_config).await?)
+                    ws::connect_with(url, handlers, config, &self.ws_config()).await
                 }
             };
         };
+        // The same transports as above, with the byte stream wrapped in
+        // the tracer before the gotalk handshake.
         let limit = config.handshake_timeout;
         match &self.addr {
             Address::Tcp(a) => {
-                let stream = connect_timeout(limit, TcpStream::connect(a.as_str())).await?;
-                stream.set_nodelay(true)?;
+                let stream = transport::open_tcp(a.as_str(), limit).await?;
                 handshake_traced(stream, tracer, handlers, config).await
             }
             Address::Tls(a) => {
-                let tls = self.tls()?;
-                let stream = connect_timeout(limit, async {
-                    let tcp = TcpStream::connect(a.as_str()).await?;
-                    tcp.set_nodelay(true)?;
-                    tls::wrap_client(tcp, host_of(a), tls).await
-                })
-                .await?;
+                let stream = tls::open(a, self.tls()?, limit).await?;
                 handshake_traced(stream, tracer, handlers, config).await
             }
             #[cfg(unix)]
             Address::Unix(p) => {
-                let stream = connect_timeout(limit, tokio::net::UnixStream::connect(p)).await?;
+                let stream = transport::open_unix(p, limit).await?;
                 handshake_traced(stream, tracer, handlers, config).await
             }
             #[cfg(not(unix))]
-            Address::Unix(_) => Err(Error::Io(io::ErrorKind::Unsupported.into())),
+            Address::Unix(_) => Err(unix_unsupported()),
             Address::WebSocket(url) => {
-                let ws_config = WsClientConfig {
-                    tls: self.tls.clone(),
-                    ..WsClientConfig::default()
-                }
-                .wrap_io(move |io| Box::new(Traced::new(io, tracer.connection())));
-                Ok(ws::connect_with(url, handlers, config, &ws_config).await?)
+                let ws_config = self
+                    .ws_config()
+                    .wrap_io(move |io| Box::new(Traced::new(io, tracer.connection())));
+                ws::connect_with(url, handlers, config, &ws_config).await
             }
         }
     }
 
-    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+    fn ws_config(&self) -> WsClientConfig {
+        WsClientConfig {
+            tls: self.tls.clone(),
+            ..WsClientConfig::default()
+        }
+    }
+
+    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+        // `new` builds them for every address that needs them.
         self.tls.clone().ok_or_else(|| {
-            Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no TLS settings for this address",
-            ))
+            ConnectError::InvalidAddress(format!("no TLS settings for {}", self.addr))
         })
     }
 
     /// A hint for a failed [`connect`](Self::connect), when the cause is a
     /// common mistake: an untrusted certificate, or TLS on one side only.
-    pub(crate) fn hint(&self, e: &Error) -> Option<&'static str> {
-        if let Some(tls_error) = rustls_error(e) {
-            return match tls_error {
-                rustls::Error::InvalidCertificate(_) if self.custom_ca => Some(
-                    "the server's certificate was refused: it must be issued by the --ca \
-                     certificate and valid for the host name or IP address in the address",
-                ),
-                rustls::Error::InvalidCertificate(_) => Some(
-                    "the server's certificate was refused: without --ca only the platform's \
-                     root certificates are trusted; pass --ca FILE with the certificate (PEM) \
-                     of the CA that issued it",
-                ),
-                rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-                    Some(match self.addr {
-                        Address::WebSocket(_) => "the server does not seem to speak TLS: try ws://",
-                        _ => "the server does not seem to speak TLS: try HOST:PORT without tls://",
-                    })
-                }
-                _ => None,
-            };
-        }
+    pub(crate) fn hint(&self, e: &ConnectError) -> Option<&'static str> {
         match (&self.addr, e) {
-            (Address::Tcp(_), Error::Handshake(_)) => {
+            (_, ConnectError::Tls(rustls::Error::InvalidCertificate(_))) if self.custom_ca => Some(
+                "the server's certificate was refused: it must be issued by the --ca \
+                 certificate and valid for the host name or IP address in the address",
+            ),
+            (_, ConnectError::Tls(rustls::Error::InvalidCertificate(_))) => Some(
+                "the server's certificate was refused: without --ca only the platform's \
+                 root certificates are trusted; pass --ca FILE with the certificate (PEM) \
+                 of the CA that issued it",
+            ),
+            (
+                Address::WebSocket(_),
+                ConnectError::Tls(
+                    rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. },
+                ),
+            ) => Some("the server does not seem to speak TLS: try ws://"),
+            (
+                _,
+                ConnectError::Tls(
+                    rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. },
+                ),
+            ) => Some("the server does not seem to speak TLS: try HOST:PORT without tls://"),
+            (Address::Tcp(_), ConnectError::Handshake(_)) => {
                 Some("if the server uses TLS, connect to tls://HOST:PORT")
             }
-            (Address::WebSocket(url), Error::Io(io))
-                if url.starts_with("ws://")
-                    && matches!(
-                        io.get_ref()
-                            .and_then(|e| e.downcast_ref::<ws::ConnectError>()),
-                        Some(ws::ConnectError::WebSocket(_))
-                    ) =>
-            {
+            (Address::WebSocket(url), ConnectError::WebSocket(_)) if url.starts_with("ws://") => {
                 Some("is it a gotalk WebSocket endpoint? if the server uses TLS, connect to wss://")
             }
             _ => None,
@@ -286,143 +270,23 @@ impl Connector {
     }
 }
 
-/// The rustls error inside a failed connect, if TLS refused.
-fn rustls_error(e: &Error) -> Option<&rustls::Error> {
-    let Error::Io(io) = e else { return None };
-    let mut cause: &(dyn std::error::Error + 'static) = io.get_ref()?;
-    // Bounded: error chains are short, but a cyclic `source` must not hang us.
-    for _ in 0..8 {
-        if let Some(tls_error) = cause.downcast_ref::<rustls::Error>() {
-            return Some(tls_error);
-        }
-        if let Some(inner) = cause.downcast_ref::<io::Error>().and_then(|e| e.get_ref()) {
-            cause = inner;
-            continue;
-        }
-        cause = cause.source()?;
-    }
-    None
+#[cfg(not(unix))]
+fn unix_unsupported() -> ConnectError {
+    ConnectError::InvalidAddress("Unix domain sockets need a Unix system".into())
 }
 
-/// The host of `host:port`, without the brackets of an IPv6 literal.
-fn host_of(hostport: &str) -> &str {
-    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
-pub(crate) async fn connect_timeout<T>(
-    limit: Duration,
-    fut: impl Future<Output = io::Result<T>>,
-) -> Result<T, Error> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(Error::Io(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("connecting took longer than {limit:?}"),
-        ))),
-    }
-}
-
+/// The gotalk handshake over `io`, every frame reported to `tracer`.
 async fn handshake_traced<T>(
     io: T,
     tracer: Tracer,
     handlers: Handlers,
     config: Config,
-) -> Result<Peer, Error>
+) -> Result<Peer, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let traced = Traced::new(io, tracer.connection());
-    Peer::handshake(traced, handlers, config).await
-}
-
-/// A byte stream accepted by a [`Listener`].
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// A bound listening socket.
-pub(crate) enum Listener {
-    Tcp(TcpListener),
-    Tls(TlsListener),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixListener, PathBuf),
-}
-
-impl Listener {
-    /// Binds `addr`; with `tls`, a `host:port` (or `tls://host:port`)
-    /// listener speaks TLS, each handshake limited to `handshake_timeout`.
-    pub(crate) async fn bind(
-        addr: &Address,
-        tls: Option<Arc<rustls::ServerConfig>>,
-        handshake_timeout: Duration,
-    ) -> io::Result<Self> {
-        let unsupported = |what: String| io::Error::new(io::ErrorKind::Unsupported, what);
-        match (addr, tls) {
-            (Address::Tcp(a), None) => Ok(Self::Tcp(TcpListener::bind(a.as_str()).await?)),
-            (Address::Tcp(a) | Address::Tls(a), Some(tls)) => Ok(Self::Tls(
-                TlsListener::bind(a.as_str(), tls, handshake_timeout).await?,
-            )),
-            (Address::Tls(_), None) => Err(unsupported(
-                "tls:// needs a certificate and key (--tls-cert and --tls-key)".into(),
-            )),
-            #[cfg(unix)]
-            (Address::Unix(p), None) => {
-                Ok(Self::Unix(tokio::net::UnixListener::bind(p)?, p.clone()))
-            }
-            (Address::Unix(_), _) => Err(unsupported(
-                "Unix domain sockets are served without TLS (and only on Unix)".into(),
-            )),
-            (Address::WebSocket(url), _) => Err(unsupported(format!(
-                "{url}: serve WebSocket with --ws HOST:PORT (and --ws-path)"
-            ))),
-        }
-    }
-
-    /// The address clients connect to, in the form [`Address`] parses.
-    pub(crate) fn local_addr(&self) -> String {
-        match self {
-            Self::Tcp(l) => l
-                .local_addr()
-                .map_or_else(|e| format!("?({e})"), |a| a.to_string()),
-            Self::Tls(l) => format!("tls://{}", l.local_addr()),
-            #[cfg(unix)]
-            Self::Unix(_, p) => format!("unix:{}", p.display()),
-        }
-    }
-
-    /// Accepts one connection: the stream and a printable remote address.
-    pub(crate) async fn accept(&mut self) -> io::Result<(Box<dyn Io>, String)> {
-        match self {
-            Self::Tcp(l) => {
-                let (s, remote) = l.accept().await?;
-                s.set_nodelay(true)?;
-                Ok((Box::new(s), remote.to_string()))
-            }
-            Self::Tls(l) => {
-                let (s, remote) = l.accept().await?;
-                Ok((Box::new(s), format!("{remote} (tls)")))
-            }
-            #[cfg(unix)]
-            Self::Unix(l, p) => {
-                let (s, _) = l.accept().await?;
-                Ok((Box::new(s), format!("unix:{}", p.display())))
-            }
-        }
-    }
-
-    /// Removes the socket file of a Unix listener (after it is closed).
-    pub(crate) fn cleanup(self) {
-        match self {
-            Self::Tcp(_) | Self::Tls(_) => {}
-            #[cfg(unix)]
-            Self::Unix(l, p) => {
-                drop(l);
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
+    Ok(Peer::handshake(traced, handlers, config).await?)
 }
 
 #[cfg(test)]
@@ -481,12 +345,5 @@ mod tests {
             "unix:/s",
             "display round-trips"
         );
-    }
-
-    #[test]
-    fn hosts_of_host_ports() {
-        assert_eq!(host_of("localhost:1"), "localhost");
-        assert_eq!(host_of("127.0.0.1:1"), "127.0.0.1");
-        assert_eq!(host_of("[::1]:1"), "::1");
     }
 }

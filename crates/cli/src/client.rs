@@ -1,8 +1,7 @@
-//! `serve`, `request`, `stream`, `notify` and `listen`.
+//! `request`, `stream`, `notify` and `listen`.
 
 use std::{
     io::{IsTerminal, Read, Write},
-    path::PathBuf,
     pin::pin,
     sync::{
         Arc,
@@ -17,40 +16,16 @@ use futures::{
     StreamExt,
     future::{Either, select},
 };
-use gotalk_peer::{Config, Error, Handlers, Peer, RequestOptions, tls};
+use gotalk_peer::{Config, Error, Handlers, Peer, RequestOptions};
 use tokio::{io::AsyncReadExt, sync::mpsc};
 
 use crate::{
     addr::{Address, Connector, TrustArgs},
     exit, ops,
-    server::{self, ServeOptions},
+    signal::shutdown_signal,
     text::{OptDuration, escape_text, parse_optional_duration, pretty_json},
     trace::{Dir, TraceEvent, Tracer, event_text},
-    websocket::{self, WsListen},
 };
-
-pub(crate) const SERVE_HELP: &str = "\
-Prints `listening on ADDR` first (with --addr 127.0.0.1:0, ADDR has the port picked; with
---tls-cert it is tls://HOST:PORT), then, with --ws, `listening on ws://HOST:PORT/gotalk/`
-(wss:// with --tls-cert). ADDR is always what clients pass as their address.
-WebSocket (--ws): the same operations over gotalk's WebSocket mapping, at --ws-path and any
-path under it; any path under it ending in /gotalk.js serves the browser client (an ES
-module: import * as gotalk from '/gotalk/gotalk.js'). Origin policy: browsers may connect
-only from pages of this same host and port, plus each --ws-allow-origin; clients that send
-no Origin header (programs, not browsers) are always let in. WebSocket clients are sent no
-retry results unless their URL ends in ?caps=retry,stream (gotalk's Rust client and our
-gotalk.js say so; the original gotalk.js cannot take them).
-TLS (--tls-cert and --tls-key, PEM files: the certificate chain, leaf first, and its private
-key): the TCP listener speaks TLS (clients use tls://HOST:PORT) and --ws serves wss://.
-With --trace, prints every frame in and out, one line each:
-  conn#N <- FRAME   received on connection N
-  conn#N -> FRAME   sent on connection N
-FRAME is the exact wire bytes: printable ASCII as is, `\\` as `\\\\`, any other byte as \\xNN
-(request IDs are four raw bytes: \\x00\\x00\\x00\\x00 is ID 0). WebSocket connections are
-traced the same way: the gotalk bytes inside the WebSocket messages.
-Ctrl-C (or SIGTERM) stops accepting (TCP and WebSocket), lets requests in flight finish (up
-to 5 s), and exits 0; a second Ctrl-C exits at once. Exit code 2 if an address cannot be
-bound or the certificate or key cannot be used.";
 
 pub(crate) const REQUEST_HELP: &str = "\
 Prints the result followed by a newline (--raw: the exact bytes; --json: pretty-printed, or
@@ -83,65 +58,6 @@ On connecting, sends one `ping` and waits (up to 2 s) for its `pong`: once it ha
 `gotalk serve` surely relays notifications to this connection, and `listening on ADDR` is
 printed to stderr. That pong is not printed.
 Exit codes: 0 on Ctrl-C or after --count notifications; 2 if the connection fails or closes.";
-
-/// Arguments of `gotalk serve`.
-#[derive(Args)]
-pub(crate) struct ServeArgs {
-    /// Address to listen on: host:port (port 0 picks one) or unix:PATH
-    #[arg(long, default_value = "127.0.0.1:1234", conflicts_with = "unix")]
-    addr: Address,
-    /// Listen on a Unix domain socket at PATH (same as --addr unix:PATH)
-    #[arg(long, value_name = "PATH")]
-    unix: Option<PathBuf>,
-    /// Interval between heartbeats sent to each client ("off" disables)
-    #[arg(long, default_value = "20s", value_parser = parse_optional_duration, value_name = "DURATION")]
-    heartbeat: OptDuration,
-    /// Close a connection with ProtocolError 3 when no message arrives for this long ("off" disables)
-    #[arg(long, default_value = "30s", value_parser = parse_optional_duration, value_name = "DURATION")]
-    read_timeout: OptDuration,
-    /// Stream requests handled at once per connection (0 refuses stream requests)
-    #[arg(long, default_value_t = Config::default().max_inbound_streams, value_name = "N")]
-    stream_limit: usize,
-    /// Requests handled at once per connection; above it, clients get `request rate limit` retry results
-    #[arg(long, default_value_t = Config::default().max_inbound_requests, value_name = "N")]
-    request_limit: usize,
-    /// Print every frame in and out, and connections opening and closing
-    #[arg(long)]
-    trace: bool,
-    /// With --trace, payload bytes shown per frame before eliding the rest
-    #[arg(long, default_value_t = 96, value_name = "BYTES")]
-    trace_payload: usize,
-    /// Also serve gotalk over WebSocket (and the browser client) on host:port (port 0 picks one)
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
-    ws: Option<String>,
-    /// With --ws, the mount path of the WebSocket endpoint and the browser client
-    #[arg(long, default_value = websocket::DEFAULT_MOUNT, value_name = "PATH", value_parser = websocket::parse_mount, requires = "ws")]
-    ws_path: String,
-    /// With --ws, also let browser pages from this origin connect (repeatable), e.g. <https://app.example.com>
-    #[arg(long, value_name = "ORIGIN", value_parser = websocket::parse_origin, requires = "ws")]
-    ws_allow_origin: Vec<String>,
-    /// Serve TLS: the certificate chain (PEM, leaf first); needs --tls-key
-    #[arg(
-        long,
-        value_name = "PEM",
-        requires = "tls_key",
-        conflicts_with = "unix"
-    )]
-    tls_cert: Option<PathBuf>,
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-}
-
-/// `host:port` for `--ws`.
-fn parse_host_port(s: &str) -> Result<String, String> {
-    match s.parse::<Address>() {
-        Ok(Address::Tcp(a)) => Ok(a),
-        _ => Err(format!(
-            "{s:?} is not host:port (e.g. 127.0.0.1:8080; the path is --ws-path)"
-        )),
-    }
-}
 
 /// Arguments of `gotalk request`.
 #[derive(Args)]
@@ -329,127 +245,6 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)?;
     out.flush()
-}
-
-/// `gotalk serve`.
-pub(crate) async fn serve(args: ServeArgs) -> u8 {
-    let addr = match args.unix {
-        Some(path) => Address::Unix(path),
-        None => args.addr,
-    };
-    let config = Config {
-        heartbeat_interval: args.heartbeat.0,
-        read_timeout: args.read_timeout.0,
-        max_inbound_streams: args.stream_limit,
-        max_inbound_requests: args.request_limit.max(1),
-        ..Config::default()
-    };
-    let max_payload = args.trace_payload;
-    let tracer = args.trace.then(|| {
-        Tracer::new(move |ev: &TraceEvent<'_>| {
-            let arrow = match ev.dir {
-                Dir::Recv => "<-",
-                Dir::Send => "->",
-            };
-            let line = format!(
-                "conn#{} {arrow} {}\n",
-                ev.conn,
-                event_text(&ev.kind, max_payload)
-            );
-            let _ = std::io::stdout().lock().write_all(line.as_bytes());
-        })
-    });
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => match tls::server_config_from_pem_files(cert, key) {
-            Ok(config) => Some(config),
-            Err(e) => {
-                eprintln!(
-                    "gotalk serve: cannot use --tls-cert {} --tls-key {}: {e}",
-                    cert.display(),
-                    key.display()
-                );
-                return exit::TROUBLE;
-            }
-        },
-        _ => None,
-    };
-    let ws = args.ws.map(|addr| WsListen {
-        addr,
-        mount: args.ws_path,
-        allow_origins: args.ws_allow_origin,
-    });
-    let options = ServeOptions {
-        config,
-        tracer,
-        log_connections: args.trace,
-        extra: None,
-        tls,
-        ws,
-    };
-    let running = match server::start(&addr, options).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("gotalk serve: {e}");
-            return exit::TROUBLE;
-        }
-    };
-    println!("listening on {}", running.local_addr());
-    if let Some(url) = running.ws_url() {
-        println!("listening on {url}");
-    }
-    if std::io::stderr().is_terminal() {
-        let ca = if running.local_addr().starts_with("tls://") {
-            " --ca CA.pem"
-        } else {
-            ""
-        };
-        eprintln!(
-            "try: gotalk request {} echo hello{ca}   (Ctrl-C stops the server)",
-            running.local_addr()
-        );
-        if let Some(url) = running.ws_url() {
-            eprintln!("     gotalk request {url} echo hello{ca}");
-            let http = url.replacen("ws", "http", 1);
-            eprintln!("     browser client: {http}gotalk.js");
-        }
-    }
-    shutdown_signal().await;
-    eprintln!("shutting down: finishing requests in flight (Ctrl-C again to exit now)");
-    let close = pin!(running.shutdown());
-    match select(close, pin!(shutdown_signal())).await {
-        Either::Left((n, _)) => {
-            eprintln!("shut down ({n} connection(s) closed)");
-            exit::OK
-        }
-        Either::Right(_) => {
-            eprintln!("exiting without waiting");
-            130
-        }
-    }
-}
-
-/// Resolves on Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    () = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => ctrl_c.await,
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await;
 }
 
 /// `gotalk request`.

@@ -228,13 +228,13 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
     println!("  responder  listening on {addr}; operations echo, greet, stream-echo, slow,");
     println!("             call-back, fail, flaky; answers the notification ping with pong");
     println!("  requester  connects to it, and answers `reverse` requests from it");
+    // A plain TCP address: no TLS settings to fail on.
     let connected = match Connector::new(&addr, None) {
-        Ok(connector) => {
-            connector
-                .connect(handlers, config, Some(recorder(log.clone())))
-                .await
-        }
-        Err(e) => Err(Error::Io(std::io::Error::other(e))),
+        Ok(connector) => connector
+            .connect(handlers, config, Some(recorder(log.clone())))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
     let peer = match connected {
         Ok(p) => p,

@@ -12,7 +12,9 @@ mod client;
 mod decode;
 mod demo;
 mod ops;
+mod serve;
 mod server;
+mod signal;
 mod text;
 mod trace;
 mod websocket;
@@ -100,7 +102,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a responder with test operations (echo, greet, fail, slow, reverse, streams, ...)
     #[command(after_help = server_after_help())]
-    Serve(client::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Send one request and print its result
     #[command(after_help = client::REQUEST_HELP)]
     Request(client::RequestArgs),
@@ -122,7 +124,7 @@ enum Command {
 }
 
 fn server_after_help() -> String {
-    format!("{}\n\n{}", ops::OPERATIONS_HELP, client::SERVE_HELP)
+    format!("{}\n\n{}", ops::OPERATIONS_HELP, serve::SERVE_HELP)
 }
 
 fn init_logging() {
@@ -151,7 +153,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
-            Command::Serve(args) => client::serve(args).await,
+            Command::Serve(args) => serve::serve(args).await,
             Command::Request(args) => client::request(args).await,
             Command::Stream(args) => client::stream(args).await,
             Command::Notify(args) => client::notify(args).await,

@@ -1,14 +1,10 @@
 //! The operations `gotalk serve` offers, and the one every client offers back.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use gotalk_peer::{HandlerError, Handlers, Peer};
+use gotalk_peer::{ConnectionInfo, Connections, HandlerError, Handlers};
 use serde::{Deserialize, Serialize};
 
 /// Longest wait `slow` accepts, so a typo cannot park a handler for hours.
@@ -28,46 +24,6 @@ Operations:
 Notifications:
   ping         answered with a `pong` notification carrying the same payload
   any other    relayed to every other connection (so `gotalk listen` sees `gotalk notify`)";
-
-/// Connections of one server, for relaying notifications.
-#[derive(Default)]
-pub(crate) struct Hub {
-    conns: Mutex<HashMap<u64, Peer>>,
-}
-
-impl Hub {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Peer>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers connection `conn` (again: it is idempotent).
-    pub(crate) fn insert(&self, conn: u64, peer: &Peer) {
-        if !peer.is_closed() {
-            self.lock().entry(conn).or_insert_with(|| peer.clone());
-        }
-    }
-
-    /// Forgets connection `conn`.
-    pub(crate) fn remove(&self, conn: u64) {
-        self.lock().remove(&conn);
-    }
-
-    /// Every open connection but `except`; closed ones are dropped.
-    pub(crate) fn others(&self, except: Option<u64>) -> Vec<Peer> {
-        let mut conns = self.lock();
-        conns.retain(|_, p| !p.is_closed());
-        conns
-            .iter()
-            .filter(|(id, _)| Some(**id) != except)
-            .map(|(_, p)| p.clone())
-            .collect()
-    }
-
-    /// Takes every connection out (at shutdown).
-    pub(crate) fn drain(&self) -> Vec<Peer> {
-        self.lock().drain().map(|(_, p)| p).collect()
-    }
-}
 
 #[derive(Deserialize)]
 struct GreetIn {
@@ -102,21 +58,16 @@ fn reversed(payload: &[u8]) -> Bytes {
     Bytes::from(v)
 }
 
-/// A connection's number in its server's [`Hub`], attached to the
-/// connection as user data before its first message is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ConnId(pub(crate) u64);
-
-/// The number of the connection a handler runs on (`None` if it has none).
+/// The number of the connection a handler runs on (`None` if it has none:
+/// not a server connection).
 fn conn_of(ctx: &gotalk_peer::Context) -> Option<u64> {
-    ctx.user_data::<ConnId>().map(|c| c.0)
+    ctx.user_data::<ConnectionInfo>().map(|info| info.id)
 }
 
 /// The handlers of `gotalk serve`, shared by every connection of one
-/// server (TCP, TLS and WebSocket alike); each connection carries its
-/// [`ConnId`] as user data.
-pub(crate) fn server_handlers(hub: Arc<Hub>) -> Handlers {
-    let relay_hub = hub.clone();
+/// server (TCP, TLS and WebSocket alike); notifications are relayed to the
+/// other connections in `connections`, the server's registry.
+pub(crate) fn server_handlers(connections: Connections) -> Handlers {
     Handlers::new()
         .buffer("echo", |_ctx, payload: Bytes| async move {
             Ok::<_, HandlerError>(payload)
@@ -163,12 +114,10 @@ pub(crate) fn server_handlers(hub: Arc<Hub>) -> Handlers {
             Ok::<_, HandlerError>(ctx.peer().request("reverse", payload).await?)
         })
         .notification("ping", move |ctx, payload| {
-            // A connection that pings is registered for relays by the time
-            // it sees the pong (`gotalk listen` relies on that).
+            // The server registers a connection before reading its first
+            // message, so one that sees the pong surely gets relays
+            // (`gotalk listen` relies on that).
             let conn = conn_of(&ctx);
-            if let Some(conn) = conn {
-                hub.insert(conn, ctx.peer());
-            }
             async move {
                 if let Err(e) = ctx.peer().notify("pong", payload).await {
                     tracing::debug!(conn, error = %e, "could not answer ping");
@@ -177,7 +126,12 @@ pub(crate) fn server_handlers(hub: Arc<Hub>) -> Handlers {
         })
         .notification("", move |ctx, payload| {
             let conn = conn_of(&ctx);
-            let others = relay_hub.others(conn);
+            let others: Vec<_> = connections
+                .list()
+                .into_iter()
+                .filter(|(id, peer)| Some(*id) != conn && !peer.is_closed())
+                .map(|(_, peer)| peer)
+                .collect();
             let name = ctx.name().to_owned();
             async move {
                 let sends = others.iter().map(|p| p.notify(&name, payload.clone()));
@@ -211,10 +165,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_operation_in_memory() {
-        let hub = Arc::new(Hub::default());
-        let (client, _server) = Peer::pair(
+        let (client, _server) = gotalk_peer::Peer::pair(
             client_handlers(),
-            server_handlers(hub),
+            server_handlers(Connections::new()),
             gotalk_peer::Config::default(),
         )
         .await

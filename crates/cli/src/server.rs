@@ -1,28 +1,34 @@
-//! The responder behind `gotalk serve`, `gotalk bench --self` and `gotalk demo`.
+//! The responder behind `gotalk serve`, `gotalk bench --self` and `gotalk demo`:
+//! gotalk-peer's [`Server`] on the listening address, plus a WebSocket
+//! listener with [`ServeOptions::ws`], with the operations of [`ops`].
 //!
-//! Its own accept loop (rather than `gotalk_peer::Server`) so that each
-//! connection can be wrapped in a [`Traced`] transport and numbered. With
-//! [`ServeOptions::ws`], a WebSocket listener ([`crate::websocket`]) serves
-//! the same operations beside it; both share one [`Conns`], so connection
-//! numbers are unique and notifications are relayed across transports.
+//! Both listeners share the server's registry, so connection numbers
+//! (`conn#N`, the server's [`ConnectionInfo::id`]) are unique and
+//! notifications are relayed across transports. With `--trace`, the
+//! server's `wrap_io` hook wraps every connection in a [`Traced`] stream.
 
 use std::{
+    collections::HashSet,
     fmt, io,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
+    io::IoSlice,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Context, Poll},
 };
 
-use gotalk_peer::{CloseReason, Config, Error, Handlers, Peer, tls::rustls};
-use tokio::{sync::watch, task::JoinHandle};
+use gotalk_peer::{
+    BoxedIo, Config, ConnectionInfo, Connections, Handlers, LocalAddr, Server, ServerHandle,
+    TcpListener, TransportKind,
+    tls::{TlsListener, rustls},
+    ws::WsListener,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{
-    addr::{Address, Io, Listener},
-    ops::{self, ConnId, Hub},
+    addr::Address,
+    ops,
     trace::{Traced, Tracer},
-    websocket::{self, RunningWs, WsListen},
+    websocket::WsListen,
 };
 
 /// Adds handlers to the standard set (the demo's `flaky` operation).
@@ -66,121 +72,9 @@ impl std::error::Error for StartError {
     }
 }
 
-/// The connections of one server, whatever listener they came in on:
-/// numbering, tracing, the relay [`Hub`] and the `conn#N` log lines.
-#[derive(Clone)]
-pub(crate) struct Conns {
-    hub: Arc<Hub>,
-    next: Arc<AtomicU64>,
-    tracer: Option<Tracer>,
-    log: bool,
-}
-
-impl Conns {
-    fn new(tracer: Option<Tracer>, log: bool) -> Self {
-        Self {
-            hub: Arc::new(Hub::default()),
-            next: Arc::new(AtomicU64::new(1)),
-            tracer,
-            log,
-        }
-    }
-
-    /// Whether frames are traced (the transport must then be wrapped
-    /// before the handshake).
-    pub(crate) fn traced(&self) -> bool {
-        self.tracer.is_some()
-    }
-
-    /// The frame tracer, with `--trace`.
-    pub(crate) fn tracer(&self) -> Option<&Tracer> {
-        self.tracer.as_ref()
-    }
-
-    /// Numbers a new connection (and logs it).
-    #[allow(clippy::print_stdout)]
-    pub(crate) fn open(&self, remote: &str) -> u64 {
-        let conn = self.next.fetch_add(1, Ordering::Relaxed);
-        if self.log {
-            println!("conn#{conn} open {remote}");
-        }
-        conn
-    }
-
-    /// Attaches the connection number (before the first message is read)
-    /// and registers the connection for relays.
-    fn attach(&self, conn: u64, peer: &Peer) {
-        peer.set_user_data(ConnId(conn));
-        self.hub.insert(conn, peer);
-    }
-
-    /// Waits until the connection closes, then forgets it.
-    #[allow(clippy::print_stdout)]
-    async fn run(self, conn: u64, peer: Peer) {
-        let reason: CloseReason = peer.closed().await;
-        self.hub.remove(conn);
-        if self.log {
-            println!("conn#{conn} closed: {reason}");
-        }
-    }
-
-    /// Serves one accepted byte stream until it closes: numbering,
-    /// tracing, handshake, relays.
-    #[allow(clippy::print_stdout)]
-    pub(crate) async fn serve_connection<T: Io>(
-        self,
-        io: T,
-        remote: String,
-        handlers: Handlers,
-        config: Config,
-    ) {
-        let conn = self.open(&remote);
-        let setup = |peer: &Peer| self.attach(conn, peer);
-        let handshake: Result<Peer, Error> = match &self.tracer {
-            Some(t) => {
-                let traced = Traced::new(io, t.connection_numbered(conn));
-                Peer::handshake_with(traced, handlers, config, setup).await
-            }
-            None => Peer::handshake_with(io, handlers, config, setup).await,
-        };
-        match handshake {
-            Ok(peer) => self.run(conn, peer).await,
-            Err(e) => self.handshake_failed(conn, &remote, &e),
-        }
-    }
-
-    /// Logs the end of connection `conn`, [`open`](Self::open)ed but never
-    /// past its handshake.
-    #[allow(clippy::print_stdout)]
-    pub(crate) fn handshake_failed(&self, conn: u64, remote: &str, e: &dyn fmt::Display) {
-        if self.log {
-            println!("conn#{conn} closed: handshake failed: {e}");
-        }
-        tracing::debug!(conn, %remote, error = %e, "handshake failed");
-    }
-
-    /// Takes in a connection whose handshake someone else ran (the
-    /// WebSocket server of `gotalk-peer`); called before its first message
-    /// is read.
-    pub(crate) fn adopt(&self, peer: &Peer, remote: &str) {
-        self.adopt_numbered(self.open(remote), peer);
-    }
-
-    /// [`adopt`](Self::adopt) for a connection already [`open`](Self::open)ed
-    /// as number `conn`.
-    pub(crate) fn adopt_numbered(&self, conn: u64, peer: &Peer) {
-        self.attach(conn, peer);
-        tokio::spawn(self.clone().run(conn, peer.clone()));
-    }
-}
-
 /// A server accepting connections in the background.
 pub(crate) struct RunningServer {
-    addr: String,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Listener>,
-    conns: Conns,
-    ws: Option<RunningWs>,
+    handle: ServerHandle,
 }
 
 /// Binds `addr` (and the WebSocket address of `options.ws`) and accepts
@@ -189,111 +83,216 @@ pub(crate) async fn start(
     addr: &Address,
     options: ServeOptions,
 ) -> Result<RunningServer, StartError> {
-    let config = options.config;
-    let conns = Conns::new(options.tracer, options.log_connections);
-    let mut handlers = ops::server_handlers(conns.hub.clone());
+    let connections = Connections::new();
+    let mut handlers = ops::server_handlers(connections.clone());
     if let Some(extra) = &options.extra {
         handlers = extra(handlers);
     }
-    let listener = Listener::bind(addr, options.tls.clone(), config.handshake_timeout)
-        .await
-        .map_err(|source| StartError {
-            addr: addr.to_string(),
+    let config = options.config.clone();
+    let failed = |source| StartError {
+        addr: addr.to_string(),
+        source,
+    };
+    let unsupported = |what: String| failed(io::Error::new(io::ErrorKind::Unsupported, what));
+    let mut server = match (addr, options.tls.clone()) {
+        (Address::Tcp(a), None) => {
+            let listener = TcpListener::bind(a.as_str()).await.map_err(failed)?;
+            Server::new(listener, handlers, config)
+        }
+        (Address::Tcp(a) | Address::Tls(a), Some(tls)) => {
+            let listener = TlsListener::bind(a.as_str(), tls).await.map_err(failed)?;
+            Server::new(listener, handlers, config)
+        }
+        (Address::Tls(_), None) => {
+            return Err(unsupported(
+                "tls:// needs a certificate and key (--tls-cert and --tls-key)".into(),
+            ));
+        }
+        #[cfg(unix)]
+        (Address::Unix(p), None) => {
+            let listener = gotalk_peer::UnixListener::bind(p).map_err(failed)?;
+            Server::new(listener, handlers, config)
+        }
+        (Address::Unix(_), _) => {
+            return Err(unsupported(
+                "Unix domain sockets are served without TLS (and only on Unix)".into(),
+            ));
+        }
+        (Address::WebSocket(url), _) => {
+            return Err(unsupported(format!(
+                "{url}: serve WebSocket with --ws HOST:PORT (and --ws-path)"
+            )));
+        }
+    };
+    if let Some(listen) = &options.ws {
+        let ws = listen.ws_config();
+        let bound = match options.tls.clone() {
+            Some(tls) => WsListener::bind_tls(listen.addr.as_str(), ws, tls).await,
+            None => WsListener::bind(listen.addr.as_str(), ws).await,
+        };
+        let listener = bound.map_err(|source| StartError {
+            addr: listen.describe(options.tls.is_some()),
             source,
         })?;
-    let ws = match &options.ws {
-        Some(listen) => Some(
-            websocket::serve(
-                listen,
-                conns.clone(),
-                handlers.clone(),
-                config.clone(),
-                options.tls.clone(),
-            )
-            .await
-            .map_err(|source| StartError {
-                addr: listen.describe(options.tls.is_some()),
-                source,
-            })?,
-        ),
-        None => None,
-    };
-    let local = listener.local_addr();
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(
-        listener,
-        conns.clone(),
-        handlers,
-        config,
-        stop_rx,
-    ));
-    Ok(RunningServer {
-        addr: local,
-        stop,
-        task,
-        conns,
-        ws,
-    })
+        server = server.listen(listener);
+    }
+    if options.tracer.is_some() || options.log_connections {
+        server = log_and_trace(server, options.tracer, options.log_connections);
+    }
+    let handle = server.with_connections(connections).spawn();
+    Ok(RunningServer { handle })
 }
 
 impl RunningServer {
     /// The address clients connect to (`unix:PATH` for a Unix socket,
     /// `tls://host:port` with TLS).
-    pub(crate) fn local_addr(&self) -> &str {
-        &self.addr
+    pub(crate) fn local_addr(&self) -> String {
+        self.handle.local_addr().to_string()
     }
 
     /// The WebSocket URL clients connect to, when serving WebSocket.
-    pub(crate) fn ws_url(&self) -> Option<&str> {
-        self.ws.as_ref().map(RunningWs::url)
+    pub(crate) fn ws_url(&self) -> Option<String> {
+        self.handle
+            .local_addrs()
+            .iter()
+            .find(|a| matches!(a, LocalAddr::WebSocket { .. }))
+            .map(ToString::to_string)
     }
 
     /// Stops accepting and closes every connection gracefully (each lets its
     /// requests in flight finish, up to its close timeout). Returns how many
     /// connections were open.
     pub(crate) async fn shutdown(self) -> usize {
-        self.stop.send_replace(true);
-        if let Some(ws) = &self.ws {
-            ws.stop_accepting();
-        }
-        if let Ok(listener) = self.task.await {
-            listener.cleanup();
-        }
-        let peers = self.conns.hub.drain();
-        futures::future::join_all(peers.iter().map(Peer::close)).await;
-        if let Some(ws) = self.ws {
-            ws.finish().await;
-        }
-        peers.len()
+        let open = self.handle.connection_count();
+        self.handle.shutdown().await;
+        open
     }
 }
 
-async fn accept_loop(
-    mut listener: Listener,
-    conns: Conns,
-    handlers: Handlers,
-    config: Config,
-    mut stop: watch::Receiver<bool>,
-) -> Listener {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|s| *s) => return listener,
-        };
-        match accepted {
-            Ok((io, remote)) => {
-                tokio::spawn(conns.clone().serve_connection(
-                    io,
-                    remote,
-                    handlers.clone(),
-                    config.clone(),
-                ));
+/// The printable remote address of a connection, as `conn#N open` shows it.
+fn remote_text(info: &ConnectionInfo) -> String {
+    let addr = match info.remote_addr {
+        Some(a) => a.to_string(),
+        None if info.transport == TransportKind::Unix => info.local_addr.to_string(),
+        None => "?".to_owned(),
+    };
+    match info.transport {
+        TransportKind::Tcp | TransportKind::Unix => addr,
+        other => format!("{addr} ({other})"),
+    }
+}
+
+/// Connections between their transport handshake and their gotalk
+/// handshake, by number.
+type Handshaking = Arc<Mutex<HashSet<u64>>>;
+
+fn lock(set: &Handshaking) -> MutexGuard<'_, HashSet<u64>> {
+    set.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `conn#N open`, `conn#N closed: …` lines and frame traces: a connection
+/// is numbered and logged once its transport is up (the `wrap_io` hook),
+/// so the trace of its gotalk handshake already carries its number.
+#[allow(clippy::print_stdout)]
+fn log_and_trace(server: Server, tracer: Option<Tracer>, log: bool) -> Server {
+    let handshaking: Handshaking = Arc::default();
+    let opened = handshaking.clone();
+    server
+        .wrap_io(move |io, info| {
+            let conn = info.id;
+            if log {
+                println!("conn#{conn} open {}", remote_text(info));
             }
-            Err(e) => {
-                // Out of file descriptors and the like: wait, don't spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            lock(&handshaking).insert(conn);
+            let io: BoxedIo = match &tracer {
+                Some(t) => Box::new(Traced::new(io, t.connection_numbered(conn))),
+                None => io,
+            };
+            Box::new(Guarded {
+                io,
+                _pending: Pending {
+                    conn,
+                    log,
+                    handshaking: handshaking.clone(),
+                },
+            })
+        })
+        .on_open(move |peer, info| {
+            let conn = info.id;
+            lock(&opened).remove(&conn);
+            if log {
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    let reason = peer.closed().await;
+                    println!("conn#{conn} closed: {reason}");
+                });
             }
+        })
+}
+
+/// A connection numbered before its gotalk handshake: dropped while still
+/// in [`Handshaking`], its handshake failed.
+struct Pending {
+    conn: u64,
+    log: bool,
+    handshaking: Handshaking,
+}
+
+impl Drop for Pending {
+    #[allow(clippy::print_stdout)]
+    fn drop(&mut self) {
+        if lock(&self.handshaking).remove(&self.conn) && self.log {
+            println!(
+                "conn#{} closed: handshake failed (see the trace above)",
+                self.conn
+            );
         }
+    }
+}
+
+/// A connection's byte stream and its [`Pending`] number, dropped together.
+struct Guarded {
+    io: BoxedIo,
+    /// Held only to be dropped with the stream.
+    _pending: Pending,
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -2,9 +2,10 @@
 //! and written with `gotalk-proto` and reports each whole frame.
 //!
 //! `gotalk-peer` takes any `AsyncRead + AsyncWrite` for a connection, so
-//! wrapping the socket in [`Traced`] before [`gotalk_peer::Peer::handshake`]
-//! sees exactly what goes over the wire, in the order it goes, without any
-//! hook in the library.
+//! wrapping the byte stream in [`Traced`] before the gotalk handshake sees
+//! exactly what goes over the wire, in the order it goes: clients wrap the
+//! stream they open, `gotalk serve` wraps every connection in its server's
+//! `wrap_io` hook.
 
 use std::{
     io,

@@ -270,7 +270,7 @@ impl EchoServer {
                 .await
                 .expect("bind")
                 .spawn();
-            let _ = addr_tx.send(server.local_addr().to_owned());
+            let _ = addr_tx.send(server.local_addr().to_string());
             let _ = stop_rx.await;
             server.shutdown().await;
             let _ = done_tx.send(());

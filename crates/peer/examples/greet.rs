@@ -75,14 +75,14 @@ async fn main() -> Result<(), BoxError> {
                 .await?
                 .spawn();
             println!("server: listening on {}", server.local_addr());
-            client(server.local_addr()).await?;
+            client(&server.local_addr().to_string()).await?;
             server.shutdown().await;
             Ok(())
         }
         ["server", addr] => {
             let server = Server::bind(addr, server_handlers(), Config::default()).await?;
             println!("server: listening on {}", server.local_addr());
-            server.serve().await?;
+            server.serve().await;
             Ok(())
         }
         ["client", addr] => client(addr).await,

@@ -182,7 +182,12 @@ async fn main() -> Result<(), BoxError> {
     let server = Server::bind("127.0.0.1:0", server_handlers(), Config::default())
         .await?
         .spawn();
-    let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default()).await?;
+    let peer = Peer::connect(
+        server.local_addr().to_string(),
+        Handlers::new(),
+        Config::default(),
+    )
+    .await?;
     upload(&peer).await?;
     download(&peer).await?;
     peer.close().await;

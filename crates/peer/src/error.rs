@@ -162,6 +162,8 @@ pub enum Error {
     Unsupported(&'static str),
     /// Connecting or another I/O operation failed.
     Io(io::Error),
+    /// Connecting failed (see [`ConnectError`](crate::ConnectError)).
+    Connect(crate::ConnectError),
 }
 
 /// Why a version handshake failed.
@@ -217,6 +219,7 @@ impl fmt::Display for Error {
             Self::Handshake(e) => write!(f, "handshake failed: {e}"),
             Self::Unsupported(what) => write!(f, "the remote does not support {what}"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
+            Self::Connect(e) => e.fmt(f),
         }
     }
 }
@@ -227,6 +230,8 @@ impl std::error::Error for Error {
             Self::Encode(e) => Some(e),
             Self::Json(e) => Some(e),
             Self::Io(e) => Some(e),
+            // Displayed transparently: its source is ours.
+            Self::Connect(e) => std::error::Error::source(e),
             Self::Closed(CloseReason::Io(e)) => Some(&**e),
             Self::Closed(CloseReason::ProtocolViolation { violation, .. }) => Some(violation),
             Self::Handshake(HandshakeError::Malformed(e)) => Some(e),
@@ -260,6 +265,12 @@ impl From<EncodeError> for Error {
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Self::Json(e)
+    }
+}
+
+impl From<crate::ConnectError> for Error {
+    fn from(e: crate::ConnectError) -> Self {
+        Self::Connect(e)
     }
 }
 

@@ -18,6 +18,12 @@
 //!   its own at its first `.await` (see [`Config::inline_handlers`]), so a
 //!   slow handler never holds up the connection, and a panicking one is
 //!   answered with an error result.
+//! - [`transport`]: listeners and `connect` for TCP, Unix sockets, TLS
+//!   (`tls`) and WebSocket (`ws`), one [`ConnectError`] for them all.
+//! - One [`Server`] serves any mix of listeners: one accept loop, one
+//!   registry of live connections ([`Connections`]), the same hooks
+//!   ([`Server::on_connect`] to admit or refuse, [`Server::wrap_io`],
+//!   [`Server::on_open`]) on every transport.
 //!
 //! # Example
 //!
@@ -37,7 +43,8 @@
 //! });
 //! let server = Server::bind("127.0.0.1:0", handlers, Config::default()).await?.spawn();
 //!
-//! let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default()).await?;
+//! let addr = server.local_addr().to_string();
+//! let peer = Peer::connect(addr, Handlers::new(), Config::default()).await?;
 //! let out: GreetOut = peer.request_json("greet", &serde_json::json!({"name": "Rasmus"})).await?;
 //! assert_eq!(out.greeting, "Hello Rasmus");
 //! peer.close().await;
@@ -59,10 +66,8 @@ mod peer;
 mod read_buffer;
 mod server;
 mod stream;
-mod transport;
+pub mod transport;
 
-#[cfg(feature = "tls")]
-pub mod tls;
 #[cfg(feature = "websocket")]
 pub mod ws;
 
@@ -71,5 +76,12 @@ pub use error::{CloseReason, Error, HandshakeError, RemoteError, Violation};
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
 pub use peer::{Peer, RequestOptions};
-pub use server::{Server, ServerHandle};
+pub use server::{Connections, Rejection, Server, ServerHandle};
 pub use stream::{RequestParts, ResultSender, ResultStream, StreamWriter};
+#[cfg(unix)]
+pub use transport::UnixListener;
+#[cfg(feature = "websocket")]
+pub use transport::WebSocketInfo;
+#[cfg(feature = "tls")]
+pub use transport::tls;
+pub use transport::{BoxedIo, ConnectError, ConnectionInfo, LocalAddr, TcpListener, TransportKind};

@@ -91,9 +91,13 @@ async fn tcp_server_and_close() {
         .await
         .unwrap()
         .spawn();
-    let client = Peer::connect(server.local_addr(), client_handlers(), Config::default())
-        .await
-        .unwrap();
+    let client = Peer::connect(
+        server.local_addr().to_string(),
+        client_handlers(),
+        Config::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(client.request("echo", "tcp").await.unwrap(), "tcp");
     assert_eq!(client.request("call-back", "xyz").await.unwrap(), "zyx");
     let weak = client.downgrade_for_leak_check();

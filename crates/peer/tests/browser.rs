@@ -18,8 +18,8 @@ use axum::{Router, response::Html, routing::get};
 use bytes::Bytes;
 use futures::StreamExt;
 use gotalk_peer::{
-    Config, Error, HandlerError, Handlers,
-    ws::{ConnectionInfo, WsConfig, WsServer},
+    Config, ConnectionInfo, Error, HandlerError, Handlers, Server, ServerHandle,
+    ws::{self, WsConfig},
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -99,7 +99,7 @@ fn handlers(events: mpsc::UnboundedSender<Event>) -> Handlers {
 
 /// The server half of the test; started twice on the same port.
 struct TestServer {
-    ws: WsServer,
+    server: ServerHandle,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -107,10 +107,10 @@ struct TestServer {
 impl TestServer {
     async fn start(listener: TcpListener, events: mpsc::UnboundedSender<Event>) -> Self {
         let on_connect_events = events.clone();
-        let ws_config = WsConfig::default().on_connect(move |peer, info: &ConnectionInfo| {
+        let on_open = move |peer: &gotalk_peer::Peer, info: &ConnectionInfo| {
             let peer = peer.clone();
             let events = on_connect_events.clone();
-            let caps = info.remote_stream_requests;
+            let caps = info.websocket().is_some_and(|w| w.remote_stream_requests);
             tokio::spawn(async move {
                 if caps {
                     return; // the second connection of the page: it calls us
@@ -133,11 +133,14 @@ impl TestServer {
                     )
                     .await;
             });
-        });
-        let ws = WsServer::new(handlers(events), Config::default(), ws_config);
+        };
+        let (ws_listener, routes) = ws::router(WsConfig::default());
+        let server = Server::new(ws_listener, handlers(events), Config::default())
+            .on_open(on_open)
+            .spawn();
         let app: Router = Router::new()
             .route("/", get(|| async { Html(PAGE) }))
-            .merge(ws.router());
+            .merge(routes);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(
@@ -150,12 +153,12 @@ impl TestServer {
             .await;
             served.expect("test server");
         });
-        Self { ws, stop, task }
+        Self { server, stop, task }
     }
 
     async fn stop(self) {
         let _ = self.stop.send(());
-        self.ws.close_all().await;
+        self.server.shutdown().await;
         timeout(Duration::from_secs(10), self.task)
             .await
             .expect("server stops in time")

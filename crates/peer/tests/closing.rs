@@ -142,7 +142,7 @@ async fn cut_connection_fails_everything_in_flight_promptly() {
         let (at_server, mut server_stream_ends) = Hanging::new();
         let (at_client, mut client_stream_ends) = Hanging::new();
         let server = spawn_server(at_server.handlers(), quiet()).await;
-        let proxy = Proxy::start(server.local_addr(), reset).await;
+        let proxy = Proxy::start(&server.local_addr().to_string(), reset).await;
         let client = Peer::connect(proxy.addr, at_client.handlers(), quiet())
             .await
             .unwrap();
@@ -497,7 +497,7 @@ async fn graceful_close_does_not_wait_for_abandoned_streams() {
 async fn server_shutdown_drains_every_connection() {
     let gate = Gate::new();
     let server = spawn_server(gate.handlers(), quiet()).await;
-    let addr = server.local_addr().to_owned();
+    let addr = server.local_addr().to_string();
     let mut clients = Vec::new();
     for _ in 0..2 {
         clients.push(
@@ -526,7 +526,13 @@ async fn server_shutdown_drains_every_connection() {
         match Peer::connect(&addr, Handlers::new(), quiet()).await {
             Ok(_late) => tokio::time::sleep(Duration::from_millis(5)).await,
             Err(e) => {
-                assert!(matches!(e, Error::Io(_) | Error::Handshake(_)), "{e:?}");
+                assert!(
+                    matches!(
+                        e,
+                        gotalk_peer::ConnectError::Io(_) | gotalk_peer::ConnectError::Handshake(_)
+                    ),
+                    "{e:?}"
+                );
                 refused = true;
                 break;
             }
@@ -725,7 +731,7 @@ async fn server_closes_a_slow_reader_on_write_timeout() {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket
-        .connect(server.local_addr().parse().unwrap())
+        .connect(server.local_addr().socket_addr().unwrap())
         .await
         .unwrap();
     let mut raw = Raw::new(stream);

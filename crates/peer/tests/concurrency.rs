@@ -386,12 +386,12 @@ async fn unix_socket_and_per_connection_user_data() {
     });
     let server = gotalk_peer::Server::bind_unix(&path, handlers, quiet())
         .unwrap()
-        .on_connect({
+        .on_open({
             let accepted = accepted.clone();
-            move |peer| peer.set_user_data(Serial(accepted.fetch_add(1, Ordering::SeqCst)))
+            move |peer, _info| peer.set_user_data(Serial(accepted.fetch_add(1, Ordering::SeqCst)))
         })
         .spawn();
-    assert!(server.local_addr().starts_with("unix:"));
+    assert!(server.local_addr().to_string().starts_with("unix:"));
     let mut clients = Vec::new();
     for _ in 0..2 {
         let client = Peer::connect_unix(&path, nested_client(), quiet())

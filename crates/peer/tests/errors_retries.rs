@@ -338,7 +338,7 @@ fn request(id_bytes: &[u8; 4], op: &'static str, payload: &'static str) -> Messa
 async fn over_the_limit_the_raw_client_gets_retry_results() {
     let gated = Gated::new(0);
     let server = common::spawn_server(gated.handlers(), limited()).await;
-    let mut raw = Raw::tcp_handshaken(server.local_addr()).await;
+    let mut raw = Raw::tcp_handshaken(server.local_addr().to_string()).await;
     for n in [b"0001", b"0002", b"0003"] {
         raw.send(&request(n, "gated", "g")).await;
     }
@@ -551,7 +551,7 @@ async fn stream_requests_disabled() {
     }
 
     let server = common::spawn_server(handlers, config).await;
-    let mut raw = Raw::tcp_handshaken(server.local_addr()).await;
+    let mut raw = Raw::tcp_handshaken(server.local_addr().to_string()).await;
     raw.send_bytes(b"s0001004hold00000002hi").await;
     raw.expect_bytes(b"E00010000001dstream requests not supported")
         .await;

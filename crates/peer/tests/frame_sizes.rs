@@ -74,9 +74,13 @@ async fn every_size_class_over_tcp() {
         .await
         .unwrap()
         .spawn();
-    let peer = Peer::connect(server.local_addr(), Handlers::new(), Config::default())
-        .await
-        .unwrap();
+    let peer = Peer::connect(
+        server.local_addr().to_string(),
+        Handlers::new(),
+        Config::default(),
+    )
+    .await
+    .unwrap();
     exercise(&peer).await;
     peer.close().await;
     server.shutdown().await;

@@ -205,10 +205,10 @@ async fn server_drops_a_silent_client_after_the_handshake_timeout() {
         ..quiet()
     };
     let server = spawn_server(echo(), config).await;
-    let mut silent = Raw::tcp(server.local_addr()).await;
+    let mut silent = Raw::tcp(server.local_addr().to_string()).await;
     let start = std::time::Instant::now();
     // Served while the silent one waits.
-    let client = Peer::connect(server.local_addr(), Handlers::new(), quiet())
+    let client = Peer::connect(server.local_addr().to_string(), Handlers::new(), quiet())
         .await
         .unwrap();
     assert_eq!(client.request("echo", "hi").await.unwrap(), "hi");
@@ -271,7 +271,7 @@ async fn connect_times_out_when_the_server_never_answers() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, Error::Handshake(HandshakeError::Timeout(_))),
+        matches!(err, gotalk_peer::ConnectError::Timeout(d) if d == limit),
         "{err:?}"
     );
     assert!(start.elapsed() >= limit, "{:?}", start.elapsed());

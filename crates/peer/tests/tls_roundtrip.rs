@@ -9,7 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use gotalk_peer::{Config, Error, HandlerError, Handlers, tls};
+use gotalk_peer::{Config, ConnectError, HandlerError, Handlers, Server, ServerHandle, tls};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio_rustls::rustls;
 
@@ -49,10 +49,20 @@ fn handlers() -> Handlers {
     )
 }
 
-/// The rustls error inside a failed connect, if TLS refused.
-fn tls_cause(e: &Error) -> Option<&rustls::Error> {
-    let Error::Io(io) = e else { return None };
-    io.get_ref()?.downcast_ref::<rustls::Error>()
+/// The rustls error of a failed connect, if TLS refused.
+fn tls_cause(e: &ConnectError) -> Option<&rustls::Error> {
+    match e {
+        ConnectError::Tls(e) => Some(e),
+        _ => None,
+    }
+}
+
+/// A gotalk server over TLS on an ephemeral loopback port.
+async fn tls_server(server_tls: std::sync::Arc<rustls::ServerConfig>) -> ServerHandle {
+    let listener = tls::TlsListener::bind("127.0.0.1:0", server_tls)
+        .await
+        .unwrap();
+    Server::new(listener, handlers(), Config::default()).spawn()
 }
 
 /// A unique scratch directory, removed on drop.
@@ -91,10 +101,14 @@ async fn tcp_tls_round_trip_from_pem_files() {
     let ca = dir.write("ca.pem", &pki.ca_pem);
 
     let server_tls = tls::server_config_from_pem_files(&cert, &key).unwrap();
-    let server = tls::TlsServer::bind("127.0.0.1:0", server_tls, handlers(), Config::default())
-        .await
-        .unwrap();
-    let port = server.local_addr().port();
+    let server = tls_server(server_tls).await;
+    assert!(
+        server
+            .local_addr()
+            .to_string()
+            .starts_with("tls://127.0.0.1:")
+    );
+    let port = server.local_addr().port().unwrap();
     let client_tls = tls::client_config_with_ca_file(&ca).unwrap();
 
     for addr in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
@@ -120,10 +134,8 @@ async fn untrusted_certificate_is_refused() {
     let pki = pki(&["localhost"]);
     let server_tls =
         tls::server_config_from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
-    let server = tls::TlsServer::bind("127.0.0.1:0", server_tls, handlers(), Config::default())
-        .await
-        .unwrap();
-    let addr = format!("localhost:{}", server.local_addr().port());
+    let server = tls_server(server_tls).await;
+    let addr = format!("localhost:{}", server.local_addr().port().unwrap());
 
     // Trusting some other CA only.
     let other = ca("some other CA");
@@ -157,12 +169,10 @@ async fn certificate_for_another_name_is_refused() {
     let pki = pki(&["other.example"]);
     let server_tls =
         tls::server_config_from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
-    let server = tls::TlsServer::bind("127.0.0.1:0", server_tls, handlers(), Config::default())
-        .await
-        .unwrap();
+    let server = tls_server(server_tls).await;
     let client_tls = tls::client_config_with_ca_pem(pki.ca_pem.as_bytes()).unwrap();
     let err = tls::connect(
-        &format!("localhost:{}", server.local_addr().port()),
+        &format!("localhost:{}", server.local_addr().port().unwrap()),
         client_tls,
         Handlers::new(),
         Config::default(),
@@ -188,15 +198,14 @@ async fn plain_tcp_client_does_not_get_through() {
     let pki = pki(&["localhost"]);
     let server_tls =
         tls::server_config_from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
-    let server = tls::TlsServer::bind("127.0.0.1:0", server_tls, handlers(), Config::default())
-        .await
-        .unwrap();
+    let server = tls_server(server_tls).await;
     let config = Config {
         handshake_timeout: std::time::Duration::from_secs(2),
         ..Config::default()
     };
     // A gotalk client without TLS sends "01": not a TLS ClientHello.
-    let result = gotalk_peer::Peer::connect(server.local_addr(), Handlers::new(), config).await;
+    let plain = server.local_addr().socket_addr().unwrap();
+    let result = gotalk_peer::Peer::connect(plain, Handlers::new(), config).await;
     assert!(result.is_err());
     assert_eq!(server.connection_count(), 0);
     server.shutdown().await;
@@ -224,18 +233,24 @@ async fn bad_key_material_is_reported() {
 #[cfg(feature = "websocket")]
 mod wss {
     use super::*;
-    use gotalk_peer::ws::{self, ConnectError, WsClientConfig, WsConfig, WsServer};
+    use gotalk_peer::ws::{self, WsClientConfig, WsConfig, WsListener};
 
     #[tokio::test]
     async fn wss_round_trip_and_wrong_ca() {
         let pki = pki(&["localhost", "127.0.0.1"]);
         let server_tls =
             tls::server_config_from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
-        let server = WsServer::new(handlers(), Config::default(), WsConfig::default())
-            .serve_tls("127.0.0.1:0", server_tls)
+        let listener = WsListener::bind_tls("127.0.0.1:0", WsConfig::default(), server_tls)
             .await
             .unwrap();
-        let port = server.local_addr().port();
+        let server = Server::new(listener, handlers(), Config::default()).spawn();
+        assert!(
+            server
+                .local_addr()
+                .to_string()
+                .starts_with("wss://127.0.0.1:")
+        );
+        let port = server.local_addr().port().unwrap();
         let good = WsClientConfig {
             tls: Some(tls::client_config_with_ca_pem(pki.ca_pem.as_bytes()).unwrap()),
             ..WsClientConfig::default()
@@ -266,14 +281,8 @@ mod wss {
         )
         .await
         .unwrap_err();
-        let ConnectError::Io(io) = &err else {
-            panic!("expected a TLS I/O error, got {err}")
-        };
         assert!(
-            matches!(
-                io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
-                Some(rustls::Error::InvalidCertificate(_))
-            ),
+            matches!(tls_cause(&err), Some(rustls::Error::InvalidCertificate(_))),
             "{err}"
         );
         server.shutdown().await;

@@ -108,7 +108,7 @@ async fn recording_tcp_server() -> (ServerHandle, Notes, Beats) {
 #[tokio::test]
 async fn request_vectors_end_to_end() {
     let (server, notes, beats) = recording_tcp_server().await;
-    let mut raw = Raw::tcp_handshaken(server.local_addr()).await;
+    let mut raw = Raw::tcp_handshaken(server.local_addr().to_string()).await;
 
     // The echo vector's answer is the single-result vector, byte for byte.
     raw.send_bytes(&wire("single-request-echo")).await;
@@ -287,7 +287,7 @@ async fn result_vectors_end_to_end() {
 async fn protocol_error_vectors_close_the_connection() {
     for code in 0..4u32 {
         let (server, _, _) = recording_tcp_server().await;
-        let mut raw = Raw::tcp_handshaken(server.local_addr()).await;
+        let mut raw = Raw::tcp_handshaken(server.local_addr().to_string()).await;
         let server_peer = server_side(&server, 1).await;
         raw.send_bytes(&wire(&format!("protocol-error-{code}")))
             .await;
@@ -321,7 +321,7 @@ async fn garbage_gets_protocol_error_2_and_others_keep_being_served() {
         ..config
     };
     let server = spawn_server(handlers, config).await;
-    let bystander = Peer::connect(server.local_addr(), Handlers::new(), quiet())
+    let bystander = Peer::connect(server.local_addr().to_string(), Handlers::new(), quiet())
         .await
         .unwrap();
     let mut cases: Vec<(String, Vec<u8>)> = INVALID
@@ -349,7 +349,7 @@ async fn garbage_gets_protocol_error_2_and_others_keep_being_served() {
     ];
     cases.extend(more.iter().map(|(n, b)| (n.to_string(), b.to_vec())));
     for (name, bytes) in &cases {
-        let mut raw = Raw::tcp_handshaken(server.local_addr()).await;
+        let mut raw = Raw::tcp_handshaken(server.local_addr().to_string()).await;
         let server_peer = {
             let raw = &raw;
             eventually(WAIT, "registered", || {
@@ -394,7 +394,7 @@ async fn garbage_gets_protocol_error_2_and_others_keep_being_served() {
 #[tokio::test]
 async fn frames_split_anywhere_are_reassembled() {
     let (server, _, _) = recording_tcp_server().await;
-    let mut raw = Raw::tcp_handshaken(server.local_addr()).await;
+    let mut raw = Raw::tcp_handshaken(server.local_addr().to_string()).await;
     let frame = wire("single-request-echo");
     for piece in frame.chunks(3) {
         raw.send_bytes(piece).await;
@@ -418,7 +418,7 @@ async fn frames_split_anywhere_are_reassembled() {
 #[tokio::test]
 async fn version_mismatch_from_a_raw_client() {
     let (server, _, _) = recording_tcp_server().await;
-    let mut raw = Raw::tcp(server.local_addr()).await;
+    let mut raw = Raw::tcp(server.local_addr().to_string()).await;
     raw.send_bytes(b"02").await;
     // The server writes its version at once, then refuses ours.
     raw.expect_bytes(b"01").await;
@@ -429,14 +429,14 @@ async fn version_mismatch_from_a_raw_client() {
     )
     .await;
 
-    let mut raw = Raw::tcp(server.local_addr()).await;
+    let mut raw = Raw::tcp(server.local_addr().to_string()).await;
     raw.send_bytes(b"zz").await;
     raw.expect_bytes(b"01").await;
     raw.expect_protocol_error_then_eof(2).await;
 
     // Nobody got in, and the server still serves.
     assert!(server.connections().is_empty());
-    let client = Peer::connect(server.local_addr(), Handlers::new(), quiet())
+    let client = Peer::connect(server.local_addr().to_string(), Handlers::new(), quiet())
         .await
         .unwrap();
     assert_eq!(client.request("echo", "ok").await.unwrap(), "ok");
@@ -486,7 +486,7 @@ async fn version_mismatch_seen_by_a_peer() {
     assert!(
         matches!(
             err,
-            Error::Handshake(HandshakeError::UnsupportedVersion { version: 2 })
+            gotalk_peer::ConnectError::Handshake(HandshakeError::UnsupportedVersion { version: 2 })
         ),
         "{err:?}"
     );
@@ -606,7 +606,7 @@ async fn server_answers_in_completion_order() {
             )
     };
     let server = spawn_server(handlers, quiet()).await;
-    let mut raw = Raw::tcp_handshaken(server.local_addr()).await;
+    let mut raw = Raw::tcp_handshaken(server.local_addr().to_string()).await;
     raw.send(&Message::SingleRequest {
         id: id(b"0001"),
         op: Text::from_static("slow"),

@@ -14,8 +14,9 @@ use axum::{Router, routing::get};
 use bytes::Bytes;
 use futures::{StreamExt, future::join_all};
 use gotalk_peer::{
-    Config, Error, HandlerError, Handlers, Peer,
-    ws::{self, ConnectError, ConnectionInfo, OriginPolicy, WsClientConfig, WsConfig, WsServer},
+    BoxedIo, Config, ConnectError, ConnectionInfo, Error, HandlerError, Handlers, Peer, Server,
+    ServerHandle,
+    ws::{self, OriginPolicy, WsClientConfig, WsConfig, WsListener},
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -57,6 +58,9 @@ fn server_handlers() -> Handlers {
             let info = ctx
                 .user_data::<ConnectionInfo>()
                 .ok_or_else(|| HandlerError::new("no connection info"))?;
+            let info = info
+                .websocket()
+                .ok_or_else(|| HandlerError::new("no websocket info"))?;
             Ok::<_, HandlerError>(Bytes::from(format!(
                 "{} retry={} stream={}",
                 info.uri.path(),
@@ -69,17 +73,32 @@ fn server_handlers() -> Handlers {
         })
 }
 
-async fn start(ws: WsConfig) -> (ws::ServeHandle, mpsc::UnboundedReceiver<Peer>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let ws = ws.on_connect(move |peer, _info| {
-        let _ = tx.send(peer.clone());
-    });
-    let server = WsServer::new(server_handlers(), Config::default(), ws);
-    (server.serve("127.0.0.1:0").await.unwrap(), rx)
+async fn start(ws: WsConfig) -> (ServerHandle, mpsc::UnboundedReceiver<Peer>) {
+    start_with(ws, |server| server).await
 }
 
-fn url(addr: SocketAddr) -> String {
-    format!("ws://{addr}/gotalk/")
+/// A server on a new WebSocket listener, set up further by `customize`;
+/// its connections arrive on the receiver once open.
+async fn start_with(
+    ws: WsConfig,
+    customize: impl FnOnce(Server) -> Server,
+) -> (ServerHandle, mpsc::UnboundedReceiver<Peer>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let listener = WsListener::bind("127.0.0.1:0", ws).await.unwrap();
+    let server =
+        Server::new(listener, server_handlers(), Config::default()).on_open(move |peer, _info| {
+            let _ = tx.send(peer.clone());
+        });
+    (customize(server).spawn(), rx)
+}
+
+/// The server's WebSocket URL, as its address displays.
+fn url(server: &ServerHandle) -> String {
+    server.local_addr().to_string()
+}
+
+fn addr_of(server: &ServerHandle) -> SocketAddr {
+    server.local_addr().socket_addr().unwrap()
 }
 
 #[tokio::test]
@@ -106,13 +125,9 @@ async fn every_operation_kind_both_ways() {
                 let _ = tx.send(p);
             }
         });
-    let client = ws::connect(
-        &url(server.local_addr()),
-        client_handlers,
-        Config::default(),
-    )
-    .await
-    .unwrap();
+    let client = ws::connect(&url(&server), client_handlers, Config::default())
+        .await
+        .unwrap();
     assert!(client.remote_addr().unwrap().starts_with("ws://127.0.0.1:"));
 
     // Buffer, JSON, error results, unknown operations.
@@ -177,7 +192,7 @@ async fn every_operation_kind_both_ways() {
     });
     timeout(T, join_all(calls)).await.unwrap();
 
-    assert_eq!(server.server().connection_count(), 1);
+    assert_eq!(server.connection_count(), 1);
     client.close().await;
     timeout(T, server_side.closed()).await.unwrap();
     server.shutdown().await;
@@ -190,14 +205,9 @@ async fn clients_that_say_nothing_are_treated_as_gotalk_js() {
         announce_capabilities: false,
         ..WsClientConfig::default()
     };
-    let client = ws::connect_with(
-        &url(server.local_addr()),
-        Handlers::new(),
-        Config::default(),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let client = ws::connect_with(&url(&server), Handlers::new(), Config::default(), &quiet)
+        .await
+        .unwrap();
     assert_eq!(
         client.request("whoami", "").await.unwrap(),
         "/gotalk/ retry=false stream=false"
@@ -225,14 +235,9 @@ async fn capabilities_from_config_apply_to_everyone() {
         announce_capabilities: false,
         ..WsClientConfig::default()
     };
-    let client = ws::connect_with(
-        &url(server.local_addr()),
-        Handlers::new(),
-        Config::default(),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let client = ws::connect_with(&url(&server), Handlers::new(), Config::default(), &quiet)
+        .await
+        .unwrap();
     assert_eq!(
         client.request("whoami", "").await.unwrap(),
         "/gotalk/ retry=true stream=true"
@@ -283,7 +288,8 @@ fn get_req(path: &str, extra: &str) -> String {
 #[tokio::test]
 async fn serves_the_js_client_with_etag_and_gzip() {
     let (server, _) = start(WsConfig::default()).await;
-    let addr = server.local_addr();
+    let addr = addr_of(&server);
+    assert_eq!(url(&server), format!("ws://{addr}/gotalk/"));
 
     let (status, headers, body) = http(addr, &get_req("/gotalk/gotalk.js", "")).await;
     assert_eq!(status, 200);
@@ -368,7 +374,7 @@ async fn serves_the_js_client_with_etag_and_gzip() {
 #[tokio::test]
 async fn origin_policy_refuses_other_sites() {
     let (server, _) = start(WsConfig::default()).await;
-    let u = url(server.local_addr());
+    let u = url(&server);
     let evil = WsClientConfig {
         origin: Some("http://evil.example".into()),
         ..WsClientConfig::default()
@@ -376,7 +382,10 @@ async fn origin_policy_refuses_other_sites() {
     let err = ws::connect_with(&u, Handlers::new(), Config::default(), &evil)
         .await
         .unwrap_err();
-    assert!(matches!(err, ConnectError::Rejected(403)), "{err}");
+    assert!(
+        matches!(err, ConnectError::Http { status: 403, .. }),
+        "{err}"
+    );
     // Same origin (the default the client sends) is fine.
     let peer = ws::connect(&u, Handlers::new(), Config::default())
         .await
@@ -390,7 +399,7 @@ async fn origin_policy_refuses_other_sites() {
         ..WsConfig::default()
     };
     let (server, _) = start(ws).await;
-    let u = url(server.local_addr());
+    let u = url(&server);
     let app = WsClientConfig {
         origin: Some("https://app.example".into()),
         ..WsClientConfig::default()
@@ -402,24 +411,25 @@ async fn origin_policy_refuses_other_sites() {
     let err = ws::connect(&u, Handlers::new(), Config::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, ConnectError::Rejected(403)), "{err}");
+    assert!(
+        matches!(err, ConnectError::Http { status: 403, .. }),
+        "{err}"
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn mounts_inside_an_axum_app() {
-    let ws = WsServer::new(
-        server_handlers(),
-        Config::default(),
-        WsConfig {
-            mount: "/api/rpc/".into(),
-            ..WsConfig::default()
-        },
-    );
+    let (listener, routes) = ws::router(WsConfig {
+        mount: "/api/rpc/".into(),
+        ..WsConfig::default()
+    });
+    let server = Server::new(listener, server_handlers(), Config::default()).spawn();
+    assert_eq!(server.local_addr().to_string(), "/api/rpc/");
     let app: Router = Router::new()
         .route("/", get(|| async { "home page" }))
         .route("/api/other", get(|| async { "other" }))
-        .merge(ws.router());
+        .merge(routes);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -444,20 +454,33 @@ async fn mounts_inside_an_axum_app() {
     }
     // The server forgets connections as they close.
     for _ in 0..200 {
-        if ws.connection_count() == 0 {
+        if server.connection_count() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(ws.connection_count(), 0);
+    assert_eq!(server.connection_count(), 0);
+    server.shutdown().await;
+    // Once the server is gone, the mounted endpoint says so.
+    let err = ws::connect(
+        &format!("ws://{addr}/api/rpc/"),
+        Handlers::new(),
+        Config::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ConnectError::Http { status: 503, .. }),
+        "{err}"
+    );
     task.abort();
 }
 
 #[tokio::test]
 async fn shutdown_closes_connections_and_frees_the_port() {
     let (server, _) = start(WsConfig::default()).await;
-    let addr = server.local_addr();
-    let peer = ws::connect(&url(addr), Handlers::new(), Config::default())
+    let addr = addr_of(&server);
+    let peer = ws::connect(&url(&server), Handlers::new(), Config::default())
         .await
         .unwrap();
     assert_eq!(peer.request("echo", "x").await.unwrap(), "x");
@@ -473,34 +496,42 @@ async fn shutdown_closes_connections_and_frees_the_port() {
 async fn connect_errors_are_typed() {
     assert!(matches!(
         ws::connect("http://127.0.0.1:1/", Handlers::new(), Config::default()).await,
-        Err(ConnectError::InvalidUrl(_))
+        Err(ConnectError::InvalidAddress(_))
     ));
     // Nothing listens on a port we just released.
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
     assert!(matches!(
-        ws::connect(&url(addr), Handlers::new(), Config::default()).await,
+        ws::connect(
+            &format!("ws://{addr}/gotalk/"),
+            Handlers::new(),
+            Config::default()
+        )
+        .await,
         Err(ConnectError::Io(_))
     ));
     // A server that is not at that path.
     let (server, _) = start(WsConfig::default()).await;
     let err = ws::connect(
-        &format!("ws://{}/other/", server.local_addr()),
+        &format!("ws://{}/other/", addr_of(&server)),
         Handlers::new(),
         Config::default(),
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, ConnectError::Rejected(404)), "{err}");
+    assert!(
+        matches!(err, ConnectError::Http { status: 404, .. }),
+        "{err}"
+    );
     let as_gotalk: Error = err.into();
-    assert!(matches!(as_gotalk, Error::Io(_)));
+    assert!(matches!(as_gotalk, Error::Connect(_)));
     server.shutdown().await;
 }
 
 /// Records every byte read and written through it.
 struct Tap {
-    inner: ws::BoxedIo,
+    inner: BoxedIo,
     read: Arc<Mutex<Vec<u8>>>,
     written: Arc<Mutex<Vec<u8>>>,
 }
@@ -512,7 +543,7 @@ struct Taps {
 }
 
 impl Taps {
-    fn wrap(&self, inner: ws::BoxedIo) -> ws::BoxedIo {
+    fn wrap(&self, inner: BoxedIo) -> BoxedIo {
         Box::new(Tap {
             inner,
             read: self.read.clone(),
@@ -571,21 +602,22 @@ impl AsyncWrite for Tap {
 async fn wrap_io_sees_the_gotalk_bytes_on_both_sides() {
     let server_taps = Taps::default();
     let wrapped = Arc::new(Mutex::new(Vec::new()));
-    let ws = {
-        let (taps, wrapped) = (server_taps.clone(), wrapped.clone());
-        WsConfig::default().wrap_io(move |io, info| {
-            wrapped.lock().unwrap().push(info.uri.path().to_owned());
+    let (taps, seen) = (server_taps.clone(), wrapped.clone());
+    let (server, mut connected) = start_with(WsConfig::default(), move |server| {
+        server.wrap_io(move |io, info| {
+            let path = info.websocket().unwrap().uri.path().to_owned();
+            seen.lock().unwrap().push(path);
             taps.wrap(io)
         })
-    };
-    let (server, mut connected) = start(ws).await;
+    })
+    .await;
     let client_taps = Taps::default();
     let client_ws = {
         let taps = client_taps.clone();
         WsClientConfig::default().wrap_io(move |io| taps.wrap(io))
     };
     let peer = ws::connect_with(
-        &url(server.local_addr()),
+        &url(&server),
         Handlers::new(),
         Config::default(),
         &client_ws,
@@ -611,13 +643,9 @@ async fn wrap_io_sees_the_gotalk_bytes_on_both_sides() {
 
     // A client without a wrapper: the server's wrapper still sees it, the
     // first client's taps do not.
-    let plain = ws::connect(
-        &url(server.local_addr()),
-        Handlers::new(),
-        Config::default(),
-    )
-    .await
-    .unwrap();
+    let plain = ws::connect(&url(&server), Handlers::new(), Config::default())
+        .await
+        .unwrap();
     timeout(T, connected.recv()).await.unwrap().unwrap();
     assert_eq!(wrapped.lock().unwrap().len(), 2);
     assert_eq!(

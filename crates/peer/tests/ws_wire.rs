@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use gotalk_peer::{
-    Config, HandlerError, Handlers,
-    ws::{ServeHandle, WsConfig, WsServer},
+    Config, HandlerError, Handlers, Server, ServerHandle,
+    ws::{WsConfig, WsListener},
 };
 use tokio::{net::TcpStream, time::timeout};
 use tokio_tungstenite::{
@@ -21,7 +21,7 @@ const T: Duration = Duration::from_secs(10);
 
 type Raw = WebSocketStream<TcpStream>;
 
-async fn start(ws: WsConfig) -> ServeHandle {
+async fn start(ws: WsConfig) -> ServerHandle {
     let handlers = Handlers::new()
         .buffer(
             "echo",
@@ -30,15 +30,13 @@ async fn start(ws: WsConfig) -> ServeHandle {
         .buffer("busy", |_ctx, _p: Bytes| async move {
             Err::<Bytes, _>(HandlerError::retry(Duration::from_millis(5), "later"))
         });
-    WsServer::new(handlers, Config::default(), ws)
-        .serve("127.0.0.1:0")
-        .await
-        .unwrap()
+    let listener = WsListener::bind("127.0.0.1:0", ws).await.unwrap();
+    Server::new(listener, handlers, Config::default()).spawn()
 }
 
 /// A raw WebSocket to the server at `path`, version already exchanged.
-async fn raw(server: &ServeHandle, path: &str) -> Raw {
-    let addr = server.local_addr();
+async fn raw(server: &ServerHandle, path: &str) -> Raw {
+    let addr = server.local_addr().socket_addr().unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut ws, _) = client_async(format!("ws://{addr}{path}"), tcp)
         .await
@@ -190,7 +188,7 @@ async fn oversize_messages_are_refused() {
 #[tokio::test]
 async fn wrong_version_is_refused_with_code_1() {
     let server = start(WsConfig::default()).await;
-    let addr = server.local_addr();
+    let addr = server.local_addr().socket_addr().unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut ws, _) = client_async(format!("ws://{addr}/gotalk/"), tcp)
         .await
@@ -239,11 +237,11 @@ async fn a_clean_close_from_the_client_closes_the_connection() {
     .await;
     assert!(end.is_ok());
     for _ in 0..200 {
-        if server.server().connection_count() == 0 {
+        if server.connection_count() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(server.server().connection_count(), 0);
+    assert_eq!(server.connection_count(), 0);
     server.shutdown().await;
 }

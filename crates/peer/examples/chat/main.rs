@@ -26,8 +26,8 @@ use std::{
 
 use axum::{Router, response::Html, routing::get};
 use gotalk_peer::{
-    Config, Context, HandlerError, Handlers, Peer,
-    ws::{ConnectionInfo, WsConfig, WsServer},
+    Config, ConnectionInfo, Context, HandlerError, Handlers, Peer, Server,
+    ws::{self, WsConfig},
 };
 use serde::{Deserialize, Serialize};
 
@@ -158,7 +158,7 @@ impl Chat {
 fn connection_id(ctx: &Context) -> Result<u64, HandlerError> {
     ctx.user_data::<ConnectionInfo>()
         .map(|info| info.id)
-        .ok_or_else(|| HandlerError::new("not a WebSocket connection"))
+        .ok_or_else(|| HandlerError::new("not a server connection"))
 }
 
 fn handlers(chat: &Chat) -> Handlers {
@@ -190,19 +190,21 @@ async fn main() -> std::io::Result<()> {
 
     let chat = Chat::default();
     let on_close = chat.clone();
-    let ws = WsConfig::default().on_connect(move |peer, info| {
-        // Leave the room when the connection closes.
-        let (chat, peer, id) = (on_close.clone(), peer.clone(), info.id);
-        tokio::spawn(async move {
-            peer.closed().await;
-            drop(peer);
-            chat.leave(id).await;
-        });
-    });
-    let gotalk = WsServer::new(handlers(&chat), Config::default(), ws);
+    let (gotalk, routes) = ws::router(WsConfig::default());
+    let _server = Server::new(gotalk, handlers(&chat), Config::default())
+        .on_open(move |peer, info| {
+            // Leave the room when the connection closes.
+            let (chat, peer, id) = (on_close.clone(), peer.clone(), info.id);
+            tokio::spawn(async move {
+                peer.closed().await;
+                drop(peer);
+                chat.leave(id).await;
+            });
+        })
+        .spawn();
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
-        .merge(gotalk.router());
+        .merge(routes);
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("chat: open http://{}/", listener.local_addr()?);

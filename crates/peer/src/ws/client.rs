@@ -1,6 +1,6 @@
 //! The WebSocket client: `ws://` and `wss://` URLs to a [`Peer`].
 
-use std::{fmt, io, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use axum::http::{HeaderValue, Uri, header};
 use tokio::{
@@ -13,11 +13,8 @@ use tokio_tungstenite::{
     tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig},
 };
 
-use super::{
-    WsIo,
-    server::{BoxedIo, CAPS_QUERY_PARAM},
-};
-use crate::{Config, Handlers, Peer};
+use super::{WsIo, server::CAPS_QUERY_PARAM};
+use crate::{BoxedIo, Config, ConnectError, Handlers, Peer};
 
 /// Wraps a client connection's byte stream before its gotalk handshake (see
 /// [`WsClientConfig::wrap_io`]).
@@ -88,7 +85,7 @@ impl WsClientConfig {
     /// the version `01`.
     ///
     /// ```
-    /// use gotalk_peer::ws::{BoxedIo, WsClientConfig};
+    /// use gotalk_peer::{BoxedIo, ws::WsClientConfig};
     ///
     /// let ws = WsClientConfig::default().wrap_io(|io: BoxedIo| {
     ///     io // or Box::new(MyTap::new(io))
@@ -98,81 +95,6 @@ impl WsClientConfig {
     pub fn wrap_io(mut self, f: impl Fn(BoxedIo) -> BoxedIo + Send + Sync + 'static) -> Self {
         self.wrap_io = Some(Arc::new(f));
         self
-    }
-}
-
-/// Why [`connect`] failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// The URL is not a `ws://` or `wss://` URL with a host.
-    InvalidUrl(String),
-    /// `wss://` needs the crate feature `tls`.
-    TlsNotEnabled,
-    /// Connecting, TLS or the upgrade took longer than
-    /// [`WsClientConfig::connect_timeout`].
-    Timeout(Duration),
-    /// The TCP connection or the TLS handshake failed.
-    Io(io::Error),
-    /// The server answered the upgrade request with this HTTP status
-    /// (403: refused by its origin policy; 404: wrong path).
-    Rejected(u16),
-    /// The WebSocket handshake failed otherwise.
-    WebSocket(String),
-    /// The TLS settings could not be built.
-    #[cfg(feature = "tls")]
-    Tls(crate::tls::TlsError),
-    /// The gotalk handshake over the WebSocket failed.
-    Gotalk(crate::Error),
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidUrl(why) => write!(f, "invalid websocket URL: {why}"),
-            Self::TlsNotEnabled => f.write_str("wss:// needs gotalk-peer's feature `tls`"),
-            Self::Timeout(d) => write!(f, "websocket connect timed out after {d:?}"),
-            Self::Io(e) => write!(f, "websocket connect failed: {e}"),
-            Self::Rejected(status) => write!(f, "websocket upgrade refused with HTTP {status}"),
-            Self::WebSocket(e) => write!(f, "websocket handshake failed: {e}"),
-            #[cfg(feature = "tls")]
-            Self::Tls(e) => write!(f, "TLS setup failed: {e}"),
-            Self::Gotalk(e) => write!(f, "gotalk handshake failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ConnectError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io(e) => Some(e),
-            #[cfg(feature = "tls")]
-            Self::Tls(e) => Some(e),
-            Self::Gotalk(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<ConnectError> for crate::Error {
-    /// As a [`crate::Error`]: gotalk errors as they are, the rest as I/O
-    /// errors carrying the [`ConnectError`].
-    fn from(e: ConnectError) -> Self {
-        match e {
-            ConnectError::Gotalk(e) => e,
-            ConnectError::Io(e) => crate::Error::Io(e),
-            other => {
-                let kind = match &other {
-                    ConnectError::InvalidUrl(_) | ConnectError::TlsNotEnabled => {
-                        io::ErrorKind::InvalidInput
-                    }
-                    ConnectError::Timeout(_) => io::ErrorKind::TimedOut,
-                    ConnectError::Rejected(_) => io::ErrorKind::ConnectionRefused,
-                    _ => io::ErrorKind::Other,
-                };
-                crate::Error::Io(io::Error::new(kind, other))
-            }
-        }
     }
 }
 
@@ -189,21 +111,21 @@ struct Target {
 fn parse_url(url: &str, announce: bool) -> Result<Target, ConnectError> {
     let uri: Uri = url
         .parse()
-        .map_err(|e: axum::http::uri::InvalidUri| ConnectError::InvalidUrl(e.to_string()))?;
+        .map_err(|e: axum::http::uri::InvalidUri| ConnectError::InvalidAddress(e.to_string()))?;
     let secure = match uri.scheme_str() {
         Some("ws") => false,
         Some("wss") => true,
         Some(other) => {
-            return Err(ConnectError::InvalidUrl(format!(
+            return Err(ConnectError::InvalidAddress(format!(
                 "scheme {other:?} is not ws or wss"
             )));
         }
-        None => return Err(ConnectError::InvalidUrl("no scheme".into())),
+        None => return Err(ConnectError::InvalidAddress("no scheme".into())),
     };
     let host = uri
         .host()
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| ConnectError::InvalidUrl("no host".into()))?;
+        .ok_or_else(|| ConnectError::InvalidAddress("no host".into()))?;
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -217,7 +139,7 @@ fn parse_url(url: &str, announce: bool) -> Result<Target, ConnectError> {
         let scheme = if secure { "wss" } else { "ws" };
         format!("{scheme}://{authority}{pq}{sep}{CAPS_QUERY_PARAM}=retry,stream")
             .parse()
-            .map_err(|e: axum::http::uri::InvalidUri| ConnectError::InvalidUrl(e.to_string()))?
+            .map_err(|e: axum::http::uri::InvalidUri| ConnectError::InvalidAddress(e.to_string()))?
     } else {
         uri
     };
@@ -269,7 +191,7 @@ pub async fn connect_with(
     request.headers_mut().insert(
         header::ORIGIN,
         HeaderValue::from_str(&origin)
-            .map_err(|_| ConnectError::InvalidUrl(format!("bad origin {origin:?}")))?,
+            .map_err(|_| ConnectError::InvalidAddress(format!("bad origin {origin:?}")))?,
     );
     let remote = Some(format!(
         "{}://{}:{}",
@@ -283,21 +205,18 @@ pub async fn connect_with(
             .await
             .map_err(ConnectError::Io)?;
         let _ = tcp.set_nodelay(true);
-        Ok(tcp)
+        Ok::<_, ConnectError>(tcp)
     };
     if target.secure {
         #[cfg(feature = "tls")]
         {
             let tls = match &ws.tls {
                 Some(c) => c.clone(),
-                None => {
-                    crate::tls::client_config_with_platform_roots().map_err(ConnectError::Tls)?
-                }
+                None => crate::tls::client_config_with_platform_roots()
+                    .map_err(ConnectError::TlsConfig)?,
             };
             let setup = async {
-                let tls = crate::tls::wrap_client(tcp.await?, &target.host, tls)
-                    .await
-                    .map_err(ConnectError::Io)?;
+                let tls = crate::tls::wrap_client(tcp.await?, &target.host, tls).await?;
                 upgrade(request, tls, ws_config).await
             };
             let stream = timeout(limit, setup)
@@ -338,7 +257,7 @@ where
         }
         None => Peer::handshake_with_addr(io, handlers, config, remote, |_| {}).await,
     };
-    peer.map_err(ConnectError::Gotalk)
+    Ok(peer?)
 }
 
 async fn upgrade<S>(
@@ -351,10 +270,15 @@ where
 {
     match client_async_with_config(request, stream, Some(config)).await {
         Ok((ws, _response)) => Ok(ws),
-        Err(tungstenite::Error::Http(response)) => {
-            Err(ConnectError::Rejected(response.status().as_u16()))
-        }
-        Err(tungstenite::Error::Io(e)) => Err(ConnectError::Io(e)),
+        Err(tungstenite::Error::Http(response)) => Err(ConnectError::Http {
+            status: response.status().as_u16(),
+            body: response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default(),
+        }),
+        Err(tungstenite::Error::Io(e)) => Err(ConnectError::from_io(e)),
         Err(e) => Err(ConnectError::WebSocket(e.to_string())),
     }
 }
@@ -379,11 +303,11 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("example.com", 80));
         assert!(matches!(
             parse_url("http://example.com/", true),
-            Err(ConnectError::InvalidUrl(_))
+            Err(ConnectError::InvalidAddress(_))
         ));
         assert!(matches!(
             parse_url("/gotalk/", true),
-            Err(ConnectError::InvalidUrl(_))
+            Err(ConnectError::InvalidAddress(_))
         ));
     }
 }

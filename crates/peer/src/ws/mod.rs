@@ -9,14 +9,17 @@
 //! message (ProtocolError 2), never read into the next frame. See [`WsIo`]
 //! and `docs/websocket.md`.
 //!
-//! - [`WsServer`] / [`router`]: an axum [`Router`](axum::Router) that
-//!   upgrades at a mount path (default `/gotalk/`) and serves
-//!   [`GOTALK_JS`] at any path under it ending in `/gotalk.js`. Merge it
-//!   into your app, or let [`WsServer::serve`] / [`serve`] bind an address.
+//! - [`WsListener`]: an HTTP server that upgrades requests at a mount path
+//!   (default `/gotalk/`) and serves [`GOTALK_JS`] at any path under it
+//!   ending in `/gotalk.js`; a [`Server`](crate::Server) serves gotalk on
+//!   it like on any other listener (same hooks, same registry).
+//!   [`WsListener::bind_tls`] serves `wss://`; [`router`] gives the routes
+//!   to merge into your own axum app instead.
 //! - [`connect`]: a `ws://` or `wss://` URL to a [`Peer`](crate::Peer).
-//! - [`WsConfig::wrap_io`] / [`WsClientConfig::wrap_io`]: wrap a
-//!   connection's gotalk byte stream ([`BoxedIo`]) between the WebSocket
-//!   upgrade and the gotalk handshake, e.g. to trace every frame.
+//! - [`WsClientConfig::wrap_io`]: wrap a client connection's gotalk byte
+//!   stream ([`BoxedIo`](crate::BoxedIo)) between the WebSocket upgrade and
+//!   the gotalk handshake, e.g. to trace every frame (servers:
+//!   [`Server::wrap_io`](crate::Server::wrap_io)).
 //! - Browser peers are assumed to be the original gotalk.js unless they say
 //!   otherwise ([`RemoteCapabilities`]); the default [`OriginPolicy`] admits
 //!   same-origin pages and non-browser clients.
@@ -24,12 +27,13 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use gotalk_peer::{Config, HandlerError, Handlers, ws};
+//! use gotalk_peer::{Config, HandlerError, Handlers, Server, ws};
 //! let handlers = Handlers::new()
 //!     .buffer("echo", |_ctx, p| async move { Ok::<_, HandlerError>(p) });
-//! let server = ws::serve("127.0.0.1:0", handlers, Config::default(), ws::WsConfig::default()).await?;
+//! let listener = ws::WsListener::bind("127.0.0.1:0", ws::WsConfig::default()).await?;
+//! let server = Server::new(listener, handlers, Config::default()).spawn();
 //!
-//! let url = format!("ws://{}/gotalk/", server.local_addr());
+//! let url = server.local_addr().to_string(); // ws://127.0.0.1:PORT/gotalk/
 //! let peer = ws::connect(&url, Handlers::new(), Config::default()).await?;
 //! assert_eq!(peer.request("echo", "hi").await?, "hi");
 //! server.shutdown().await;
@@ -42,12 +46,11 @@ mod error;
 mod framing;
 mod io;
 mod js;
-pub(crate) mod server;
+mod server;
 
-pub use client::{ClientWrapIo, ConnectError, WsClientConfig, connect, connect_with};
+pub use client::{ClientWrapIo, WsClientConfig, connect, connect_with};
 pub use io::{WsError, WsIo, WsMessage};
 pub use js::{GOTALK_JS, etag as gotalk_js_etag};
 pub use server::{
-    AsyncReadWrite, BoxedIo, CAPS_QUERY_PARAM, ConnectCallback, ConnectionInfo, OriginPolicy,
-    RemoteCapabilities, ServeHandle, ServerWrapIo, WsConfig, WsServer, router, serve,
+    CAPS_QUERY_PARAM, OriginPolicy, RemoteCapabilities, WsConfig, WsConnecting, WsListener, router,
 };

@@ -1,7 +1,13 @@
-//! The WebSocket server: an axum router that upgrades connections at a mount
-//! path and serves the browser client beside them.
+//! The WebSocket listener: an HTTP server (axum) that upgrades requests at
+//! a mount path into gotalk connections for a [`Server`](crate::Server), and
+//! serves the browser client beside them.
+//!
+//! The HTTP side only checks the request (path, upgrade, origin policy) and
+//! hands it to the server's accept loop as a [`WsConnecting`]; the server's
+//! `on_connect` hook then decides, and only an admitted request is
+//! upgraded (a refused one gets the rejection's status, 403 or 401).
 
-use std::{fmt, net::SocketAddr, sync::Arc};
+use std::{fmt, io, net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
@@ -10,41 +16,23 @@ use axum::{
         ConnectInfo, FromRequestParts, Request,
         ws::{WebSocket, WebSocketUpgrade},
     },
-    http::{HeaderMap, StatusCode, Uri, header},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::any,
+    serve::ListenerExt,
 };
 use gotalk_proto::MAX_HEADER_LEN;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, ToSocketAddrs},
-    sync::watch,
+    net::ToSocketAddrs,
+    sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 
 use super::{WsIo, js};
-use crate::server::Connections;
-use crate::{Config, Handlers, Peer};
-
-/// Called with every connection that completed the gotalk handshake.
-pub type ConnectCallback = Arc<dyn Fn(&Peer, &ConnectionInfo) + Send + Sync>;
-
-/// A byte stream: anything that is both [`AsyncRead`] and [`AsyncWrite`].
-///
-/// Blanket-implemented, so that [`BoxedIo`] can name the pair as one trait
-/// object.
-pub trait AsyncReadWrite: AsyncRead + AsyncWrite {}
-
-impl<T: AsyncRead + AsyncWrite + ?Sized> AsyncReadWrite for T {}
-
-/// A connection's gotalk byte stream as a trait object, as the I/O hooks
-/// ([`WsConfig::wrap_io`], [`WsClientConfig::wrap_io`](super::WsClientConfig::wrap_io))
-/// take and return it.
-pub type BoxedIo = Box<dyn AsyncReadWrite + Send + Unpin>;
-
-/// Wraps a server connection's byte stream before its gotalk handshake (see
-/// [`WsConfig::wrap_io`]).
-pub type ServerWrapIo = Arc<dyn Fn(BoxedIo, &ConnectionInfo) -> BoxedIo + Send + Sync>;
+use crate::{
+    Config, ConnectionInfo, LocalAddr, Rejection, WebSocketInfo,
+    transport::{Connecting, Listener},
+};
 
 /// The query parameter a client uses to say what it can handle (see
 /// [`RemoteCapabilities::Negotiate`]).
@@ -188,15 +176,13 @@ pub enum RemoteCapabilities {
 }
 
 impl RemoteCapabilities {
-    /// The connection settings for a client whose upgrade URL has `query`.
-    fn apply(self, config: &Config, query: Option<&str>) -> Config {
-        let mut config = config.clone();
+    /// Adjusts `config` for a client whose upgrade URL has `query`.
+    fn apply(self, config: &mut Config, query: Option<&str>) {
         if self == Self::Negotiate {
             let (retry, stream) = parse_caps(query);
             config.remote_retry_results = retry;
             config.remote_stream_requests = stream;
         }
-        config
     }
 }
 
@@ -223,10 +209,10 @@ fn parse_caps(query: Option<&str>) -> (bool, bool) {
     (retry, stream)
 }
 
-/// Settings of the WebSocket server.
-#[derive(Clone)]
+/// Settings of a WebSocket listener.
+#[derive(Clone, Debug)]
 pub struct WsConfig {
-    /// Where the server is mounted. Upgrades are accepted at the mount and
+    /// Where the endpoint is mounted. Upgrades are accepted at the mount and
     /// any path under it; any path under it that ends in `/gotalk.js` serves
     /// the browser client. Must start and end with `/`. Default `/gotalk/`.
     pub mount: String,
@@ -241,16 +227,9 @@ pub struct WsConfig {
     pub max_message_size: Option<usize>,
     /// Whether to serve the browser client under the mount. Default `true`.
     pub serve_js: bool,
-    /// Called with every connection after its gotalk handshake, e.g. to keep
-    /// a handle for sending it requests or notifications later. The
-    /// connection's [`ConnectionInfo`] is also stored as its user data
-    /// (`ctx.user_data::<ConnectionInfo>()` in handlers).
-    pub on_connect: Option<ConnectCallback>,
-    /// Wraps every connection's gotalk byte stream after the WebSocket
-    /// upgrade and before the gotalk handshake, e.g. to log, count or
-    /// trace the bytes; see [`wrap_io`](Self::wrap_io). Default `None`: the
-    /// stream is used as it is, without boxing.
-    pub wrap_io: Option<ServerWrapIo>,
+    /// Time allowed for the TLS handshake of a `wss://` connection
+    /// ([`WsListener::bind_tls`]). Default 10 s.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for WsConfig {
@@ -261,60 +240,27 @@ impl Default for WsConfig {
             remote: RemoteCapabilities::default(),
             max_message_size: None,
             serve_js: true,
-            on_connect: None,
-            wrap_io: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
-impl fmt::Debug for WsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WsConfig")
-            .field("mount", &self.mount)
-            .field("origin", &self.origin)
-            .field("remote", &self.remote)
-            .field("max_message_size", &self.max_message_size)
-            .field("serve_js", &self.serve_js)
-            .field("on_connect", &self.on_connect.is_some())
-            .field("wrap_io", &self.wrap_io.is_some())
-            .finish()
-    }
-}
-
 impl WsConfig {
-    /// Sets [`on_connect`](Self::on_connect).
-    pub fn on_connect(
-        mut self,
-        f: impl Fn(&Peer, &ConnectionInfo) + Send + Sync + 'static,
-    ) -> Self {
-        self.on_connect = Some(Arc::new(f));
+    /// Sets [`mount`](Self::mount).
+    pub fn mount(mut self, mount: impl Into<String>) -> Self {
+        self.mount = mount.into();
         self
     }
 
-    /// Sets [`wrap_io`](Self::wrap_io): `f` gets each connection's byte
-    /// stream (the [`WsIo`] over the upgraded WebSocket, boxed) and what is
-    /// known about the connection, and returns the stream the gotalk
-    /// handshake and every later frame go through. What it reads and writes
-    /// are exactly the gotalk bytes, starting with the version `01`.
-    ///
-    /// ```
-    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
-    /// use gotalk_peer::ws::{BoxedIo, ConnectionInfo, WsConfig};
-    ///
-    /// let upgraded = Arc::new(AtomicU64::new(0));
-    /// let seen = upgraded.clone();
-    /// let ws = WsConfig::default().wrap_io(move |io: BoxedIo, info: &ConnectionInfo| {
-    ///     seen.fetch_add(1, Ordering::Relaxed);
-    ///     tracing::debug!(id = info.id, "wrapping");
-    ///     io // or Box::new(MyTap::new(io))
-    /// });
-    /// assert!(ws.wrap_io.is_some());
-    /// ```
-    pub fn wrap_io(
-        mut self,
-        f: impl Fn(BoxedIo, &ConnectionInfo) -> BoxedIo + Send + Sync + 'static,
-    ) -> Self {
-        self.wrap_io = Some(Arc::new(f));
+    /// Sets [`origin`](Self::origin).
+    pub fn origin(mut self, origin: OriginPolicy) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// Sets [`remote`](Self::remote).
+    pub fn remote(mut self, remote: RemoteCapabilities) -> Self {
+        self.remote = remote;
         self
     }
 
@@ -325,103 +271,259 @@ impl WsConfig {
     }
 }
 
-/// What the server knew about a connection when it upgraded it.
-#[derive(Clone, Debug)]
-pub struct ConnectionInfo {
-    /// The server-assigned connection number, unique per [`WsServer`].
-    pub id: u64,
-    /// The client's address, when the router runs with connect info
-    /// ([`WsServer::serve`] does; see axum's
-    /// `into_make_service_with_connect_info`).
-    pub remote_addr: Option<SocketAddr>,
-    /// The upgrade request's URI.
-    pub uri: Uri,
-    /// The upgrade request's headers (cookies, `Origin`, ...).
-    pub headers: HeaderMap,
-    /// The settings the connection runs with.
-    pub remote_retry_results: bool,
-    /// See [`Config::remote_stream_requests`].
-    pub remote_stream_requests: bool,
-}
+/// Upgrade requests waiting for the server, per listener.
+const QUEUE: usize = 64;
 
-/// Connect info the TLS listener provides (see [`WsServer::serve_tls`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
+/// How long [`WsListener`] waits for its HTTP server to finish once the
+/// server stops.
+const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-struct Inner {
-    handlers: Handlers,
-    config: Config,
-    ws: WsConfig,
-    connections: Connections,
-}
-
-/// A gotalk WebSocket server: a set of handlers and settings, the axum
-/// [`Router`] that serves them, and the connections it holds.
-///
-/// Cheap to clone. Mount [`router`](Self::router) in your own axum app, or
-/// let [`serve`](Self::serve) bind an address.
-///
-/// ```no_run
-/// # async fn run() -> std::io::Result<()> {
-/// use gotalk_peer::{Config, Handlers, HandlerError, ws::{WsConfig, WsServer}};
-/// let handlers = Handlers::new()
-///     .buffer("echo", |_ctx, payload| async move { Ok::<_, HandlerError>(payload) });
-/// let server = WsServer::new(handlers, Config::default(), WsConfig::default());
-/// let app = axum::Router::new()
-///     .route("/", axum::routing::get(|| async { "hello" }))
-///     .merge(server.router());
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-/// axum::serve(listener, app).await
-/// # }
-/// ```
+/// The HTTP side of a listener: checks requests and queues upgrades.
 #[derive(Clone)]
-pub struct WsServer {
-    inner: Arc<Inner>,
+struct Endpoint {
+    ws: WsConfig,
+    local_addr: LocalAddr,
+    queue: mpsc::Sender<WsConnecting>,
 }
 
-impl fmt::Debug for WsServer {
+/// A WebSocket listener for a [`Server`](crate::Server): an HTTP server
+/// that upgrades requests at its mount path (default `/gotalk/`) and serves
+/// [`GOTALK_JS`](super::GOTALK_JS) under it.
+///
+/// [`bind`](Self::bind) runs the HTTP server itself; [`router`] gives the
+/// routes to merge into an axum app of your own instead.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use gotalk_peer::{Config, HandlerError, Handlers, Server, ws};
+/// let handlers = Handlers::new()
+///     .buffer("echo", |_ctx, p| async move { Ok::<_, HandlerError>(p) });
+/// let listener = ws::WsListener::bind("127.0.0.1:0", ws::WsConfig::default()).await?;
+/// let server = Server::new(listener, handlers, Config::default()).spawn();
+///
+/// let url = server.local_addr().to_string(); // ws://127.0.0.1:PORT/gotalk/
+/// let peer = ws::connect(&url, Handlers::new(), Config::default()).await?;
+/// assert_eq!(peer.request("echo", "hi").await?, "hi");
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct WsListener {
+    local_addr: LocalAddr,
+    queue: mpsc::Receiver<WsConnecting>,
+    http: Option<Http>,
+}
+
+impl fmt::Debug for WsListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WsServer")
-            .field("handlers", &self.inner.handlers)
-            .field("ws", &self.inner.ws)
-            .field("connections", &self.connection_count())
+        f.debug_struct("WsListener")
+            .field("local_addr", &self.local_addr)
+            .field("serves_http", &self.http.is_some())
             .finish()
     }
 }
 
-impl WsServer {
-    /// A server for `handlers`; every connection starts from `config`
-    /// (adjusted per [`WsConfig::remote`]).
-    ///
-    /// # Panics
-    /// If `ws.mount` does not start and end with `/`.
-    pub fn new(handlers: Handlers, config: Config, ws: WsConfig) -> Self {
+/// An HTTP server this crate runs for a listener.
+struct Http {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Http {
+    /// Serves `router` on `listener` until stopped.
+    fn spawn<L>(listener: L, router: Router) -> Self
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
+        // `tap_io` makes the client address available as a plain
+        // `SocketAddr` connect info, whatever the listener.
+        let listener = listener.tap_io(|_: &mut L::Io| {});
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "websocket HTTP server stopped");
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops accepting and waits (bounded) until the address is released.
+    async fn close(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(HTTP_STOP_TIMEOUT, &mut task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("websocket HTTP server did not stop in time; aborting it");
+            task.abort();
+        }
+    }
+}
+
+impl WsListener {
+    /// A listener and the endpoint's routes, for an HTTP server at
+    /// `addr` (`None`: one this crate does not run).
+    fn with_endpoint<S>(ws: WsConfig, addr: Option<SocketAddr>, secure: bool) -> (Self, Router<S>)
+    where
+        S: Clone + Send + Sync + 'static,
+    {
         assert!(
             ws.mount.starts_with('/') && ws.mount.ends_with('/'),
             "WsConfig::mount must start and end with '/', got {:?}",
             ws.mount
         );
-        Self {
-            inner: Arc::new(Inner {
-                handlers,
-                config,
-                ws,
-                connections: Connections::default(),
-            }),
+        let local_addr = LocalAddr::WebSocket {
+            addr,
+            secure,
+            path: ws.mount.clone(),
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let endpoint = Endpoint {
+            ws,
+            local_addr: local_addr.clone(),
+            queue: tx,
+        };
+        let listener = Self {
+            local_addr,
+            queue: rx,
+            http: None,
+        };
+        (listener, endpoint.router())
+    }
+
+    /// Binds `addr` and serves the endpoint there (and nothing else).
+    pub async fn bind(addr: impl ToSocketAddrs, ws: WsConfig) -> io::Result<Self> {
+        Self::from_tokio(tokio::net::TcpListener::bind(addr).await?, ws)
+    }
+
+    /// Serves the endpoint on a listener bound elsewhere.
+    pub fn from_tokio(tcp: tokio::net::TcpListener, ws: WsConfig) -> io::Result<Self> {
+        let addr = tcp.local_addr()?;
+        let (mut listener, router) = Self::with_endpoint(ws, Some(addr), false);
+        let tcp = tcp.tap_io(|s: &mut tokio::net::TcpStream| {
+            // Not fatal: only latency suffers without it.
+            let _ = s.set_nodelay(true);
+        });
+        listener.http = Some(Http::spawn(tcp, router));
+        Ok(listener)
+    }
+
+    /// Binds `addr` and serves the endpoint over TLS (`wss://`, and
+    /// `https://` for the browser client). TLS handshakes get
+    /// [`WsConfig::tls_handshake_timeout`].
+    #[cfg(feature = "tls")]
+    pub async fn bind_tls(
+        addr: impl ToSocketAddrs,
+        ws: WsConfig,
+        tls: std::sync::Arc<crate::tls::rustls::ServerConfig>,
+    ) -> io::Result<Self> {
+        Self::from_tokio_tls(tokio::net::TcpListener::bind(addr).await?, ws, tls)
+    }
+
+    /// [`bind_tls`](Self::bind_tls) on a listener bound elsewhere.
+    #[cfg(feature = "tls")]
+    pub fn from_tokio_tls(
+        tcp: tokio::net::TcpListener,
+        ws: WsConfig,
+        tls: std::sync::Arc<crate::tls::rustls::ServerConfig>,
+    ) -> io::Result<Self> {
+        let addr = tcp.local_addr()?;
+        let limit = ws.tls_handshake_timeout;
+        let (mut listener, router) = Self::with_endpoint(ws, Some(addr), true);
+        let tls = TlsHttp {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            limit,
+        };
+        listener.http = Some(Http::spawn(tls, router));
+        Ok(listener)
+    }
+}
+
+impl Drop for WsListener {
+    fn drop(&mut self) {
+        if let Some(http) = self.http.take() {
+            // Stops accepting; requests in flight finish on their own.
+            let _ = http.stop.send(());
+        }
+    }
+}
+
+impl Listener for WsListener {
+    type Conn = WsConnecting;
+
+    async fn accept(&mut self) -> io::Result<WsConnecting> {
+        match self.queue.recv().await {
+            Some(conn) => Ok(conn),
+            None => {
+                // The routes are gone (the app serving them was dropped):
+                // nothing will ever come.
+                tracing::debug!(local = %self.local_addr, "websocket endpoint dropped");
+                std::future::pending().await
+            }
         }
     }
 
-    /// The routes of the mount: `/gotalk`, `/gotalk/` and everything under
-    /// it, for any router state `S` so it merges into any app.
-    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        let mount = self.inner.ws.mount.clone();
+    fn local_addr(&self) -> LocalAddr {
+        self.local_addr.clone()
+    }
+
+    async fn close(mut self) {
+        self.queue.close();
+        if let Some(http) = self.http.take() {
+            http.close().await;
+        }
+    }
+}
+
+/// The routes of a WebSocket endpoint (the mount, e.g. `/gotalk`, `/gotalk/`
+/// and everything under it) to merge into an axum app of your own, for any
+/// router state `S`, and the listener to give a [`Server`](crate::Server).
+///
+/// The client's address is known when the app is served with connect info
+/// (`into_make_service_with_connect_info::<SocketAddr>()`). Until the server
+/// accepts on the listener, upgrade requests wait; once it has stopped, they
+/// get `503 Service Unavailable`.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use gotalk_peer::{Config, Handlers, HandlerError, Server, ws};
+/// let handlers = Handlers::new()
+///     .buffer("echo", |_ctx, payload| async move { Ok::<_, HandlerError>(payload) });
+/// let (listener, routes) = ws::router(ws::WsConfig::default());
+/// let server = Server::new(listener, handlers, Config::default()).spawn();
+/// let app = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "hello" }))
+///     .merge(routes);
+/// let tcp = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+/// axum::serve(tcp, app).await
+/// # }
+/// ```
+///
+/// # Panics
+/// If `ws.mount` does not start and end with `/`.
+pub fn router<S>(ws: WsConfig) -> (WsListener, Router<S>)
+where
+    S: Clone + Send + Sync + 'static,
+{
+    WsListener::with_endpoint(ws, None, false)
+}
+
+impl Endpoint {
+    fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        let mount = self.ws.mount.clone();
         let bare = mount.trim_end_matches('/').to_owned();
-        let handler = {
-            let server = self.clone();
-            move |req: Request| {
-                let server = server.clone();
-                async move { server.handle(req).await }
-            }
+        let handler = move |req: Request| {
+            let endpoint = self.clone();
+            async move { endpoint.handle(req).await }
         };
         let mut router = Router::new()
             .route(&mount, any(handler.clone()))
@@ -432,25 +534,9 @@ impl WsServer {
         router
     }
 
-    /// The connections open right now.
-    pub fn peers(&self) -> Vec<Peer> {
-        self.inner.connections.peers()
-    }
-
-    /// How many connections are open.
-    pub fn connection_count(&self) -> usize {
-        self.inner.connections.len()
-    }
-
-    /// Closes every open connection gracefully and waits until they are
-    /// closed (each at most [`Config::close_timeout`]).
-    pub async fn close_all(&self) {
-        self.inner.connections.close_all().await;
-    }
-
     async fn handle(self, req: Request) -> Response {
         let path = req.uri().path();
-        if self.inner.ws.serve_js && js::is_js_path(path) {
+        if self.ws.serve_js && js::is_js_path(path) {
             return js::serve(req.method(), req.headers());
         }
         let (mut parts, _body) = req.into_parts();
@@ -479,202 +565,158 @@ impl WsServer {
             .headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok());
-        if !self.inner.ws.origin.allows(origin, host) {
+        if !self.ws.origin.allows(origin, host) {
             tracing::info!(?origin, ?host, "websocket upgrade refused by origin policy");
-            return Response::builder()
-                .status(StatusCode::FORBIDDEN)
-                .body(Body::from("origin not allowed\n"))
-                .expect("static response");
+            return text_response(StatusCode::FORBIDDEN, "origin not allowed\n");
         }
         let remote_addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<ConnectInfo<RemoteAddr>>()
-                    .map(|c| c.0.0)
-            });
-        let config = self
-            .inner
-            .ws
-            .remote
-            .apply(&self.inner.config, parts.uri.query());
-        let info = ConnectionInfo {
-            id: self.inner.connections.next_id(),
-            remote_addr,
+            .map(|c| c.0);
+        let mut info = ConnectionInfo::new(self.local_addr.clone(), remote_addr);
+        info.websocket = Some(WebSocketInfo {
             uri: parts.uri,
             headers: parts.headers,
-            remote_retry_results: config.remote_retry_results,
-            remote_stream_requests: config.remote_stream_requests,
+            // Set by the server once the connection's settings are known.
+            remote_retry_results: false,
+            remote_stream_requests: false,
+        });
+        let (verdict_tx, verdict_rx) = oneshot::channel();
+        let conn = WsConnecting {
+            info,
+            remote: self.ws.remote,
+            max_message_size: self.ws.max_message_size,
+            verdict: verdict_tx,
         };
-        let limit = self.inner.ws.message_limit(&config);
-        upgrade
-            .max_message_size(limit)
-            .max_frame_size(limit)
-            .on_upgrade(move |socket| self.run(socket, config, info))
-    }
-
-    async fn run(self, socket: WebSocket, config: Config, info: ConnectionInfo) {
-        let io = WsIo::new(socket);
-        // Box only when asked to: the default path stays monomorphic.
-        match self.inner.ws.wrap_io.clone() {
-            Some(wrap) => {
-                let io = wrap(Box::new(io), &info);
-                self.hold(io, config, info).await;
-            }
-            None => self.hold(io, config, info).await,
+        if self.queue.send(conn).await.is_err() {
+            return text_response(StatusCode::SERVICE_UNAVAILABLE, "server not accepting\n");
         }
-    }
-
-    /// Runs the gotalk handshake on `io` and keeps the connection until it
-    /// closes.
-    async fn hold<T>(self, io: T, config: Config, info: ConnectionInfo)
-    where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let remote = info.remote_addr.map(|a| a.to_string());
-        let handlers = self.inner.handlers.clone();
-        let ws = &self.inner.ws;
-        // Connection info and the user's callback come before the first
-        // message is read, so every handler sees them.
-        let setup = |peer: &Peer| {
-            peer.set_user_data(info.clone());
-            if let Some(cb) = &ws.on_connect {
-                cb(peer, &info);
+        match verdict_rx.await {
+            Ok(Verdict::Accept { limit, socket }) => upgrade
+                .max_message_size(limit)
+                .max_frame_size(limit)
+                .on_upgrade(move |ws| async move {
+                    let _ = socket.send(ws);
+                }),
+            Ok(Verdict::Refuse(rejection)) => {
+                let status =
+                    StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+                text_response(status, format!("{}\n", rejection.reason()))
             }
-        };
-        let peer = match Peer::handshake_with_addr(io, handlers, config, remote, setup).await {
-            Ok(peer) => peer,
-            Err(e) => {
-                tracing::debug!(error = %e, remote = ?info.remote_addr, "websocket gotalk handshake failed");
-                return;
-            }
-        };
-        let id = info.id;
-        tracing::debug!(id, remote = ?info.remote_addr, "websocket connection open");
-        let reason = self.inner.connections.hold(id, peer).await;
-        tracing::debug!(id, %reason, "websocket connection closed");
-    }
-
-    /// Binds `addr` and serves [`router`](Self::router) on it (and nothing
-    /// else) until [`ServeHandle::shutdown`].
-    pub async fn serve(&self, addr: impl ToSocketAddrs) -> std::io::Result<ServeHandle> {
-        let listener = TcpListener::bind(addr).await?;
-        self.serve_listener(listener)
-    }
-
-    /// Serves [`router`](Self::router) on a bound listener.
-    pub fn serve_listener(&self, listener: TcpListener) -> std::io::Result<ServeHandle> {
-        let local_addr = listener.local_addr()?;
-        let (stop, stop_rx) = watch::channel(false);
-        let app = self
-            .router::<()>()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped(stop_rx))
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "websocket server stopped");
-            }
-        });
-        Ok(ServeHandle {
-            local_addr,
-            stop,
-            task,
-            server: self.clone(),
-        })
-    }
-
-    /// Binds `addr` and serves [`router`](Self::router) over TLS (`wss://`,
-    /// and `https://` for the browser client) until
-    /// [`ServeHandle::shutdown`]. TLS handshakes get
-    /// [`Config::handshake_timeout`].
-    #[cfg(feature = "tls")]
-    pub async fn serve_tls(
-        &self,
-        addr: impl ToSocketAddrs,
-        tls: Arc<crate::tls::rustls::ServerConfig>,
-    ) -> std::io::Result<ServeHandle> {
-        let listener =
-            crate::tls::TlsListener::bind(addr, tls, self.inner.config.handshake_timeout).await?;
-        let local_addr = listener.local_addr();
-        let (stop, stop_rx) = watch::channel(false);
-        let app = self
-            .router::<()>()
-            .into_make_service_with_connect_info::<RemoteAddr>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped(stop_rx))
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "websocket TLS server stopped");
-            }
-        });
-        Ok(ServeHandle {
-            local_addr,
-            stop,
-            task,
-            server: self.clone(),
-        })
-    }
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// A running [`WsServer::serve`]: its address, and the way to stop it.
-#[derive(Debug)]
-pub struct ServeHandle {
-    local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-    server: WsServer,
-}
-
-impl ServeHandle {
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The server being served.
-    pub fn server(&self) -> &WsServer {
-        &self.server
-    }
-
-    /// Stops accepting, closes every connection gracefully and waits until
-    /// the listener is released (so the address can be bound again).
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        self.server.close_all().await;
-        if let Err(e) = self.task.await {
-            tracing::warn!(error = %e, "websocket server task failed");
+            // The server stopped before deciding.
+            Err(_) => text_response(StatusCode::SERVICE_UNAVAILABLE, "server not accepting\n"),
         }
     }
 }
 
-/// [`WsServer::new`]`(handlers, config, ws).router()`: the routes to merge
-/// into an axum app.
-pub fn router<S: Clone + Send + Sync + 'static>(
-    handlers: Handlers,
-    config: Config,
-    ws: WsConfig,
-) -> Router<S> {
-    WsServer::new(handlers, config, ws).router()
+fn text_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body.into())
+        .expect("static response")
 }
 
-/// Binds `addr` and serves a [`WsServer`] for `handlers` on it.
-pub async fn serve(
-    addr: impl ToSocketAddrs,
-    handlers: Handlers,
-    config: Config,
-    ws: WsConfig,
-) -> std::io::Result<ServeHandle> {
-    WsServer::new(handlers, config, ws).serve(addr).await
+/// The server's answer to an upgrade request.
+enum Verdict {
+    /// Upgrade with this message size limit, and hand over the socket.
+    Accept {
+        limit: usize,
+        socket: oneshot::Sender<WebSocket>,
+    },
+    /// Answer with the rejection's status and reason.
+    Refuse(Rejection),
+}
+
+/// A WebSocket upgrade request waiting for the server's decision (see
+/// [`Connecting`]): refused, it gets an HTTP error; established, it is
+/// upgraded.
+pub struct WsConnecting {
+    info: ConnectionInfo,
+    remote: RemoteCapabilities,
+    max_message_size: Option<usize>,
+    verdict: oneshot::Sender<Verdict>,
+}
+
+impl fmt::Debug for WsConnecting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsConnecting")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connecting for WsConnecting {
+    type Io = WsIo<WebSocket>;
+
+    fn info(&self) -> ConnectionInfo {
+        self.info.clone()
+    }
+
+    fn configure(&self, config: &mut Config) {
+        let query = self.info.websocket.as_ref().and_then(|w| w.uri.query());
+        self.remote.apply(config, query);
+    }
+
+    async fn establish(self, config: &Config) -> io::Result<WsIo<WebSocket>> {
+        let limit = self
+            .max_message_size
+            .unwrap_or(config.max_payload as usize + MAX_HEADER_LEN);
+        let (socket_tx, socket_rx) = oneshot::channel();
+        let verdict = Verdict::Accept {
+            limit,
+            socket: socket_tx,
+        };
+        if self.verdict.send(verdict).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client left before the upgrade",
+            ));
+        }
+        let wait = config.handshake_timeout;
+        match tokio::time::timeout(wait, socket_rx).await {
+            Ok(Ok(socket)) => Ok(WsIo::new(socket)),
+            Ok(Err(_)) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "websocket upgrade failed",
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("websocket upgrade took longer than {wait:?}"),
+            )),
+        }
+    }
+
+    fn refuse(self, rejection: &Rejection) {
+        let _ = self.verdict.send(Verdict::Refuse(rejection.clone()));
+    }
+}
+
+/// The TCP side of a `wss://` endpoint: accepted connections run their
+/// TLS handshake in their own connection task, on first use.
+#[cfg(feature = "tls")]
+struct TlsHttp {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    limit: Duration,
+}
+
+#[cfg(feature = "tls")]
+impl axum::serve::Listener for TlsHttp {
+    type Io = crate::transport::lazy_tls::LazyTlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // axum's TCP accept retries failures itself.
+        let (tcp, addr) = axum::serve::Listener::accept(&mut self.tcp).await;
+        let stream =
+            crate::transport::lazy_tls::LazyTlsStream::new(tcp, &self.acceptor, self.limit);
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 #[cfg(test)]
@@ -715,9 +757,11 @@ mod tests {
         assert_eq!(parse_caps(Some("a=1&caps=stream")), (false, true));
         assert_eq!(parse_caps(Some("caps=retry%2Cstream")), (true, true));
         assert_eq!(parse_caps(Some("xcaps=retry")), (false, false));
-        let config = RemoteCapabilities::Negotiate.apply(&Config::default(), Some("caps=retry"));
+        let mut config = Config::default();
+        RemoteCapabilities::Negotiate.apply(&mut config, Some("caps=retry"));
         assert!(config.remote_retry_results && !config.remote_stream_requests);
-        let config = RemoteCapabilities::FromConfig.apply(&Config::default(), None);
+        let mut config = Config::default();
+        RemoteCapabilities::FromConfig.apply(&mut config, None);
         assert!(config.remote_retry_results && config.remote_stream_requests);
     }
 }

@@ -98,7 +98,11 @@ pub(crate) async fn connect(
             let client = within(
                 WAIT,
                 "tcp connect",
-                Peer::connect(handle.local_addr(), client_handlers, client_config),
+                Peer::connect(
+                    handle.local_addr().to_string(),
+                    client_handlers,
+                    client_config,
+                ),
             )
             .await
             .expect("connect");
