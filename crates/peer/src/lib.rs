@@ -68,9 +68,6 @@ mod server;
 mod stream;
 pub mod transport;
 
-#[cfg(feature = "websocket")]
-pub mod ws;
-
 pub use config::{Config, HeartbeatCallback, LoadFn};
 pub use error::{CloseReason, Error, HandshakeError, RemoteError, Violation};
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
@@ -84,4 +81,6 @@ pub use transport::UnixListener;
 pub use transport::WebSocketInfo;
 #[cfg(feature = "tls")]
 pub use transport::tls;
+#[cfg(feature = "websocket")]
+pub use transport::ws;
 pub use transport::{BoxedIo, ConnectError, ConnectionInfo, LocalAddr, TcpListener, TransportKind};

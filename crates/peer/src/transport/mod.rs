@@ -28,6 +28,8 @@ mod tcp;
 pub mod tls;
 #[cfg(unix)]
 mod unix;
+#[cfg(feature = "websocket")]
+pub mod ws;
 
 use std::{future::Future, io};
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use flate2::{Compression, write::GzEncoder};
 
 /// The browser client (`gotalk.js`, an ES module), as served.
-pub const GOTALK_JS: &str = include_str!("../../js/gotalk.js");
+pub const GOTALK_JS: &str = include_str!("../../../js/gotalk.js");
 
 /// Content type the client is served with.
 const CONTENT_TYPE: &str = "text/javascript; charset=utf-8";
