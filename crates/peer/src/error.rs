@@ -127,7 +127,16 @@ impl fmt::Debug for RemoteError {
     }
 }
 
-/// Everything that can go wrong for a caller of this crate.
+/// Everything that can go wrong for a caller of this crate, in three
+/// layers: what the remote answered ([`Remote`](Self::Remote),
+/// [`RetryExhausted`](Self::RetryExhausted), and results we cannot take:
+/// [`ResultTooLarge`](Self::ResultTooLarge),
+/// [`InvalidResult`](Self::InvalidResult)); what happened to the connection
+/// ([`Timeout`](Self::Timeout), [`Closed`](Self::Closed),
+/// [`Handshake`](Self::Handshake), [`Connect`](Self::Connect)); and the
+/// caller's own mistakes ([`Usage`](Self::Usage)), which no retry fixes.
+/// [`is_remote`](Self::is_remote), [`is_connection`](Self::is_connection)
+/// and [`is_usage`](Self::is_usage) tell them apart.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -142,28 +151,57 @@ pub enum Error {
         /// The last retry result's payload, as text.
         message: String,
     },
-    /// The request's deadline passed before its result arrived.
-    Timeout,
-    /// The connection is closed (or closed while the call was in flight).
-    Closed(CloseReason),
     /// A result (collected from a stream) exceeded the payload limit.
     ResultTooLarge {
         /// The configured limit.
         limit: u32,
     },
-    /// The message cannot be encoded (a name over 4095 bytes, ...).
-    Encode(EncodeError),
-    /// JSON encoding of a request or decoding of a result failed.
-    Json(serde_json::Error),
+    /// The result is not the JSON the caller asked for.
+    InvalidResult(serde_json::Error),
+    /// The request's deadline passed before its result arrived.
+    Timeout,
+    /// The connection is closed (or closed while the call was in flight).
+    Closed(CloseReason),
     /// The version handshake failed (another version, malformed, or timed out).
     Handshake(HandshakeError),
+    /// Connecting failed (see [`ConnectError`](crate::ConnectError)).
+    Connect(crate::ConnectError),
+    /// The call cannot be made as asked.
+    Usage(UsageError),
+}
+
+/// A caller's own mistake (see [`Error::Usage`]): the call was never sent.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// The message cannot be encoded (a name over 4095 bytes, a payload over
+    /// 4 GiB).
+    Encode(EncodeError),
+    /// The input cannot be serialized as JSON.
+    InvalidInput(serde_json::Error),
     /// The remote cannot take this kind of message (see
     /// [`Config::remote_stream_requests`](crate::Config::remote_stream_requests)).
     Unsupported(&'static str),
-    /// Connecting or another I/O operation failed.
-    Io(io::Error),
-    /// Connecting failed (see [`ConnectError`](crate::ConnectError)).
-    Connect(crate::ConnectError),
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Encode(e) => write!(f, "cannot encode message: {e}"),
+            Self::InvalidInput(e) => write!(f, "cannot encode the input as JSON: {e}"),
+            Self::Unsupported(what) => write!(f, "the remote does not support {what}"),
+        }
+    }
+}
+
+impl std::error::Error for UsageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Encode(e) => Some(e),
+            Self::InvalidInput(e) => Some(e),
+            Self::Unsupported(_) => None,
+        }
+    }
 }
 
 /// Why a version handshake failed.
@@ -209,17 +247,15 @@ impl fmt::Display for Error {
                 f,
                 "gave up after {attempts} attempts; remote still asks to retry in {wait:?}: {message}"
             ),
-            Self::Timeout => f.write_str("request timed out"),
-            Self::Closed(reason) => write!(f, "connection closed: {reason}"),
             Self::ResultTooLarge { limit } => {
                 write!(f, "streamed result exceeds the {limit}-byte payload limit")
             }
-            Self::Encode(e) => write!(f, "cannot encode message: {e}"),
-            Self::Json(e) => write!(f, "JSON error: {e}"),
+            Self::InvalidResult(e) => write!(f, "result is not the JSON expected: {e}"),
+            Self::Timeout => f.write_str("request timed out"),
+            Self::Closed(reason) => write!(f, "connection closed: {reason}"),
             Self::Handshake(e) => write!(f, "handshake failed: {e}"),
-            Self::Unsupported(what) => write!(f, "the remote does not support {what}"),
-            Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Connect(e) => e.fmt(f),
+            Self::Usage(e) => e.fmt(f),
         }
     }
 }
@@ -227,11 +263,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Encode(e) => Some(e),
-            Self::Json(e) => Some(e),
-            Self::Io(e) => Some(e),
-            // Displayed transparently: its source is ours.
+            Self::InvalidResult(e) => Some(e),
+            // Displayed transparently: their sources are ours.
             Self::Connect(e) => std::error::Error::source(e),
+            Self::Usage(e) => std::error::Error::source(e),
             Self::Closed(CloseReason::Io(e)) => Some(&**e),
             Self::Closed(CloseReason::ProtocolViolation { violation, .. }) => Some(violation),
             Self::Handshake(HandshakeError::Malformed(e)) => Some(e),
@@ -247,6 +282,32 @@ impl Error {
         matches!(self, Self::Closed(_))
     }
 
+    /// True for what the remote answered: an error or retry result, or a
+    /// result this side cannot take.
+    pub fn is_remote(&self) -> bool {
+        matches!(
+            self,
+            Self::Remote(_)
+                | Self::RetryExhausted { .. }
+                | Self::ResultTooLarge { .. }
+                | Self::InvalidResult(_)
+        )
+    }
+
+    /// True for what happened to the connection: a deadline, a close, a
+    /// failed connect or handshake.
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout | Self::Closed(_) | Self::Handshake(_) | Self::Connect(_)
+        )
+    }
+
+    /// True for the caller's own mistakes (see [`UsageError`]).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::Usage(_))
+    }
+
     /// The remote's error result, if that is what this is.
     pub fn remote(&self) -> Option<&RemoteError> {
         match self {
@@ -258,24 +319,18 @@ impl Error {
 
 impl From<EncodeError> for Error {
     fn from(e: EncodeError) -> Self {
-        Self::Encode(e)
+        Self::Usage(UsageError::Encode(e))
     }
 }
 
-impl From<serde_json::Error> for Error {
-    fn from(e: serde_json::Error) -> Self {
-        Self::Json(e)
+impl From<UsageError> for Error {
+    fn from(e: UsageError) -> Self {
+        Self::Usage(e)
     }
 }
 
 impl From<crate::ConnectError> for Error {
     fn from(e: crate::ConnectError) -> Self {
         Self::Connect(e)
-    }
-}
-
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        Self::Io(e)
     }
 }

@@ -45,7 +45,9 @@ where
             HandshakeError::Malformed(e),
         ),
     };
-    let refusal = Message::<Bytes>::ProtocolError { code }.to_vec()?;
+    let refusal = Message::<Bytes>::ProtocolError { code }
+        .to_vec()
+        .expect("a ProtocolError always encodes");
     let _ = timeout(REFUSAL_FLUSH, async {
         io.write_all(&refusal).await?;
         io.shutdown().await

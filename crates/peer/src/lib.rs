@@ -69,7 +69,7 @@ mod stream;
 pub mod transport;
 
 pub use config::{Config, HeartbeatCallback, LoadFn};
-pub use error::{CloseReason, Error, HandshakeError, RemoteError, Violation};
+pub use error::{CloseReason, Error, HandshakeError, RemoteError, UsageError, Violation};
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
 pub use peer::{Peer, RequestOptions};

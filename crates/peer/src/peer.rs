@@ -11,7 +11,7 @@ use tokio::{
 };
 
 use crate::{
-    CloseReason, Config, Error, Handlers, RemoteError, ResultStream, StreamWriter,
+    CloseReason, Config, Error, Handlers, RemoteError, ResultStream, StreamWriter, UsageError,
     connection::{Connection, HandleGuard},
     core::{CloseMode, Outcome, RetryDecision, RetryPolicy},
     driver, handshake,
@@ -255,9 +255,9 @@ impl Peer {
         I: Serialize + ?Sized,
         O: DeserializeOwned,
     {
-        let payload = serde_json::to_vec(input)?;
+        let payload = serde_json::to_vec(input).map_err(UsageError::InvalidInput)?;
         let result = self.request(op, payload).await?;
-        Ok(serde_json::from_slice(&result)?)
+        serde_json::from_slice(&result).map_err(Error::InvalidResult)
     }
 
     /// Opens a stream request: send parts with the returned
@@ -266,7 +266,7 @@ impl Peer {
     /// first part, so the responder can start working.
     pub async fn stream_request(&self, op: &str) -> Result<(StreamWriter, ResultStream), Error> {
         if !self.conn.config.remote_stream_requests {
-            return Err(Error::Unsupported("stream requests"));
+            return Err(UsageError::Unsupported("stream requests").into());
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self
@@ -290,7 +290,8 @@ impl Peer {
         name: &str,
         value: &T,
     ) -> Result<(), Error> {
-        self.notify(name, serde_json::to_vec(value)?).await
+        let payload = serde_json::to_vec(value).map_err(UsageError::InvalidInput)?;
+        self.notify(name, payload).await
     }
 
     /// Sends a heartbeat now with the given load (the driver also sends them

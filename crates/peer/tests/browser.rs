@@ -122,7 +122,9 @@ impl TestServer {
                 let _ = events.send(Event::Added(added));
                 let refused = match peer.stream_request("reverse").await {
                     Ok(_) => "stream request was sent".to_owned(),
-                    Err(e @ Error::Unsupported(_)) => format!("unsupported: {e}"),
+                    Err(e @ Error::Usage(gotalk_peer::UsageError::Unsupported(_))) => {
+                        format!("unsupported: {e}")
+                    }
                     Err(e) => format!("other error: {e}"),
                 };
                 let _ = events.send(Event::StreamRefused(refused));

@@ -219,7 +219,7 @@ async fn clients_that_say_nothing_are_treated_as_gotalk_js() {
     let server_side = timeout(T, connected.recv()).await.unwrap().unwrap();
     assert!(matches!(
         server_side.stream_request("x").await,
-        Err(Error::Unsupported(_))
+        Err(Error::Usage(gotalk_peer::UsageError::Unsupported(_)))
     ));
     server.shutdown().await;
 }

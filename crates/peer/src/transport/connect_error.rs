@@ -110,7 +110,6 @@ impl From<Error> for ConnectError {
         match e {
             Error::Handshake(HandshakeError::Timeout(d)) => Self::Timeout(d),
             Error::Handshake(h) => Self::Handshake(h),
-            Error::Io(e) => Self::from_io(e),
             Error::Connect(e) => e,
             // Nothing else comes out of a handshake; keep the words if it does.
             other => Self::Io(io::Error::other(other.to_string())),
