@@ -160,9 +160,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     return Poll::Ready(());
                 }
             }
-            // Polled last, once every deadline for this round is known.
-            let due = self.poll_timer(cx);
-            if had_input || resumed || had_events || self.dispatch.has_ops() || wrote || due {
+            if had_input || resumed || had_events || self.dispatch.has_ops() || wrote {
+                continue;
+            }
+            // Polled only when there is nothing else to do, once every
+            // deadline is known: a timer poll spends tokio's cooperative
+            // budget, which a poll per message would use up.
+            if self.poll_timer(cx) {
                 continue;
             }
             if wants_yield {

@@ -94,6 +94,7 @@ impl std::error::Error for ConnectError {
 impl ConnectError {
     /// A failed TCP connect or TLS handshake: TLS refusals become
     /// [`Tls`](Self::Tls) (rustls reports them inside an `io::Error`).
+    #[cfg(any(feature = "tls", feature = "websocket"))]
     pub(crate) fn from_io(e: io::Error) -> Self {
         #[cfg(feature = "tls")]
         if let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
