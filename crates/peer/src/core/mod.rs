@@ -27,6 +27,8 @@ mod event;
 mod outgoing;
 mod retry;
 mod tables;
+#[cfg(test)]
+mod tests;
 mod timers;
 
 use std::{
