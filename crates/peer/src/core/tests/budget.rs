@@ -248,3 +248,48 @@ fn reading_pauses_when_a_reply_was_queued_on_a_full_write_queue() {
             .all(|m| matches!(m, Message::SingleResult { payload, .. } if payload == "hello"))
     );
 }
+
+#[test]
+fn a_stream_finished_or_cancelled_at_its_part_limit_no_longer_pauses_reading() {
+    let cfg = Config {
+        stream_buffer_parts: 1,
+        ..config()
+    };
+    let mut p = Pair::new(&cfg);
+    p.a.on_part = OnPart::Hold;
+    p.b.on_part = OnPart::Hold;
+    p.b.on_request = OnRequest::Hold;
+    // B's handler stops taking parts, then answers.
+    let (_, theirs) = p.a.stream_request("op");
+    p.a.part(theirs, b"1");
+    p.a.part(theirs, b"2");
+    p.step();
+    assert!(!p.b.core.wants_read());
+    p.b.answer(theirs, Reply::Error(Bytes::from_static(b"done")));
+    assert!(
+        p.b.core.wants_read(),
+        "the handler is gone, so is its stall"
+    );
+    p.step();
+    assert_eq!(p.b.held_parts.len(), 1, "the second part was dropped");
+    // A's reader stops taking parts, then its caller gives up.
+    let (reader, ours) = p.a.stream_request("op");
+    p.step();
+    for part in ["a", "b"] {
+        p.b.core.send_result_part(ours, part.into()).unwrap();
+    }
+    p.step();
+    assert!(!p.a.core.wants_read());
+    p.a.cancel(reader);
+    assert!(p.a.core.wants_read());
+    p.step();
+    // Late credits of the finished streams give their bytes back and
+    // count for nothing else.
+    p.a.take_parts();
+    p.b.take_parts();
+    assert_eq!(
+        p.a.core.stats().buffered_bytes + p.b.core.stats().buffered_bytes,
+        0
+    );
+    assert!(p.a.core.wants_read() && p.b.core.wants_read());
+}
