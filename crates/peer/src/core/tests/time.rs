@@ -3,7 +3,10 @@
 use bytes::Bytes;
 use gotalk_proto::{Message, ProtocolErrorCode};
 
-use super::{MS, NS, config, is_protocol_error, pair::Pair};
+use super::{
+    MS, NS, config, is_protocol_error,
+    pair::{OnPart, Pair},
+};
 use crate::{CloseReason, Config};
 
 fn heartbeats_every(ms: u32) -> Config {
@@ -133,5 +136,33 @@ fn a_partial_frame_does_not_move_the_read_deadline() {
     p.step();
     assert_eq!(p.b.core.poll_timeout(), Some(p.now() + 50 * MS));
     p.advance(50 * MS);
+    assert!(matches!(p.b.closed(), CloseReason::ReadTimeout));
+}
+
+#[test]
+fn the_read_timeout_does_not_run_while_we_pause_reading() {
+    let b = Config {
+        stream_buffer_parts: 1,
+        ..read_timeout(100)
+    };
+    let mut p = Pair::with(&config(), &b);
+    p.b.on_part = OnPart::Hold;
+    let (_, stream) = p.a.stream_request("op");
+    p.a.part(stream, b"1");
+    p.a.notify("unread", b"");
+    p.step();
+    assert!(!p.b.core.wants_read(), "B's handler is slow");
+    for _ in 0..30 {
+        p.advance(10 * MS);
+    }
+    assert!(
+        p.b.closed.is_none(),
+        "a slow handler of ours is not the peer's silence"
+    );
+    p.b.take_parts();
+    p.step();
+    assert_eq!(p.b.notifications.len(), 1);
+    // Reading again: a silent peer is timed out as before.
+    p.advance(100 * MS);
     assert!(matches!(p.b.closed(), CloseReason::ReadTimeout));
 }
