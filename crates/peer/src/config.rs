@@ -55,7 +55,8 @@ pub struct Config {
     /// (picked at random in between). Default 50 ms to 500 ms.
     pub rate_limit_wait: (Duration, Duration),
     /// Close with ProtocolError 3 (timeout) when no complete message arrives
-    /// for this long. Default `None`: heartbeats keep a healthy connection
+    /// for this long (time while the connection pauses reading for its own
+    /// slow handlers does not count). Default `None`: heartbeats keep a healthy connection
     /// busy, and a peer that sends none (the Go server by default) must not
     /// make us time ourselves out. Set it on servers facing the internet.
     pub read_timeout: Option<Duration>,

@@ -27,6 +27,8 @@ mod event;
 mod outgoing;
 mod retry;
 mod tables;
+#[cfg(test)]
+mod tests;
 mod timers;
 
 use std::{
@@ -217,6 +219,9 @@ impl<T: Tokens> Core<T> {
         while self.closed.is_none() {
             match self.timers.expired(now) {
                 None => break,
+                // We paused reading (a slow consumer of ours): the peer is
+                // not silent, we are not listening. The deadline restarts.
+                Some(Expired::Read) if !self.wants_read() => self.timers.message_received(now),
                 Some(Expired::Read) => {
                     self.close_with(CloseReason::ReadTimeout, Some(ProtocolErrorCode::Timeout));
                 }

@@ -163,6 +163,12 @@ impl<T: Tokens> Tables<T> {
         }
     }
 
+    /// Moves the ID counter, so that tests reach the wrap quickly.
+    #[cfg(test)]
+    pub(crate) fn skip_ids_to(&mut self, next: u32) {
+        self.next_id = next;
+    }
+
     pub(crate) fn outbound_mut(&mut self, id: RequestId) -> Option<&mut Outbound<T>> {
         self.outbound.get_mut(&id)
     }
