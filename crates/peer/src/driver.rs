@@ -31,7 +31,7 @@ use tokio::{
 use crate::{
     CloseReason,
     connection::{Connection, Runtime},
-    core::Event,
+    core::{Core, Event},
     dispatch::Dispatch,
     error::Violation,
     read_buffer::ReadBuffer,
@@ -71,15 +71,23 @@ enum Input {
     Ended(CloseReason),
 }
 
-struct Driver<T> {
-    io: T,
-    conn: Arc<Connection>,
+/// The read side: bytes read and not yet decoded, and what sizes the reads.
+struct Reader {
     input: ReadBuffer,
     /// Length of the last whole frame, to size the read buffer.
     last_frame: usize,
     limits: DecodeLimits,
     /// False once the transport's read side ended.
-    read_open: bool,
+    open: bool,
+    /// The transport had nothing to read during this poll: it wakes the
+    /// task when it has, so it is not asked again until the next poll.
+    blocked: bool,
+}
+
+struct Driver<T> {
+    io: T,
+    conn: Arc<Connection>,
+    reader: Reader,
     /// What the core said at the last lock.
     wants_read: bool,
     /// Bytes taken from the core and not yet written.
@@ -113,10 +121,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         Self {
             io,
             conn,
-            input: ReadBuffer::with_capacity(READ_CHUNK),
-            last_frame: 0,
-            limits,
-            read_open: true,
+            reader: Reader {
+                input: ReadBuffer::with_capacity(READ_CHUNK),
+                last_frame: 0,
+                limits,
+                open: true,
+                blocked: false,
+            },
             wants_read: true,
             batch: VecDeque::new(),
             needs_flush: false,
@@ -136,8 +147,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.reader.blocked = false;
         loop {
-            let input = if self.wants_read && self.read_open && self.closing.is_none() {
+            let input = if self.wants_read && self.reader.open && self.closing.is_none() {
                 self.poll_input(cx)
             } else {
                 Input::None
@@ -185,11 +197,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// yield before taking them.
     fn exchange(&mut self, cx: &Context<'_>, input: Input, had_input: bool) -> bool {
         let mut l = self.conn.lock();
-        let woken = self.dispatch.apply(&mut l.core);
-        l.woken += woken;
+        if self.dispatch.has_ops() {
+            let woken = self.dispatch.apply(&mut l.core);
+            l.woken += woken;
+        }
         match input {
             Input::None => {}
-            Input::Message(msg) => l.core.handle_message(self.now.into_std(), msg),
+            Input::Message(msg) => {
+                let now = self.now.into_std();
+                if !l.core.handle_message(now, msg) {
+                    handle_more(&mut l.core, now, &mut self.reader);
+                }
+            }
             Input::Malformed(e) => l.core.handle_decode_error(e),
             Input::Ended(reason) => l.core.handle_transport_closed(reason),
         }
@@ -199,10 +218,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         if std::mem::take(&mut self.core_due) {
             l.core.handle_timeout(Instant::now().into_std());
         }
-        while let Some(event) = l.core.poll_event() {
-            self.events.push_back(event);
+        if l.core.has_events() {
+            l.core.take_events(&mut self.events);
         }
-        self.core_deadline = l.core.poll_timeout().map(Instant::from_std);
+        if !had_input {
+            // Needed only once the input is exhausted, before sleeping.
+            self.core_deadline = l.core.poll_timeout().map(Instant::from_std);
+        }
         // Replies to what was read go out together: the queue is taken once
         // the input is exhausted. When other tasks queued frames, and fewer
         // than the connection woke since the last batch, the writer yields
@@ -251,33 +273,37 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// The next whole message, reading as needed.
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Input {
         loop {
-            match decode_bytes(self.input.get_mut(), &self.limits) {
+            match decode_bytes(self.reader.input.get_mut(), &self.reader.limits) {
                 Ok(Decoded::Complete(msg, len)) => {
-                    self.last_frame = len;
+                    self.reader.last_frame = len;
                     return Input::Message(msg);
                 }
+                Ok(Decoded::Incomplete(_)) if self.reader.blocked => return Input::None,
                 Ok(Decoded::Incomplete(missing)) => {
                     // `missing` is bounded by the payload limit, checked
                     // before this point.
-                    let buffered = self.input.get_mut().len();
-                    let (room, limit) = read_plan(buffered, missing, self.last_frame);
-                    self.input.reserve(room);
-                    let mut dst = self.input.get_mut().limit(limit);
+                    let buffered = self.reader.input.get_mut().len();
+                    let (room, limit) = read_plan(buffered, missing, self.reader.last_frame);
+                    self.reader.input.reserve(room);
+                    let mut dst = self.reader.input.get_mut().limit(limit);
                     match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut dst) {
-                        Poll::Pending => return Input::None,
+                        Poll::Pending => {
+                            self.reader.blocked = true;
+                            return Input::None;
+                        }
                         Poll::Ready(Ok(0)) => {
-                            self.read_open = false;
+                            self.reader.open = false;
                             return Input::Ended(CloseReason::PeerClosed);
                         }
                         Poll::Ready(Ok(_)) => self.now = Instant::now(),
                         Poll::Ready(Err(e)) => {
-                            self.read_open = false;
+                            self.reader.open = false;
                             return Input::Ended(io_reason(e));
                         }
                     }
                 }
                 Err(e) => {
-                    self.read_open = false;
+                    self.reader.open = false;
                     return Input::Malformed(e);
                 }
             }
@@ -369,6 +395,27 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             self.write_failed = Some(CloseReason::WriteTimeout);
         }
         true
+    }
+}
+
+/// After a message that started no handler: hands the core the whole
+/// messages already read, under the same lock, for as long as none of them
+/// starts one (a run of results, parts and heartbeats costs one lock).
+fn handle_more(core: &mut Core<Runtime>, now: std::time::Instant, reader: &mut Reader) {
+    while core.wants_read() {
+        match decode_bytes(reader.input.get_mut(), &reader.limits) {
+            Ok(Decoded::Complete(msg, len)) => {
+                reader.last_frame = len;
+                if core.handle_message(now, msg) {
+                    return;
+                }
+            }
+            Ok(Decoded::Incomplete(_)) => return,
+            Err(e) => {
+                reader.open = false;
+                return core.handle_decode_error(e);
+            }
+        }
     }
 }
 

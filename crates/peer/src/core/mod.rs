@@ -169,12 +169,22 @@ impl<T: Tokens> Core<T> {
 
     // ---- input ----------------------------------------------------------
 
-    /// A whole message arrived at `now`.
-    pub fn handle_message(&mut self, now: Instant, msg: Message) {
+    /// A whole message arrived at `now`. Returns true when it may have
+    /// started work (a request or notification handler to run) that the
+    /// runtime should dispatch before it hands over the next message, so
+    /// that a handler answering at once frees its slot in time; other
+    /// messages (results, parts, heartbeats) may be handed over in a row.
+    pub fn handle_message(&mut self, now: Instant, msg: Message) -> bool {
         if self.closed.is_some() {
-            return;
+            return false;
         }
         self.timers.message_received(now);
+        let starts_work = matches!(
+            msg,
+            Message::SingleRequest { .. }
+                | Message::StreamRequest { .. }
+                | Message::Notification { .. }
+        );
         match msg {
             Message::SingleRequest { id, op, payload } => self.on_request(id, op, payload),
             Message::StreamRequest { id, op, payload } => self.on_stream_request(id, op, payload),
@@ -195,6 +205,7 @@ impl<T: Tokens> Core<T> {
                 self.close_with(CloseReason::RemoteProtocolError { code }, None);
             }
         }
+        starts_work
     }
 
     /// The bytes read do not decode: the peer broke the protocol.
@@ -247,6 +258,16 @@ impl<T: Tokens> Core<T> {
     /// True when [`poll_event`](Self::poll_event) has something.
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()
+    }
+
+    /// Moves every pending event to the back of `into` (at once when `into`
+    /// is empty: the two queues are swapped).
+    pub fn take_events(&mut self, into: &mut VecDeque<Event<T>>) {
+        if into.is_empty() {
+            std::mem::swap(into, &mut self.events);
+        } else {
+            into.append(&mut self.events);
+        }
     }
 
     /// The next thing for the runtime to do.

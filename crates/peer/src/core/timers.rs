@@ -16,7 +16,9 @@ pub(crate) enum Expired {
 #[derive(Debug)]
 pub(crate) struct Timers {
     read_timeout: Option<Duration>,
-    read: Option<Instant>,
+    /// When the last whole message arrived (the read deadline is one
+    /// timeout after it: computed when asked, not on every message).
+    last_message: Instant,
     heartbeat_every: Option<Duration>,
     heartbeat: Option<Instant>,
     close: Option<Instant>,
@@ -31,7 +33,7 @@ impl Timers {
         let heartbeat_every = heartbeat.filter(|d| !d.is_zero());
         Self {
             read_timeout,
-            read: read_timeout.map(|t| now + t),
+            last_message: now,
             heartbeat_every,
             heartbeat: heartbeat_every.map(|t| now + t),
             close: None,
@@ -40,9 +42,11 @@ impl Timers {
 
     /// A whole message arrived at `now`.
     pub(crate) fn message_received(&mut self, now: Instant) {
-        if let Some(t) = self.read_timeout {
-            self.read = Some(now + t);
-        }
+        self.last_message = now;
+    }
+
+    fn read_deadline(&self) -> Option<Instant> {
+        self.read_timeout.map(|t| self.last_message + t)
     }
 
     /// A graceful close started at `now` and may take `limit`.
@@ -54,7 +58,7 @@ impl Timers {
     pub(crate) fn clear(&mut self) {
         *self = Self {
             read_timeout: None,
-            read: None,
+            last_message: self.last_message,
             heartbeat_every: None,
             heartbeat: None,
             close: None,
@@ -63,7 +67,7 @@ impl Timers {
 
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
-        [self.read, self.close, self.heartbeat]
+        [self.read_deadline(), self.close, self.heartbeat]
             .into_iter()
             .flatten()
             .min()
@@ -73,7 +77,7 @@ impl Timers {
     /// heartbeat's next deadline is set as it is reported (missed beats are
     /// skipped, not sent in a burst).
     pub(crate) fn expired(&mut self, now: Instant) -> Option<Expired> {
-        if self.read.is_some_and(|d| d <= now) {
+        if self.read_deadline().is_some_and(|d| d <= now) {
             return Some(Expired::Read);
         }
         if self.close.is_some_and(|d| d <= now) {
