@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Compares two builds of the `gotalk` binary as separate processes: the
+# server on CPU 0, the client on CPU 1, one runtime thread each, one server
+# per build for the whole run, rounds alternating which build goes first.
+#
+#   scripts/bench-pair.sh OLD_GOTALK NEW_GOTALK "-c 64 --size 32 --duration 2s" [ROUNDS]
+#
+# Prints one line per round (req/s, p50 µs, p99 µs of each), then the medians
+# and the median of the per-round ratios. Loopback only; stops by itself.
+set -euo pipefail
+old=$1 new=$2 shape=$3 rounds=${4:-10}
+po=$((20000 + RANDOM % 10000)) pn=$((30000 + RANDOM % 10000))
+taskset -c 0 "$old" --threads 1 serve --addr 127.0.0.1:$po >/dev/null 2>&1 & so=$!
+taskset -c 0 "$new" --threads 1 serve --addr 127.0.0.1:$pn >/dev/null 2>&1 & sn=$!
+trap 'kill -INT $so $sn 2>/dev/null; wait 2>/dev/null' EXIT
+sleep 0.5
+run() {
+  # shellcheck disable=SC2086
+  taskset -c 1 "$1" --threads 1 bench $shape --json "127.0.0.1:$2" |
+    python3 -c "import json,sys; d=json.load(sys.stdin); print(d['requests_per_sec'], d['p50_us'], d['p99_us'])"
+}
+out=$(for r in $(seq 1 "$rounds"); do
+  if [ $((r % 2)) = 0 ]; then o=$(run "$old" $po); n=$(run "$new" $pn)
+  else n=$(run "$new" $pn); o=$(run "$old" $po); fi
+  echo "$r old $o new $n"
+done)
+echo "$out"
+echo "$out" | python3 -c '
+import statistics, sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+old = [float(r[2]) for r in rows]; new = [float(r[6]) for r in rows]
+ratios = [n / o for o, n in zip(old, new)]
+print("median req/s: old %.0f new %.0f; median ratio new/old %.3f (min %.2f, max %.2f)"
+      % (statistics.median(old), statistics.median(new), statistics.median(ratios), min(ratios), max(ratios)))'
