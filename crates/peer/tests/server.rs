@@ -7,25 +7,22 @@
 mod common;
 
 use std::{
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use common::{WAIT, eventually, within};
+use common::{WAIT, eventually, tap::Taps, within};
 use gotalk_peer::{
-    BoxedIo, Config, ConnectError, ConnectionInfo, HandlerError, Handlers, LocalAddr, Peer,
-    Rejection, Server, ServerHandle, TcpListener, TransportKind,
+    Config, ConnectError, ConnectionInfo, HandlerError, Handlers, LocalAddr, Peer, Rejection,
+    Server, ServerHandle, TcpListener, TransportKind,
     tls::{self, TlsListener, rustls},
     ws::{self, WsClientConfig, WsConfig, WsListener},
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The transports a test runs over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,61 +402,18 @@ async fn websocket_admission_sees_headers_query_and_cookies() {
     server.shutdown().await;
 }
 
-/// Counts the bytes read through it, and keeps the first ones.
-struct Tap {
-    inner: BoxedIo,
-    read: Arc<Mutex<Vec<u8>>>,
-}
-
-impl AsyncRead for Tap {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let got = buf.filled()[before..].to_vec();
-            self.read.lock().unwrap().extend_from_slice(&got);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Tap {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[tokio::test]
 async fn wrap_io_sees_the_gotalk_bytes_on_every_transport() {
     for &kind in KINDS {
         let fx = Fixture::new(kind);
-        let read = Arc::new(Mutex::new(Vec::new()));
+        let taps = Taps::default();
         let wrapped = Arc::new(Mutex::new(Vec::new()));
         let server = {
-            let (read, wrapped) = (read.clone(), wrapped.clone());
+            let (taps, wrapped) = (taps.clone(), wrapped.clone());
             fx.serve(handlers(Arc::default()), Config::default(), move |s| {
                 s.wrap_io(move |io, info| {
                     wrapped.lock().unwrap().push(info.transport);
-                    Box::new(Tap {
-                        inner: io,
-                        read: read.clone(),
-                    })
+                    taps.wrap(io)
                 })
             })
             .await
@@ -472,7 +426,7 @@ async fn wrap_io_sees_the_gotalk_bytes_on_every_transport() {
         assert_eq!(*wrapped.lock().unwrap(), [fx.transport()], "{kind:?}");
         // TLS and WebSocket framing are off: exactly the gotalk bytes.
         assert_eq!(
-            *read.lock().unwrap(),
+            taps.read(),
             b"01r\x00\x00\x00\x00004echo00000002hi",
             "{kind:?}"
         );

@@ -2,25 +2,26 @@
 //! calls in both directions, the served JS client, origin policy, mounting.
 #![cfg(feature = "websocket")]
 
+mod common;
+
 use std::{
     net::SocketAddr,
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
     time::Duration,
 };
 
 use axum::{Router, routing::get};
 use bytes::Bytes;
+use common::tap::Taps;
 use futures::{StreamExt, future::join_all};
 use gotalk_peer::{
-    BoxedIo, Config, ConnectError, ConnectionInfo, Error, HandlerError, Handlers, Peer, Server,
+    Config, ConnectError, ConnectionInfo, Error, HandlerError, Handlers, Peer, Server,
     ServerHandle,
     ws::{self, OriginPolicy, WsClientConfig, WsConfig, WsListener},
 };
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::mpsc,
     time::timeout,
@@ -527,75 +528,6 @@ async fn connect_errors_are_typed() {
     let as_gotalk: Error = err.into();
     assert!(matches!(as_gotalk, Error::Connect(_)));
     server.shutdown().await;
-}
-
-/// Records every byte read and written through it.
-struct Tap {
-    inner: BoxedIo,
-    read: Arc<Mutex<Vec<u8>>>,
-    written: Arc<Mutex<Vec<u8>>>,
-}
-
-#[derive(Clone, Default)]
-struct Taps {
-    read: Arc<Mutex<Vec<u8>>>,
-    written: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Taps {
-    fn wrap(&self, inner: BoxedIo) -> BoxedIo {
-        Box::new(Tap {
-            inner,
-            read: self.read.clone(),
-            written: self.written.clone(),
-        })
-    }
-
-    fn read(&self) -> Vec<u8> {
-        self.read.lock().unwrap().clone()
-    }
-
-    fn written(&self) -> Vec<u8> {
-        self.written.lock().unwrap().clone()
-    }
-}
-
-impl AsyncRead for Tap {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let got = buf.filled()[before..].to_vec();
-            self.read.lock().unwrap().extend_from_slice(&got);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Tap {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.written.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod tap;
+
 use std::{future::Future, io, net::SocketAddr, time::Duration};
 
 use bytes::{Bytes, BytesMut};
