@@ -147,7 +147,9 @@ impl Side {
         let mut progress = false;
         while self.read_open && self.core.wants_read() {
             match decode_bytes(&mut self.inbox, &self.decode) {
-                Ok(Decoded::Complete(msg, _)) => self.core.handle_message(now, msg),
+                Ok(Decoded::Complete(msg, _)) => {
+                    self.core.handle_message(now, msg);
+                }
                 Ok(Decoded::Incomplete(_)) => match self.eof.take() {
                     Some(reason) => {
                         self.read_open = false;
