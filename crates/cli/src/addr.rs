@@ -43,6 +43,13 @@ fn is_host_port(s: &str) -> bool {
     matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
+/// The port of `host:PORT` when it is a number too large for a port.
+fn port_out_of_range(s: &str) -> Option<&str> {
+    let (host, port) = s.rsplit_once(':')?;
+    (!host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(port)
+}
+
 impl FromStr for Address {
     type Err = String;
 
@@ -60,6 +67,10 @@ impl FromStr for Address {
         if let Some(hostport) = s.strip_prefix("tls://") {
             return if is_host_port(hostport) {
                 Ok(Self::Tls(hostport.to_owned()))
+            } else if let Some(port) = port_out_of_range(hostport) {
+                Err(format!(
+                    "{s:?}: port {port} is out of range (ports go from 0 to 65535)"
+                ))
             } else {
                 Err(format!(
                     "{s:?} is not an address: tls:// takes host:port, as in tls://127.0.0.1:1234"
@@ -74,6 +85,10 @@ impl FromStr for Address {
         }
         if is_host_port(hostport) {
             Ok(Self::Tcp(hostport.to_owned()))
+        } else if let Some(port) = port_out_of_range(hostport) {
+            Err(format!(
+                "{s:?}: port {port} is out of range (ports go from 0 to 65535)"
+            ))
         } else {
             Err(format!("{s:?} is not an address: {ADDRESS_FORMS}"))
         }
@@ -262,12 +277,41 @@ impl Connector {
             (Address::Tcp(_), ConnectError::Handshake(_)) => {
                 Some("if the server uses TLS, connect to tls://HOST:PORT")
             }
+            (Address::WebSocket(_), ConnectError::Http { status: 404, .. }) => Some(
+                "nothing is served at that path: gotalk serve --ws mounts the endpoint at \
+                 /gotalk/ (or its --ws-path), as in ws://HOST:PORT/gotalk/",
+            ),
             (Address::WebSocket(url), ConnectError::WebSocket(_)) if url.starts_with("ws://") => {
                 Some("is it a gotalk WebSocket endpoint? if the server uses TLS, connect to wss://")
             }
             _ => None,
         }
     }
+}
+
+/// Whether a TCP or TLS server at `addr` is an HTTP server (such as the
+/// WebSocket listener of `gotalk serve --ws`): it is sent the gotalk
+/// version and a line end, which an HTTP server answers with an HTTP
+/// status line. Used only to explain a failed connection; gives up (with
+/// `false`) after `limit`.
+pub(crate) async fn answers_http(addr: &str, limit: std::time::Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream.write_all(b"01\r\n\r\n").await.ok()?;
+        let mut head = [0u8; 5];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(&head == b"HTTP/")
+    };
+    matches!(tokio::time::timeout(limit, probe).await, Ok(Some(true)))
+}
+
+/// The hint for a TCP address that turned out to be an HTTP server.
+pub(crate) fn http_hint(hostport: &str) -> String {
+    format!(
+        "the server answered in HTTP: if it is gotalk over WebSocket (gotalk serve --ws), \
+         connect to ws://{hostport}/gotalk/"
+    )
 }
 
 #[cfg(not(unix))]
@@ -335,11 +379,14 @@ mod tests {
             "host:",
             ":80",
             "host:99999",
+            "tls://host:70000",
             "http://x:1",
             "unix:",
         ] {
             assert!(bad.parse::<Address>().is_err(), "{bad}");
         }
+        let e = "127.0.0.1:99999".parse::<Address>().unwrap_err();
+        assert!(e.contains("port 99999 is out of range"), "{e}");
         assert_eq!(
             Address::Unix("/s".into()).to_string(),
             "unix:/s",

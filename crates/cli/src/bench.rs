@@ -22,10 +22,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{
     addr::{Address, TrustArgs},
+    client::check_payload_size,
     client::connector,
     exit,
     server::{self, ServeOptions},
-    text::parse_duration,
+    text::{parse_positive_duration, parse_size},
     websocket::WsListen,
 };
 
@@ -38,10 +39,14 @@ stack (client and server then share the machine's cores); --self --ws measures i
 WebSocket (ws://) instead of TCP. ADDR may be any address form, tls:// and wss:// included
 (with --ca for a private CA).
 A progress bar is drawn on stderr when it is a terminal.
---json prints one object: requests, errors, duration_s, requests_per_sec, p50_us, p90_us,
-p99_us, p999_us, max_us, mean_us, concurrency, conns, size, op, addr.
+Throughput and latency count the requests that succeeded only (failures are counted apart).
+Ctrl-C stops early: the partial results are printed, marked as interrupted.
+--json prints one object: requests, succeeded, errors, interrupted, duration_s,
+requests_per_sec, p50_us, p90_us, p99_us, p999_us, max_us, mean_us (null when no request
+succeeded), concurrency, conns, size, op, addr.
 Exit codes: 0 no request failed; 1 some requests failed (the first failure is named on
-stderr); 2 a connection could not be made, or invalid usage.";
+stderr); 2 a connection could not be made, the payload is over --max-payload, or invalid
+usage (-n 0, --duration 0s); 130 interrupted by Ctrl-C.";
 
 /// Arguments of `gotalk bench`.
 #[derive(Args)]
@@ -62,10 +67,10 @@ pub(crate) struct BenchArgs {
     #[arg(short = 'c', long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     concurrency: u32,
     /// Total requests to complete (default 200000 unless --duration is given)
-    #[arg(short = 'n', long, conflicts_with = "duration")]
+    #[arg(short = 'n', long, conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
     /// Run for this long instead of a number of requests
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
     duration: Option<Duration>,
     /// Payload size in bytes (a run of `x`)
     #[arg(long, default_value_t = 32, conflicts_with = "payload")]
@@ -76,11 +81,17 @@ pub(crate) struct BenchArgs {
     /// Connections to spread the load over
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     conns: u32,
+    /// Largest payload sent or accepted (gotalk's default limit; with --self it is
+    /// the in-process server's too, otherwise the server needs `serve --max-payload`)
+    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    max_payload: u32,
     /// Print one JSON object instead of the report
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    pub(crate) runtime: crate::RuntimeArgs,
 }
 
 /// What one task measured.
@@ -109,7 +120,7 @@ struct Load {
     /// Requests finished (for the progress bar; updated in batches).
     done: AtomicU64,
     /// Set on Ctrl-C.
-    halt: AtomicBool,
+    halt: Arc<AtomicBool>,
 }
 
 /// Runs one task's request loop on `peer`.
@@ -225,6 +236,10 @@ pub(crate) async fn run(args: BenchArgs) -> u8 {
             let addr = Address::Tcp("127.0.0.1:0".into());
             let options = ServeOptions {
                 ws: args.ws.then(|| WsListen::new("127.0.0.1:0")),
+                config: Config {
+                    max_payload: args.max_payload,
+                    ..Config::default()
+                },
                 ..ServeOptions::default()
             };
             match server::start(&addr, options).await {
@@ -237,7 +252,7 @@ pub(crate) async fn run(args: BenchArgs) -> u8 {
                     local
                 }
                 Err(e) => {
-                    eprintln!("gotalk bench: cannot start the in-process server: {e}");
+                    eprintln!("gotalk: cannot start the in-process server: {e}");
                     return exit::TROUBLE;
                 }
             }
@@ -255,13 +270,24 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
         Some(p) => Bytes::from(p.clone()),
         None => Bytes::from(vec![b'x'; args.size]),
     };
+    if let Err(code) = check_payload_size(payload.len(), args.max_payload, "payload") {
+        return code;
+    }
     // echo's answer must be the payload; other operations are not checked.
     let expect_len = (args.op == "echo").then_some(payload.len());
     let config = Config {
-        max_payload: Config::default()
-            .max_payload
-            .max(payload.len().min(u32::MAX as usize) as u32),
+        max_payload: args.max_payload,
         ..Config::default()
+    };
+    // Ctrl-C ends the run early but still reports what was measured.
+    let halt = Arc::new(AtomicBool::new(false));
+    let interrupt = {
+        let halt = halt.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                halt.store(true, Ordering::Relaxed);
+            }
+        })
     };
 
     let connector = match connector(target, &args.trust) {
@@ -277,13 +303,14 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
             Err(e) => {
                 match connector.hint(&e) {
                     Some(hint) => {
-                        eprintln!("gotalk bench: cannot connect to {target}: {e}\n  {hint}");
+                        eprintln!("gotalk: cannot connect to {target}: {e}\n  {hint}");
                     }
-                    None => eprintln!("gotalk bench: cannot connect to {target}: {e}"),
+                    None => eprintln!("gotalk: cannot connect to {target}: {e}"),
                 }
                 for p in &peers {
                     p.abort();
                 }
+                interrupt.abort();
                 return exit::TROUBLE;
             }
         }
@@ -301,7 +328,7 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
         stop,
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
-        halt: AtomicBool::new(false),
+        halt: halt.clone(),
     });
 
     let started = Instant::now();
@@ -327,15 +354,6 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
                     Stop::Deadline(_) => bar.set_position(started.elapsed().as_millis() as u64),
                 }
                 bar.set_message(format!("{rate:.0} req/s"));
-            }
-        })
-    };
-    // Ctrl-C ends the run early but still reports what was measured.
-    let interrupt = {
-        let load = load.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                load.halt.store(true, Ordering::Relaxed);
             }
         })
     };
@@ -365,25 +383,31 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
     bar.finish_and_clear();
     futures::future::join_all(peers.iter().map(Peer::close)).await;
 
+    let interrupted = halt.load(Ordering::Relaxed);
+    // Throughput and latency are those of the requests that succeeded.
     let ok = histogram.len();
     let requests = ok + errors;
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let rps = requests as f64 / secs;
-    let q = |p: f64| us(histogram.value_at_quantile(p));
+    let rps = ok as f64 / secs;
+    let latency = |p: f64| (ok > 0).then(|| histogram.value_at_quantile(p));
+    let max = (ok > 0).then(|| histogram.max());
     if args.json {
+        let q = |p: f64| latency(p).map(us);
         let report = serde_json::json!({
             "op": args.op,
             "addr": target.to_string(),
             "requests": requests,
+            "succeeded": ok,
             "errors": errors,
+            "interrupted": interrupted,
             "duration_s": (secs * 1000.0).round() / 1000.0,
             "requests_per_sec": rps.round(),
             "p50_us": q(0.5),
             "p90_us": q(0.9),
             "p99_us": q(0.99),
             "p999_us": q(0.999),
-            "max_us": us(histogram.max()),
-            "mean_us": (histogram.mean() / 100.0).round() / 10.0,
+            "max_us": max.map(us),
+            "mean_us": (ok > 0).then(|| (histogram.mean() / 100.0).round() / 10.0),
             "concurrency": args.concurrency,
             "conns": args.conns,
             "size": payload.len(),
@@ -402,22 +426,36 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
             args.conns,
             payload.len()
         );
-        println!("  requests    {requests} in {secs:.2} s, {errors} error(s)");
-        println!("  throughput  {rps:.0} requests/s");
-        let at = |p: f64| human(histogram.value_at_quantile(p));
-        println!(
-            "  latency     p50 {}   p90 {}   p99 {}   p99.9 {}   max {}",
-            at(0.5),
-            at(0.9),
-            at(0.99),
-            at(0.999),
-            human(histogram.max())
-        );
+        if interrupted {
+            println!("  INTERRUPTED by Ctrl-C: partial results");
+        }
+        println!("  requests    {requests} in {secs:.2} s: {ok} succeeded, {errors} failed");
+        println!("  throughput  {rps:.0} requests/s (successful requests only)");
+        let at = |p: f64| latency(p).map_or_else(|| "-".to_owned(), human);
+        if ok == 0 {
+            println!("  latency     none measured: no request succeeded");
+        } else {
+            println!(
+                "  latency     p50 {}   p90 {}   p99 {}   p99.9 {}   max {}",
+                at(0.5),
+                at(0.9),
+                at(0.99),
+                at(0.999),
+                max.map_or_else(|| "-".to_owned(), human)
+            );
+        }
     }
     if let Some(e) = &first_error {
-        eprintln!("gotalk bench: {errors} request(s) failed; first: {e}");
+        eprintln!("gotalk: {errors} request(s) failed; first: {e}");
     }
-    if errors > 0 { exit::FAILED } else { exit::OK }
+    if interrupted {
+        eprintln!("gotalk: interrupted by Ctrl-C; the results above are partial");
+        exit::INTERRUPTED
+    } else if errors > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
 }
 
 #[cfg(test)]

@@ -16,14 +16,17 @@ use futures::{
     StreamExt,
     future::{Either, select},
 };
-use gotalk_peer::{Config, Error, Handlers, Peer, RequestOptions};
+use gotalk_peer::{Config, ConnectError, Error, Handlers, Peer, RequestOptions};
 use tokio::{io::AsyncReadExt, sync::mpsc};
 
 use crate::{
     addr::{Address, Connector, TrustArgs},
+    addr::{answers_http, http_hint},
     exit, ops,
     signal::shutdown_signal,
-    text::{OptDuration, escape_text, parse_optional_duration, pretty_json},
+    text::{
+        OptDuration, escape_text, human_size, parse_optional_duration, parse_size, pretty_json,
+    },
     trace::{Dir, TraceEvent, Tracer, event_text},
 };
 
@@ -74,17 +77,23 @@ pub(crate) struct RequestArgs {
     /// Print the result's exact bytes, without adding a newline
     #[arg(long)]
     raw: bool,
-    /// Give up after this long, retries included ("off" waits forever)
+    /// Give up after this long, connecting and retries included ("off" waits forever)
     #[arg(long, default_value = "30s", value_parser = parse_optional_duration, value_name = "DURATION")]
     timeout: OptDuration,
     /// Attempts when the server answers with retry results (waits as asked in between)
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
+    /// Largest payload sent or accepted (gotalk's default limit; raise it only for a
+    /// server started with a larger `serve --max-payload`)
+    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    max_payload: u32,
     /// Print every frame in and out to stderr
     #[arg(long)]
     trace: bool,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    pub(crate) runtime: crate::RuntimeArgs,
 }
 
 /// Arguments of `gotalk stream`.
@@ -105,6 +114,8 @@ pub(crate) struct StreamArgs {
     trace: bool,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    pub(crate) runtime: crate::RuntimeArgs,
 }
 
 /// Arguments of `gotalk notify`.
@@ -116,11 +127,17 @@ pub(crate) struct NotifyArgs {
     name: String,
     /// Payload; `-` reads it from stdin; absent means empty
     payload: Option<String>,
+    /// Largest payload sent (gotalk's default limit; raise it only for a server
+    /// started with a larger `serve --max-payload`)
+    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    max_payload: u32,
     /// Print every frame in and out to stderr
     #[arg(long)]
     trace: bool,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    pub(crate) runtime: crate::RuntimeArgs,
 }
 
 /// Arguments of `gotalk listen`.
@@ -138,6 +155,8 @@ pub(crate) struct ListenArgs {
     trace: bool,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    pub(crate) runtime: crate::RuntimeArgs,
 }
 
 /// The exit code for a failed call.
@@ -179,27 +198,49 @@ pub(crate) fn connector(addr: &Address, trust: &TrustArgs) -> Result<Connector, 
 }
 
 /// Connects with `handlers`, or returns exit code 2 after saying why not
-/// (with a hint for TLS trouble).
+/// (with a hint for common mistakes). With `limit`, connecting gives up
+/// after that long, a connection to an HTTP server included.
 async fn connect_with(
     addr: &Address,
     trust: &TrustArgs,
     trace: bool,
     handlers: Handlers,
     config: Config,
+    limit: Option<Duration>,
 ) -> Result<Peer, u8> {
     let connector = connector(addr, trust)?;
     let tracer = trace.then(stderr_tracer);
-    connector
-        .connect(handlers, config, tracer)
-        .await
-        .map_err(|e| {
-            match connector.hint(&e) {
-                Some(hint) => eprintln!("gotalk: cannot connect to {addr}: {e}\n  {hint}"),
-                None => eprintln!("gotalk: cannot connect to {addr}: {e}"),
-            }
-            exit::TROUBLE
-        })
+    // Part of the time is kept for finding out what answered instead.
+    let probe_time = limit.map_or(PROBE_TIME, |l| (l / 4).min(PROBE_TIME));
+    let connecting = connector.connect(handlers, config, tracer);
+    let result = match limit {
+        Some(l) => tokio::time::timeout(l - probe_time, connecting)
+            .await
+            .unwrap_or(Err(ConnectError::Timeout(l))),
+        None => connecting.await,
+    };
+    let e = match result {
+        Ok(peer) => return Ok(peer),
+        Err(e) => e,
+    };
+    let hint = match (addr, &e) {
+        (Address::Tcp(a), ConnectError::Timeout(_) | ConnectError::Handshake(_))
+            if answers_http(a, probe_time).await =>
+        {
+            Some(http_hint(a))
+        }
+        _ => connector.hint(&e).map(str::to_owned),
+    };
+    match hint {
+        Some(hint) => eprintln!("gotalk: cannot connect to {addr}: {e}\n  {hint}"),
+        None => eprintln!("gotalk: cannot connect to {addr}: {e}"),
+    }
+    Err(exit::TROUBLE)
 }
+
+/// Time allowed for finding out whether a server that did not answer the
+/// gotalk handshake speaks HTTP.
+const PROBE_TIME: Duration = Duration::from_millis(500);
 
 async fn connect(addr: &Address, trust: &TrustArgs, trace: bool) -> Result<Peer, u8> {
     connect_with(
@@ -208,21 +249,25 @@ async fn connect(addr: &Address, trust: &TrustArgs, trace: bool) -> Result<Peer,
         trace,
         ops::client_handlers(),
         Config::default(),
+        None,
     )
     .await
 }
 
-/// Reads the payload argument, then connects: the payload (maybe from stdin)
-/// is read before a connection is opened. `Err` is the exit code, the reason
-/// already printed.
-async fn payload_and_peer(
-    payload: Option<String>,
-    addr: &Address,
-    trust: &TrustArgs,
-    trace: bool,
-) -> Result<(Bytes, Peer), u8> {
-    let payload = read_payload(payload)?;
-    Ok((payload, connect(addr, trust, trace).await?))
+/// Refuses a payload over `limit` before anything is sent.
+pub(crate) fn check_payload_size(len: usize, limit: u32, what: &str) -> Result<(), u8> {
+    if len as u64 <= u64::from(limit) {
+        return Ok(());
+    }
+    eprintln!(
+        "gotalk: the {what} is {len} bytes, over the {} limit of one gotalk message; \
+         a server would refuse it with a protocol error\n  \
+         send it in parts with `gotalk stream ADDR OP < FILE` (the server's stream operation \
+         gets it piece by piece), or raise the limit on both sides: `gotalk serve \
+         --max-payload SIZE` and --max-payload SIZE here",
+        human_size(u64::from(limit))
+    );
+    Err(exit::TROUBLE)
 }
 
 fn read_payload(arg: Option<String>) -> Result<Bytes, u8> {
@@ -249,14 +294,38 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 
 /// `gotalk request`.
 pub(crate) async fn request(args: RequestArgs) -> u8 {
-    let (payload, peer) =
-        match payload_and_peer(args.payload, &args.addr, &args.trust, args.trace).await {
-            Ok(started) => started,
-            Err(code) => return code,
-        };
+    let payload = match read_payload(args.payload) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(code) = check_payload_size(payload.len(), args.max_payload, "payload") {
+        return code;
+    }
+    // --timeout bounds the whole call: connecting, then the request.
+    let deadline = args.timeout.0.map(|t| tokio::time::Instant::now() + t);
+    let config = Config {
+        max_payload: args.max_payload,
+        ..Config::default()
+    };
+    let peer = match connect_with(
+        &args.addr,
+        &args.trust,
+        args.trace,
+        ops::client_handlers(),
+        config,
+        args.timeout.0,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let options = RequestOptions {
-        timeout: args.timeout.0,
-        max_attempts: Some(args.max_attempts.max(1)),
+        timeout: deadline.map(|d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(1))
+        }),
+        max_attempts: Some(args.max_attempts),
     };
     let result = peer.request_with(&args.op, payload, options).await;
     // Lets a call-back this side is answering finish, then says goodbye.
@@ -401,11 +470,17 @@ pub(crate) async fn stream(args: StreamArgs) -> u8 {
 
 /// `gotalk notify`.
 pub(crate) async fn notify(args: NotifyArgs) -> u8 {
-    let (payload, peer) =
-        match payload_and_peer(args.payload, &args.addr, &args.trust, args.trace).await {
-            Ok(started) => started,
-            Err(code) => return code,
-        };
+    let payload = match read_payload(args.payload) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(code) = check_payload_size(payload.len(), args.max_payload, "payload") {
+        return code;
+    }
+    let peer = match connect(&args.addr, &args.trust, args.trace).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let sent = peer.notify(&args.name, payload).await;
     // Closing flushes the notification before the connection goes.
     peer.close().await;
@@ -434,6 +509,7 @@ pub(crate) async fn listen(args: ListenArgs) -> u8 {
         args.trace,
         handlers,
         Config::default(),
+        None,
     )
     .await
     {

@@ -19,7 +19,10 @@ use crate::{
 pub(crate) const AFTER_HELP: &str = "\
 Input: the raw bytes of one direction of a conversation, optionally starting with the
 two-digit protocol version (`01`). With --hex, the bytes as hex digits; whitespace and
-newlines anywhere are ignored.
+newlines anywhere are ignored. Or what --trace prints (request, stream, notify, listen
+--trace on stderr; serve --trace on stdout): lines `-> FRAME` and `<- FRAME`, maybe after
+`conn#N`, with \\xNN escapes; each is decoded to `[conn#N] ARROW TYPE …` as below, other
+lines are skipped, and a payload the trace cut short ends in …(+N bytes).
 
 Output, one line per message:
   @OFFSET TYPE [id=\"…\"] [op=\"…\" | name=\"…\"] [wait_ms=N] [load=N time=N] [code=N (…)] [size=N payload=\"…\"]
@@ -51,6 +54,13 @@ pub(crate) struct Failure {
 
 /// One message as a line of `gotalk decode` output (without the offset).
 pub(crate) fn describe(msg: &Message<&[u8]>) -> String {
+    describe_elided(msg, 0)
+}
+
+/// [`describe`] for a message whose last `elided` payload bytes are not
+/// known (a trace cuts long payloads short): they are left out of
+/// `payload="…"` and counted after it.
+fn describe_elided(msg: &Message<&[u8]>, elided: usize) -> String {
     let mut s = String::from(msg.message_type().name());
     if let Some(id) = msg.id() {
         s.push_str(" id=\"");
@@ -81,10 +91,142 @@ pub(crate) fn describe(msg: &Message<&[u8]>) -> String {
     }
     if let Some(payload) = msg.payload() {
         let _ = write!(s, " size={} payload=\"", payload.len());
-        escape_bytes(payload, true, &mut s);
+        let shown = payload.len().saturating_sub(elided);
+        escape_bytes(&payload[..shown], true, &mut s);
         s.push('"');
+        if elided > 0 {
+            let _ = write!(s, "…(+{elided} bytes)");
+        }
     }
     s
+}
+
+/// Whether `data` is the printout of `--trace` (`-> FRAME` and `<- FRAME`
+/// lines, `conn#N` before them from `gotalk serve`) rather than raw bytes:
+/// no message type is `-`, `<`, `c` or `l`.
+pub(crate) fn is_trace(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&data[..data.len().min(256)]);
+    let first = text.trim_start();
+    ["-> ", "<- ", "conn#", "listening on "]
+        .iter()
+        .any(|p| first.starts_with(p))
+}
+
+/// One trace line split up: `conn#N ` (if any), the arrow, and the frame.
+fn trace_line(line: &str) -> Option<(&str, &str, &str)> {
+    let line = line.trim();
+    let (conn, rest) = match line.strip_prefix("conn#") {
+        Some(after) => {
+            let digits = after.find(|c: char| !c.is_ascii_digit())?;
+            if digits == 0 {
+                return None;
+            }
+            let (n, rest) = after.split_at(digits);
+            (&line[..5 + n.len()], rest.strip_prefix(' ')?)
+        }
+        None => ("", line),
+    };
+    let (arrow, frame) = rest.split_at_checked(2)?;
+    if !matches!(arrow, "->" | "<-") {
+        return None;
+    }
+    Some((conn, arrow, frame.strip_prefix(' ')?))
+}
+
+/// The bytes of a traced frame: `\\` is `\`, `\xNN` a byte, anything else
+/// itself; a trailing `…(+N bytes)` (a payload cut short) is returned as N.
+fn unescape_frame(frame: &str) -> Result<(Vec<u8>, usize), String> {
+    let (body, elided) = match frame.rsplit_once("…(+") {
+        Some((body, tail)) => {
+            let n = tail
+                .strip_suffix(" bytes)")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| format!("unreadable elision {:?}", &frame[body.len()..]))?;
+            (body, n)
+        }
+        None => (frame, 0),
+    };
+    let mut out = Vec::with_capacity(body.len());
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => match bytes.get(i + 1) {
+                Some(b'\\') => {
+                    out.push(b'\\');
+                    i += 2;
+                }
+                Some(b'x') => {
+                    let hex = body
+                        .get(i + 2..i + 4)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| format!("bad escape at character {i}: want \\xNN"))?;
+                    out.push(hex);
+                    i += 4;
+                }
+                _ => return Err(format!("bad escape at character {i}: want \\\\ or \\xNN")),
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok((out, elided))
+}
+
+/// Decodes a `--trace` printout, one line per frame, into `out`: each
+/// message as [`describe`] puts it, after the line's `conn#N` and arrow.
+/// Other lines (`listening on`, `conn#N open`, ...) are skipped.
+pub(crate) fn decode_trace(text: &str, out: &mut impl Write) -> Result<(), DecodeFailure> {
+    let limits = DecodeLimits::with_max_payload(u32::MAX);
+    let mut offset = 0;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let at = offset;
+        offset += line.len();
+        let Some((conn, arrow, frame)) = trace_line(line) else {
+            continue;
+        };
+        let prefix = if conn.is_empty() {
+            arrow.to_owned()
+        } else {
+            format!("{conn} {arrow}")
+        };
+        let fail = |what: String| {
+            DecodeFailure::Frame(Failure {
+                offset: at,
+                message: format!("line {}: {what}", index + 1),
+            })
+        };
+        if frame.starts_with('(') {
+            // The tracer's own note (undecodable bytes): passed on.
+            writeln!(out, "{prefix} {frame}")?;
+            continue;
+        }
+        let (mut bytes, elided) = unescape_frame(frame).map_err(fail)?;
+        if bytes.len() == 2 && elided == 0 && bytes.iter().all(u8::is_ascii_hexdigit) {
+            writeln!(out, "{prefix} version {frame}")?;
+            continue;
+        }
+        // The bytes the trace left out, as placeholders, to decode the header.
+        bytes.resize(bytes.len() + elided, b'?');
+        match decode(&bytes, &limits) {
+            Ok(Decoded::Complete(msg, used)) if used == bytes.len() => {
+                writeln!(out, "{prefix} {}", describe_elided(&msg, elided))?;
+            }
+            Ok(Decoded::Complete(_, used)) => {
+                return Err(fail(format!(
+                    "{} byte(s) after the frame's end (a trace line holds one frame)",
+                    bytes.len() - used
+                )));
+            }
+            Ok(Decoded::Incomplete(missing)) => {
+                return Err(fail(format!("truncated frame: {missing} byte(s) missing")));
+            }
+            Err(e) => return Err(fail(malformed(0, &e).message)),
+        }
+    }
+    Ok(())
 }
 
 /// Where and why a frame is malformed, in absolute terms.
@@ -184,14 +326,14 @@ pub(crate) fn run(args: &DecodeArgs) -> u8 {
             .file
             .as_ref()
             .map_or_else(|| "stdin".to_owned(), |p| p.display().to_string());
-        eprintln!("gotalk decode: cannot read {what}: {e}");
+        eprintln!("gotalk: cannot read {what}: {e}");
         return exit::TROUBLE;
     }
     let data = if args.hex {
         match parse_hex(&input) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("gotalk decode: invalid hex input: {e}");
+                eprintln!("gotalk: invalid hex input: {e}");
                 return exit::FAILED;
             }
         }
@@ -200,24 +342,28 @@ pub(crate) fn run(args: &DecodeArgs) -> u8 {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let result = decode_all(&data, &mut out);
+    let result = if !args.hex && is_trace(&data) {
+        decode_trace(&String::from_utf8_lossy(&data), &mut out)
+    } else {
+        decode_all(&data, &mut out)
+    };
     let flushed = out.flush();
     match result {
         Ok(()) => match flushed {
             Ok(()) => exit::OK,
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
             Err(e) => {
-                eprintln!("gotalk decode: cannot write: {e}");
+                eprintln!("gotalk: cannot write: {e}");
                 exit::TROUBLE
             }
         },
         Err(DecodeFailure::Frame(f)) => {
-            eprintln!("gotalk decode: {}", f.message);
+            eprintln!("gotalk: {}", f.message);
             exit::FAILED
         }
         Err(DecodeFailure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(DecodeFailure::Output(e)) => {
-            eprintln!("gotalk decode: cannot write: {e}");
+            eprintln!("gotalk: cannot write: {e}");
             exit::TROUBLE
         }
     }
@@ -262,6 +408,30 @@ mod tests {
         assert!(out.starts_with("@0 RetryResult"), "{out}");
         let (out, _) = run_str(b"E000100000000");
         assert!(out.starts_with("@0 ErrorResult"), "{out}");
+    }
+
+    #[test]
+    fn reads_trace_lines() {
+        let trace = "listening on 127.0.0.1:1\nconn#1 open 127.0.0.1:2\n\
+                     conn#1 <- 01\n\
+                     conn#1 <- r\\x00\\x00\\x00\\x00004echo00000002hi\n\
+                     -> R\\x01\\x00\\x00\\x0000000005hell…(+1 bytes)\n\
+                     <- n003a\\\\b00000000\n";
+        let mut out = Vec::new();
+        decode_trace(trace, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "conn#1 <- version 01\n\
+             conn#1 <- SingleRequest id=\"\\x00\\x00\\x00\\x00\" op=\"echo\" size=2 payload=\"hi\"\n\
+             -> SingleResult id=\"\\x01\\x00\\x00\\x00\" size=5 payload=\"hell\"…(+1 bytes)\n\
+             <- Notification name=\"a\\\\b\" size=0 payload=\"\"\n"
+        );
+        assert!(is_trace(trace.as_bytes()));
+        assert!(!is_trace(b"01r\x00"));
+        let err = decode_trace("-> r\\x0g\n", &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(err, DecodeFailure::Frame(f) if f.message.starts_with("line 1: bad escape"))
+        );
     }
 
     #[test]

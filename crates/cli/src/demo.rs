@@ -44,7 +44,10 @@ const WIRE_COLUMN: usize = 50;
 
 /// Arguments of `gotalk demo` (none yet).
 #[derive(Args)]
-pub(crate) struct DemoArgs {}
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) runtime: crate::RuntimeArgs,
+}
 
 /// One frame, as the requester's transport saw it.
 struct Recorded {
@@ -209,7 +212,7 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
     let responder = match server::start(&Address::Tcp("127.0.0.1:0".into()), options).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("gotalk demo: {e}");
+            eprintln!("gotalk: {e}");
             return exit::TROUBLE;
         }
     };
@@ -239,7 +242,7 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
     let peer = match connected {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("gotalk demo: cannot connect to {addr}: {e}");
+            eprintln!("gotalk: cannot connect to {addr}: {e}");
             responder.shutdown().await;
             return exit::TROUBLE;
         }

@@ -32,6 +32,8 @@ pub(crate) mod exit {
     pub(crate) const FAILED: u8 = 1;
     /// Protocol, connection, I/O or timeout error (clap's usage errors are 2 too).
     pub(crate) const TROUBLE: u8 = 2;
+    /// Stopped by Ctrl-C before finishing (128 + SIGINT, as shells report it).
+    pub(crate) const INTERRUPTED: u8 = 130;
 }
 
 const EXIT_CODES: &str = "\
@@ -41,6 +43,7 @@ Exit codes:
      malformed or truncated frame; demo: a step did not get the expected answer;
      bench: some requests failed
   2  protocol, connection, I/O or timeout error; also invalid command-line usage
+  130  interrupted by Ctrl-C (bench: after printing the partial results)
 
 Addresses:
   host:port             TCP (127.0.0.1:1234; tcp://host:port works too)
@@ -71,12 +74,17 @@ Start with `gotalk demo`, then run `gotalk serve` in one terminal and
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--threads`, for the commands that run an async runtime (all but `decode`).
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub(crate) struct RuntimeArgs {
     /// Threads running the async runtime. 1 runs everything on one thread (a
     /// current-thread runtime: the fastest for a few busy connections, since
     /// a connection's tasks then never hop between cores); default: one
     /// worker per core
-    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    threads: Option<u16>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
 }
 
 /// The runtime for `--threads`.
@@ -123,6 +131,22 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// The `--threads` of a command that runs an async runtime.
+    fn threads(&self) -> Option<u16> {
+        match self {
+            Self::Demo(a) => a.runtime.threads,
+            Self::Serve(a) => a.runtime.threads,
+            Self::Request(a) => a.runtime.threads,
+            Self::Stream(a) => a.runtime.threads,
+            Self::Notify(a) => a.runtime.threads,
+            Self::Listen(a) => a.runtime.threads,
+            Self::Bench(a) => a.runtime.threads,
+            Self::Decode(_) => None,
+        }
+    }
+}
+
 fn server_after_help() -> String {
     format!("{}\n\n{}", ops::OPERATIONS_HELP, serve::SERVE_HELP)
 }
@@ -130,8 +154,11 @@ fn server_after_help() -> String {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for people, not for log files and pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -143,7 +170,7 @@ fn main() -> ExitCode {
         // Pure gotalk-proto: no runtime needed.
         return ExitCode::from(decode::run(args));
     }
-    let runtime = match runtime(cli.threads) {
+    let runtime = match runtime(cli.command.threads()) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gotalk: cannot start the async runtime: {e}");
@@ -233,6 +260,8 @@ mod tests {
             &["notify", "127.0.0.1:1", "chat", "hi"],
             &["listen", "--count", "2", "127.0.0.1:1", "a", "b"],
             &["decode", "--hex", "-"],
+            &["serve", "--threads", "1", "--max-payload", "32MiB"],
+            &["bench", "--self", "--threads", "2", "-n", "10"],
             &[
                 "serve",
                 "--addr",
@@ -308,6 +337,12 @@ mod tests {
             &["request", "--insecure", "tls://h:1", "echo"],
             &["request", "tls://h", "echo"],
             &["bench", "127.0.0.1:1", "--ws"],
+            &["decode", "--threads", "2"],
+            &["--threads", "2", "serve"],
+            &["request", "--max-attempts", "0", "127.0.0.1:1", "echo"],
+            &["request", "--timeout", "0", "127.0.0.1:1", "echo"],
+            &["bench", "--self", "-n", "0"],
+            &["bench", "--self", "--duration", "0s"],
         ] {
             let argv = std::iter::once("gotalk").chain(bad.iter().copied());
             assert!(

@@ -12,7 +12,7 @@ use crate::{
     exit,
     server::{self, ServeOptions},
     signal::shutdown_signal,
-    text::{OptDuration, parse_optional_duration},
+    text::{OptDuration, parse_optional_duration, parse_size},
     trace::{Dir, TraceEvent, Tracer, event_text},
     websocket::{self, WsListen},
 };
@@ -36,6 +36,8 @@ With --trace, prints every frame in and out, one line each:
 FRAME is the exact wire bytes: printable ASCII as is, `\\` as `\\\\`, any other byte as \\xNN
 (request IDs are four raw bytes: \\x00\\x00\\x00\\x00 is ID 0). WebSocket connections are
 traced the same way: the gotalk bytes inside the WebSocket messages.
+--unix PATH: a socket file left behind by a server that is gone (nothing accepts on it) is
+removed first; one that a running server still listens on is left alone, and serve exits 2.
 Ctrl-C (or SIGTERM) stops accepting (TCP and WebSocket), lets requests in flight finish (up
 to 5 s), and exits 0; a second Ctrl-C exits at once. Exit code 2 if an address cannot be
 bound or the certificate or key cannot be used.";
@@ -61,6 +63,10 @@ pub(crate) struct ServeArgs {
     /// Requests handled at once per connection; above it, clients get `request rate limit` retry results
     #[arg(long, default_value_t = Config::default().max_inbound_requests, value_name = "N")]
     request_limit: usize,
+    /// Largest payload accepted in one message (larger ones are refused with
+    /// ProtocolError 2); clients sending more need the same --max-payload
+    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    max_payload: u32,
     /// Print every frame in and out, and connections opening and closing
     #[arg(long)]
     trace: bool,
@@ -87,6 +93,8 @@ pub(crate) struct ServeArgs {
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) runtime: crate::RuntimeArgs,
 }
 
 /// `host:port` for `--ws`.
@@ -110,6 +118,7 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         read_timeout: args.read_timeout.0,
         max_inbound_streams: args.stream_limit,
         max_inbound_requests: args.request_limit.max(1),
+        max_payload: args.max_payload,
         ..Config::default()
     };
     let max_payload = args.trace_payload;
@@ -132,7 +141,7 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
             Ok(config) => Some(config),
             Err(e) => {
                 eprintln!(
-                    "gotalk serve: cannot use --tls-cert {} --tls-key {}: {e}",
+                    "gotalk: cannot use --tls-cert {} --tls-key {}: {e}",
                     cert.display(),
                     key.display()
                 );
@@ -157,7 +166,7 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
     let running = match server::start(&addr, options).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("gotalk serve: {e}");
+            eprintln!("gotalk: {e}");
             return exit::TROUBLE;
         }
     };
@@ -191,7 +200,7 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         }
         Either::Right(_) => {
             eprintln!("exiting without waiting");
-            130
+            exit::INTERRUPTED
         }
     }
 }

@@ -110,6 +110,7 @@ pub(crate) async fn start(
         }
         #[cfg(unix)]
         (Address::Unix(p), None) => {
+            remove_stale_socket(p).map_err(failed)?;
             let listener = gotalk_peer::UnixListener::bind(p).map_err(failed)?;
             Server::new(listener, handlers, config)
         }
@@ -141,6 +142,36 @@ pub(crate) async fn start(
     }
     let handle = server.with_connections(connections).spawn();
     Ok(RunningServer { handle })
+}
+
+/// Removes the socket file at `path` when no server listens on it any more
+/// (connecting is refused: a server killed before it could clean up).
+/// A socket a server still accepts on, or a file that is not a socket, is
+/// left alone and reported.
+#[cfg(unix)]
+fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket; remove it or choose another path",
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "a running server is listening on this socket; stop it first, or choose another path",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "removing a stale socket file");
+            std::fs::remove_file(path)
+        }
+        // Anything else (no permission, ...): let bind say what is wrong.
+        Err(_) => Ok(()),
+    }
 }
 
 impl RunningServer {

@@ -102,29 +102,45 @@ pub(crate) fn parse_hex(text: &[u8]) -> Result<Vec<u8>, HexError> {
     Ok(out)
 }
 
-/// Parses a duration: `250ms`, `20s`, `1.5s`, `2m`, `1h`, `10us`; a bare
-/// number is seconds.
+/// Parses a duration: `250ms`, `20s`, `1.5s`, `2m`, `1h`, `10us`, or
+/// several of them added up (`1m30s`, `1h 5m`); a bare number is seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 20s, 2m)"))?;
-    let scale = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "ns" => 1e-9,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
-    };
-    let secs = value * scale;
+    let text = s.trim();
+    let hint = || format!("{text:?} is not a duration (try 500ms, 20s, 2m, 1m30s)");
+    if text.is_empty() {
+        return Err(hint());
+    }
+    let mut rest = text;
+    let mut secs = 0.0f64;
+    let mut terms = 0;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(split);
+        let value: f64 = num.parse().map_err(|_| hint())?;
+        let after = after.trim_start();
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let scale = match unit {
+            "" if terms == 0 && next.trim().is_empty() => 1.0,
+            "" => return Err(format!("{text:?}: {num} needs a unit (ms, s, m, h)")),
+            "s" | "sec" | "secs" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+        };
+        secs += value * scale;
+        terms += 1;
+        rest = next.trim_start();
+    }
     if !secs.is_finite() || secs > 366.0 * 24.0 * 3600.0 {
-        return Err(format!("duration {s:?} is too long"));
+        return Err(format!("duration {text:?} is too long"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -133,11 +149,71 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OptDuration(pub(crate) Option<Duration>);
 
-/// A duration that may be switched off with `off`, `none` or `0`.
+/// A duration that may be switched off with `off` (or `none`, `never`).
+/// Zero is refused: it would read as "at once" to some and "never" to
+/// others.
 pub(crate) fn parse_optional_duration(s: &str) -> Result<OptDuration, String> {
     match s.trim() {
         "off" | "none" | "never" => Ok(OptDuration(None)),
-        other => parse_duration(other).map(|d| OptDuration((!d.is_zero()).then_some(d))),
+        other => {
+            let d = parse_duration(other)?;
+            if d.is_zero() {
+                return Err(format!(
+                    "{other:?} is zero: omit the option for its default, or write \"off\" to switch it off"
+                ));
+            }
+            Ok(OptDuration(Some(d)))
+        }
+    }
+}
+
+/// A duration that must be above zero (`bench --duration`).
+pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{:?} is zero: give a duration above zero",
+            s.trim()
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a size in bytes: `1000`, `64KiB`, `16MiB`, `1GiB` (`K`, `M`, `G`
+/// are the same binary multiples); at most 4 GiB - 1 (the protocol's limit).
+pub(crate) fn parse_size(s: &str) -> Result<u32, String> {
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let value: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (try 1000, 64KiB, 32MiB)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {text:?} (use KiB, MiB, GiB)"
+            ));
+        }
+    };
+    value
+        .checked_mul(scale)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| format!("{text:?} is too large: the protocol's limit is 4294967295 bytes"))
+}
+
+/// A byte count for messages: `16 MiB (16777216 bytes)`.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB ({bytes} bytes)", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -249,7 +325,22 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("1e300h").is_err());
         assert_eq!(parse_optional_duration("off").unwrap().0, None);
-        assert_eq!(parse_optional_duration("0").unwrap().0, None);
+        assert!(parse_optional_duration("0").is_err());
+        assert!(parse_optional_duration("0s").is_err());
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h 5m").unwrap(), Duration::from_secs(3900));
+        assert_eq!(
+            parse_duration("1s500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert!(parse_duration("1m30").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("4GiB").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+        assert_eq!(human_size(16 << 20), "16 MiB (16777216 bytes)");
         assert_eq!(
             parse_optional_duration("1s").unwrap().0,
             Some(Duration::from_secs(1))

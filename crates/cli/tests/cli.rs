@@ -558,9 +558,9 @@ fn bench_json(args: &[&str]) -> Value {
 fn bench_runs_on_the_runtime_asked_for() {
     for threads in ["1", "3"] {
         let v = bench_json(&[
+            "bench",
             "--threads",
             threads,
-            "bench",
             "--self",
             "-n",
             "500",
@@ -568,7 +568,7 @@ fn bench_runs_on_the_runtime_asked_for() {
         ]);
         assert_eq!(v["requests"], 500, "{v}");
     }
-    let o = run(&["--threads", "0", "bench", "--self", "-n", "10"], b"");
+    let o = run(&["bench", "--threads", "0", "--self", "-n", "10"], b"");
     assert_eq!(o.code, 2, "0 threads is a usage error: {}", o.stderr);
 }
 

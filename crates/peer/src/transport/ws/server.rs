@@ -566,7 +566,12 @@ impl Endpoint {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok());
         if !self.ws.origin.allows(origin, host) {
-            tracing::info!(?origin, ?host, "websocket upgrade refused by origin policy");
+            tracing::warn!(
+                origin = origin.unwrap_or_default(),
+                host = host.unwrap_or_default(),
+                "websocket upgrade refused by the origin policy: to let pages from this origin \
+                 connect, allow it (OriginPolicy::allow; gotalk serve: --ws-allow-origin ORIGIN)"
+            );
             return text_response(StatusCode::FORBIDDEN, "origin not allowed\n");
         }
         let remote_addr = parts
