@@ -10,13 +10,20 @@
 set -euo pipefail
 old=$1 new=$2 shape=$3 rounds=${4:-10}
 po=$((20000 + RANDOM % 10000)) pn=$((30000 + RANDOM % 10000))
-taskset -c 0 "$old" --threads 1 serve --addr 127.0.0.1:$po >/dev/null 2>&1 & so=$!
-taskset -c 0 "$new" --threads 1 serve --addr 127.0.0.1:$pn >/dev/null 2>&1 & sn=$!
+# `gotalk CMD --threads 1`; builds before 2026-12-01 took `--threads` first.
+cmd() {
+  if "$1" "$2" --help 2>/dev/null | grep -q -- '--threads'; then echo "$1 $2 --threads 1"
+  else echo "$1 --threads 1 $2"; fi
+}
+# shellcheck disable=SC2046
+taskset -c 0 $(cmd "$old" serve) --addr 127.0.0.1:$po >/dev/null 2>&1 & so=$!
+# shellcheck disable=SC2046
+taskset -c 0 $(cmd "$new" serve) --addr 127.0.0.1:$pn >/dev/null 2>&1 & sn=$!
 trap 'kill -INT $so $sn 2>/dev/null; wait 2>/dev/null' EXIT
 sleep 0.5
 run() {
-  # shellcheck disable=SC2086
-  taskset -c 1 "$1" --threads 1 bench $shape --json "127.0.0.1:$2" |
+  # shellcheck disable=SC2046,SC2086
+  taskset -c 1 $(cmd "$1" bench) $shape --json "127.0.0.1:$2" |
     python3 -c "import json,sys; d=json.load(sys.stdin); print(d['requests_per_sec'], d['p50_us'], d['p99_us'])"
 }
 out=$(for r in $(seq 1 "$rounds"); do
