@@ -180,7 +180,10 @@ enum PartsInner {
     /// `held` keeps the bytes of the part the handler took last charged to
     /// the byte budget until it takes the next (or the stream ends, or the
     /// handler drops it): a handler holds its part while it works on it.
-    Channel { rx: PartRx, held: ChargeGuard },
+    Channel {
+        rx: PartRx,
+        held: ChargeGuard,
+    },
 }
 
 /// The parts of a request, as a stream handler receives them.

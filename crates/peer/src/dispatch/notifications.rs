@@ -52,7 +52,10 @@ pub(super) fn run(
             Some(permit) => Some(permit),
             // Started already: it runs uncounted (see `HandlerLimit`).
             None if started => None,
-            None => match conn.until_closed(false, conn.config.handler_limit.take()).await {
+            None => match conn
+                .until_closed(false, conn.config.handler_limit.take())
+                .await
+            {
                 Some(permit) => Some(permit),
                 None => {
                     conn.command(|core| core.notification_done(charge));
