@@ -352,7 +352,11 @@ async fn over_the_handler_cap_requests_are_refused_and_notifications_wait() {
     })
     .await;
     for peer in [&client, &other] {
-        match peer.request_with("slow", "", once()).await {
+        let refused = timeout(
+            Duration::from_secs(5),
+            peer.request_with("slow", "", once()),
+        );
+        match refused.await.expect("refused, not queued") {
             Err(Error::RetryExhausted { message, .. }) => assert_eq!(message, "request rate limit"),
             r => panic!("expected request rate limit, got {r:?}"),
         }
