@@ -39,11 +39,17 @@ pub struct Config {
     /// or result parts for a stream we requested) before the connection
     /// stops reading until the consumer catches up. Default 16.
     pub stream_buffer_parts: usize,
-    /// Payload bytes held for consumers across the whole connection: stream
-    /// parts not yet read, and payloads of 4 KiB or more held by running
-    /// request and notification handlers. When it is reached, stream parts
-    /// and notifications wait (the connection stops reading) and new single
-    /// requests get the retry result `request rate limit`. Default 64 MiB.
+    /// Payload bytes held on behalf of the peer across the whole
+    /// connection: stream parts not yet read, the part each stream handler
+    /// took last, parts collected for buffer handlers (until they finish),
+    /// payloads of 4 KiB or more held by running request and notification
+    /// handlers, and streamed results being collected for our buffer
+    /// requests. When it is reached, the connection stops reading where
+    /// that cannot deadlock (stream parts, notifications); where it could,
+    /// it refuses instead: new single requests of 4 KiB or more and buffer
+    /// handlers collecting a streamed request get retry results, and a
+    /// streamed result being collected fails its call with
+    /// [`Error::OverBudget`](crate::Error::OverBudget). Default 64 MiB.
     pub max_buffered_bytes: usize,
     /// Most notification handlers running at once; reading pauses while it is
     /// reached. Default 1024.

@@ -308,6 +308,13 @@ impl Connection {
     }
 }
 
+std::thread_local! {
+    /// `Some` while a handler is polled for the first time on the
+    /// connection's task: set to `Some(true)` by
+    /// [`Context::keep_running_after_close`](crate::Context::keep_running_after_close).
+    pub(crate) static KEEP_INLINE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
 tokio::task_local! {
     /// Set by [`Context::keep_running_after_close`](crate::Context::keep_running_after_close)
     /// for the handler running in this scope.

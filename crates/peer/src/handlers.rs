@@ -280,6 +280,11 @@ impl Context {
     /// Only the handler's own future is concerned (call it from there, not
     /// from a task it spawned); returns false when called from elsewhere.
     pub fn keep_running_after_close(&self) -> bool {
+        use crate::connection::KEEP_INLINE;
+        if KEEP_INLINE.get().is_some() {
+            KEEP_INLINE.set(Some(true));
+            return true;
+        }
         crate::connection::KEEP_RUNNING
             .try_with(|keep| keep.set(true))
             .is_ok()

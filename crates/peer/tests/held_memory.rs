@@ -205,12 +205,22 @@ async fn a_streamed_result_over_the_budget_fails_the_call() {
     assert!(!client.is_closed());
 }
 
+/// When a tracked handler calls `keep_running_after_close`.
+#[derive(Clone, Copy)]
+enum Keep {
+    Never,
+    /// Before its first `.await` (on the connection's task).
+    AtOnce,
+    /// After its first `.await` (in its own task).
+    Later,
+}
+
 /// A handler that tells the test whether it finished (`Ok`) or was
-/// dropped (`Err`), after calling `keep_running_after_close` if `keep`.
+/// dropped (`Err`).
 fn tracked(
     handlers: Handlers,
     op: &str,
-    keep: bool,
+    keep: Keep,
     runs: Duration,
     done: Arc<std::sync::Mutex<Vec<oneshot::Sender<()>>>>,
     started: Arc<AtomicUsize>,
@@ -219,8 +229,13 @@ fn tracked(
         let tx = done.lock().unwrap().pop().expect("a tracker per call");
         let started = started.clone();
         async move {
-            if keep {
-                assert!(ctx.keep_running_after_close());
+            match keep {
+                Keep::Never => {}
+                Keep::AtOnce => assert!(ctx.keep_running_after_close()),
+                Keep::Later => {
+                    tokio::task::yield_now().await;
+                    assert!(ctx.keep_running_after_close());
+                }
             }
             started.fetch_add(1, Ordering::SeqCst);
             sleep(runs).await;
@@ -247,7 +262,7 @@ async fn handlers_still_running_when_their_connection_closes_are_cancelled() {
     let server = tracked(
         Handlers::new(),
         "slow",
-        false,
+        Keep::Never,
         Duration::from_secs(60),
         done.clone(),
         started.clone(),
@@ -281,7 +296,13 @@ async fn keep_running_after_close_is_bounded_by_the_grace_period() {
     let mut finished = Vec::new();
     let mut handlers = Handlers::new();
     let started = Arc::new(AtomicUsize::new(0));
-    for (op, keep, secs) in [("plain", false, 2), ("short", true, 2), ("long", true, 10)] {
+    let ops = [
+        ("plain", Keep::Never, 2),
+        ("short", Keep::AtOnce, 2),
+        ("late", Keep::Later, 2),
+        ("long", Keep::AtOnce, 10),
+    ];
+    for (op, keep, secs) in ops {
         let (tx, rx) = oneshot::channel();
         finished.push((op, rx));
         let done = Arc::new(std::sync::Mutex::new(vec![tx]));
@@ -299,11 +320,11 @@ async fn keep_running_after_close_is_bounded_by_the_grace_period() {
         ..config()
     };
     let (client, _server) = Peer::pair(Handlers::new(), handlers, config).await.unwrap();
-    for op in ["plain", "short", "long"] {
+    for (op, _, _) in ops {
         let c = client.clone();
         tokio::spawn(async move { c.request(op, "").await });
     }
-    eventually("all three run", || started.load(Ordering::SeqCst) == 3).await;
+    eventually("all four run", || started.load(Ordering::SeqCst) == 4).await;
     client.abort();
     let mut outcome = Vec::new();
     for (op, rx) in finished {
@@ -311,7 +332,12 @@ async fn keep_running_after_close_is_bounded_by_the_grace_period() {
     }
     assert_eq!(
         outcome,
-        [("plain", false), ("short", true), ("long", false)]
+        [
+            ("plain", false),
+            ("short", true),
+            ("late", true),
+            ("long", false)
+        ]
     );
 }
 

@@ -19,7 +19,7 @@ use gotalk_proto::{RequestId, Text};
 
 use crate::{
     BoxFuture, CloseReason,
-    connection::{Connection, CreditGuard, KEEP_RUNNING, Part, PartTx, Runtime},
+    connection::{Connection, CreditGuard, KEEP_INLINE, Part, PartTx, Runtime},
     core::{Charge, Core, Credit, Delivery, Event, Reply, StreamItem},
 };
 
@@ -177,11 +177,13 @@ impl Dispatch {
 /// Runs `poll` (a handler's first poll) where
 /// [`Context::keep_running_after_close`](crate::Context::keep_running_after_close)
 /// can be called, and says whether it was.
+/// A thread-local flag rather than a task-local scope: this runs for every
+/// request, and the first poll cannot be interleaved with another one.
 pub(crate) fn poll_inline<T>(poll: impl FnOnce() -> Poll<T>) -> (Poll<T>, bool) {
-    KEEP_RUNNING.sync_scope(std::cell::Cell::new(false), || {
-        let poll = poll();
-        (poll, KEEP_RUNNING.with(std::cell::Cell::get))
-    })
+    KEEP_INLINE.set(Some(false));
+    // `poll` catches panics, so the flag is always reset.
+    let poll = poll();
+    (poll, KEEP_INLINE.replace(None) == Some(true))
 }
 
 /// Polls a handler's future once, catching a panic. The waker is a no-op: a
