@@ -39,11 +39,17 @@ pub struct Config {
     /// or result parts for a stream we requested) before the connection
     /// stops reading until the consumer catches up. Default 16.
     pub stream_buffer_parts: usize,
-    /// Payload bytes held for consumers across the whole connection: stream
-    /// parts not yet read, and payloads of 4 KiB or more held by running
-    /// request and notification handlers. When it is reached, stream parts
-    /// and notifications wait (the connection stops reading) and new single
-    /// requests get the retry result `request rate limit`. Default 64 MiB.
+    /// Payload bytes held on behalf of the peer across the whole
+    /// connection: stream parts not yet read, the part each stream handler
+    /// took last, parts collected for buffer handlers (until they finish),
+    /// payloads of 4 KiB or more held by running request and notification
+    /// handlers, and streamed results being collected for our buffer
+    /// requests. When it is reached, the connection stops reading where
+    /// that cannot deadlock (stream parts, notifications); where it could,
+    /// it refuses instead: new single requests of 4 KiB or more and buffer
+    /// handlers collecting a streamed request get retry results, and a
+    /// streamed result being collected fails its call with
+    /// [`Error::OverBudget`](crate::Error::OverBudget). Default 64 MiB.
     pub max_buffered_bytes: usize,
     /// Most notification handlers running at once; reading pauses while it is
     /// reached. Default 1024.
@@ -102,6 +108,88 @@ pub struct Config {
     /// CPU work before awaiting anything, so that one connection's handlers
     /// run in parallel on several worker threads. Default `true`.
     pub inline_handlers: bool,
+    /// How long a handler that asked to with
+    /// [`Context::keep_running_after_close`](crate::Context::keep_running_after_close)
+    /// may go on once its connection has closed; every other handler is
+    /// cancelled (its future dropped) when the connection closes. Default 10 s.
+    pub keep_running_grace: Duration,
+    /// The cap on handlers waiting on something (spawned), shared by every
+    /// connection that has a clone of it. While it is reached, new requests
+    /// get the retry result `request rate limit` (`stream rate limit`) and
+    /// notifications wait for a handler to finish. Default: one cap of
+    /// [`HandlerLimit::PROCESS_DEFAULT`] handlers for the whole process.
+    pub handler_limit: HandlerLimit,
+}
+
+/// A cap on running handlers, shared by the connections whose
+/// [`Config::handler_limit`] is a clone of it (a counting semaphore).
+///
+/// It counts handlers that wait on something, which run as tasks of their
+/// own; a handler that finishes when first polled (see
+/// [`Config::inline_handlers`]) is not counted. A request is refused when
+/// the cap is reached as it arrives, so the cap can be passed by at most
+/// one handler per connection whose handler started waiting at that moment.
+///
+/// ```
+/// use gotalk_peer::{Config, HandlerLimit};
+/// let limit = HandlerLimit::new(10_000);
+/// let config = Config { handler_limit: limit.clone(), ..Config::default() };
+/// assert_eq!(limit.available(), 10_000);
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+pub struct HandlerLimit(Arc<tokio::sync::Semaphore>);
+
+impl HandlerLimit {
+    /// The size of the process-wide cap [`Config::default`] uses.
+    pub const PROCESS_DEFAULT: usize = 65_536;
+
+    /// A new cap of `max` running handlers (at least 1).
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(
+            max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        )))
+    }
+
+    /// The one cap shared by every [`Config::default`] of this process.
+    pub fn process_default() -> Self {
+        static DEFAULT: std::sync::OnceLock<HandlerLimit> = std::sync::OnceLock::new();
+        DEFAULT
+            .get_or_init(|| HandlerLimit::new(Self::PROCESS_DEFAULT))
+            .clone()
+    }
+
+    /// Handlers that may still start.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+
+    /// True when no handler may start now.
+    pub(crate) fn is_reached(&self) -> bool {
+        self.0.available_permits() == 0
+    }
+
+    /// A place, if one is free.
+    pub(crate) fn try_take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+
+    /// A place, once one is free.
+    pub(crate) async fn take(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.0
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
+impl std::fmt::Debug for HandlerLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerLimit")
+            .field("available", &self.available())
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -128,6 +216,8 @@ impl Default for Config {
             remote_retry_results: true,
             remote_stream_requests: true,
             inline_handlers: true,
+            keep_running_grace: Duration::from_secs(10),
+            handler_limit: HandlerLimit::process_default(),
         }
     }
 }
@@ -166,6 +256,8 @@ impl std::fmt::Debug for Config {
             .field("remote_retry_results", &self.remote_retry_results)
             .field("remote_stream_requests", &self.remote_stream_requests)
             .field("inline_handlers", &self.inline_handlers)
+            .field("keep_running_grace", &self.keep_running_grace)
+            .field("handler_limit", &self.handler_limit)
             .finish_non_exhaustive()
     }
 }

@@ -20,7 +20,7 @@ use tokio::{
 
 use crate::{
     CloseReason, Config, Error, Handlers, Peer,
-    core::{CloseMode, Core, Credit, Outcome, Tokens},
+    core::{Charge, CloseMode, Core, Credit, Outcome, Tokens},
 };
 
 /// One item for a stream consumer (a stream handler reading request parts,
@@ -86,6 +86,9 @@ pub(crate) struct Connection {
     finished: watch::Sender<bool>,
     /// Set once, by [`Connection::first_peer`].
     handle: OnceLock<Weak<HandleGuard>>,
+    /// Set when the core has closed: spawned handlers stop (see
+    /// [`Connection::until_closed`]).
+    stop: watch::Sender<bool>,
 }
 
 /// Closes the connection when the last [`Peer`] handle is dropped.
@@ -117,6 +120,7 @@ impl Connection {
     ) -> Arc<Self> {
         let core = Core::new(&config, Instant::now().into_std(), seed());
         let (finished, _) = watch::channel(false);
+        let (stop, _) = watch::channel(false);
         Arc::new(Self {
             locked: Mutex::new(Locked {
                 core,
@@ -126,6 +130,7 @@ impl Connection {
             }),
             room: Notify::new(),
             finished,
+            stop,
             handle: OnceLock::new(),
             meta: Meta {
                 remote_addr,
@@ -241,6 +246,40 @@ impl Connection {
         Error::Closed(self.close_reason().unwrap_or(CloseReason::Local))
     }
 
+    /// The core closed: handlers still running are cancelled (see
+    /// [`Connection::until_closed`]).
+    pub(crate) fn stop_handlers(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Runs a spawned handler's future until it finishes or the connection
+    /// closes; then it is dropped (`None`), unless it asked to keep running
+    /// with [`Context::keep_running_after_close`](crate::Context::keep_running_after_close)
+    /// (`kept`: it asked before it was spawned), in which case it gets up
+    /// to [`Config::keep_running_grace`] more.
+    pub(crate) async fn until_closed<F: std::future::Future>(
+        &self,
+        kept: bool,
+        fut: F,
+    ) -> Option<F::Output> {
+        let mut stop = self.stop.subscribe();
+        let grace = self.config.keep_running_grace;
+        KEEP_RUNNING
+            .scope(std::cell::Cell::new(kept), async move {
+                let mut fut = std::pin::pin!(fut);
+                tokio::select! {
+                    biased;
+                    out = &mut fut => return Some(out),
+                    _ = stop.wait_for(|stopped| *stopped) => {}
+                }
+                if !KEEP_RUNNING.with(std::cell::Cell::get) {
+                    return None;
+                }
+                tokio::time::timeout(grace, fut).await.ok()
+            })
+            .await
+    }
+
     pub(crate) fn subscribe_finished(&self) -> watch::Receiver<bool> {
         self.finished.subscribe()
     }
@@ -266,6 +305,76 @@ impl Connection {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         data.get(&TypeId::of::<T>()).cloned()?.downcast::<T>().ok()
+    }
+}
+
+std::thread_local! {
+    /// `Some` while a handler is polled for the first time on the
+    /// connection's task: set to `Some(true)` by
+    /// [`Context::keep_running_after_close`](crate::Context::keep_running_after_close).
+    pub(crate) static KEEP_INLINE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+tokio::task_local! {
+    /// Set by [`Context::keep_running_after_close`](crate::Context::keep_running_after_close)
+    /// for the handler running in this scope.
+    pub(crate) static KEEP_RUNNING: std::cell::Cell<bool>;
+}
+
+/// Bytes of the budget a consumer keeps (see
+/// [`Core::keep_part`](crate::core::Core::keep_part)), given back when it
+/// is dropped.
+pub(crate) struct ChargeGuard {
+    conn: Arc<Connection>,
+    pub(crate) charge: Charge,
+}
+
+impl ChargeGuard {
+    pub(crate) fn new(conn: Arc<Connection>) -> Self {
+        Self {
+            conn,
+            charge: Charge::NONE,
+        }
+    }
+
+    /// Keeps the bytes of a part just taken, in place of the credit (one
+    /// lock); returns true when the budget is used up.
+    pub(crate) fn keep(&mut self, credit: Credit, release_before: bool) -> bool {
+        let before = if release_before {
+            self.charge.take()
+        } else {
+            Charge::NONE
+        };
+        let charge = &mut self.charge;
+        self.conn.command(|core| {
+            core.release(before);
+            charge.absorb(core.keep_part(credit));
+            core.over_budget()
+        })
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Gives back what is kept now.
+    pub(crate) fn release(&mut self) {
+        let charge = self.charge.take();
+        if charge.bytes() > 0 {
+            self.conn.command(|core| core.release(charge));
+        }
+    }
+}
+
+impl Drop for ChargeGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl std::fmt::Debug for ChargeGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ChargeGuard").field(&self.charge).finish()
     }
 }
 

@@ -130,7 +130,7 @@ impl fmt::Debug for RemoteError {
 /// Everything that can go wrong for a caller of this crate, in three
 /// layers: what the remote answered ([`Remote`](Self::Remote),
 /// [`RetryExhausted`](Self::RetryExhausted), and results we cannot take:
-/// [`ResultTooLarge`](Self::ResultTooLarge),
+/// [`ResultTooLarge`](Self::ResultTooLarge), [`OverBudget`](Self::OverBudget),
 /// [`InvalidResult`](Self::InvalidResult)); what happened to the connection
 /// ([`Timeout`](Self::Timeout), [`Closed`](Self::Closed),
 /// [`Handshake`](Self::Handshake), [`Connect`](Self::Connect)); and the
@@ -155,6 +155,15 @@ pub enum Error {
     ResultTooLarge {
         /// The configured limit.
         limit: u32,
+    },
+    /// A streamed result being collected for a buffer request did not fit
+    /// the connection's byte budget
+    /// ([`Config::max_buffered_bytes`](crate::Config::max_buffered_bytes))
+    /// with what else it holds for the peer: the call fails rather than
+    /// pausing the connection.
+    OverBudget {
+        /// The budget, in bytes.
+        limit: usize,
     },
     /// The result is not the JSON the caller asked for.
     InvalidResult(serde_json::Error),
@@ -250,6 +259,10 @@ impl fmt::Display for Error {
             Self::ResultTooLarge { limit } => {
                 write!(f, "streamed result exceeds the {limit}-byte payload limit")
             }
+            Self::OverBudget { limit } => write!(
+                f,
+                "streamed result over the connection's {limit}-byte buffer budget"
+            ),
             Self::InvalidResult(e) => write!(f, "result is not the JSON expected: {e}"),
             Self::Timeout => f.write_str("request timed out"),
             Self::Closed(reason) => write!(f, "connection closed: {reason}"),
@@ -290,6 +303,7 @@ impl Error {
             Self::Remote(_)
                 | Self::RetryExhausted { .. }
                 | Self::ResultTooLarge { .. }
+                | Self::OverBudget { .. }
                 | Self::InvalidResult(_)
         )
     }

@@ -271,6 +271,25 @@ impl Context {
         self.id
     }
 
+    /// Asks to go on running if the connection closes before this handler
+    /// finishes, for up to
+    /// [`Config::keep_running_grace`](crate::Config::keep_running_grace)
+    /// (a handler that must finish what it started, such as a write to a
+    /// database). Without it, a handler still running when its connection
+    /// closes is cancelled: its future is dropped at its next `.await`.
+    /// Only the handler's own future is concerned (call it from there, not
+    /// from a task it spawned); returns false when called from elsewhere.
+    pub fn keep_running_after_close(&self) -> bool {
+        use crate::connection::KEEP_INLINE;
+        if KEEP_INLINE.get().is_some() {
+            KEEP_INLINE.set(Some(true));
+            return true;
+        }
+        crate::connection::KEEP_RUNNING
+            .try_with(|keep| keep.set(true))
+            .is_ok()
+    }
+
     /// The connection's user data of type `T`, if set with
     /// [`Peer::set_user_data`].
     pub fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {

@@ -353,6 +353,13 @@ impl Peer {
         self.conn.user_data()
     }
 
+    /// Payload bytes the connection holds for the peer, as its byte budget
+    /// counts them (`Core::stats().buffered_bytes`), for tests.
+    #[doc(hidden)]
+    pub fn buffered_bytes_for_tests(&self) -> usize {
+        self.conn.lock().core.stats().buffered_bytes
+    }
+
     /// A weak reference to the connection state, to check in tests that
     /// nothing is leaked after close.
     #[doc(hidden)]

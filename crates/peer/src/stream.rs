@@ -12,7 +12,7 @@ use gotalk_proto::RequestId;
 
 use crate::{
     Error, Peer,
-    connection::{Connection, Part, PartRx},
+    connection::{ChargeGuard, Connection, Part, PartRx},
 };
 
 /// Reads one part off a part channel: data, a clean end (`None`), or the
@@ -177,7 +177,13 @@ impl std::fmt::Debug for ResultStream {
 
 enum PartsInner {
     Once(Option<Bytes>),
-    Channel { rx: PartRx, conn: Arc<Connection> },
+    /// `held` keeps the bytes of the part the handler took last charged to
+    /// the byte budget until it takes the next (or the stream ends, or the
+    /// handler drops it): a handler holds its part while it works on it.
+    Channel {
+        rx: PartRx,
+        held: ChargeGuard,
+    },
 }
 
 /// The parts of a request, as a stream handler receives them.
@@ -197,7 +203,10 @@ impl RequestParts {
 
     pub(crate) fn channel(rx: PartRx, conn: Arc<Connection>) -> Self {
         Self {
-            inner: PartsInner::Channel { rx, conn },
+            inner: PartsInner::Channel {
+                rx,
+                held: ChargeGuard::new(conn),
+            },
         }
     }
 }
@@ -208,7 +217,29 @@ impl Stream for RequestParts {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         match &mut self.inner {
             PartsInner::Once(part) => Poll::Ready(part.take().map(Ok)),
-            PartsInner::Channel { rx, conn } => poll_part(rx, conn, cx),
+            PartsInner::Channel { rx, held } => match rx.poll_recv(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Part::Data(bytes, guard))) => {
+                    if let Some(credit) = guard.take() {
+                        // Over the budget reading pauses until the handler
+                        // takes its next part (see the limits in docs/peer.md).
+                        let _ = held.keep(credit, true);
+                    }
+                    Poll::Ready(Some(Ok(bytes)))
+                }
+                Poll::Ready(Some(Part::End)) => {
+                    held.release();
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Part::Failed(e))) => {
+                    held.release();
+                    Poll::Ready(Some(Err(e)))
+                }
+                Poll::Ready(None) => {
+                    held.release();
+                    Poll::Ready(Some(Err(held.conn().closed_error())))
+                }
+            },
         }
     }
 }

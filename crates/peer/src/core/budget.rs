@@ -26,6 +26,16 @@ impl Charge {
     pub fn bytes(&self) -> usize {
         self.0
     }
+
+    /// Adds `other` to this charge, to give both back at once.
+    pub fn absorb(&mut self, other: Charge) {
+        self.0 += other.0;
+    }
+
+    /// Takes the whole charge out, leaving nothing.
+    pub fn take(&mut self) -> Charge {
+        Charge(std::mem::take(&mut self.0))
+    }
 }
 
 #[derive(Debug)]
@@ -52,6 +62,17 @@ impl Budget {
     pub(crate) fn try_charge(&mut self, len: usize) -> Option<Charge> {
         let cost = self.cost(len);
         if self.used + cost > self.max {
+            return None;
+        }
+        self.used += cost;
+        Some(Charge(cost))
+    }
+
+    /// Charges `len` bytes if they fit with room to spare: after it the
+    /// budget is not used up, so reading goes on.
+    pub(crate) fn try_charge_below(&mut self, len: usize) -> Option<Charge> {
+        let cost = self.cost(len);
+        if self.used + cost >= self.max {
             return None;
         }
         self.used += cost;

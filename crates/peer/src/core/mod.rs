@@ -80,6 +80,9 @@ pub enum CloseMode {
 pub struct Stats {
     /// Payload bytes held for the peer (the byte budget in use).
     pub buffered_bytes: usize,
+    /// Of those, the bytes of streamed results being collected for our
+    /// buffer requests.
+    pub collecting_bytes: usize,
     /// The byte budget.
     pub max_buffered_bytes: usize,
     /// Our requests waiting for results.
@@ -119,6 +122,9 @@ pub struct Core<T: Tokens> {
     notifications: usize,
     /// A notification read while every handler slot was taken.
     waiting_notification: Option<(Text<Bytes>, Bytes)>,
+    /// Bytes charged for streamed results being collected for our buffer
+    /// requests (part of the budget in use).
+    collecting: usize,
     /// A reply of ours was queued while the queue was full: reading waits
     /// for the transport to take the queue.
     reply_waits_for_room: bool,
@@ -161,6 +167,7 @@ impl<T: Tokens> Core<T> {
             },
             notifications: 0,
             waiting_notification: None,
+            collecting: 0,
             reply_waits_for_room: false,
             accepting: true,
             closed: None,
@@ -318,6 +325,7 @@ impl<T: Tokens> Core<T> {
     pub fn stats(&self) -> Stats {
         Stats {
             buffered_bytes: self.budget.used(),
+            collecting_bytes: self.collecting,
             max_buffered_bytes: self.budget.max(),
             outbound: self.tables.outbound_len(),
             inbound: self.tables.inbound_len(),
@@ -349,6 +357,7 @@ impl<T: Tokens> Core<T> {
         let id = self.tables.register_outbound(Outbound::Buffer {
             caller,
             collected: None,
+            charge: Charge::NONE,
         });
         let msg = Message::SingleRequest {
             id,
@@ -464,6 +473,46 @@ impl<T: Tokens> Core<T> {
         self.tables.part_taken(credit.stream);
     }
 
+    /// A stream consumer took a delivered part but keeps its bytes (a
+    /// buffer handler collecting a streamed request, a stream handler
+    /// working on the part it read): the part's place in its stream's part
+    /// limit is free again, its bytes stay charged until the returned
+    /// charge is given back with [`release`](Self::release).
+    pub fn keep_part(&mut self, credit: Credit) -> Charge {
+        self.tables.part_taken(credit.stream);
+        credit.charge
+    }
+
+    /// Gives back bytes kept with [`keep_part`](Self::keep_part).
+    pub fn release(&mut self, charge: Charge) {
+        self.budget.release(charge);
+    }
+
+    /// True while the byte budget is used up: reading pauses until bytes
+    /// are given back, so a consumer that keeps bytes while it waits for
+    /// more from the peer must give up instead (it could wait forever).
+    pub fn over_budget(&self) -> bool {
+        !self.budget.has_room()
+    }
+
+    /// The runtime will not run the handler of the peer's request `id` now
+    /// (its process-wide cap on running handlers is reached): the peer gets
+    /// the retry result `request rate limit` (`stream rate limit` for a
+    /// stream request), and `charge` is given back.
+    pub fn refuse_busy(&mut self, id: RequestId, stream: bool, charge: Charge) {
+        self.budget.release(charge);
+        self.tables.finish(id, stream);
+        if self.closed.is_none() {
+            let text = if stream {
+                "stream rate limit"
+            } else {
+                "request rate limit"
+            };
+            self.rate_limited(id, text);
+        }
+        self.check_idle();
+    }
+
     /// A notification handler finished.
     pub fn notification_done(&mut self, charge: Charge) {
         self.budget.release(charge);
@@ -477,7 +526,7 @@ impl<T: Tokens> Core<T> {
 
     /// The caller of our request `id` gave up: its answer will be dropped.
     pub fn cancel(&mut self, id: RequestId) {
-        self.tables.remove_outbound(id);
+        self.forget_outbound(id);
         self.check_idle();
     }
 
@@ -662,7 +711,9 @@ impl<T: Tokens> Core<T> {
             return;
         };
         let (reader, at) = match entry {
-            Outbound::Buffer { collected, .. } => {
+            Outbound::Buffer {
+                collected, charge, ..
+            } => {
                 let outcome = match answer {
                     Answer::Single => Ok(Outcome::Value(payload)),
                     Answer::Error => Ok(Outcome::Error(payload)),
@@ -672,14 +723,24 @@ impl<T: Tokens> Core<T> {
                     )),
                     Answer::Part => {
                         let buf = collected.get_or_insert_with(BytesMut::new);
-                        if buf.len() + payload.len() <= limit as usize {
+                        if buf.len() + payload.len() > limit as usize {
+                            Err(Error::ResultTooLarge { limit })
+                        } else if let Some(part) = self.budget.try_charge_below(payload.len()) {
+                            // Charged while collected; never to the last
+                            // byte, so collecting alone never pauses reading
+                            // (the rest of the result could not arrive).
                             buf.extend_from_slice(&payload);
+                            self.collecting += part.bytes();
+                            charge.absorb(part);
                             return;
+                        } else {
+                            Err(Error::OverBudget {
+                                limit: self.budget.max(),
+                            })
                         }
-                        Err(Error::ResultTooLarge { limit })
                     }
                 };
-                if let Some(Outbound::Buffer { caller, .. }) = self.tables.remove_outbound(id) {
+                if let Some(Outbound::Buffer { caller, .. }) = self.forget_outbound(id) {
                     self.events.push_back(Event::Answer {
                         caller,
                         answer: outcome,
@@ -719,7 +780,7 @@ impl<T: Tokens> Core<T> {
             ],
         };
         if last {
-            self.tables.remove_outbound(id);
+            self.forget_outbound(id);
         }
         for item in items.into_iter().flatten() {
             self.events.push_back(Event::ResultPart {
@@ -751,6 +812,21 @@ impl<T: Tokens> Core<T> {
             payload,
             charge,
         });
+    }
+
+    /// Removes our request `id`, giving back what its collected result held.
+    fn forget_outbound(&mut self, id: RequestId) -> Option<Outbound<T>> {
+        let entry = self.tables.remove_outbound(id)?;
+        Some(self.uncharge(entry))
+    }
+
+    fn uncharge(&mut self, mut entry: Outbound<T>) -> Outbound<T> {
+        if let Outbound::Buffer { charge, .. } = &mut entry {
+            let charge = charge.take();
+            self.collecting -= charge.bytes();
+            self.budget.release(charge);
+        }
+        entry
     }
 
     fn violate(&mut self, code: ProtocolErrorCode, violation: Violation) {
@@ -788,6 +864,7 @@ impl<T: Tokens> Core<T> {
         self.waiting_notification = None;
         let (outbound, streams) = self.tables.drain();
         for entry in outbound {
+            let entry = self.uncharge(entry);
             let error = Error::Closed(reason.clone());
             self.events.push_back(match entry {
                 Outbound::Buffer { caller, .. } => Event::Answer {

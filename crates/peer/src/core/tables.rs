@@ -9,7 +9,7 @@ use std::{
 use bytes::BytesMut;
 use gotalk_proto::RequestId;
 
-use super::Tokens;
+use super::{Charge, Tokens};
 
 /// Remembered IDs of streams we refused or finished before the requester
 /// ended them: their late parts are dropped instead of treated as violations.
@@ -83,6 +83,8 @@ pub(crate) enum Outbound<T: Tokens> {
     Buffer {
         caller: T::Caller,
         collected: Option<BytesMut>,
+        /// What the collected parts hold of the byte budget.
+        charge: Charge,
     },
     /// A stream request: parts go to the reader.
     Stream { reader: T::Reader, flow: Flow },
@@ -397,6 +399,7 @@ mod tests {
         Outbound::Buffer {
             caller: name,
             collected: None,
+            charge: Charge::NONE,
         }
     }
 

@@ -19,7 +19,7 @@ use gotalk_proto::{RequestId, Text};
 
 use crate::{
     BoxFuture, CloseReason,
-    connection::{Connection, CreditGuard, Part, PartTx, Runtime},
+    connection::{Connection, CreditGuard, KEEP_INLINE, Part, PartTx, Runtime},
     core::{Charge, Core, Credit, Delivery, Event, Reply, StreamItem},
 };
 
@@ -40,6 +40,11 @@ pub(crate) enum Op {
     OpenStream {
         id: RequestId,
         parts: PartTx,
+    },
+    RefuseBusy {
+        id: RequestId,
+        stream: bool,
+        charge: Charge,
     },
     PartTaken(Credit),
     NotificationDone(Charge),
@@ -81,6 +86,7 @@ impl Dispatch {
                     charge,
                 } => core.unknown_operation(id, stream, op.as_str(), charge),
                 Op::OpenStream { id, parts } => core.open_stream(id, parts),
+                Op::RefuseBusy { id, stream, charge } => core.refuse_busy(id, stream, charge),
                 Op::PartTaken(credit) => core.part_taken(credit),
                 Op::NotificationDone(charge) => core.notification_done(charge),
                 Op::Heartbeat { load, time } => {
@@ -145,7 +151,12 @@ impl Dispatch {
             // Dropping the channel ends the handler's part stream; it sees
             // the close reason because no `End` was sent.
             Event::StreamAborted { parts } => drop(parts),
-            Event::Closed(reason) => return Some(reason),
+            Event::Closed(reason) => {
+                // Handlers still running are cancelled: nobody is left to
+                // answer, and they must not hold memory for a peer gone.
+                conn.stop_handlers();
+                return Some(reason);
+            }
         }
         None
     }
@@ -161,6 +172,18 @@ impl Dispatch {
             self.ops.push(Op::PartTaken(credit));
         }
     }
+}
+
+/// Runs `poll` (a handler's first poll) where
+/// [`Context::keep_running_after_close`](crate::Context::keep_running_after_close)
+/// can be called, and says whether it was.
+/// A thread-local flag rather than a task-local scope: this runs for every
+/// request, and the first poll cannot be interleaved with another one.
+pub(crate) fn poll_inline<T>(poll: impl FnOnce() -> Poll<T>) -> (Poll<T>, bool) {
+    KEEP_INLINE.set(Some(false));
+    // `poll` catches panics, so the flag is always reset.
+    let poll = poll();
+    (poll, KEEP_INLINE.replace(None) == Some(true))
 }
 
 /// Polls a handler's future once, catching a panic. The waker is a no-op: a

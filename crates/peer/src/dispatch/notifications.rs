@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use gotalk_proto::Text;
 
-use super::{Dispatch, Op, panic_message, poll_once};
+use super::{Dispatch, Op, panic_message, poll_inline, poll_once};
 use crate::{Context, connection::Connection, core::Charge};
 
 /// Runs the handler for a notification, polled once here first like request
@@ -27,23 +27,50 @@ pub(super) fn run(
     };
     let ctx = Context::new(peer, name.clone(), None);
     let mut fut = handler(ctx, payload);
-    if conn.config.inline_handlers {
-        match poll_once(&mut fut) {
-            Poll::Pending => {}
-            Poll::Ready(outcome) => {
-                if let Err(panic) = outcome {
-                    panicked(&name, &panic);
-                }
-                d.ops.push(Op::NotificationDone(charge));
-                return;
+    let limit = &conn.config.handler_limit;
+    let mut started = false;
+    let mut kept = false;
+    // Over the process-wide cap on running handlers the handler waits for
+    // a place, not started (its slot here stays taken meanwhile, so
+    // reading pauses once every slot waits).
+    if conn.config.inline_handlers && !limit.is_reached() {
+        let (poll, keep) = poll_inline(|| poll_once(&mut fut));
+        if let Poll::Ready(outcome) = poll {
+            if let Err(panic) = outcome {
+                panicked(&name, &panic);
             }
+            d.ops.push(Op::NotificationDone(charge));
+            return;
         }
+        started = true;
+        kept = keep;
     }
+    let permit = limit.try_take();
     let conn = conn.clone();
     tokio::spawn(async move {
-        if let Err(panic) = AssertUnwindSafe(fut).catch_unwind().await {
+        let permit = match permit {
+            Some(permit) => Some(permit),
+            // Started already: it runs uncounted (see `HandlerLimit`).
+            None if started => None,
+            None => match conn
+                .until_closed(false, conn.config.handler_limit.take())
+                .await
+            {
+                Some(permit) => Some(permit),
+                None => {
+                    conn.command(|core| core.notification_done(charge));
+                    return;
+                }
+            },
+        };
+        // Cancelled when the connection closes.
+        if let Some(Err(panic)) = conn
+            .until_closed(kept, AssertUnwindSafe(fut).catch_unwind())
+            .await
+        {
             panicked(&name, &panic);
         }
+        drop(permit);
         conn.command(|core| core.notification_done(charge));
     });
 }

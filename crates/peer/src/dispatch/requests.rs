@@ -4,14 +4,14 @@
 use std::{panic::AssertUnwindSafe, sync::Arc, task::Poll};
 
 use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use gotalk_proto::{RequestId, Text};
 use tokio::sync::mpsc;
 
-use super::{Dispatch, Op, panic_message, poll_once};
+use super::{Dispatch, Op, panic_message, poll_inline, poll_once};
 use crate::{
     BoxFuture, Context, HandlerError, Peer, RequestParts, ResultSender,
-    connection::{Connection, CreditGuard, Part},
+    connection::{ChargeGuard, Connection, CreditGuard, Part, PartRx},
     core::{Charge, Delivery, Reply},
     handlers::RequestHandler,
 };
@@ -52,6 +52,14 @@ pub(super) fn single(
         });
         return;
     };
+    if conn.config.handler_limit.is_reached() {
+        d.ops.push(Op::RefuseBusy {
+            id,
+            stream: false,
+            charge,
+        });
+        return;
+    }
     let ctx = Context::new(peer, op.clone(), Some(id));
     let work = match handler {
         // The common case: the handler's own boxed future, not boxed again.
@@ -85,6 +93,17 @@ pub(super) fn stream(
         });
         return;
     };
+    if conn.config.handler_limit.is_reached() {
+        if let Some(first) = first {
+            d.ops.push(Op::PartTaken(first.credit));
+        }
+        d.ops.push(Op::RefuseBusy {
+            id,
+            stream: true,
+            charge: Charge::NONE,
+        });
+        return;
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     if let Some(first) = first {
         let guard = CreditGuard::new(conn.clone(), first.credit);
@@ -92,20 +111,25 @@ pub(super) fn stream(
         let _ = tx.send(Part::Data(first.payload, guard));
     }
     d.ops.push(Op::OpenStream { id, parts: tx });
-    let parts = RequestParts::channel(rx, conn.clone());
     let ctx = Context::new(peer, op.clone(), Some(id));
     let work = match handler {
         RequestHandler::Buffer(f) => {
-            let limit = conn.config.max_payload as usize;
+            let conn = conn.clone();
             Work::Other(
                 async move {
-                    let whole = collect(parts, limit).await?;
-                    f(ctx, whole).await.map(Some)
+                    // The parts' bytes stay charged until the handler is
+                    // done with what they were collected into.
+                    let mut kept = ChargeGuard::new(conn.clone());
+                    let whole = collect(rx, &conn, &mut kept).await?;
+                    let result = f(ctx, whole).await.map(Some);
+                    drop(kept);
+                    result
                 }
                 .boxed(),
             )
         }
         RequestHandler::Stream(f) => {
+            let parts = RequestParts::channel(rx, conn.clone());
             let results = ResultSender::new(conn.clone(), id);
             Work::Other(f(ctx, parts, results).map(|r| r.map(|()| None)).boxed())
         }
@@ -127,26 +151,40 @@ fn run(
     mut work: Work,
     charge: Charge,
 ) {
-    if conn.config.inline_handlers
-        && let Poll::Ready(outcome) = poll_work(&mut work)
-    {
-        let reply = reply_for(&op, outcome);
-        d.ops.push(Op::Respond {
-            id,
-            stream,
-            reply,
-            charge,
-        });
-        return;
+    let mut kept = false;
+    if conn.config.inline_handlers {
+        let (poll, keep) = poll_inline(|| poll_work(&mut work));
+        if let Poll::Ready(outcome) = poll {
+            let reply = reply_for(&op, outcome);
+            d.ops.push(Op::Respond {
+                id,
+                stream,
+                reply,
+                charge,
+            });
+            return;
+        }
+        kept = keep;
     }
     d.woken += 1;
+    // Counted against the process-wide cap while it runs; in a race for
+    // the last place it runs uncounted (see `HandlerLimit`).
+    let permit = conn.config.handler_limit.try_take();
     let conn = conn.clone();
     tokio::spawn(async move {
-        let outcome = match work {
-            Work::Single(f) => AssertUnwindSafe(f).catch_unwind().await.map(single_result),
-            Work::Other(f) => AssertUnwindSafe(f).catch_unwind().await,
+        let work = async move {
+            match work {
+                Work::Single(f) => AssertUnwindSafe(f).catch_unwind().await.map(single_result),
+                Work::Other(f) => AssertUnwindSafe(f).catch_unwind().await,
+            }
         };
-        let mut answer = Some((reply_for(&op, outcome), charge));
+        // Cancelled when the connection closes: nobody is left to answer.
+        let reply = match conn.until_closed(kept, work).await {
+            Some(outcome) => reply_for(&op, outcome),
+            None => Reply::Error(Bytes::from_static(b"connection closed")),
+        };
+        drop(permit);
+        let mut answer = Some((reply, charge));
         conn.send(|core| {
             if let Some((reply, charge)) = answer.take() {
                 core.respond(id, stream, reply, charge);
@@ -188,17 +226,37 @@ fn reply_for(op: &Text<Bytes>, outcome: HandlerOutcome) -> Reply {
     }
 }
 
-/// Concatenates a request stream for a buffer handler, within the payload limit.
-async fn collect(mut parts: RequestParts, limit: usize) -> Result<Bytes, HandlerError> {
+/// Concatenates a request stream for a buffer handler, within the payload
+/// limit, keeping every part's bytes charged in `kept`. When the byte
+/// budget is used up it gives up with a retry result rather than wait:
+/// reading has paused, so the rest of the stream could never arrive.
+async fn collect(
+    mut rx: PartRx,
+    conn: &Connection,
+    kept: &mut ChargeGuard,
+) -> Result<Bytes, HandlerError> {
+    let limit = conn.config.max_payload as usize;
     let mut whole = BytesMut::new();
-    while let Some(part) = parts.next().await {
-        let part = part?;
-        if whole.len() + part.len() > limit {
-            return Err(HandlerError::new(format!(
-                "streamed request exceeds the {limit}-byte payload limit"
-            )));
+    loop {
+        match std::future::poll_fn(|cx| rx.poll_recv(cx)).await {
+            Some(Part::Data(part, guard)) => {
+                let over = guard.take().is_some_and(|credit| kept.keep(credit, false));
+                if whole.len() + part.len() > limit {
+                    return Err(HandlerError::new(format!(
+                        "streamed request exceeds the {limit}-byte payload limit"
+                    )));
+                }
+                if over {
+                    return Err(HandlerError::retry(
+                        conn.config.rate_limit_wait.1,
+                        "streamed request over the connection's byte budget",
+                    ));
+                }
+                whole.extend_from_slice(&part);
+            }
+            Some(Part::End) => return Ok(whole.freeze()),
+            Some(Part::Failed(e)) => return Err(e.into()),
+            None => return Err(conn.closed_error().into()),
         }
-        whole.extend_from_slice(&part);
     }
-    Ok(whole.freeze())
 }

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     Config,
-    core::{Outcome, Reply},
+    core::{CloseMode, Outcome, Reply},
 };
 
 fn budget(bytes: usize) -> Config {
@@ -292,4 +292,141 @@ fn a_stream_finished_or_cancelled_at_its_part_limit_no_longer_pauses_reading() {
         0
     );
     assert!(p.a.core.wants_read() && p.b.core.wants_read());
+}
+
+/// A streamed result collected for one of A's buffer requests is held for
+/// the peer: charged while collected, given back when answered.
+#[test]
+fn a_result_being_collected_is_charged_until_answered() {
+    let mut p = Pair::with(&budget(10_000), &config());
+    p.b.on_request = OnRequest::Hold;
+    let (call, call_id) = p.a.request("op", b"");
+    p.step();
+    for _ in 0..3 {
+        p.b.core
+            .send_result_part(call_id, Bytes::from(vec![1; 2000]))
+            .unwrap();
+        p.step();
+    }
+    let stats = p.a.core.stats();
+    assert_eq!(
+        stats.buffered_bytes, 6000,
+        "the collected parts are charged"
+    );
+    assert_eq!(stats.collecting_bytes, 6000);
+    assert!(p.a.core.wants_read());
+    p.b.answer(call_id, Reply::EndOfStream);
+    p.step();
+    assert_eq!(p.a.value_of(call).len(), 6000);
+    assert_eq!(
+        p.a.core.stats().buffered_bytes,
+        0,
+        "given back with the answer"
+    );
+}
+
+/// Over the budget the call fails with `OverBudget` instead of pausing
+/// reading (the rest of the result could then never arrive); what it held
+/// is given back, and the parts still coming are dropped.
+#[test]
+fn a_result_collected_over_the_budget_fails_the_call() {
+    let mut p = Pair::with(&budget(5000), &config());
+    p.b.on_request = OnRequest::Hold;
+    let (call, call_id) = p.a.request("op", b"");
+    let (other, other_id) = p.a.request("op", b"");
+    p.step();
+    p.b.core
+        .send_result_part(other_id, Bytes::from(vec![2; 2000]))
+        .unwrap();
+    for _ in 0..2 {
+        p.b.core
+            .send_result_part(call_id, Bytes::from(vec![1; 1500]))
+            .unwrap();
+    }
+    p.step();
+    // Exactly full would pause reading: the second part of `call` is refused.
+    assert!(matches!(
+        p.a.answer_of(call),
+        Err(crate::Error::OverBudget { limit: 5000 })
+    ));
+    assert_eq!(p.a.core.stats().buffered_bytes, 2000, "only `other` holds");
+    assert!(p.a.core.wants_read());
+    p.b.core
+        .send_result_part(call_id, Bytes::from(vec![1; 10]))
+        .unwrap();
+    p.b.answer(call_id, Reply::EndOfStream);
+    p.b.answer(other_id, Reply::EndOfStream);
+    p.step();
+    assert_eq!(p.a.value_of(other).len(), 2000);
+    assert_eq!(p.a.core.stats().buffered_bytes, 0);
+    assert!(p.a.closed.is_none());
+}
+
+/// A cancelled call and a closed connection give back what was collected.
+#[test]
+fn a_cancelled_or_closed_collection_gives_its_bytes_back() {
+    let mut p = Pair::with(&budget(10_000), &config());
+    p.b.on_request = OnRequest::Hold;
+    let (call, call_id) = p.a.request("op", b"");
+    let (_, other_id) = p.a.request("op", b"");
+    p.step();
+    for id in [call_id, other_id] {
+        p.b.core
+            .send_result_part(id, Bytes::from(vec![1; 3000]))
+            .unwrap();
+    }
+    p.step();
+    assert_eq!(p.a.core.stats().buffered_bytes, 6000);
+    p.a.cancel(call);
+    assert_eq!(p.a.core.stats().buffered_bytes, 3000);
+    let now = p.now();
+    p.a.close(now, CloseMode::Immediate);
+    assert_eq!(p.a.core.stats().buffered_bytes, 0);
+}
+
+/// A part a consumer keeps (`keep_part`) frees its place in the stream's
+/// part limit but stays charged until released.
+#[test]
+fn a_kept_part_stays_charged_but_frees_its_place() {
+    let b = Config {
+        stream_buffer_parts: 1,
+        ..budget(100_000)
+    };
+    let mut p = Pair::with(&config(), &b);
+    p.b.on_request = OnRequest::Hold;
+    p.b.on_part = OnPart::Hold;
+    let (_, stream) = p.a.stream_request("op");
+    p.a.part(stream, &[1; 100]);
+    p.step();
+    assert!(
+        !p.b.core.wants_read(),
+        "one part untaken: at the part limit"
+    );
+    let (_, _, credit) = p.b.held_parts.pop().unwrap();
+    let kept = p.b.core.keep_part(credit);
+    assert!(p.b.core.wants_read(), "its place is free");
+    assert_eq!(kept.bytes(), 100);
+    assert_eq!(p.b.core.stats().buffered_bytes, 100, "its bytes are not");
+    assert!(!p.b.core.over_budget());
+    p.b.core.release(kept);
+    assert_eq!(p.b.core.stats().buffered_bytes, 0);
+}
+
+/// The runtime's refusal when its cap on running handlers is reached.
+#[test]
+fn a_request_refused_as_busy_gets_a_retry_result_and_frees_its_slot() {
+    let mut p = Pair::new(&config());
+    p.b.on_request = OnRequest::Hold;
+    let (call, call_id) = p.a.request("op", &[1; 5000]);
+    p.step();
+    let held = p.b.held.pop().unwrap();
+    assert_eq!(p.b.core.stats().buffered_bytes, 5000);
+    p.b.core.refuse_busy(call_id, false, held.charge);
+    assert_eq!(p.b.core.stats().inbound, 0);
+    assert_eq!(p.b.core.stats().buffered_bytes, 0);
+    p.step();
+    assert!(matches!(
+        p.a.answer_of(call),
+        Ok(Outcome::Retry { payload, .. }) if payload == "request rate limit"
+    ));
 }

@@ -415,7 +415,11 @@ impl Side {
                 .iter()
                 .map(Charge::bytes)
                 .sum::<usize>();
-        assert_eq!(stats.buffered_bytes, held, "budget against charges held");
+        assert_eq!(
+            stats.buffered_bytes,
+            held + stats.collecting_bytes,
+            "budget against charges held"
+        );
         if self.closed.is_some() {
             assert!(!self.core.wants_read());
             assert_eq!(self.core.poll_timeout(), None);
