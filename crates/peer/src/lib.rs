@@ -54,6 +54,13 @@
 //!
 //! [gotalk]: https://github.com/rsms/gotalk
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The crate README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod config;
 mod connection;
 pub mod core;
