@@ -252,6 +252,11 @@ impl Connector {
     /// A hint for a failed [`connect`](Self::connect), when the cause is a
     /// common mistake: an untrusted certificate, or TLS on one side only.
     pub(crate) fn hint(&self, e: &ConnectError) -> Option<&'static str> {
+        if let ConnectError::Tls(rustls::Error::InvalidCertificate(cert)) = e {
+            if let Some(hint) = certificate_hint(cert, self.custom_ca) {
+                return Some(hint);
+            }
+        }
         match (&self.addr, e) {
             (_, ConnectError::Tls(rustls::Error::InvalidCertificate(_))) if self.custom_ca => Some(
                 "the server's certificate was refused: it must be issued by the --ca \
@@ -286,6 +291,33 @@ impl Connector {
             }
             _ => None,
         }
+    }
+}
+
+/// The hint for a refused server certificate whose reason a newcomer can
+/// act on; `None` for the rest (the generic hints in [`Connector::hint`]).
+fn certificate_hint(e: &rustls::CertificateError, custom_ca: bool) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    match e {
+        // webpki's `CaUsedAsEndEntity` reaches rustls as `Other`.
+        C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => Some(
+            "the server's certificate is a CA certificate (basicConstraints CA:TRUE, what \
+             `openssl req -x509` makes by default), and a CA certificate cannot be a server's \
+             own: make it with -addext basicConstraints=critical,CA:FALSE, or issue it from a \
+             separate CA and pass that CA as --ca (recipes in docs/tls.md)",
+        ),
+        C::NotValidForName | C::NotValidForNameContext { .. } => Some(
+            "the server's certificate is not valid for the host in the address: connect to a \
+             name or IP address its subjectAltName lists (e.g. tls://localhost:PORT)",
+        ),
+        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+            Some("the server's certificate has expired or is not valid yet (check both clocks)")
+        }
+        C::UnknownIssuer if custom_ca => Some(
+            "the server's certificate was not issued by the --ca certificate: pass the CA \
+             that signed it, or, for a self-signed certificate, the certificate itself",
+        ),
+        _ => None,
     }
 }
 

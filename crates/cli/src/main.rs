@@ -15,6 +15,7 @@ mod ops;
 mod serve;
 mod server;
 mod signal;
+mod static_files;
 mod text;
 mod trace;
 mod websocket;

@@ -12,6 +12,7 @@ use crate::{
     exit,
     server::{self, ServeOptions},
     signal::shutdown_signal,
+    static_files,
     text::{OptDuration, parse_optional_duration, parse_size},
     trace::{Dir, TraceEvent, Tracer, event_text},
     websocket::{self, WsListen},
@@ -27,7 +28,10 @@ module: import * as gotalk from '/gotalk/gotalk.js'). Origin policy: browsers ma
 only from pages of this same host and port, plus each --ws-allow-origin; clients that send
 no Origin header (programs, not browsers) are always let in. WebSocket clients are sent no
 retry results unless their URL ends in ?caps=retry,stream (gotalk's Rust client and our
-gotalk.js say so; the original gotalk.js cannot take them).
+gotalk.js say so; the original gotalk.js cannot take them). --static DIR serves DIR's files
+on the WebSocket port at every other path (/ is DIR/index.html), so a page there and the
+endpoint are same-origin; only files under DIR, no hidden ones (.git), no directory listings.
+A page of another origin admitted by --ws-allow-origin may load /gotalk/gotalk.js too (CORS).
 TLS (--tls-cert and --tls-key, PEM files: the certificate chain, leaf first, and its private
 key): the TCP listener speaks TLS (clients use tls://HOST:PORT) and --ws serves wss://.
 With --trace, prints every frame in and out, one line each:
@@ -82,6 +86,10 @@ pub(crate) struct ServeArgs {
     /// With --ws, also let browser pages from this origin connect (repeatable), e.g. <https://app.example.com>
     #[arg(long, value_name = "ORIGIN", value_parser = websocket::parse_origin, requires = "ws")]
     ws_allow_origin: Vec<String>,
+    /// With --ws, also serve the files of DIR (index.html for a directory) on the WebSocket
+    /// port, at every path outside --ws-path: pages that are same-origin with the endpoint
+    #[arg(long = "static", value_name = "DIR", requires = "ws")]
+    static_dir: Option<PathBuf>,
     /// Serve TLS: the certificate chain (PEM, leaf first); needs --tls-key
     #[arg(
         long,
@@ -150,10 +158,19 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         },
         _ => None,
     };
+    let static_dir = match args.static_dir.as_deref().map(static_files::check_dir) {
+        Some(Err(e)) => {
+            eprintln!("gotalk: {e}");
+            return exit::TROUBLE;
+        }
+        Some(Ok(dir)) => Some(dir),
+        None => None,
+    };
     let ws = args.ws.map(|addr| WsListen {
         addr,
         mount: args.ws_path,
         allow_origins: args.ws_allow_origin,
+        static_dir: static_dir.clone(),
     });
     let options = ServeOptions {
         config,
@@ -173,6 +190,17 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
     println!("listening on {}", running.local_addr());
     if let Some(url) = running.ws_url() {
         println!("listening on {url}");
+        if let Some(dir) = &static_dir {
+            // ws://host:port/mount/ → http://host:port/
+            let http = url.replacen("ws", "http", 1);
+            let origin = match http.split_once("://") {
+                Some((scheme, rest)) => {
+                    format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest))
+                }
+                None => http.clone(),
+            };
+            println!("serving {} at {origin}/", dir.display());
+        }
     }
     if std::io::stderr().is_terminal() {
         let ca = if running.local_addr().starts_with("tls://") {

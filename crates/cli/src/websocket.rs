@@ -6,6 +6,8 @@
 //! `WsListener`, served by the same server as the TCP listener (see
 //! [`crate::server`]).
 
+use std::path::PathBuf;
+
 use gotalk_peer::ws::{OriginPolicy, WsConfig};
 
 /// Where and how `gotalk serve --ws` listens.
@@ -17,6 +19,8 @@ pub(crate) struct WsListen {
     pub(crate) mount: String,
     /// Browser origins admitted besides same-origin pages.
     pub(crate) allow_origins: Vec<String>,
+    /// `--static DIR` (canonical): files served beside the endpoint.
+    pub(crate) static_dir: Option<PathBuf>,
 }
 
 impl WsListen {
@@ -26,6 +30,7 @@ impl WsListen {
             addr: addr.into(),
             mount: DEFAULT_MOUNT.to_owned(),
             allow_origins: Vec::new(),
+            static_dir: None,
         }
     }
 
@@ -45,6 +50,7 @@ impl WsListen {
         WsConfig {
             mount: self.mount.clone(),
             origin,
+            fallback: self.static_dir.clone().map(crate::static_files::router),
             ..WsConfig::default()
         }
     }

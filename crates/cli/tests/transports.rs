@@ -396,8 +396,7 @@ fn tls_and_wss_need_a_trusted_certificate() {
         );
         assert_eq!(o.code, 2, "{addr}: {}", o.stderr);
         assert!(
-            o.stderr
-                .contains("certificate was refused: it must be issued by the --ca"),
+            o.stderr.contains("was not issued by the --ca certificate"),
             "{addr}: {}",
             o.stderr
         );
@@ -474,4 +473,293 @@ fn tls_client_to_a_plain_server_and_bad_key_material() {
         assert_eq!(o.code, 2, "{}", o.stderr);
         assert!(o.stderr.contains(needle), "{needle}: {}", o.stderr);
     }
+}
+
+// ---- the openssl recipes of docs/tls.md ----
+
+/// The `sh` blocks of docs/tls.md's "Certificates with openssl" section,
+/// exactly as written there.
+fn openssl_recipes() -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/tls.md"))
+        .expect("docs/tls.md");
+    let section = doc
+        .split_once("## Certificates with openssl")
+        .expect("docs/tls.md has a section \"Certificates with openssl\"")
+        .1;
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .split("```sh\n")
+        .skip(1)
+        .map(|block| block.split_once("```").unwrap().0.to_owned())
+        .collect()
+}
+
+/// Runs a shell script in `dir`; panics with its output on failure.
+fn sh(dir: &Path, script: &str) {
+    let o = std::process::Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{script}\nfailed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A `tls://localhost:PORT` request for `echo` against a server with
+/// `dir`'s cert.pem and key.pem, trusting `--ca dir/ca`.
+fn echo_over_tls(dir: &Path, ca: &str) -> common::Out {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let server = Server::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let port = server.addr().rsplit_once(':').unwrap().1;
+    let addr = format!("tls://localhost:{port}");
+    let ca = dir.join(ca);
+    // The "platform" roots are the CA itself too: the test must not
+    // depend on the machine's trust store either way.
+    run_with_roots(
+        &["request", &addr, "echo", "hi", "--ca", ca.to_str().unwrap()],
+        &ca,
+    )
+}
+
+#[test]
+#[allow(clippy::print_stderr)] // the skip message
+fn the_openssl_recipes_of_the_tls_docs_work() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let recipes = openssl_recipes();
+    assert_eq!(recipes.len(), 2, "a CA + leaf recipe and a self-signed one");
+
+    // CA + server certificate, the client trusts the CA.
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), &recipes[0]);
+    let o = echo_over_tls(dir.path(), "ca.pem");
+    assert_eq!((o.code, o.stdout.as_str()), (0, "hi\n"), "{}", o.stderr);
+
+    // One self-signed certificate, trusted as its own CA.
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), &recipes[1]);
+    let o = echo_over_tls(dir.path(), "cert.pem");
+    assert_eq!((o.code, o.stdout.as_str()), (0, "hi\n"), "{}", o.stderr);
+
+    // OpenSSL 3's usual one-liner makes a CA certificate (CA:TRUE): refused,
+    // and the client says why in words.
+    let dir = tempfile::tempdir().unwrap();
+    sh(
+        dir.path(),
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+         -days 365 -subj /CN=localhost -addext basicConstraints=critical,CA:TRUE \
+         -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout key.pem -out cert.pem",
+    );
+    let o = echo_over_tls(dir.path(), "cert.pem");
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    for needle in [
+        "CaUsedAsEndEntity",
+        "the server's certificate is a CA certificate",
+        "basicConstraints=critical,CA:FALSE",
+    ] {
+        assert!(o.stderr.contains(needle), "{needle}: {}", o.stderr);
+    }
+    assert!(
+        !o.stderr.contains("it must be issued by"),
+        "no unrelated hint: {}",
+        o.stderr
+    );
+}
+
+// ---- serve --static, and the browser quickstart of docs/websocket.md ----
+
+/// One HTTP/1.1 request with `Connection: close`: status, head (lower-cased)
+/// and body.
+fn http_full(authority: &str, request: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(authority).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&all[..split]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, all[split + 4..].to_vec())
+}
+
+fn get_with(authority: &str, method: &str, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
+    http_full(
+        authority,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{headers}Connection: close\r\n\r\n"
+        ),
+    )
+}
+
+/// The page of the quickstart, exactly as docs/websocket.md writes it.
+fn quickstart_page() -> String {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/websocket.md"
+    ))
+    .expect("docs/websocket.md");
+    let start = "$ cat > site/index.html <<'EOF'\n";
+    let page = doc.split_once(start).expect("the quickstart's page").1;
+    page.split_once("\nEOF\n").unwrap().0.to_owned() + "\n"
+}
+
+#[test]
+fn serve_static_runs_the_browser_quickstart() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("sub")).unwrap();
+    let page = quickstart_page();
+    std::fs::write(site.join("index.html"), &page).unwrap();
+    std::fs::write(site.join("app.mjs"), "export const x = 1;\n").unwrap();
+    std::fs::write(site.join("sub/style.css"), "body {}\n").unwrap();
+    std::fs::write(site.join(".env"), "SECRET=1\n").unwrap();
+    std::fs::write(dir.path().join("outside.txt"), "outside\n").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(dir.path().join("outside.txt"), site.join("link.txt")).unwrap();
+
+    let site_arg = site.to_str().unwrap();
+    let server = Server::start(&[
+        "--ws",
+        "127.0.0.1:0",
+        "--static",
+        site_arg,
+        "--ws-allow-origin",
+        "http://localhost:5173",
+    ]);
+    let ws = server.ws_url();
+    let host = authority(ws).to_owned();
+    let served = wait_for(&server.stdout, |l| l.starts_with("serving "))
+        .unwrap_or_else(|seen| panic!("no `serving` line; saw {seen:?}"));
+    assert!(served.ends_with(&format!(" at http://{host}/")), "{served}");
+
+    // The page, as written in the docs, at /.
+    let (status, head, body) = get_with(&host, "GET", "/", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert_eq!(String::from_utf8(body).unwrap(), page);
+    // What it imports...
+    assert!(page.contains("import * as gotalk from '/gotalk/gotalk.js'"));
+    let (status, head, body) = get_with(&host, "GET", "/gotalk/gotalk.js", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("export function connect"));
+    // ... connects same-origin (gotalk.connect() goes to the module's mount) ...
+    assert_eq!(
+        upgrade_status(&host, "/gotalk/", Some(&format!("http://{host}"))),
+        101
+    );
+    // ... and calls `greet` with what the page sends.
+    let o = run(&["request", ws, "greet", r#"{"name":"browser"}"#], b"");
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "{\"greeting\":\"Hello browser\"}\n"),
+        "{}",
+        o.stderr
+    );
+
+    // Content types, directories, HEAD, methods.
+    let (status, head, _) = get_with(&host, "GET", "/app.mjs", "");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/javascript; charset=utf-8"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let (status, head, _) = get_with(&host, "GET", "/sub/style.css", "");
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/css"), "{head}");
+    let (status, head, _) = get_with(&host, "GET", "/sub", "");
+    assert_eq!(status, 301);
+    assert!(head.contains("location: /sub/"), "{head}");
+    let (status, head, body) = get_with(&host, "HEAD", "/index.html", "");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains(&format!("content-length: {}", page.len())),
+        "{head}"
+    );
+    assert!(body.is_empty());
+    assert_eq!(get_with(&host, "POST", "/", "Content-Length: 0\r\n").0, 405);
+
+    // Nothing outside the directory, nothing hidden, no listings.
+    for path in [
+        "/../outside.txt",
+        "/%2e%2e/outside.txt",
+        "/sub/..%2f..%2foutside.txt",
+        "/.env",
+        "/%2eenv",
+        "/link.txt",
+        "/sub/",
+        "/missing.html",
+    ] {
+        let (status, _, body) = get_with(&host, "GET", path, "");
+        assert_eq!(status, 404, "{path}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("outside"),
+            "{path}"
+        );
+    }
+
+    // CORS on the module for admitted origins only.
+    let (_, head, _) = get_with(
+        &host,
+        "GET",
+        "/gotalk/gotalk.js",
+        "Origin: http://localhost:5173\r\n",
+    );
+    assert!(
+        head.contains("access-control-allow-origin: http://localhost:5173"),
+        "{head}"
+    );
+    assert!(head.contains("vary: ") && head.contains("origin"), "{head}");
+    let (_, head, _) = get_with(
+        &host,
+        "GET",
+        "/gotalk/gotalk.js",
+        "Origin: https://evil.example\r\n",
+    );
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+
+    // Without --static, the page is not there.
+    let plain = Server::start(&["--ws", "127.0.0.1:0"]);
+    assert_eq!(get_with(authority(plain.ws_url()), "GET", "/", "").0, 404);
+
+    // Usage: --static needs --ws and a directory.
+    let o = run(&["serve", "--static", site_arg], b"");
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    let missing = dir.path().join("nope");
+    let o = run(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--static",
+            missing.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("cannot use --static"), "{}", o.stderr);
 }

@@ -1087,7 +1087,14 @@ export class Connection extends Emitter {
     ws.onmessage = (ev) => {
       if (gen === this.#gen) this.#onData(ev.data, gen);
     };
-    ws.onerror = () => {}; // a close event follows
+    // Browsers follow an error with a close event (code 1006). Node 20's WebSocket (undici) fires
+    // only the error when a connection attempt fails, and would leave the reconnect waiting for the
+    // handshake timeout; so the error ends the socket here, and a close event after it is ignored.
+    ws.onerror = (ev) => {
+      if (gen !== this.#gen) return;
+      const detail = typeof ev?.message === 'string' && ev.message !== '' ? `: ${ev.message}` : '';
+      this.#drop(new ClosedError(`gotalk: WebSocket closed (code 1006${detail})`, { wsCode: 1006, reason: '' }));
+    };
     ws.onclose = (ev) => {
       if (gen !== this.#gen) return;
       const code = ev?.code ?? 1006;

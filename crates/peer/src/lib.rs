@@ -52,7 +52,81 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # A five-minute tour
+//!
+//! In the order you will need it. [`Peer::pair`] connects two peers in
+//! memory, so every step runs as is; over a network, [`Server`] and
+//! [`Peer::connect`] (step 1, above) take their place.
+//!
+//! 1. **Connect and call**: [`Peer::connect`] (TCP), then
+//!    [`Peer::request`] with bytes in and out (the example above).
+//! 2. **Serve handlers**: [`Handlers`] maps operation names to async
+//!    functions; both sides of a connection have them, so the server may call
+//!    the client too ([`Context::peer`] inside a handler).
+//! 3. **JSON**: [`Handlers::json`] and [`Peer::request_json`] (serde).
+//! 4. **Streams**: [`Handlers::stream`] gets the request parts and sends
+//!    result parts; [`Peer::stream_request`] gives a [`StreamWriter`] and a
+//!    [`ResultStream`].
+//! 5. **Notifications**: one-way messages, [`Peer::notify`] and
+//!    [`Handlers::notification`].
+//! 6. **Errors**: a handler's [`HandlerError`] reaches the caller as
+//!    [`Error::Remote`]; [`HandlerError::retry`] asks it to retry later
+//!    (retried up to [`Config::max_attempts`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use futures::StreamExt;
+//! use gotalk_peer::{Config, Error, HandlerError, Handlers, Peer};
+//!
+//! let server = Handlers::new()
+//!     .buffer("echo", |_ctx, payload| async move { Ok::<_, HandlerError>(payload) })
+//!     .json("add", |_ctx, (a, b): (i64, i64)| async move { Ok::<_, HandlerError>(a + b) })
+//!     .stream("upper", |_ctx, mut parts, mut results| async move {
+//!         while let Some(part) = parts.next().await {
+//!             let part = part.map_err(|e| HandlerError::new(e.to_string()))?;
+//!             results.send(part.to_ascii_uppercase()).await.map_err(|e| HandlerError::new(e.to_string()))?;
+//!         }
+//!         Ok::<_, HandlerError>(())
+//!     })
+//!     .notification("log", |_ctx, line| async move { tracing::info!(?line, "log") })
+//!     .buffer("fail", |_ctx, _| async move { Err::<&'static [u8], _>(HandlerError::new("no")) });
+//! let (client, _server_side) = Peer::pair(Handlers::new(), server, Config::default()).await?;
+//!
+//! assert_eq!(client.request("echo", "hi").await?, "hi");                    // 1, 2
+//! assert_eq!(client.request_json::<_, i64>("add", &(2, 3)).await?, 5);      // 3
+//! let (mut parts, results) = client.stream_request("upper").await?;        // 4
+//! parts.send("abc").await?;
+//! parts.send("def").await?;
+//! parts.end().await?;
+//! assert_eq!(results.collect_bytes(1024).await?, "ABCDEF");
+//! client.notify("log", "hello").await?;                                    // 5
+//! match client.request("fail", "").await {                                 // 6
+//!     Err(Error::Remote(e)) => assert_eq!(e.payload(), "no"),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! 7. **Limits**: every bound is a [`Config`] field, with what happens when
+//!    it is reached: payload size ([`Config::max_payload`]), requests and
+//!    streams handled at once, buffered bytes, the write queue, timeouts.
+//!    `docs/peer.md` in the repository has the table ("Limits").
+//! 8. **Transports**: TCP ([`TcpListener`], [`Peer::connect`]), Unix
+//!    sockets ([`Peer::connect_unix`]), TLS (`tls` feature: `tls::TlsListener`,
+//!    `tls::connect`) and WebSocket (`websocket` feature: `ws::WsListener`,
+//!    `ws::connect`, the browser client). One [`Server`] serves any mix of
+//!    them; any tokio byte stream works with [`Peer::handshake`].
+//!
+//!
 //! [gotalk]: https://github.com/rsms/gotalk
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The crate README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod config;
 mod connection;

@@ -590,3 +590,47 @@ async fn wrap_io_sees_the_gotalk_bytes_on_both_sides() {
     assert_eq!(client_taps.written(), request);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn fallback_routes_and_cors_for_the_js_client() {
+    let ws = WsConfig::default()
+        .origin(OriginPolicy::same_origin().allow("http://localhost:5173"))
+        .fallback(Router::new().route("/", get(|| async { "the page" })));
+    let (server, _) = start(ws).await;
+    let addr = addr_of(&server);
+
+    // The fallback serves what is outside the mount; the mount is unchanged.
+    let (status, _, body) = http(addr, &get_req("/", "")).await;
+    assert_eq!((status, body.as_slice()), (200, &b"the page"[..]));
+    assert_eq!(http(addr, &get_req("/elsewhere", "")).await.0, 404);
+    let peer = ws::connect(&url(&server), Handlers::new(), Config::default())
+        .await
+        .unwrap();
+    assert_eq!(peer.request("echo", "hi").await.unwrap(), "hi");
+    peer.close().await;
+
+    // CORS on the client module for admitted origins only.
+    let js = "/gotalk/gotalk.js";
+    let (status, headers, _) = http(addr, &get_req(js, "Origin: http://localhost:5173\r\n")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some("http://localhost:5173")
+    );
+    let vary: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k == "vary")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(vary.iter().any(|v| v.contains("Origin")), "{vary:?}");
+    let (_, headers, _) = http(addr, &get_req(js, "Origin: https://evil.example\r\n")).await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    let (_, headers, _) = http(addr, &get_req(js, "")).await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    server.shutdown().await;
+
+    // Without a fallback, nothing outside the mount.
+    let (server, _) = start(WsConfig::default()).await;
+    assert_eq!(http(addr_of(&server), &get_req("/", "")).await.0, 404);
+    server.shutdown().await;
+}

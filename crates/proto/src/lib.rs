@@ -38,6 +38,11 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The crate README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(feature = "arbitrary")]
 mod arbitrary;
 #[cfg(feature = "codec")]

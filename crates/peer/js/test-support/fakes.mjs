@@ -154,6 +154,18 @@ export function makeWebSocketClass() {
       this.onclose?.({ code, reason, wasClean: false });
     }
 
+    /**
+     * The connection attempt fails the way Node 20's WebSocket (undici) reports it: an error event
+     * and no close event (the socket even stays CONNECTING). Browsers add a close event: `close`.
+     */
+    fail({ close = false } = {}) {
+      this.onerror?.({ type: 'error', message: 'Received network error or non-101 status code.' });
+      if (close) {
+        this.readyState = 3;
+        this.onclose?.({ code: 1006, reason: '', wasClean: false });
+      }
+    }
+
     /** Every message the client sent, as wire strings. */
     get sentWire() {
       return this.sent.map((m) => wire(m.bytes));

@@ -823,6 +823,31 @@ describe('keep-alive and reconnect', () => {
     assert.equal(conn.state, 'closed');
   });
 
+  test('a failed attempt with an error event and no close event (Node 20) backs off like a browser', async () => {
+    const { conn, WS, clock, events } = await setup({ open: false });
+    const delays = [];
+    for (let attempt = 1; attempt <= 4; attempt++) {
+      const before = WS.instances.length;
+      WS.instances.at(-1).fail();
+      assert.equal(conn.state, 'reconnecting', `attempt ${attempt} ends at once`);
+      assert.equal(events.close.length, attempt, 'one close event per failed attempt');
+      assert.ok(events.close.at(-1) instanceof ClosedError);
+      assert.match(events.close.at(-1).message, /code 1006: Received network error/);
+      // Only the reconnect is pending: no handshake timer left to wait for.
+      assert.deepEqual(clock.pendingDelays.length, 1);
+      const d = clock.pendingDelays[0];
+      clock.advance(d);
+      assert.equal(WS.instances.length, before + 1, `reconnected after ${d} ms`);
+      delays.push(d);
+    }
+    assert.deepEqual(delays, [500, 1000, 2000, 4000]);
+    // Browsers: error then close; still one close event per attempt.
+    WS.instances.at(-1).fail({ close: true });
+    assert.equal(events.close.length, 5);
+    assert.deepEqual(clock.pendingDelays, [5000]);
+    conn.close();
+  });
+
   test('immediate reconnect after a timeout close (f00000003 from the peer)', async () => {
     const { conn, WS, ws, clock, events } = await setup();
     ws.receiveWire('f00000003');

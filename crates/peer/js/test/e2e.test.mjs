@@ -4,6 +4,7 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 import { connect, Handlers, ProtocolError } from '../gotalk.js';
@@ -67,6 +68,28 @@ if (typeof globalThis.WebSocket === 'undefined') {
       conns.push(conn);
       return { srv, conn };
     }
+
+    test('with the server down, reconnects back off from reconnectDelay, not the handshake timeout', async () => {
+      // A loopback port nobody listens on.
+      const probe = net.createServer();
+      await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+      const { port } = probe.address();
+      await new Promise((r) => probe.close(r));
+      const closes = [];
+      const t0 = Date.now();
+      const conn = connect(`ws://127.0.0.1:${port}/gotalk/`, {
+        heartbeatInterval: 0,
+        reconnectDelay: 50,
+        handshakeTimeout: 30_000,
+      });
+      conns.push(conn);
+      conn.on('close', (err) => closes.push([Date.now() - t0, err]));
+      // Attempts at about 0, 50, 150 and 350 ms; Node 20 used to wait for the handshake timeout.
+      await waitFor(() => closes.length >= 3, 'three failed attempts', 5000);
+      conn.close();
+      assert.ok(closes[2][0] < 5000, `third failure after ${closes[2][0]} ms`);
+      assert.match(closes[0][1].message, /WebSocket closed \(code 1006/);
+    });
 
     test('handshake, request and result: version, header and payload are separate binary messages', async () => {
       const { srv, conn } = await setup();

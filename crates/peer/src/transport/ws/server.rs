@@ -230,6 +230,12 @@ pub struct WsConfig {
     /// Time allowed for the TLS handshake of a `wss://` connection
     /// ([`WsListener::bind_tls`]). Default 10 s.
     pub tls_handshake_timeout: Duration,
+    /// Serves every request outside the mount, on the HTTP server the
+    /// listener runs ([`WsListener::bind`], [`WsListener::bind_tls`]): e.g.
+    /// the pages that use the endpoint, so that they are same-origin.
+    /// Default `None`: `404 Not Found`. Not used by [`router`], whose
+    /// routes go into an app of your own.
+    pub fallback: Option<Router>,
 }
 
 impl Default for WsConfig {
@@ -241,6 +247,7 @@ impl Default for WsConfig {
             max_message_size: None,
             serve_js: true,
             tls_handshake_timeout: Duration::from_secs(10),
+            fallback: None,
         }
     }
 }
@@ -261,6 +268,13 @@ impl WsConfig {
     /// Sets [`remote`](Self::remote).
     pub fn remote(mut self, remote: RemoteCapabilities) -> Self {
         self.remote = remote;
+        self
+    }
+
+    /// Sets [`fallback`](Self::fallback): `routes` serve every request
+    /// outside the mount.
+    pub fn fallback(mut self, routes: Router) -> Self {
+        self.fallback = Some(routes);
         self
     }
 
@@ -398,6 +412,18 @@ impl WsListener {
         (listener, endpoint.router())
     }
 
+    /// The endpoint's routes plus [`WsConfig::fallback`], for the HTTP
+    /// server this crate runs.
+    fn with_own_http(ws: WsConfig, addr: SocketAddr, secure: bool) -> (Self, Router) {
+        let fallback = ws.fallback.clone();
+        let (listener, router) = Self::with_endpoint(ws, Some(addr), secure);
+        let router = match fallback {
+            Some(routes) => router.fallback_service(routes),
+            None => router,
+        };
+        (listener, router)
+    }
+
     /// Binds `addr` and serves the endpoint there (and nothing else).
     pub async fn bind(addr: impl ToSocketAddrs, ws: WsConfig) -> io::Result<Self> {
         Self::from_tokio(tokio::net::TcpListener::bind(addr).await?, ws)
@@ -406,7 +432,7 @@ impl WsListener {
     /// Serves the endpoint on a listener bound elsewhere.
     pub fn from_tokio(tcp: tokio::net::TcpListener, ws: WsConfig) -> io::Result<Self> {
         let addr = tcp.local_addr()?;
-        let (mut listener, router) = Self::with_endpoint(ws, Some(addr), false);
+        let (mut listener, router) = Self::with_own_http(ws, addr, false);
         let tcp = tcp.tap_io(|s: &mut tokio::net::TcpStream| {
             // Not fatal: only latency suffers without it.
             let _ = s.set_nodelay(true);
@@ -436,7 +462,7 @@ impl WsListener {
     ) -> io::Result<Self> {
         let addr = tcp.local_addr()?;
         let limit = ws.tls_handshake_timeout;
-        let (mut listener, router) = Self::with_endpoint(ws, Some(addr), true);
+        let (mut listener, router) = Self::with_own_http(ws, addr, true);
         let tls = TlsHttp {
             tcp,
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
@@ -537,7 +563,9 @@ impl Endpoint {
     async fn handle(self, req: Request) -> Response {
         let path = req.uri().path();
         if self.ws.serve_js && js::is_js_path(path) {
-            return js::serve(req.method(), req.headers());
+            let mut response = js::serve(req.method(), req.headers());
+            self.allow_cross_origin(&req, &mut response);
+            return response;
         }
         let (mut parts, _body) = req.into_parts();
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
@@ -610,6 +638,27 @@ impl Endpoint {
             }
             // The server stopped before deciding.
             Err(_) => text_response(StatusCode::SERVICE_UNAVAILABLE, "server not accepting\n"),
+        }
+    }
+}
+
+impl Endpoint {
+    /// CORS for the browser client: a page of an origin the policy admits
+    /// may load it as a module script from another origin
+    /// (`<script type="module" src="https://api.example/gotalk/gotalk.js">`),
+    /// which browsers fetch in CORS mode. Same-origin pages need nothing.
+    fn allow_cross_origin(&self, req: &Request, response: &mut Response) {
+        let headers = response.headers_mut();
+        headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
+        let Some(origin) = req.headers().get(header::ORIGIN) else {
+            return;
+        };
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if self.ws.origin.allows(origin.to_str().ok(), host) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         }
     }
 }
