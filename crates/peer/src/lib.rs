@@ -54,6 +54,7 @@
 //!
 //! [gotalk]: https://github.com/rsms/gotalk
 
+mod buffer_gauge;
 mod config;
 mod connection;
 pub mod core;
