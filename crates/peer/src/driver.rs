@@ -58,7 +58,9 @@ where
     let mut driver = Driver::new(io, conn.clone());
     driver.gauge = buffer_gauge::attach(&conn);
     poll_fn(|cx| driver.poll(cx)).await;
-    let _ = timeout(CLOSE_FLUSH, driver.io.shutdown()).await;
+    // Boxed: the timer would otherwise make every connection's task larger
+    // for its whole life.
+    let _ = Box::pin(timeout(CLOSE_FLUSH, driver.io.shutdown())).await;
     let reason = driver.closing.map(|(reason, _)| reason);
     drop(driver.io);
     tracing::trace!(reason = ?reason, "connection closed");
@@ -108,7 +110,9 @@ struct Driver<T> {
     dispatch: Dispatch,
     /// When the last read completed.
     now: Instant,
-    timer: Pin<Box<Sleep>>,
+    /// Allocated while there is a deadline: an idle connection without a
+    /// read timeout or heartbeat has none.
+    timer: Option<Pin<Box<Sleep>>>,
     timer_at: Option<Instant>,
     core_deadline: Option<Instant>,
     write_deadline: Option<Instant>,
@@ -143,7 +147,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             events: VecDeque::new(),
             dispatch: Dispatch::default(),
             now,
-            timer: Box::pin(sleep_until(now)),
+            timer: None,
             timer_at: None,
             core_deadline: None,
             write_deadline: None,
@@ -188,8 +192,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             if self.poll_timer(cx) {
                 continue;
             }
-            // Idle: a connection without a partial frame holds no buffer.
+            // Idle: a connection without a partial frame holds no buffer,
+            // nor queues grown by the last burst.
             self.reader.input.release();
+            if self.events.capacity() > 0 {
+                self.events = VecDeque::new();
+            }
+            if self.batch.is_empty() && self.batch.capacity() > 0 {
+                self.batch = VecDeque::new();
+            }
             if let Some(gauge) = &self.gauge {
                 gauge.set(self.reader.input.held());
             }
@@ -421,13 +432,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             .min();
         let Some(next) = next else {
             self.timer_at = None;
+            self.timer = None;
             return false;
         };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(sleep_until(next)));
         if self.timer_at != Some(next) {
-            self.timer.as_mut().reset(next);
+            timer.as_mut().reset(next);
             self.timer_at = Some(next);
         }
-        if self.timer.as_mut().poll(cx).is_pending() {
+        if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
         let now = Instant::now();
