@@ -30,18 +30,21 @@ use tokio::{
 
 use crate::{
     CloseReason,
+    buffer_gauge::{self, ReadGauge},
     connection::{Connection, Runtime},
     core::{Core, Event},
     dispatch::Dispatch,
     error::Violation,
-    read_buffer::ReadBuffer,
+    read_buffer::{FIRST_ROOM, ReadBuffer},
 };
 
-/// Spare room kept in the read buffer so each read can take a good chunk.
-const READ_CHUNK: usize = 64 * 1024;
-/// Frames up to this long are read into a buffer of their own (see
-/// [`read_plan`]); a longer frame may be copied once, when its header arrives.
-const MAX_ANTICIPATED: usize = 4 * READ_CHUNK;
+/// Frames at least this long are large: read into a buffer of their own,
+/// and no further than their end (see [`read_plan`]).
+const LARGE_FRAME: usize = 16 * 1024;
+/// Between large frames, room for the next is made before its header
+/// arrives, up to this much (see [`read_plan`]); the part of a longer frame
+/// read into it is copied once.
+const MAX_ANTICIPATED: usize = 256 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 /// How long closing may spend flushing what is queued.
@@ -53,8 +56,11 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut driver = Driver::new(io, conn.clone());
+    driver.gauge = buffer_gauge::attach(&conn);
     poll_fn(|cx| driver.poll(cx)).await;
-    let _ = timeout(CLOSE_FLUSH, driver.io.shutdown()).await;
+    // Boxed: the timer would otherwise make every connection's task larger
+    // for its whole life.
+    let _ = Box::pin(timeout(CLOSE_FLUSH, driver.io.shutdown())).await;
     let reason = driver.closing.map(|(reason, _)| reason);
     drop(driver.io);
     tracing::trace!(reason = ?reason, "connection closed");
@@ -104,7 +110,9 @@ struct Driver<T> {
     dispatch: Dispatch,
     /// When the last read completed.
     now: Instant,
-    timer: Pin<Box<Sleep>>,
+    /// Allocated while there is a deadline: an idle connection without a
+    /// read timeout or heartbeat has none.
+    timer: Option<Pin<Box<Sleep>>>,
     timer_at: Option<Instant>,
     core_deadline: Option<Instant>,
     write_deadline: Option<Instant>,
@@ -112,6 +120,8 @@ struct Driver<T> {
     core_due: bool,
     /// Set once the core closed: why, and until when flushing may go on.
     closing: Option<(CloseReason, Instant)>,
+    /// Where the read buffer's size is published, for tests.
+    gauge: Option<Arc<ReadGauge>>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
@@ -122,7 +132,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             io,
             conn,
             reader: Reader {
-                input: ReadBuffer::with_capacity(READ_CHUNK),
+                input: ReadBuffer::new(),
                 last_frame: 0,
                 limits,
                 open: true,
@@ -137,12 +147,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             events: VecDeque::new(),
             dispatch: Dispatch::default(),
             now,
-            timer: Box::pin(sleep_until(now)),
+            timer: None,
             timer_at: None,
             core_deadline: None,
             write_deadline: None,
             core_due: false,
             closing: None,
+            gauge: None,
         }
     }
 
@@ -180,6 +191,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             // budget, which a poll per message would use up.
             if self.poll_timer(cx) {
                 continue;
+            }
+            // Idle: a connection without a partial frame holds no buffer,
+            // nor queues grown by the last burst.
+            self.reader.input.release();
+            if self.events.capacity() > 0 {
+                self.events = VecDeque::new();
+            }
+            if self.batch.is_empty() && self.batch.capacity() > 0 {
+                self.batch = VecDeque::new();
+            }
+            if let Some(gauge) = &self.gauge {
+                gauge.set(self.reader.input.held());
             }
             if wants_yield {
                 // Let the tasks just woken queue their frames first: one
@@ -283,10 +306,34 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     // `missing` is bounded by the payload limit, checked
                     // before this point.
                     let buffered = self.reader.input.get_mut().len();
-                    let (room, limit) = read_plan(buffered, missing, self.reader.last_frame);
-                    self.reader.input.reserve(room);
-                    let mut dst = self.reader.input.get_mut().limit(limit);
-                    match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut dst) {
+                    let read = if self.reader.input.reads_to_scratch()
+                        && self.reader.last_frame < LARGE_FRAME
+                    {
+                        // No partial frame: read into the thread's scratch
+                        // chunk, which costs this connection nothing unless
+                        // bytes arrive.
+                        let mut scratch = match self.reader.input.begin_scratch() {
+                            Ok(scratch) => scratch,
+                            Err(_) => return self.out_of_memory(FIRST_ROOM),
+                        };
+                        let room = scratch.room();
+                        let free = room.capacity() - room.len();
+                        let read = tokio_util::io::poll_read_buf(
+                            Pin::new(&mut self.io),
+                            cx,
+                            &mut room.limit(free),
+                        );
+                        self.reader.input.end_scratch(scratch);
+                        read
+                    } else {
+                        let (room, limit) = read_plan(buffered, missing, self.reader.last_frame);
+                        if self.reader.input.reserve(room).is_err() {
+                            return self.out_of_memory(buffered.saturating_add(room));
+                        }
+                        let mut dst = self.reader.input.get_mut().limit(limit);
+                        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut dst)
+                    };
+                    match read {
                         Poll::Pending => {
                             self.reader.blocked = true;
                             return Input::None;
@@ -308,6 +355,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 }
             }
         }
+    }
+
+    /// The read buffer could not grow: this connection closes, nothing else.
+    fn out_of_memory(&mut self, requested: usize) -> Input {
+        tracing::warn!(
+            requested,
+            "no memory for the read buffer: closing the connection"
+        );
+        self.reader.open = false;
+        Input::Ended(CloseReason::OutOfMemory { requested })
     }
 
     /// Writes the batch; true if any bytes went out (or a flush finished),
@@ -375,13 +432,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             .min();
         let Some(next) = next else {
             self.timer_at = None;
+            self.timer = None;
             return false;
         };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(sleep_until(next)));
         if self.timer_at != Some(next) {
-            self.timer.as_mut().reset(next);
+            timer.as_mut().reset(next);
             self.timer_at = Some(next);
         }
-        if self.timer.as_mut().poll(cx).is_pending() {
+        if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
         let now = Instant::now();
@@ -432,25 +493,43 @@ fn advance(batch: &mut VecDeque<Bytes>, mut written: usize) {
     }
 }
 
-/// How much room to make in the read buffer before the next read, and how
-/// many bytes that read may take. `missing` is what the frame in progress
-/// still lacks, `last_frame` the length of the last whole frame.
+/// How much room to make in the read buffer of the connection's own before
+/// the next read, and how many bytes that read may take. `buffered` is what
+/// is held of the frame in progress, `missing` what it still lacks (as far
+/// as its header is known), `last_frame` the length of the last whole frame.
+/// (Without a partial frame, after small frames, the driver reads into the
+/// thread's scratch chunk instead.)
+///
+/// The room never runs ahead of what the peer sent: [`FIRST_ROOM`] at first,
+/// then as much as was received of this frame (the buffer doubles), or the
+/// length of the last frame if that was large. A header declaring 16 MiB
+/// followed by one byte costs 4 KiB, not 16 MiB.
 ///
 /// Decoded payloads are slices of the read buffer, so a buffer is replaced,
 /// not reused, once it is full; whatever part of a frame it holds then is
 /// copied into the new one. Large frames therefore get a buffer of their own,
-/// and reads stop at their end: a run of large frames is read without any
-/// copy, where reading ahead would copy most of every other frame.
+/// and reads stop at their end: a run of large frames of like size is read
+/// without any copy (room for the next is that of the last), where reading
+/// ahead would copy most of every other frame.
 fn read_plan(buffered: usize, missing: usize, last_frame: usize) -> (usize, usize) {
-    if missing >= READ_CHUNK / 4 {
-        // In the payload of a large frame: read to its end, no further.
-        (missing, missing)
-    } else if buffered == 0 && last_frame >= READ_CHUNK / 4 {
+    let last_large = if last_frame >= LARGE_FRAME {
+        last_frame
+    } else {
+        0
+    };
+    if buffered == 0 && last_large > 0 {
         // Between large frames: room for one like the last, and no more.
-        let room = last_frame.min(MAX_ANTICIPATED);
+        let room = last_large.min(MAX_ANTICIPATED);
+        return (room, room);
+    }
+    let grown = FIRST_ROOM.max(buffered).max(last_large);
+    if missing >= LARGE_FRAME {
+        // In the payload of a large frame: read towards its end, no further.
+        let room = missing.min(grown);
         (room, room)
     } else {
-        (missing.max(READ_CHUNK / 4), usize::MAX)
+        // Small frames: read ahead.
+        (missing.max(FIRST_ROOM).min(grown), usize::MAX)
     }
 }
 
@@ -477,11 +556,12 @@ mod tests {
 
     #[test]
     fn read_plan_gives_large_frames_their_own_buffer() {
-        const QUARTER: usize = READ_CHUNK / 4;
-        // Small frames: read ahead as far as the buffer allows.
-        assert_eq!(read_plan(3, 10, 40), (QUARTER, usize::MAX));
-        // In a large payload: make room for the rest, read no further.
-        assert_eq!(read_plan(100, 70_000, 40), (70_000, 70_000));
+        // Small frames: read ahead, in a first chunk.
+        assert_eq!(read_plan(3, 10, 40), (FIRST_ROOM, usize::MAX));
+        // In a large payload after a large frame: make room for the rest,
+        // read no further.
+        assert_eq!(read_plan(100, 70_000, 1 << 20), (70_000, 70_000));
+        assert_eq!(read_plan(100, 70_000, 65_549), (65_549, 65_549));
         // Between large frames: room for one like the last, no more.
         assert_eq!(read_plan(0, 1, 65_549), (65_549, 65_549));
         assert_eq!(
@@ -489,6 +569,30 @@ mod tests {
             (MAX_ANTICIPATED, MAX_ANTICIPATED)
         );
         // A partial small frame after a large one: back to reading ahead.
-        assert_eq!(read_plan(5, 8, 65_549), (QUARTER, usize::MAX));
+        assert_eq!(read_plan(5, 8, 65_549), (FIRST_ROOM, usize::MAX));
+    }
+
+    #[test]
+    fn read_plan_grows_only_with_what_arrived() {
+        const HUGE: usize = 16 << 20;
+        // A header declaring 16 MiB and one byte: a first chunk, no more.
+        assert_eq!(read_plan(22, HUGE, 0), (FIRST_ROOM, FIRST_ROOM));
+        // Then the room doubles with the bytes received.
+        assert_eq!(read_plan(4_118, HUGE, 0), (4_118, 4_118));
+        assert_eq!(read_plan(1 << 20, HUGE, 0), (1 << 20, 1 << 20));
+        // Never past the frame's end.
+        assert_eq!(read_plan(1 << 20, 20_000, 0), (20_000, 20_000));
+        // A mid-sized small frame: read ahead only as far as received.
+        assert_eq!(read_plan(100, 10_000, 0), (FIRST_ROOM, usize::MAX));
+        assert_eq!(read_plan(6_000, 10_000, 0), (6_000, usize::MAX));
+        // Room for the whole rest at once only after a frame as large.
+        assert_eq!(read_plan(22, HUGE, HUGE), (HUGE, HUGE));
+        // The room never exceeds twice what arrived, or the last frame.
+        for buffered in [1, 22, 4_096, 70_000, 3 << 20] {
+            for missing in [1, 100, 20_000, HUGE] {
+                let (room, _) = read_plan(buffered, missing, 0);
+                assert!(room <= FIRST_ROOM.max(buffered), "{buffered} {missing}");
+            }
+        }
     }
 }

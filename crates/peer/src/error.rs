@@ -34,6 +34,12 @@ pub enum CloseReason {
     WriteTimeout,
     /// The byte stream failed.
     Io(Arc<io::Error>),
+    /// Memory for the bytes the peer sent could not be allocated: this
+    /// connection is closed, the process and the other connections go on.
+    OutOfMemory {
+        /// The allocation that failed, in bytes.
+        requested: usize,
+    },
 }
 
 impl fmt::Display for CloseReason {
@@ -48,6 +54,9 @@ impl fmt::Display for CloseReason {
             Self::ReadTimeout => f.write_str("read timeout: no message from peer in time"),
             Self::WriteTimeout => f.write_str("write timeout: peer is not reading"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
+            Self::OutOfMemory { requested } => {
+                write!(f, "out of memory: no {requested} bytes for the read buffer")
+            }
         }
     }
 }

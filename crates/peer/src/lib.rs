@@ -128,6 +128,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod buffer_gauge;
 mod config;
 mod connection;
 pub mod core;

@@ -360,6 +360,27 @@ impl Peer {
         self.conn.lock().core.stats().buffered_bytes
     }
 
+    /// Turns on the per-connection buffer figures of
+    /// [`buffer_capacity_for_tests`](Self::buffer_capacity_for_tests) for
+    /// the connections started from now on, in this process.
+    #[doc(hidden)]
+    pub fn track_buffers_for_tests() {
+        crate::buffer_gauge::enable();
+    }
+
+    /// Bytes of memory held by this connection's buffers: the read buffer
+    /// (its own allocation and spares, or the bytes it holds of the
+    /// thread's scratch chunk) as of when its driver last went idle, and
+    /// the outgoing encoding buffer now. `None` unless
+    /// [`track_buffers_for_tests`](Self::track_buffers_for_tests) was
+    /// called before the connection started.
+    #[doc(hidden)]
+    pub fn buffer_capacity_for_tests(&self) -> Option<(usize, usize)> {
+        let read = self.conn.user_data::<crate::buffer_gauge::ReadGauge>()?;
+        let write = self.conn.lock().core.write_buffer_capacity();
+        Some((read.get(), write))
+    }
+
     /// A weak reference to the connection state, to check in tests that
     /// nothing is leaked after close.
     #[doc(hidden)]

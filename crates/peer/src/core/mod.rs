@@ -321,6 +321,13 @@ impl<T: Tokens> Core<T> {
         self.tables.outbound_len()
     }
 
+    /// Bytes of memory the outgoing encoding buffer holds (it holds none
+    /// while nothing waits).
+    #[doc(hidden)]
+    pub fn write_buffer_capacity(&self) -> usize {
+        self.outgoing.capacity()
+    }
+
     /// Counts for tests, fuzzing and metrics.
     pub fn stats(&self) -> Stats {
         Stats {

@@ -4,6 +4,11 @@
 //! burst of frames becomes one write; payloads of [`ZERO_COPY_MIN`] bytes or
 //! more are kept as their own `Bytes` segment and reach the transport by
 //! vectored I/O without being copied.
+//!
+//! The encoding buffer holds memory only while frames wait: it is allocated
+//! by the first frame queued ([`TAIL_FIRST`] bytes, or the frame's length),
+//! and handed over whole with the bytes taken for writing, so its memory is
+//! freed once they are written and an idle connection holds none.
 
 use std::collections::VecDeque;
 
@@ -13,9 +18,9 @@ use gotalk_proto::{Buffer, Message};
 /// Payloads at least this long are sent by reference, never copied.
 pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 
-/// Room kept in the encoding buffer, so that a run of small frames does not
-/// reallocate it.
-const TAIL_CAPACITY: usize = 16 * 1024;
+/// The encoding buffer's first allocation, so that a run of small frames
+/// does not reallocate it at once; it grows as needed.
+const TAIL_FIRST: usize = 4 * 1024;
 
 /// The outgoing byte queue (see the module docs).
 #[derive(Debug)]
@@ -34,7 +39,7 @@ impl Outgoing {
     pub(crate) fn new(max: usize) -> Self {
         Self {
             segments: VecDeque::new(),
-            tail: BytesMut::with_capacity(TAIL_CAPACITY),
+            tail: BytesMut::new(),
             queued: 0,
             max,
         }
@@ -56,8 +61,12 @@ impl Outgoing {
     pub(crate) fn push<B: Buffer>(&mut self, msg: &Message<B>, payload: Option<&Bytes>) {
         debug_assert!(payload.is_none_or(|p| p.len() == msg.payload_len()));
         let by_reference = payload.filter(|p| p.len() >= ZERO_COPY_MIN);
-        self.tail
-            .reserve(msg.header_len() + by_reference.map_or(msg.payload_len(), |_| 0));
+        let len = msg.header_len() + by_reference.map_or(msg.payload_len(), |_| 0);
+        if self.tail.capacity() == 0 {
+            self.tail.reserve(len.max(TAIL_FIRST));
+        } else {
+            self.tail.reserve(len);
+        }
         match by_reference {
             Some(payload) => {
                 msg.encode_header(&mut self.tail)
@@ -73,11 +82,17 @@ impl Outgoing {
         self.queued += msg.encoded_len();
     }
 
-    /// Moves everything queued into `out`; returns how many bytes.
+    /// Bytes of memory the encoding buffer holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.tail.capacity()
+    }
+
+    /// Moves everything queued into `out`; returns how many bytes. The
+    /// encoding buffer goes along whole: its memory is freed once written.
     pub(crate) fn take(&mut self, out: &mut VecDeque<Bytes>) -> usize {
-        if !self.tail.is_empty() {
-            let tail = self.tail.split().freeze();
-            self.segments.push_back(tail);
+        let tail = std::mem::take(&mut self.tail);
+        if !tail.is_empty() {
+            self.segments.push_back(tail.freeze());
         }
         out.append(&mut self.segments);
         std::mem::take(&mut self.queued)
@@ -122,6 +137,27 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(&out[0][..], b"R000100004000");
         assert_eq!(out[1].as_ptr(), payload_ptr);
+    }
+
+    #[test]
+    fn the_encoding_buffer_is_held_only_while_frames_wait() {
+        let mut q = Outgoing::new(1 << 20);
+        assert_eq!(q.capacity(), 0, "nothing before the first frame");
+        let msg = result(3);
+        q.push(&msg, msg.payload());
+        assert_eq!(q.capacity(), TAIL_FIRST);
+        let big = result(3 * TAIL_FIRST);
+        q.push(&big, big.payload());
+        assert!(q.capacity() >= 16 + 13 + 3 * TAIL_FIRST);
+        let mut out = VecDeque::new();
+        q.take(&mut out);
+        assert_eq!(q.capacity(), 0, "released with the bytes taken");
+        assert_eq!(out[0].len(), 16 + 13 + 3 * TAIL_FIRST);
+        // A large payload's header alone does not keep room either.
+        let large = result(ZERO_COPY_MIN);
+        q.push(&large, large.payload());
+        q.take(&mut out);
+        assert_eq!(q.capacity(), 0);
     }
 
     #[test]

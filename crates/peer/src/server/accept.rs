@@ -83,6 +83,30 @@ pub(crate) async fn run<L: Listener>(mut listener: L, state: Arc<State>) {
 
 /// Runs one accepted connection until it closes.
 async fn serve<C: Connecting>(conn: C, state: Arc<State>, permit: OwnedSemaphorePermit) {
+    // Opening takes the larger state (the transport's and the gotalk
+    // handshake, the configuration, the connection info): boxed, it is
+    // freed once done, and the task of an open connection stays small.
+    let Some((peer, id)) = Box::pin(open(conn, &state, permit)).await else {
+        return;
+    };
+    // Shutdown may have closed the registry's connections while this one
+    // was in its handshake: close it too. (It was registered first, so
+    // either shutdown saw it or this sees the stop.)
+    if state.stopping() {
+        peer.close().await;
+    }
+    let reason = peer.closed().await;
+    state.connections.remove(id);
+    tracing::debug!(id, %reason, "connection closed");
+}
+
+/// Admits, establishes and registers one accepted connection, up to the
+/// end of the gotalk handshake.
+async fn open<C: Connecting>(
+    conn: C,
+    state: &Arc<State>,
+    permit: OwnedSemaphorePermit,
+) -> Option<(Peer, u64)> {
     let mut info = conn.info();
     info.id = state.connections.next_id();
     let id = info.id;
@@ -95,7 +119,7 @@ async fn serve<C: Connecting>(conn: C, state: Arc<State>, permit: OwnedSemaphore
             "connection refused"
         );
         conn.refuse(&rejection);
-        return;
+        return None;
     }
     let mut config = state.config.clone();
     conn.configure(&mut config);
@@ -108,7 +132,7 @@ async fn serve<C: Connecting>(conn: C, state: Arc<State>, permit: OwnedSemaphore
         Ok(io) => io,
         Err(e) => {
             tracing::debug!(id, transport = %info.transport, remote = ?info.remote_addr, error = %e, "transport handshake failed");
-            return;
+            return None;
         }
     };
     let remote = info.remote_label();
@@ -135,17 +159,9 @@ async fn serve<C: Connecting>(conn: C, state: Arc<State>, permit: OwnedSemaphore
         Ok(peer) => peer,
         Err(e) => {
             tracing::debug!(id, transport = %info.transport, remote = ?info.remote_addr, error = %e, "gotalk handshake failed");
-            return;
+            return None;
         }
     };
     tracing::debug!(id, transport = %info.transport, remote = ?info.remote_addr, "connection open");
-    // Shutdown may have closed the registry's connections while this one
-    // was in its handshake: close it too. (It was registered first, so
-    // either shutdown saw it or this sees the stop.)
-    if state.stopping() {
-        peer.close().await;
-    }
-    let reason = peer.closed().await;
-    state.connections.remove(id);
-    tracing::debug!(id, %reason, "connection closed");
+    Some((peer, id))
 }
