@@ -763,3 +763,79 @@ fn serve_static_runs_the_browser_quickstart() {
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(o.stderr.contains("cannot use --static"), "{}", o.stderr);
 }
+
+/// The quickstart of `docs/websocket.md`, exactly as written, in headless
+/// Chromium: `gotalk serve --ws … --static site` serves the page, the page
+/// imports `/gotalk/gotalk.js`, connects and shows `Hello browser`.
+///
+/// Needs `/usr/bin/chromium`, `node` and the browser test's `node_modules`
+/// (`crates/peer/tests/browser/setup.sh` installs them); without them it
+/// fails when `CI=true` and is skipped, with a message, otherwise.
+#[test]
+#[allow(clippy::print_stderr)] // the skip message
+fn the_browser_quickstart_runs_in_chromium() {
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../peer/tests/browser")
+        .canonicalize();
+    let ready = browser_dir.as_ref().ok().filter(|dir| {
+        std::path::Path::new("/usr/bin/chromium").exists()
+            && dir.join("node_modules/playwright-core").exists()
+            && std::process::Command::new("node")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+    });
+    let Some(browser_dir) = ready else {
+        let why = "needs /usr/bin/chromium, node and crates/peer/tests/browser/node_modules: \
+                   run `bash crates/peer/tests/browser/setup.sh`";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{why}");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), quickstart_page()).unwrap();
+    let server = Server::start(&["--ws", "127.0.0.1:0", "--static", site.to_str().unwrap()]);
+    let host = authority(server.ws_url()).to_owned();
+    wait_for(&server.stdout, |l| l.starts_with("serving "))
+        .unwrap_or_else(|seen| panic!("no `serving` line; saw {seen:?}"));
+    // Loads the page and waits for what the docs say it shows.
+    let script = r#"
+        const { chromium } = require('playwright-core');
+        (async () => {
+          const dataDir = require('fs').mkdtempSync(require('path').join(require('os').tmpdir(), 'gotalk-qs-'));
+          const context = await chromium.launchPersistentContext(dataDir, {
+            executablePath: '/usr/bin/chromium', headless: true, timeout: 30000,
+            args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                   '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+          });
+          try {
+            const page = context.pages()[0] ?? (await context.newPage());
+            page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
+            await page.goto(process.argv[1], { timeout: 15000 });
+            await page.waitForFunction(
+              () => document.getElementById('out')?.textContent === 'Hello browser',
+              null, { timeout: 30000, polling: 100 });
+            console.log(await page.textContent('#out'));
+          } finally {
+            await context.close();
+            require('fs').rmSync(dataDir, { recursive: true, force: true });
+          }
+        })().catch((e) => { console.error(e); process.exit(1); });
+    "#;
+    let out = std::process::Command::new("node")
+        .current_dir(&browser_dir)
+        .env("NODE_PATH", browser_dir.join("node_modules"))
+        .args(["-e", script, &format!("http://{host}/")])
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "the quickstart page did not say `Hello browser`: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Hello browser");
+}
