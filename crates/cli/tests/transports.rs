@@ -827,7 +827,7 @@ fn the_browser_quickstart_runs_in_chromium() {
         })().catch((e) => { console.error(e); process.exit(1); });
     "#;
     let out = std::process::Command::new("node")
-        .current_dir(&browser_dir)
+        .current_dir(browser_dir)
         .env("NODE_PATH", browser_dir.join("node_modules"))
         .args(["-e", script, &format!("http://{host}/")])
         .output()
