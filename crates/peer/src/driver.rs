@@ -101,6 +101,8 @@ struct Driver<T> {
     needs_flush: bool,
     /// The core had more to write at the last lock.
     core_has_transmit: bool,
+    /// Nothing was in flight either way at the last lock.
+    idle: bool,
     /// Writing failed or timed out: reported to the core at the next lock,
     /// and nothing more is written.
     write_failed: Option<CloseReason>,
@@ -142,6 +144,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             batch: VecDeque::new(),
             needs_flush: false,
             core_has_transmit: false,
+            idle: true,
             write_failed: None,
             yielded: false,
             events: VecDeque::new(),
@@ -192,14 +195,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             if self.poll_timer(cx) {
                 continue;
             }
-            // Idle: a connection without a partial frame holds no buffer,
-            // nor queues grown by the last burst.
-            self.reader.input.release();
-            if self.events.capacity() > 0 {
-                self.events = VecDeque::new();
-            }
-            if self.batch.is_empty() && self.batch.capacity() > 0 {
-                self.batch = VecDeque::new();
+            // Idle (nothing in flight either way): a connection without a
+            // partial frame holds no buffer, nor queues grown by the last
+            // burst. Not while traffic goes on, where every return here would
+            // free what the next burst allocates again (and the spare read
+            // buffers that large frames reuse).
+            if self.idle {
+                self.reader.input.release();
+                if self.events.capacity() > 0 {
+                    self.events = VecDeque::new();
+                }
+                if self.batch.is_empty() && self.batch.capacity() > 0 {
+                    self.batch = VecDeque::new();
+                }
             }
             if let Some(gauge) = &self.gauge {
                 gauge.set(self.reader.input.held());
@@ -272,6 +280,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         // After taking the queue, which may let reading resume.
         self.wants_read = l.core.wants_read();
         self.core_has_transmit = l.core.has_transmit();
+        self.idle = l.core.is_idle();
         if !l.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             l.driver = Some(cx.waker().clone());
         }

@@ -316,6 +316,12 @@ impl<T: Tokens> Core<T> {
         self.closed.as_ref()
     }
 
+    /// True when nothing is in flight either way: no call of ours waiting,
+    /// no handler of the peer's request or notification running.
+    pub fn is_idle(&self) -> bool {
+        self.tables.outbound_len() == 0 && self.tables.inbound_len() == 0 && self.notifications == 0
+    }
+
     /// Our requests waiting for results.
     pub fn outbound_len(&self) -> usize {
         self.tables.outbound_len()
