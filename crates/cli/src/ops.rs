@@ -132,15 +132,15 @@ pub(crate) fn server_handlers(connections: Connections) -> Handlers {
                 .filter(|(id, peer)| Some(*id) != conn && !peer.is_closed())
                 .map(|(_, peer)| peer)
                 .collect();
-            let name = ctx.name().to_owned();
-            async move {
-                let sends = others.iter().map(|p| p.notify(&name, payload.clone()));
-                for r in futures::future::join_all(sends).await {
-                    if let Err(e) = r {
-                        tracing::debug!(conn, error = %e, "could not relay notification");
-                    }
+            // One shared payload for every receiver, never waiting: a
+            // listener that does not read is closed as a slow consumer
+            // instead of holding a copy of everything relayed to it.
+            for peer in others {
+                if let Err(e) = peer.try_notify(ctx.name(), payload.clone()) {
+                    tracing::debug!(conn, error = %e, "could not relay notification");
                 }
             }
+            async {}
         })
 }
 

@@ -4,6 +4,8 @@ use std::{sync::Arc, time::Duration};
 
 use gotalk_proto::{DEFAULT_MAX_PAYLOAD, DecodeLimits};
 
+pub use crate::core::WriteCeiling;
+
 /// Callback invoked for every heartbeat received: `(load, unix_time)`.
 pub type HeartbeatCallback = Arc<dyn Fn(u16, u32) + Send + Sync>;
 
@@ -119,6 +121,10 @@ pub struct Config {
     /// notifications wait for a handler to finish. Default: one cap of
     /// [`HandlerLimit::PROCESS_DEFAULT`] handlers for the whole process.
     pub handler_limit: HandlerLimit,
+    /// The bound on bytes waiting to be written shared by every connection
+    /// that has a clone of it (see [`WriteCeiling`]). Default: one ceiling
+    /// of [`WriteCeiling::PROCESS_DEFAULT`] bytes for the whole process.
+    pub write_ceiling: WriteCeiling,
 }
 
 /// A cap on running handlers, shared by the connections whose
@@ -218,6 +224,7 @@ impl Default for Config {
             inline_handlers: true,
             keep_running_grace: Duration::from_secs(10),
             handler_limit: HandlerLimit::process_default(),
+            write_ceiling: WriteCeiling::process_default(),
         }
     }
 }
@@ -258,6 +265,7 @@ impl std::fmt::Debug for Config {
             .field("inline_handlers", &self.inline_handlers)
             .field("keep_running_grace", &self.keep_running_grace)
             .field("handler_limit", &self.handler_limit)
+            .field("write_ceiling", &self.write_ceiling)
             .finish_non_exhaustive()
     }
 }

@@ -201,6 +201,20 @@ impl Connection {
         Some(r)
     }
 
+    /// Runs a command that queues a frame now, whatever the room (the
+    /// command decides what a full queue means), and wakes the driver.
+    pub(crate) fn push_now<R>(&self, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {
+        let mut l = self.lock();
+        let r = command(&mut l.core);
+        l.pushes += 1;
+        let driver = l.wake_driver();
+        drop(l);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        r
+    }
+
     /// Runs a command that may give the driver work (events to dispatch,
     /// room to read again, a close) and wakes it if so.
     pub(crate) fn command<R>(&self, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {

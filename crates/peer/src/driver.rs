@@ -295,6 +295,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// The core closed: stop reading, flush for a while, then stop.
     fn closed(&mut self, reason: CloseReason) {
         if self.closing.is_none() {
+            if matches!(reason, CloseReason::SlowConsumer { .. }) {
+                // The peer does not read: flushing would only hold the
+                // memory until the deadline.
+                self.batch.clear();
+            }
             self.closing = Some((reason, Instant::now() + CLOSE_FLUSH));
             self.wants_read = false;
             // Senders waiting for room fail now instead.

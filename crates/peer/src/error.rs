@@ -40,6 +40,14 @@ pub enum CloseReason {
         /// The allocation that failed, in bytes.
         requested: usize,
     },
+    /// The peer did not read what we sent fast enough: a notification
+    /// offered with [`Peer::try_notify`](crate::Peer::try_notify) found the
+    /// write queue over [`Config::max_write_queue_bytes`](crate::Config::max_write_queue_bytes).
+    /// What was queued is dropped, not flushed.
+    SlowConsumer {
+        /// Bytes that were waiting to be written.
+        queued: usize,
+    },
 }
 
 impl fmt::Display for CloseReason {
@@ -54,6 +62,10 @@ impl fmt::Display for CloseReason {
             Self::ReadTimeout => f.write_str("read timeout: no message from peer in time"),
             Self::WriteTimeout => f.write_str("write timeout: peer is not reading"),
             Self::Io(e) => write!(f, "i/o error: {e}"),
+            Self::SlowConsumer { queued } => write!(
+                f,
+                "peer too slow to read: {queued} bytes were waiting to be written"
+            ),
             Self::OutOfMemory { requested } => {
                 write!(f, "out of memory: no {requested} bytes for the read buffer")
             }

@@ -143,7 +143,7 @@ mod server;
 mod stream;
 pub mod transport;
 
-pub use config::{Config, HandlerLimit, HeartbeatCallback, LoadFn};
+pub use config::{Config, HandlerLimit, HeartbeatCallback, LoadFn, WriteCeiling};
 pub use error::{CloseReason, Error, HandshakeError, RemoteError, UsageError, Violation};
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};

@@ -284,6 +284,37 @@ impl Peer {
         self.conn.send(|core| core.notify(name, &payload)).await
     }
 
+    /// Queues a notification without waiting, for fan-out: `payload` is
+    /// shared, never copied, whatever its size, so one `Bytes` sent to a
+    /// thousand connections is held once.
+    ///
+    /// A connection whose write queue is already over
+    /// [`Config::max_write_queue_bytes`] is not keeping up with what is sent
+    /// to it: instead of queueing more, it is closed with
+    /// [`CloseReason::SlowConsumer`] (what waited is dropped) and this
+    /// returns [`Error::Closed`]. Use [`notify`](Self::notify) to wait for
+    /// room instead.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bytes::Bytes;
+    /// use gotalk_peer::{Config, Handlers, Peer};
+    ///
+    /// let (a, _b) = Peer::pair(Handlers::new(), Handlers::new(), Config::default()).await?;
+    /// let news = Bytes::from_static(b"{\"headline\":\"...\"}");
+    /// for peer in [&a] {
+    ///     if let Err(e) = peer.try_notify("news", news.clone()) {
+    ///         tracing::debug!(error = %e, "dropped a subscriber");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn try_notify(&self, name: &str, payload: Bytes) -> Result<(), Error> {
+        self.conn
+            .push_now(|core| core.notify_shared(name, &payload))
+    }
+
     /// Sends a notification with a JSON payload.
     pub async fn notify_json<T: Serialize + ?Sized>(
         &self,

@@ -23,6 +23,7 @@
 //! Most users want [`Peer`](crate::Peer); this is for runtimes and tests.
 
 mod budget;
+mod ceiling;
 mod event;
 mod outgoing;
 mod retry;
@@ -41,6 +42,7 @@ use gotalk_proto::{DecodeError, Message, ProtocolErrorCode, RequestId, Text};
 
 pub use self::{
     budget::Charge,
+    ceiling::WriteCeiling,
     event::{Credit, Delivery, Event, Outcome, Reply, StreamItem},
     retry::{RetryDecision, RetryPolicy},
 };
@@ -153,7 +155,7 @@ impl<T: Tokens> Core<T> {
                 config.max_inbound_streams,
                 config.stream_buffer_parts,
             ),
-            outgoing: Outgoing::new(config.max_write_queue_bytes),
+            outgoing: Outgoing::new(config.max_write_queue_bytes, config.write_ceiling.clone()),
             budget: Budget::new(config.max_buffered_bytes),
             jitter: Jitter::new(seed),
             timers: Timers::new(now, config.read_timeout, config.heartbeat_interval),
@@ -300,8 +302,9 @@ impl<T: Tokens> Core<T> {
     }
 
     /// Whether a local sender may queue another frame now (the write queue
-    /// is under [`Config::max_write_queue_bytes`]); senders that find no
-    /// room wait until the transport takes the queue.
+    /// is under [`Config::max_write_queue_bytes`], and the shared
+    /// [`Config::write_ceiling`] is not reached, or the queue is empty);
+    /// senders that find no room wait until the transport takes the queue.
     pub fn has_room(&self) -> bool {
         self.outgoing.has_room()
     }
@@ -430,6 +433,29 @@ impl<T: Tokens> Core<T> {
         };
         msg.validate()?;
         self.outgoing.push(&msg, Some(payload));
+        Ok(())
+    }
+
+    /// Sends a notification now, whatever the room in the write queue, with
+    /// `payload` queued by reference, never copied (one `Bytes` shared by
+    /// every receiver of a broadcast). A queue already over its bound means
+    /// the peer does not keep up: rather than hold more for it, the
+    /// connection closes with [`CloseReason::SlowConsumer`] and what waits
+    /// is dropped.
+    pub fn notify_shared(&mut self, name: &str, payload: &Bytes) -> Result<(), Error> {
+        self.check_open()?;
+        let msg = Message::Notification {
+            name: Text::from(name),
+            payload: &payload[..],
+        };
+        msg.validate()?;
+        if !self.outgoing.has_room() {
+            let queued = self.outgoing.len();
+            self.outgoing.discard();
+            self.close_with(CloseReason::SlowConsumer { queued }, None);
+            return self.check_open();
+        }
+        self.outgoing.push_shared(&msg, payload);
         Ok(())
     }
 

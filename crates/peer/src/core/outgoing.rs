@@ -15,6 +15,8 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use gotalk_proto::{Buffer, Message};
 
+use super::WriteCeiling;
+
 /// Payloads at least this long are sent by reference, never copied.
 pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 
@@ -33,22 +35,26 @@ pub(crate) struct Outgoing {
     queued: usize,
     /// Above this many queued bytes, [`has_room`](Self::has_room) is false.
     max: usize,
+    /// Charged with `queued`: the bound shared with other connections.
+    ceiling: WriteCeiling,
 }
 
 impl Outgoing {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, ceiling: WriteCeiling) -> Self {
         Self {
             segments: VecDeque::new(),
             tail: BytesMut::new(),
             queued: 0,
             max,
+            ceiling,
         }
     }
 
-    /// Whether another frame may be queued within the bound. An empty queue
-    /// takes any frame, however large.
+    /// Whether another frame may be queued within the bounds. An empty
+    /// queue takes any frame, however large, whatever the ceiling: the
+    /// connections that keep up go on while others hold it.
     pub(crate) fn has_room(&self) -> bool {
-        self.queued == 0 || self.queued < self.max
+        self.queued == 0 || (self.queued < self.max && !self.ceiling.is_reached())
     }
 
     /// Bytes waiting.
@@ -60,7 +66,26 @@ impl Outgoing {
     /// `Bytes`, when there is one: a large one is then queued by reference.
     pub(crate) fn push<B: Buffer>(&mut self, msg: &Message<B>, payload: Option<&Bytes>) {
         debug_assert!(payload.is_none_or(|p| p.len() == msg.payload_len()));
-        let by_reference = payload.filter(|p| p.len() >= ZERO_COPY_MIN);
+        self.encode(msg, payload.filter(|p| p.len() >= ZERO_COPY_MIN));
+    }
+
+    /// Like [`push`](Self::push), but `payload` is queued by reference
+    /// whatever its size: it is one `Bytes` shared by many connections (a
+    /// broadcast), and copying it into each queue would multiply its memory
+    /// by the number of receivers.
+    pub(crate) fn push_shared<B: Buffer>(&mut self, msg: &Message<B>, payload: &Bytes) {
+        debug_assert_eq!(payload.len(), msg.payload_len());
+        self.encode(msg, Some(payload).filter(|p| !p.is_empty()));
+    }
+
+    /// Drops everything queued (the peer will not read it).
+    pub(crate) fn discard(&mut self) {
+        self.segments.clear();
+        self.tail = BytesMut::new();
+        self.ceiling.sub(std::mem::take(&mut self.queued));
+    }
+
+    fn encode<B: Buffer>(&mut self, msg: &Message<B>, by_reference: Option<&Bytes>) {
         let len = msg.header_len() + by_reference.map_or(msg.payload_len(), |_| 0);
         if self.tail.capacity() == 0 {
             self.tail.reserve(len.max(TAIL_FIRST));
@@ -79,7 +104,9 @@ impl Outgoing {
                 .encode(&mut self.tail)
                 .expect("validated, and BytesMut grows"),
         }
-        self.queued += msg.encoded_len();
+        let len = msg.encoded_len();
+        self.queued += len;
+        self.ceiling.add(len);
     }
 
     /// Bytes of memory the encoding buffer holds.
@@ -95,7 +122,15 @@ impl Outgoing {
             self.segments.push_back(tail.freeze());
         }
         out.append(&mut self.segments);
-        std::mem::take(&mut self.queued)
+        let taken = std::mem::take(&mut self.queued);
+        self.ceiling.sub(taken);
+        taken
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        self.ceiling.sub(self.queued);
     }
 }
 
@@ -114,7 +149,7 @@ mod tests {
 
     #[test]
     fn small_frames_coalesce_into_one_segment() {
-        let mut q = Outgoing::new(1 << 20);
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
         for _ in 0..10 {
             let msg = result(3);
             q.push(&msg, msg.payload());
@@ -128,7 +163,7 @@ mod tests {
 
     #[test]
     fn large_payloads_are_not_copied() {
-        let mut q = Outgoing::new(1 << 20);
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
         let msg = result(ZERO_COPY_MIN);
         let payload_ptr = msg.payload().unwrap().as_ptr();
         q.push(&msg, msg.payload());
@@ -141,7 +176,7 @@ mod tests {
 
     #[test]
     fn the_encoding_buffer_is_held_only_while_frames_wait() {
-        let mut q = Outgoing::new(1 << 20);
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
         assert_eq!(q.capacity(), 0, "nothing before the first frame");
         let msg = result(3);
         q.push(&msg, msg.payload());
@@ -161,8 +196,71 @@ mod tests {
     }
 
     #[test]
+    fn shared_payloads_are_queued_by_reference_whatever_their_size() {
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
+        let payload = Bytes::from_static(b"tiny");
+        let msg: Message<&[u8]> = Message::Notification {
+            name: gotalk_proto::Text::from("n"),
+            payload: &payload[..],
+        };
+        q.push_shared(&msg, &payload);
+        q.push_shared(&msg, &payload);
+        assert_eq!(q.len(), 2 * msg.encoded_len());
+        let mut out = VecDeque::new();
+        q.take(&mut out);
+        assert_eq!(out.len(), 4, "header, payload, header, payload");
+        assert_eq!(out[1].as_ptr(), payload.as_ptr());
+        assert_eq!(out[3].as_ptr(), payload.as_ptr());
+        let wire: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(wire, b"n001n00000004tinyn001n00000004tiny");
+    }
+
+    #[test]
+    fn discard_drops_what_waits() {
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
+        let msg = result(ZERO_COPY_MIN);
+        q.push(&msg, msg.payload());
+        q.push(&result(3), None);
+        q.discard();
+        assert_eq!(q.len(), 0);
+        assert_eq!(q.capacity(), 0);
+        let mut out = VecDeque::new();
+        assert_eq!(q.take(&mut out), 0);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_shared_ceiling_counts_every_queue_and_spares_empty_ones() {
+        let ceiling = WriteCeiling::new(300);
+        let mut a = Outgoing::new(1 << 20, ceiling.clone());
+        let mut b = Outgoing::new(1 << 20, ceiling.clone());
+        let big = result(200);
+        a.push(&big, big.payload());
+        assert!(a.has_room() && b.has_room());
+        b.push(&big, big.payload());
+        assert_eq!(ceiling.queued(), 2 * big.encoded_len());
+        assert!(
+            !a.has_room() && !b.has_room(),
+            "both over the shared ceiling"
+        );
+        a.take(&mut VecDeque::new());
+        assert!(a.has_room(), "an empty queue takes its next frame");
+        assert!(b.has_room(), "back under the ceiling");
+        b.push(&big, big.payload());
+        b.discard();
+        drop(a);
+        b.push(&big, big.payload());
+        drop(b);
+        assert_eq!(
+            ceiling.queued(),
+            0,
+            "taken, discarded and dropped bytes are returned"
+        );
+    }
+
+    #[test]
     fn room_is_bounded_but_an_empty_queue_takes_anything() {
-        let mut q = Outgoing::new(100);
+        let mut q = Outgoing::new(100, WriteCeiling::new(usize::MAX));
         assert!(q.has_room());
         let big = result(200);
         q.push(&big, big.payload());
