@@ -453,10 +453,10 @@ impl Node {
                 }
             }
             Delivery::Join(info) => {
-                Self::fan_out_event(&ch.name, &mut st, wire::presence_event("join", &info));
+                Self::fan_out_event(&ch.name, &mut st, wire::presence_event(wire::PresenceEvent::Join(&info)));
             }
             Delivery::Leave(info) => {
-                Self::fan_out_event(&ch.name, &mut st, wire::presence_event("leave", &info));
+                Self::fan_out_event(&ch.name, &mut st, wire::presence_event(wire::PresenceEvent::Leave(&info)));
             }
         }
     }

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     HubError,
-    broker::{ClientInfo, Publication, StreamPosition},
+    broker::{ClientInfo, History, Publication, StreamPosition},
 };
 
 /// Parses a request payload (errors are `invalid request: ...`).
@@ -64,14 +64,40 @@ impl SubscribeOut {
         out.extend_from_slice(br#","recovered":"#);
         out.extend_from_slice(if self.recovered { b"true" } else { b"false" });
         out.extend_from_slice(br#","publications":["#);
-        for (i, p) in self.publications.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(p);
-        }
+        splice(&mut out, &self.publications);
         out.extend_from_slice(b"]}");
         Bytes::from(out)
+    }
+}
+
+/// The result of `history`:
+/// `{"publications":[P,..],"offset":..,"epoch":..,"complete":..}`.
+pub(crate) fn history(history: &History) -> Bytes {
+    let epoch = &history.position.epoch;
+    let publications: Vec<Bytes> = history
+        .publications
+        .iter()
+        .map(|p| publication(epoch, p))
+        .collect();
+    let mut out = Vec::with_capacity(96 + publications.iter().map(|p| p.len() + 1).sum::<usize>());
+    out.extend_from_slice(br#"{"publications":["#);
+    splice(&mut out, &publications);
+    out.extend_from_slice(br#"],"offset":"#);
+    out.extend_from_slice(history.position.offset.to_string().as_bytes());
+    out.extend_from_slice(br#","epoch":"#);
+    serde_json::to_writer(&mut out, epoch).expect("a string encodes");
+    out.extend_from_slice(br#","complete":"#);
+    out.extend_from_slice(if history.complete { b"true}" } else { b"false}" });
+    Bytes::from(out)
+}
+
+/// Appends encoded values, comma-separated.
+fn splice(out: &mut Vec<u8>, values: &[Bytes]) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(v);
     }
 }
 
@@ -142,14 +168,18 @@ pub(crate) fn publication(epoch: &str, publication: &Publication) -> Bytes {
     })
 }
 
+/// A presence event, encoded externally tagged:
 /// `{"join": {...}}` or `{"leave": {...}}`.
-pub(crate) fn presence_event(kind: &'static str, info: &ClientInfo) -> Bytes {
-    let mut map = serde_json::Map::new();
-    map.insert(
-        kind.to_owned(),
-        serde_json::to_value(info).expect("ClientInfo encodes"),
-    );
-    encode(&map)
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PresenceEvent<'a> {
+    Join(&'a ClientInfo),
+    Leave(&'a ClientInfo),
+}
+
+/// Encodes a presence event.
+pub(crate) fn presence_event(event: PresenceEvent<'_>) -> Bytes {
+    encode(&event)
 }
 
 /// `{"unsubscribed": "reason"}`.
@@ -206,7 +236,7 @@ mod tests {
     #[test]
     fn events() {
         let info = ClientInfo { user: "u".into(), client: "c".into() };
-        assert_eq!(presence_event("join", &info), r#"{"join":{"user":"u","client":"c"}}"#);
+        assert_eq!(presence_event(PresenceEvent::Join(&info)), r#"{"join":{"user":"u","client":"c"}}"#);
         assert_eq!(unsubscribed("bye"), r#"{"unsubscribed":"bye"}"#);
         let pos = StreamPosition { offset: 9, epoch: "e2".into() };
         assert_eq!(lost(&pos), r#"{"lost":{"offset":9,"epoch":"e2"}}"#);
