@@ -184,12 +184,22 @@ pub(crate) fn presence_event(event: PresenceEvent<'_>) -> Bytes {
 
 /// `{"unsubscribed": "reason"}`.
 pub(crate) fn unsubscribed(reason: &str) -> Bytes {
-    encode(&serde_json::json!({ "unsubscribed": reason }))
+    #[derive(Serialize)]
+    struct Unsubscribed<'a> {
+        unsubscribed: &'a str,
+    }
+    encode(&Unsubscribed {
+        unsubscribed: reason,
+    })
 }
 
 /// `{"lost": {"offset": .., "epoch": ..}}`.
 pub(crate) fn lost(position: &StreamPosition) -> Bytes {
-    encode(&serde_json::json!({ "lost": position }))
+    #[derive(Serialize)]
+    struct Lost<'a> {
+        lost: &'a StreamPosition,
+    }
+    encode(&Lost { lost: position })
 }
 
 /// Whether `data` is one JSON value.
