@@ -129,6 +129,13 @@ impl HubBuilder {
         self
     }
 
+    /// [`hooks`](Self::hooks), shared: keep a handle to them too (to read
+    /// what they counted, say).
+    pub fn hooks_arc(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
     /// The limits (default: [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;

@@ -125,7 +125,7 @@ impl Client {
 /// verifier that answers at once (or, `slow`, after a timer).
 #[derive(Clone, Default)]
 pub struct TestTokens {
-    tokens: Arc<Mutex<HashMap<String, Identity>>>,
+    pub tokens: Arc<Mutex<HashMap<String, Identity>>>,
     pub slow: bool,
 }
 
