@@ -41,7 +41,8 @@ impl Access {
     }
 
     /// Parses a comma-separated list of level names (`read,write`), as
-    /// written in token files and on the command line. Also [`FromStr`].
+    /// written in token files and on the command line, or `none` alone
+    /// (what [`Display`](fmt::Display) writes for no level). Also [`FromStr`].
     ///
     /// ```
     /// use gotalk_hub::auth::Access;
@@ -51,6 +52,9 @@ impl Access {
     /// # Ok::<(), gotalk_hub::auth::ParsePermissionsError>(())
     /// ```
     pub fn parse_levels(list: &str) -> Result<Access, ParsePermissionsError> {
+        if list.trim() == "none" {
+            return Ok(Access::NONE);
+        }
         list.split(',').try_fold(Access::NONE, |acc, name| {
             let name = name.trim();
             match Access::parse_level(name) {
@@ -300,6 +304,11 @@ mod tests {
             Err(ParsePermissionsError::EmptyLevel)
         );
         assert_eq!(Access::NONE.to_string(), "none");
+        assert_eq!("none".parse::<Access>(), Ok(Access::NONE));
+        assert_eq!(
+            Access::parse_levels("none,read"),
+            Err(ParsePermissionsError::UnknownLevel("none".into()))
+        );
         assert_eq!(
             (Access::READ | Access::PRESENCE).to_string(),
             "read,presence"
@@ -320,6 +329,9 @@ mod tests {
         assert_eq!(p.to_string(), "chat:*=read,write news=read");
         assert_eq!(p.to_string().parse::<Permissions>().unwrap(), p);
         assert_eq!("".parse::<Permissions>().unwrap(), Permissions::none());
+        let closed = Permissions::none().allow("ops", Access::NONE);
+        assert_eq!(closed.to_string(), "ops=none");
+        assert_eq!(closed.to_string().parse::<Permissions>().unwrap(), closed);
         assert!(Permissions::none().is_empty() && !p.is_empty());
 
         assert_eq!(
