@@ -890,6 +890,8 @@ const defaultTimers = Object.freeze({
 });
 
 const WS_OPEN = 1;
+/** Longest delay `setTimeout` takes (2^31 - 1 ms, about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
 const VERSION_BYTES = encodeVersion(PROTOCOL_VERSION);
 const ID_SPACE = 36 ** 4;
 const STREAM_ID_SPACE = 36 ** 3;
@@ -1187,10 +1189,17 @@ export class Connection extends Emitter {
     if (this.#tokenProvider === null || margin === false || typeof expires !== 'number') return;
     // A provider that hands out the same token again would make this loop: stop until it changes.
     if (typeof previous === 'number' && expires <= previous) return;
-    const delay = Math.max(0, expires * 1000 - this.#timers.now() - margin);
+    this.#armRefresh(gen, expires * 1000 - margin);
+  }
+
+  /** Refresh at time `at` (ms); timers cannot wait longer than MAX_TIMER_DELAY at once. */
+  #armRefresh(gen, at) {
+    const delay = Math.min(MAX_TIMER_DELAY, Math.max(0, at - this.#timers.now()));
     this.#authTimer = this.#timers.setTimeout(() => {
       this.#authTimer = null;
-      if (gen === this.#gen && this.#state === 'open') this.#authenticate(gen, undefined, true).catch(() => {});
+      if (gen !== this.#gen || this.#state !== 'open') return;
+      if (this.#timers.now() < at) this.#armRefresh(gen, at);
+      else this.#authenticate(gen, undefined, true).catch(() => {});
     }, delay);
   }
 

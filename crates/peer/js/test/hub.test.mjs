@@ -714,6 +714,24 @@ describe('token provider and auth', () => {
     conn.close();
   });
 
+  test('a token valid for months is refreshed on time, not at once (timers cap at 2^31 - 1 ms)', async () => {
+    const token = provider();
+    const { conn, ws, clock } = setup({ token, open: false });
+    ws().handshake();
+    await settle();
+    const days = 90;
+    reply(ws(), 'auth', { user: 'u', client: 'c', expires: START / 1000 + days * 86_400 });
+    await settle();
+    assert.deepEqual(clock.pendingDelays, [2 ** 31 - 1]);
+    clock.advance(days * 86_400_000 - 30_001);
+    await settle();
+    assert.equal(token.calls.length, 1);
+    clock.advance(1);
+    await settle();
+    assert.equal(token.calls.length, 2);
+    conn.close();
+  });
+
   test('tokenRefreshMargin: false turns the refresh off; a drop cancels it', async () => {
     const token = provider();
     const a = setup({ token, open: false, tokenRefreshMargin: false });
