@@ -18,7 +18,8 @@ use super::{AuthError, Identity, Permissions, Verifier};
 ///
 /// One token per line: the token, the user, then any number of channel
 /// rules `PATTERN=LEVELS`, separated by spaces or tabs. LEVELS is a
-/// comma-separated list of `read`, `write`, `presence` and `all`; a
+/// comma-separated list of `read`, `write`, `presence` and `all` (or
+/// `none`); a
 /// PATTERN is a channel name, a prefix ending in `*`, or `*`. Blank lines
 /// are ignored, and a field starting with `#` starts a comment that runs to
 /// the end of the line.
@@ -32,9 +33,10 @@ use super::{AuthError, Identity, Permissions, Verifier};
 ///
 /// Tokens must be unique. A token stands for a user who never expires.
 ///
-/// Lookups go through a hash map with randomly keyed SipHash, which keeps
-/// their timing independent of how much of a guess matches a real token.
-/// The `Debug` output shows no token.
+/// Lookups go through a hash map with randomly keyed SipHash: a guess is
+/// compared with a real token only when their keyed hashes collide, which
+/// leaves nothing practical for a timing attack. Neither `Debug` output nor
+/// error messages show whole tokens.
 ///
 /// ```
 /// use gotalk_hub::auth::{Access, AuthError, Permissions, StaticTokens};
