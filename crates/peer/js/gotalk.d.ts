@@ -541,6 +541,8 @@ export type SubscriptionState = 'subscribing' | 'subscribed' | 'unsubscribed';
 
 /** A subscription to a hub channel; see `Connection.subscribe`. */
 export class Subscription<T = any> extends Emitter<SubscriptionEvents<T>> {
+  /** Made by `Connection.subscribe`. */
+  private constructor();
   readonly channel: string;
   readonly state: SubscriptionState;
   /** Position of the last publication delivered (or of the channel when subscribed, or `since`); a copy. */
