@@ -26,9 +26,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-// pub mod memory;
-// #[cfg(feature = "redis")]
-// pub mod redis;
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// A position in a channel's stream of publications: the offset of the
 /// last publication seen, in the channel's current epoch.
