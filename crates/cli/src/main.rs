@@ -11,6 +11,7 @@ mod bench;
 mod client;
 mod decode;
 mod demo;
+mod hub_serve;
 mod ops;
 mod serve;
 mod server;
@@ -149,7 +150,12 @@ impl Command {
 }
 
 fn server_after_help() -> String {
-    format!("{}\n\n{}", ops::OPERATIONS_HELP, serve::SERVE_HELP)
+    format!(
+        "{}\n\n{}\n\n{}",
+        ops::OPERATIONS_HELP,
+        serve::SERVE_HELP,
+        hub_serve::HUB_HELP
+    )
 }
 
 fn init_logging() {
