@@ -213,6 +213,8 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Who is in `channel`'s presence now, across all nodes.
-    fn presence<'a>(&'a self, channel: &'a str)
-    -> BoxFuture<'a, Result<Vec<ClientInfo>, BrokerError>>;
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, BrokerError>>;
 }
