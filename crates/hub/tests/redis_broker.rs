@@ -316,14 +316,24 @@ async fn a_frozen_redis_is_noticed() {
         started,
         timeout + Duration::from_millis(400),
     );
+    // A SUBSCRIBE that gets no answer fails and is forgotten.
+    let started = Instant::now();
+    let result = node.broker.subscribe("frozen").await;
+    let slow = timeout + Duration::from_millis(400);
+    assert_fails_fast("subscribe", result, started, slow);
     // Long enough for a ping to go unanswered.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     redis.signal("CONT").await;
 
     node.sink.wait_resubscribed(1, WAIT).await;
+    node.publish("frozen", "not for us", keep(0), None).await;
     let position = node.publish("c", "two", keep(0), None).await;
     let received = node.sink.wait_publications("c", 2).await;
     assert_eq!(received.last().unwrap().1.offset, position.offset);
+    assert!(
+        !node.sink.with(|r| r.deliveries.contains_key("frozen")),
+        "the failed subscribe was not made behind the hub's back"
+    );
 }
 
 /// `start` without Redis fails fast; the broker keeps trying by itself and
