@@ -34,15 +34,16 @@
 //!
 //! # Keys
 //!
-//! With the prefix `P` (default `gotalk-hub:`) and channel `C`:
+//! With the prefix `P` (default `gotalk-hub:`) and channel `C`, names are
+//! `P` + kind + `:` + `C` (e.g. `gotalk-hub:meta:chat:1`):
 //!
-//! | name                    | type      | holds                                             | expires                         |
-//! |-------------------------|-----------|---------------------------------------------------|---------------------------------|
-//! | `P meta:C`              | hash      | `e`: epoch, `o`: offset of the last publication   | `max(history ttl, position ttl)` after the last publish |
-//! | `P history:C`           | stream    | entries `OFFSET-0` with `d` data, `u` user, `c` client | history ttl after the last publish |
-//! | `P presence:C`          | hash      | client id → user                                  | with its last entry             |
-//! | `P presence-expiry:C`   | sorted set| client id → expiry, ms since the Unix epoch (Redis's clock) | with its last entry   |
-//! | `P pub:C`               | pub/sub   | the channel's deliveries                          | —                               |
+//! | name                | type       | holds                                                     | expires                                          |
+//! |---------------------|------------|-----------------------------------------------------------|--------------------------------------------------|
+//! | `Pmeta:C`           | hash       | `e`: epoch, `o`: offset of the last publication           | max(history ttl, position ttl) after the last publish |
+//! | `Phistory:C`        | stream     | entry `OFFSET-0` per kept publication: `d` data, `u` user, `c` client | history ttl after the last publish  |
+//! | `Ppresence:C`       | hash       | client id → user                                          | with its last entry                              |
+//! | `Ppresence-expiry:C`| sorted set | client id → expiry in ms since the Unix epoch, by Redis's clock | with its last entry                        |
+//! | `Ppub:C`            | pub/sub    | the channel's deliveries (see below)                      | —                                                |
 //!
 //! A read of a channel that has no position (history, or the hub's
 //! subscribe) creates it with a new epoch, kept for the position ttl.
@@ -82,6 +83,9 @@
 //!   down (the channel is not subscribed). `unsubscribe` always succeeds:
 //!   deliveries stop at once, and a channel Redis could not be told about
 //!   is dropped with the connection.
+//! - A node that reads its pub/sub connection too slowly is disconnected
+//!   by Redis (`client-output-buffer-limit pubsub`); that is handled like
+//!   any lost connection: reconnect, resubscribe, `resubscribed`.
 //! - Dropping the broker stops its task and closes its connections.
 
 mod codec;
@@ -166,9 +170,9 @@ struct Subscriptions {
 }
 
 impl RedisBroker {
-    /// A broker for the Redis at `url` (`redis://[user:password@]host[:port][/db]`,
-    /// `rediss://` with TLS where the `redis` crate has it, `unix:///path`),
-    /// with the default [`RedisBrokerOptions`].
+    /// A broker for the Redis at `url` (`redis://[user:password@]host[:port][/db]`
+    /// or `unix:///path/to/redis.sock`), with the default
+    /// [`RedisBrokerOptions`].
     pub fn new(url: &str) -> Result<Self, RedisConfigError> {
         Self::with_options(url, RedisBrokerOptions::default())
     }
