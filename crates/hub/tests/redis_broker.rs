@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use contract::{Node, WAIT, info, keep};
 use gotalk_hub::broker::{
-    Broker, BrokerError, Delivery, HistoryQuery, PublishOptions,
+    Broker, BrokerError, Delivery, HistoryOptions, HistoryQuery, PublishOptions,
     redis::{RedisBroker, RedisBrokerOptions},
 };
 use redis_server::RedisServer;
@@ -220,6 +220,41 @@ async fn binary_data_and_unicode_names_round_trip() {
         .wait_for("the join", WAIT, |r| r.deliveries[channel].get(2).cloned())
         .await;
     assert_eq!(join, Delivery::Join(publisher));
+}
+
+/// The largest sizes and ttls the types allow are taken (as "keep
+/// everything, forever"), not refused by Redis; a zero ttl is taken too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_sizes_and_ttls_work() {
+    let (_redis, nodes) = cluster!("extreme_sizes_and_ttls_work", 1);
+    let node = &nodes[0];
+    let forever = HistoryOptions {
+        size: usize::MAX,
+        ttl: Duration::MAX,
+    };
+    for _ in 0..3 {
+        node.publish("big", "x", forever, None).await;
+    }
+    assert_eq!(
+        node.history("big", None, usize::MAX)
+            .await
+            .publications
+            .len(),
+        3
+    );
+    let since = node.history("big", None, 0).await.position;
+    assert!(node.history("big", Some(since), usize::MAX).await.complete);
+    node.broker
+        .add_presence("big", &info("u", "c"), Duration::MAX)
+        .await
+        .unwrap();
+    assert_eq!(node.presence_sorted("big").await, vec![info("u", "c")]);
+    let tiny = HistoryOptions {
+        size: 1,
+        ttl: Duration::ZERO,
+    };
+    let position = node.publish("tiny", "x", tiny, None).await;
+    assert_eq!(position.offset, 1);
 }
 
 /// `publish_presence` takes join and leave only.

@@ -252,11 +252,11 @@ fn random() -> u64 {
     RandomState::new().hash_one((COUNTER.fetch_add(1, Ordering::Relaxed), nanos))
 }
 
-/// Milliseconds for PEXPIRE: at least 1 (0 would delete the key).
+/// Milliseconds for PEXPIRE: at least 1 (0 would delete the key), at most
+/// about 31,000 years (Redis refuses expiry times that overflow).
 fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    const MAX: u64 = 1_000_000_000_000_000;
+    u64::try_from(duration.as_millis()).map_or(MAX, |ms| ms.clamp(1, MAX))
 }
 
 /// Whether retrying an idempotent command may help: the connection it
@@ -345,7 +345,8 @@ impl Inner {
             .arg(self.keys.pubsub(channel))
             .arg(data)
             .arg(new_epoch())
-            .arg(history.size)
+            // Redis counts in signed 64 bits.
+            .arg(history.size.min(i64::MAX as usize))
             .arg(ttl)
             .arg(meta_ttl)
             .arg(with_info)
