@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use contract::{Node, WAIT, info, keep};
 use gotalk_hub::broker::{
-    Broker, BrokerError, Delivery, HistoryOptions, HistoryQuery, PublishOptions,
+    Broker, BrokerError, BrokerSink, Delivery, HistoryOptions, HistoryQuery, PublishOptions,
     redis::{RedisBroker, RedisBrokerOptions},
 };
 use redis_server::RedisServer;
@@ -255,6 +255,52 @@ async fn extreme_sizes_and_ttls_work() {
     };
     let position = node.publish("tiny", "x", tiny, None).await;
     assert_eq!(position.offset, 1);
+}
+
+/// A sink that panics on its first delivery.
+struct PanicsOnce {
+    panicked: std::sync::atomic::AtomicBool,
+    inner: Arc<contract::Recorder>,
+}
+
+impl BrokerSink for PanicsOnce {
+    fn deliver(&self, channel: &str, delivery: Delivery) {
+        if !self
+            .panicked
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("a bug in the sink");
+        }
+        self.inner.deliver(channel, delivery);
+    }
+
+    fn resubscribed(&self) {
+        self.inner.resubscribed();
+    }
+}
+
+/// A panic in the sink does not stop the node's deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_sink_does_not_stop_deliveries() {
+    let Some(redis) = RedisServer::start("a_panicking_sink_does_not_stop_deliveries").await else {
+        return;
+    };
+    let broker = broker(&redis, options());
+    let recorder = contract::Recorder::new();
+    let sink = Arc::new(PanicsOnce {
+        panicked: false.into(),
+        inner: recorder.clone(),
+    });
+    broker.start(sink).await.unwrap();
+    broker.subscribe("c").await.unwrap();
+    for _ in 0..2 {
+        broker
+            .publish("c", Bytes::from("x"), &PublishOptions::default())
+            .await
+            .unwrap();
+    }
+    let received = recorder.wait_publications("c", 1).await;
+    assert_eq!(received[0].1.offset, 2, "the first one hit the panic");
 }
 
 /// `publish_presence` takes join and leave only.

@@ -1,7 +1,7 @@
 //! The pub/sub side: one connection per broker, the task that keeps it up
 //! and hands what arrives to the sink, and SUBSCRIBE/UNSUBSCRIBE.
 
-use std::{sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use ::redis::{
     Msg, Value,
@@ -46,7 +46,7 @@ pub(super) async fn run(inner: Arc<Inner>, status: watch::Sender<Status>) {
                     inner.check_commands().await;
                     let sink = lock(&inner.subscriptions).sink.clone();
                     if let Some(sink) = sink {
-                        sink.resubscribed();
+                        guarded("resubscribed", || sink.resubscribed());
                     }
                 }
                 status.send_replace(Status::Up);
@@ -164,7 +164,16 @@ fn dispatch(inner: &Inner, message: &Msg) {
         Some(last) if **last == *epoch => last.clone(),
         _ => last_epoch.insert(Arc::from(epoch)).clone(),
     });
-    sink.deliver(channel, delivery);
+    guarded("deliver", || sink.deliver(channel, delivery));
+}
+
+/// Calls into the sink. A panic there (a bug in the hub) is logged and the
+/// task goes on delivering: one bad message must not stop every channel of
+/// the node.
+fn guarded(what: &str, call: impl FnOnce()) {
+    if std::panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
+        tracing::error!("redis broker: the sink panicked in {what}; delivering on");
+    }
 }
 
 impl Inner {
