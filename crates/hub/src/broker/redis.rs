@@ -1,6 +1,6 @@
 //! [`RedisBroker`]: publications, history and presence shared by every hub
-//! node through one Redis (standalone, or a Sentinel-managed primary; not
-//! Redis Cluster). Needs Redis 5 or later; tested with Redis 7.
+//! node through one standalone Redis (not Redis Cluster; no Sentinel
+//! discovery). Needs Redis 5 or later; tested with Redis 7.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -55,7 +55,8 @@
 //! # Pub/sub messages
 //!
 //! Versioned and compact: one version byte (`1`), one kind byte, a header
-//! of decimal lengths, then the raw bytes; the data is not escaped:
+//! of decimal numbers each ended by `:`, then the raw bytes; the data is not
+//! escaped (the spaces below are for reading only):
 //!
 //! ```text
 //! 1p OFFSET: EPOCH_LEN: EPOCH DATA                                 publication
