@@ -6,7 +6,10 @@ use clap::Args;
 use gotalk_hub::{
     Hub, TokenSource,
     auth::{JwtVerifier, Permissions, StaticTokens},
-    broker::HistoryOptions,
+    broker::{
+        HistoryOptions,
+        redis::{RedisBroker, RedisBrokerOptions},
+    },
 };
 
 use crate::text::parse_duration;
@@ -20,6 +23,10 @@ Auth: --jwt-secret (HMAC-signed JWTs, see `gotalk token`) or --tokens FILE (line
 WebSocket as `Authorization: Bearer TOKEN` or the query parameter `token`. Without auth
 every connection may do everything; with it, unauthenticated connections get what
 --anonymous grants (nothing by default).
+Scale-out: every `serve --hub --redis URL` on one Redis serves the same channels: a
+publication on one reaches subscribers on all, in order; presence and history are shared.
+If Redis goes away, publishing fails with `broker unavailable`, and each server reconnects
+and resubscribes by itself.
 History: --history N keeps the last N publications of every channel (for `subscribe` with
 `since` and `history`), for --history-ttl after the last one.";
 
@@ -29,8 +36,25 @@ pub(crate) struct HubArgs {
     /// Serve publish/subscribe channels, presence and history (see below)
     #[arg(long)]
     pub(crate) hub: bool,
+    /// With --hub, share channels, history and presence with every other `serve --hub` on
+    /// this Redis (redis://HOST:PORT[/DB]); without it, the hub lives in this process
+    #[arg(long, value_name = "URL", requires = "hub")]
+    redis: Option<String>,
+    /// With --redis, the prefix of this hub's keys (hubs sharing one Redis need their own)
+    #[arg(
+        long,
+        default_value = "gotalk-hub:",
+        value_name = "PREFIX",
+        requires = "redis"
+    )]
+    redis_prefix: String,
     /// With --hub, verify tokens as JWTs signed with this HMAC secret (HS256)
-    #[arg(long, value_name = "SECRET", requires = "hub", conflicts_with = "tokens")]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        requires = "hub",
+        conflicts_with = "tokens"
+    )]
     jwt_secret: Option<String>,
     /// With --hub, accept the tokens listed in FILE (`TOKEN USER PATTERN=LEVELS ...` per line)
     #[arg(long, value_name = "FILE", requires = "hub")]
@@ -54,7 +78,14 @@ impl HubArgs {
         if !self.hub {
             return Ok(None);
         }
-        let mut builder = Hub::builder()
+        let mut builder = Hub::builder();
+        if let Some(url) = &self.redis {
+            let options = RedisBrokerOptions::new().with_prefix(self.redis_prefix.clone());
+            let broker = RedisBroker::with_options(url, options)
+                .map_err(|e| format!("--redis {url}: {e}"))?;
+            builder = builder.broker(broker);
+        }
+        builder = builder
             // Authorization: Bearer, or ?token= (browsers cannot set headers).
             .token_source(TokenSource::default())
             .history(
@@ -65,8 +96,7 @@ impl HubArgs {
                 },
             );
         if let Some(secret) = &self.jwt_secret {
-            let verifier =
-                JwtVerifier::new(secret).map_err(|e| format!("--jwt-secret: {e}"))?;
+            let verifier = JwtVerifier::new(secret).map_err(|e| format!("--jwt-secret: {e}"))?;
             builder = builder.verifier(verifier);
         }
         if let Some(path) = &self.tokens {

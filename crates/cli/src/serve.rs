@@ -10,9 +10,9 @@ use gotalk_peer::{Config, tls};
 use crate::{
     addr::Address,
     exit,
+    hub_serve::HubArgs,
     server::{self, ServeOptions},
     signal::shutdown_signal,
-    hub_serve::HubArgs,
     static_files,
     text::{OptDuration, parse_optional_duration, parse_size},
     trace::{Dir, TraceEvent, Tracer, event_text},
