@@ -56,7 +56,9 @@ impl Limits {
     /// Whether `name` is a valid channel name: not empty, at most
     /// `max_channel_len` bytes, no control characters.
     pub fn valid_channel(&self, name: &str) -> bool {
-        !name.is_empty() && name.len() <= self.max_channel_len && !name.chars().any(char::is_control)
+        !name.is_empty()
+            && name.len() <= self.max_channel_len
+            && !name.chars().any(char::is_control)
     }
 }
 
@@ -97,7 +99,10 @@ mod tests {
 
     #[test]
     fn the_most_specific_pattern_wins() {
-        let opts = |size| HistoryOptions { size, ttl: Duration::from_secs(1) };
+        let opts = |size| HistoryOptions {
+            size,
+            ttl: Duration::from_secs(1),
+        };
         let mut rules = HistoryRules::default();
         rules.add("*".into(), opts(1));
         rules.add("chat:*".into(), opts(2));
@@ -112,7 +117,10 @@ mod tests {
 
     #[test]
     fn channel_names() {
-        let l = Limits { max_channel_len: 4, ..Limits::default() };
+        let l = Limits {
+            max_channel_len: 4,
+            ..Limits::default()
+        };
         assert!(l.valid_channel("abcd"));
         assert!(!l.valid_channel("abcde"));
         assert!(!l.valid_channel(""));

@@ -200,7 +200,10 @@ impl Hub {
         let early = lock(&auth.early).remove(&early_key(info));
         let preauth = match early {
             Some((_, identity)) => Preauth::Identity(identity),
-            None => match (&auth.verifier, info.websocket().and_then(|ws| auth.tokens.token(ws))) {
+            None => match (
+                &auth.verifier,
+                info.websocket().and_then(|ws| auth.tokens.token(ws)),
+            ) {
                 (Some(_), Some(token)) => Preauth::Token(token),
                 _ => Preauth::None,
             },
@@ -353,7 +356,11 @@ impl Hub {
         for s in sessions {
             let st = s.state();
             stats.subscriptions += st.subscriptions.len();
-            stats.presence += st.subscriptions.values().filter(|s| s.presence.is_some()).count();
+            stats.presence += st
+                .subscriptions
+                .values()
+                .filter(|s| s.presence.is_some())
+                .count();
         }
         stats
     }
@@ -394,7 +401,9 @@ impl Hub {
 
     /// Who a session is with `identity` (or anonymous).
     pub(crate) fn principal(&self, session: &Session, identity: Option<Identity>) -> Principal {
-        let user = identity.as_ref().map_or_else(String::new, |i| i.user.clone());
+        let user = identity
+            .as_ref()
+            .map_or_else(String::new, |i| i.user.clone());
         let permissions = match &identity {
             Some(i) => Arc::new(i.permissions.clone()),
             None => self

@@ -109,7 +109,9 @@ async fn watch_expiry(
         let expiry = async {
             match deadline {
                 Some(t) => {
-                    let left = t.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                    let left = t
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO);
                     tokio::time::sleep(left).await;
                 }
                 None => std::future::pending().await,
@@ -137,7 +139,14 @@ async fn watch_expiry(
 async fn expire(hub: &Hub, session: &Session) {
     tracing::info!(client = %session.client, "identity expired: closing the connection");
     session.set_phase(Phase::Expired);
-    leave_all(hub, session, LeaveReason::Expired, Some("token expired"), false).await;
+    leave_all(
+        hub,
+        session,
+        LeaveReason::Expired,
+        Some("token expired"),
+        false,
+    )
+    .await;
     close_soon(&session.peer);
 }
 
@@ -229,7 +238,10 @@ pub(crate) async fn join(
         }
         Err(e) => {
             let sub = session.state().subscriptions.remove(channel);
-            if let Some(Subscription { presence: Some(info) }) = sub {
+            if let Some(Subscription {
+                presence: Some(info),
+            }) = sub
+            {
                 presence::leave(hub, channel, &info).await;
             }
             hub.inner.node.leave(session.id, channel, None).await;
@@ -272,7 +284,16 @@ pub(crate) async fn revoke_unreadable(hub: &Hub, session: &Session, principal: &
     };
     let ctx = session.context(principal);
     for (channel, sub) in revoked {
-        end_subscription(hub, session, &ctx, &channel, sub, LeaveReason::Revoked, Some("permission revoked")).await;
+        end_subscription(
+            hub,
+            session,
+            &ctx,
+            &channel,
+            sub,
+            LeaveReason::Revoked,
+            Some("permission revoked"),
+        )
+        .await;
     }
 }
 

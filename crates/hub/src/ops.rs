@@ -55,7 +55,10 @@ async fn auth(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubError>
         Phase::Unauthenticated => lifecycle::establish(&hub, &session, Some(identity)).await?,
         Phase::Ready(current) => {
             if current.identity.is_some() && current.info.user != identity.user {
-                return Err(crate::auth::AuthError::Invalid("the token is for another user".into()).into());
+                return Err(crate::auth::AuthError::Invalid(
+                    "the token is for another user".into(),
+                )
+                .into());
             }
             let principal = Arc::new(hub.principal(&session, Some(identity)));
             session.state().principal = Some(principal.clone());
@@ -95,7 +98,16 @@ async fn subscribe(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubE
             .await
             .map_err(|d| HubError::Denied(d.reason().to_owned()))?;
     }
-    let out = lifecycle::join(&hub, &session, &client, channel, req.since, req.presence, req.events).await?;
+    let out = lifecycle::join(
+        &hub,
+        &session,
+        &client,
+        channel,
+        req.since,
+        req.presence,
+        req.events,
+    )
+    .await?;
     Ok(out.encode())
 }
 
@@ -103,7 +115,14 @@ async fn unsubscribe(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, Hu
     let req: wire::ChannelIn = wire::parse(&payload)?;
     let session = session_of(&ctx)?;
     session.ready().await?;
-    lifecycle::part(&hub, &session, &req.channel, crate::hooks::LeaveReason::Unsubscribed, None).await;
+    lifecycle::part(
+        &hub,
+        &session,
+        &req.channel,
+        crate::hooks::LeaveReason::Unsubscribed,
+        None,
+    )
+    .await;
     Ok(Bytes::from_static(b"{}"))
 }
 
@@ -130,7 +149,11 @@ async fn publish(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubErr
         history: hub.inner.history.for_channel(channel),
         info: Some(principal.info.clone()),
     };
-    let published = hub.inner.broker.publish(channel, data.clone(), &options).await;
+    let published = hub
+        .inner
+        .broker
+        .publish(channel, data.clone(), &options)
+        .await;
     if published.is_err() && excluded {
         node.unexclude(session.id, channel, &data);
     }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{
     Broker, BrokerError, BrokerSink, ClientInfo, Delivery, History, HistoryOptions, HistoryQuery,
-    PublishOptions, Publication, StreamPosition,
+    Publication, PublishOptions, StreamPosition,
 };
 
 /// How often expired history and presence entries are swept away.
