@@ -196,6 +196,13 @@ pub(crate) async fn join(
     events: bool,
 ) -> Result<SubscribeOut, HubError> {
     let _ops = session.ops.lock().await;
+    if matches!(
+        session.phase(),
+        Phase::Refused(_) | Phase::Expired | Phase::Closed
+    ) {
+        // Closing: a server-side join must not outlive it.
+        return Err(HubError::Closed);
+    }
     let key: Arc<str> = channel.into();
     {
         let mut st = session.state();
