@@ -103,8 +103,10 @@ async fn watch_expiry(
     session: &Session,
     mut closed: std::pin::Pin<&mut impl Future<Output = CloseReason>>,
 ) -> CloseReason {
-    let mut phase = session.watch_phase();
     loop {
+        let changed = session.phase_changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let deadline = session.principal().and_then(|p| p.expires());
         let expiry = async {
             match deadline {
@@ -119,12 +121,8 @@ async fn watch_expiry(
         };
         tokio::select! {
             reason = &mut closed => return reason,
-            changed = phase.changed() => {
-                if changed.is_err() {
-                    // The session holds the sender: not expected.
-                    return closed.await;
-                }
-            }
+            // A refreshed token: a new deadline.
+            () = changed => {}
             () = expiry => {
                 expire(hub, session).await;
                 return closed.await;
