@@ -11,7 +11,7 @@ use gotalk_peer::{ConnectionInfo, Peer};
 use tokio::sync::{Notify, futures::Notified};
 
 use crate::{
-    HubError,
+    Hub, HubError,
     auth::{AuthError, Identity, Permissions},
     broker::ClientInfo,
     hooks::ClientContext,
@@ -28,6 +28,8 @@ pub(crate) struct Session {
     /// Serializes the session's subscribes, unsubscribes and its cleanup,
     /// in the order the requests arrived (the lock is fair).
     pub(crate) ops: tokio::sync::Mutex<()>,
+    /// Serializes its `auth` requests.
+    pub(crate) auth: tokio::sync::Mutex<()>,
     state: Mutex<SessionState>,
     /// A mutex and a `Notify` rather than a watch channel: a few dozen
     /// bytes per connection instead of a shared allocation.
@@ -109,6 +111,7 @@ impl Session {
             peer,
             connection,
             ops: tokio::sync::Mutex::new(()),
+            auth: tokio::sync::Mutex::new(()),
             state: Mutex::default(),
             phase: Mutex::new(Phase::Pending),
             phase_changed: Notify::new(),
@@ -166,8 +169,9 @@ impl Session {
         }
     }
 
-    pub(crate) fn context(&self, principal: &Principal) -> ClientContext {
+    pub(crate) fn context(&self, hub: &Hub, principal: &Principal) -> ClientContext {
         ClientContext {
+            hub: hub.clone(),
             info: principal.info.clone(),
             identity: principal.identity.clone(),
             connection: self.connection.clone(),
@@ -176,11 +180,12 @@ impl Session {
 
     /// The context of whoever the session was last: for hooks called
     /// after it stopped being ready (leave, disconnect).
-    pub(crate) fn last_context(&self) -> ClientContext {
+    pub(crate) fn last_context(&self, hub: &Hub) -> ClientContext {
         let principal = self.principal().or_else(|| self.state().principal.clone());
         match principal {
-            Some(p) => self.context(&p),
+            Some(p) => self.context(hub, &p),
             None => ClientContext {
+                hub: hub.clone(),
                 info: ClientInfo {
                     user: String::new(),
                     client: self.client.to_string(),

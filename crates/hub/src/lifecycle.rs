@@ -83,7 +83,7 @@ pub(crate) async fn establish(
     let principal = Arc::new(hub.principal(session, identity));
     session.state().principal = Some(principal.clone());
     if let Some(hooks) = &hub.inner.hooks {
-        let ctx = session.context(&principal);
+        let ctx = session.context(hub, &principal);
         if let Err(denied) = hooks.on_connect(&ctx).await {
             tracing::debug!(client = %session.client, reason = %denied, "on_connect refused the connection");
             session.set_phase(Phase::Refused(Refusal::Denied(denied.reason().to_owned())));
@@ -150,7 +150,7 @@ async fn expire(hub: &Hub, session: &Session) {
 
 /// The connection closed: remove everything the session had.
 async fn end(hub: &Hub, session: &Session, reason: &CloseReason) {
-    let ctx = session.last_context();
+    let ctx = session.last_context(hub);
     session.set_phase(Phase::Closed);
     leave_all(hub, session, LeaveReason::Disconnected, None, true).await;
     hub.forget(session);
@@ -171,7 +171,7 @@ async fn leave_all(
     close: bool,
 ) {
     let _ops = session.ops.lock().await;
-    let ctx = session.last_context();
+    let ctx = session.last_context(hub);
     let subscriptions = {
         let mut st = session.state();
         st.closed |= close;
@@ -267,14 +267,15 @@ pub(crate) async fn part(
     let Some(sub) = session.state().subscriptions.remove(channel) else {
         return false;
     };
-    let ctx = session.last_context();
+    let ctx = session.last_context(hub);
     end_subscription(hub, session, &ctx, channel, sub, reason, notice).await;
     true
 }
 
 /// Ends the subscriptions the principal may no longer read (after a
-/// token refresh). The caller holds the session's `ops` lock.
+/// token refresh).
 pub(crate) async fn revoke_unreadable(hub: &Hub, session: &Session, principal: &Principal) {
+    let _ops = session.ops.lock().await;
     let revoked: Vec<_> = {
         let mut st = session.state();
         let gone: Vec<Arc<str>> = st
@@ -287,7 +288,7 @@ pub(crate) async fn revoke_unreadable(hub: &Hub, session: &Session, principal: &
             .filter_map(|c| st.subscriptions.remove(&c).map(|s| (c, s)))
             .collect()
     };
-    let ctx = session.context(principal);
+    let ctx = session.context(hub, principal);
     for (channel, sub) in revoked {
         end_subscription(
             hub,
