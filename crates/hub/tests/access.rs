@@ -312,7 +312,8 @@ async fn hooks_deny_rewrite_and_see_the_lifecycle() {
 #[tokio::test]
 async fn an_expired_identity_is_closed_with_a_reason_unless_refreshed() {
     let tokens = TestTokens::default();
-    let soon = SystemTime::now() + Duration::from_millis(300);
+    // Long enough for a loaded machine to get through the setup first.
+    let soon = SystemTime::now() + Duration::from_millis(800);
     let later = SystemTime::now() + Duration::from_secs(3600);
     tokens.add_expiring("short", "carol", Permissions::all(), Some(soon));
     tokens.add_expiring("long", "carol", Permissions::all(), Some(later));
@@ -352,7 +353,7 @@ async fn an_expired_identity_is_closed_with_a_reason_unless_refreshed() {
     within("close", c.peer.closed()).await;
 
     // Refreshed in time: stays; another user's token is refused.
-    let soon = SystemTime::now() + Duration::from_millis(300);
+    let soon = SystemTime::now() + Duration::from_millis(800);
     tokens.add_expiring("short2", "carol", Permissions::all(), Some(soon));
     let mut r = Client::connect(&server).await;
     r.ok("auth", json!({"token": "short2"})).await;
@@ -362,7 +363,8 @@ async fn an_expired_identity_is_closed_with_a_reason_unless_refreshed() {
         "invalid token: the token is for another user"
     );
     r.ok("auth", json!({"token": "long"})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past the first token's expiry.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(!r.peer.is_closed());
     r.assert_silent().await;
     r.ok("publish", json!({"channel": "a", "data": 1})).await;

@@ -83,7 +83,7 @@ async fn ten_thousand_subscribe_unsubscribe_rounds_leave_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_vanish_mid_subscribe_leave_nothing() {
     // Slow history reads: connections are aborted while their subscribe
-    // is half-way (broker subscribed, history not read yet).
+    // is half-way (broker subscribed, history read, its answer not back).
     let broker = Flaky::default();
     broker.slow_history.store(true, Ordering::SeqCst);
     let (hub, server) = serve(Hub::builder().broker(broker.clone())).await;

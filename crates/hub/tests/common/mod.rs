@@ -246,10 +246,13 @@ impl Broker for Flaky {
     ) -> BoxFuture<'a, Result<History, BrokerError>> {
         let slow = self.slow_history.load(Ordering::SeqCst);
         Box::pin(async move {
+            // Read, then take a while to answer: what is published
+            // meanwhile is newer than the answer, as with a remote broker.
+            let history = self.inner.history(channel, query).await;
             if slow {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            self.inner.history(channel, query).await
+            history
         })
     }
     fn add_presence<'a>(
