@@ -273,3 +273,59 @@ async fn publications_history_no_longer_has_are_reported_lost() {
     a.assert_silent().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn deliveries_repeated_by_the_broker_reach_subscribers_once() {
+    let broker = Flaky::default();
+    broker.twice.store(true, Ordering::SeqCst);
+    let (hub, server) = serve(Hub::builder().broker(broker.clone())).await;
+    let mut a = Client::connect(&server).await;
+    a.ok("subscribe", json!({"channel": "x"})).await;
+    for i in 1..=5 {
+        hub.publish("x", &i).await.unwrap();
+    }
+    let got = [
+        a.next().await,
+        a.next().await,
+        a.next().await,
+        a.next().await,
+        a.next().await,
+    ];
+    assert_eq!(offsets(&got), [1, 2, 3, 4, 5]);
+    a.assert_silent().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_history_starts_a_new_epoch_live_subscribers_follow() {
+    let short = HistoryOptions {
+        size: 10,
+        ttl: Duration::from_millis(100),
+    };
+    let (hub, server) = serve(Hub::builder().history("*", short)).await;
+    let mut a = Client::connect(&server).await;
+    a.ok("subscribe", json!({"channel": "x"})).await;
+    hub.publish("x", &1).await.unwrap();
+    let (_, first) = a.next().await;
+    // Past the ttl: the next publication starts a new stream.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    hub.publish("x", &2).await.unwrap();
+    let (_, second) = a.next().await;
+    assert_eq!(
+        (first["offset"].as_u64(), second["offset"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_ne!(first["epoch"], second["epoch"], "a new epoch");
+    assert_eq!(second["data"], 2);
+    // The old position is gone: a client resuming from it is told.
+    let b = Client::connect(&server).await;
+    let r = b
+        .ok(
+            "subscribe",
+            json!({"channel": "x", "since": {"offset": 1, "epoch": first["epoch"]}}),
+        )
+        .await;
+    assert_eq!(r["recovered"], false);
+    assert_eq!(r["epoch"], second["epoch"]);
+    server.shutdown().await;
+}

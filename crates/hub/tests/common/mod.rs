@@ -191,19 +191,27 @@ pub struct Flaky {
     pub inner: MemoryBroker,
     pub down: Arc<AtomicBool>,
     pub slow_history: Arc<AtomicBool>,
+    /// Delivers everything twice, as a broker replaying after a
+    /// reconnect might.
+    pub twice: Arc<AtomicBool>,
     pub sink: Arc<OnceLock<Arc<dyn BrokerSink>>>,
 }
 
 struct Gate {
     down: Arc<AtomicBool>,
+    twice: Arc<AtomicBool>,
     sink: Arc<dyn BrokerSink>,
 }
 
 impl BrokerSink for Gate {
     fn deliver(&self, channel: &str, delivery: Delivery) {
-        if !self.down.load(Ordering::SeqCst) {
-            self.sink.deliver(channel, delivery);
+        if self.down.load(Ordering::SeqCst) {
+            return;
         }
+        if self.twice.load(Ordering::SeqCst) {
+            self.sink.deliver(channel, delivery.clone());
+        }
+        self.sink.deliver(channel, delivery);
     }
     fn resubscribed(&self) {
         self.sink.resubscribed();
@@ -215,6 +223,7 @@ impl Broker for Flaky {
         let _ = self.sink.set(sink.clone());
         self.inner.start(Arc::new(Gate {
             down: self.down.clone(),
+            twice: self.twice.clone(),
             sink,
         }))
     }
