@@ -113,7 +113,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a responder with test operations (echo, greet, fail, slow, reverse, streams, ...)
     #[command(after_help = server_after_help())]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Send one request and print its result
     #[command(after_help = client::REQUEST_HELP)]
     Request(client::RequestArgs),
@@ -208,7 +208,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
-            Command::Serve(args) => serve::serve(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
             Command::Request(args) => client::request(args).await,
             Command::Stream(args) => client::stream(args).await,
             Command::Notify(args) => client::notify(args).await,
