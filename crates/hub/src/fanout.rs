@@ -1,0 +1,19 @@
+//! The one way the hub sends a notification to a subscriber.
+
+use bytes::Bytes;
+use gotalk_peer::Peer;
+
+/// Queues notification `name` on `peer` without waiting and without
+/// copying `payload` (every subscriber of a delivery shares one buffer).
+///
+/// Fan-out runs under a channel's lock, in the publisher's (or the
+/// broker's) task: it must never wait for one connection. A connection
+/// whose write queue is already over its limit is a consumer that does
+/// not keep up: the peer closes it (`CloseReason::SlowConsumer`), and the
+/// hub's session cleanup removes what it had, while the other subscribers
+/// go on receiving everything. `Err` means the connection is closed.
+pub(crate) fn notify(peer: &Peer, name: &str, payload: Bytes) -> Result<(), gotalk_peer::Error> {
+    peer.try_notify(name, payload).inspect_err(|e| {
+        tracing::debug!(remote = ?peer.remote_addr(), channel = name, error = %e, "subscriber dropped");
+    })
+}
