@@ -11,9 +11,13 @@ mod redis_server;
 
 mod cluster;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use cluster::{Client, Cluster, Delivery, WAIT, eventually, position, within};
+use cluster::{Cluster, Delivery, WAIT, eventually, position, within};
 use serde_json::{Value, json};
 
 /// Checks that `got` are publications with offsets `first..=last` in
@@ -86,7 +90,8 @@ async fn publications_reach_every_node_once_and_in_order() {
         publishing.push(tokio::spawn(async move {
             let mut sent = Vec::new();
             for seq in 0..EACH {
-                let data = json!({"from": p, "seq": seq, "text": format!("é \"{p}/{seq}\" \u{1F600}")});
+                let data =
+                    json!({"from": p, "seq": seq, "text": format!("é \"{p}/{seq}\" \u{1F600}")});
                 let (offset, epoch) = client.publish("feed", data.clone()).await;
                 sent.push((offset, epoch, data));
             }
@@ -139,7 +144,7 @@ async fn publications_reach_every_node_once_and_in_order() {
                 d.body
             );
         }
-        let extra = subscriber.next_within(std::time::Duration::from_millis(50)).await;
+        let extra = subscriber.next_within(Duration::from_millis(50)).await;
         assert!(extra.is_none(), "{who}: nothing more, got {extra:?}");
     }
 }
@@ -308,6 +313,340 @@ async fn a_subscriber_moving_to_another_node_resumes_without_gap_or_duplicate() 
     for d in &all {
         assert_eq!(d.body["data"]["n"], d.body["offset"], "data intact: {d:?}");
     }
-    let extra = moved.next_within(std::time::Duration::from_millis(50)).await;
+    let extra = moved.next_within(Duration::from_millis(50)).await;
     assert!(extra.is_none(), "nothing more, got {extra:?}");
+}
+
+/// Whether `d` is a `{"lost": position}` notice; its position.
+fn lost(d: &Delivery) -> Option<(u64, String)> {
+    d.body.get("lost").map(position)
+}
+
+/// Checks what a subscriber got across a broker outage: within an epoch,
+/// publications follow each other with no gap and no duplicate; a gap
+/// (and only one) is announced by a `{"lost": position}` notice first, and
+/// a new epoch starts either at offset 1 or after such a notice. Returns
+/// the epochs seen, in order.
+fn assert_no_silent_gap(who: &str, got: &[Delivery]) -> Vec<String> {
+    let mut epochs: Vec<String> = Vec::new();
+    // The position the next publication must follow.
+    let mut at: Option<(u64, String)> = None;
+    for (i, d) in got.iter().enumerate() {
+        if let Some(position) = lost(d) {
+            at = Some(position);
+            continue;
+        }
+        let offset = d
+            .offset()
+            .unwrap_or_else(|| panic!("{who}: unexpected delivery {i}: {d:?}"));
+        let epoch = d.epoch().to_owned();
+        let follows = match &at {
+            None => true,
+            Some((o, e)) if *e == epoch => offset == o + 1,
+            // Another epoch with no notice: only from its start.
+            Some(_) => offset == 1,
+        };
+        assert!(
+            follows,
+            "{who}: delivery {i} {} does not follow {at:?} (a silent gap or a duplicate); \
+             everything: {:?}",
+            d.body,
+            got.iter().map(|d| d.body.to_string()).collect::<Vec<_>>()
+        );
+        if epochs.last() != Some(&epoch) {
+            epochs.push(epoch.clone());
+        }
+        at = Some((offset, epoch));
+    }
+    epochs
+}
+
+/// What a publisher saw: the positions of its successful publishes (by
+/// the `n` in their data), and the `n` of those that failed.
+#[derive(Default)]
+struct Published {
+    ok: BTreeMap<(String, u64), u64>,
+    failed: BTreeSet<u64>,
+}
+
+/// Redis killed mid-stream, while a publisher on C publishes without
+/// pause: publishing (and the other operations that need Redis) fails at
+/// once with `broker unavailable` on every node, no node exits or stops
+/// answering, and once Redis is back (empty: no persistence) the nodes
+/// reconnect and resubscribe by themselves and publications flow across
+/// nodes again, in a new epoch, with any gap announced by `lost`;
+/// resuming from a position of the old epoch gives `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_redis_killed_mid_stream() {
+    /// The operation timeout is 2 s; with Redis gone connections are
+    /// refused and operations fail well before it.
+    const FAIL_FAST: Duration = Duration::from_secs(3);
+    let Some(mut cluster) = Cluster::start("nodes_ride_out_redis_killed_mid_stream", 3).await
+    else {
+        return;
+    };
+    let mut subscribers = Vec::new();
+    for node in &cluster.nodes[..2] {
+        let client = node.client().await;
+        client.subscribe(json!({"channel": "ticker"})).await;
+        subscribers.push(client);
+    }
+    let publisher = cluster.nodes[2].client().await;
+    let published = Arc::new(Mutex::new(Published::default()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let publishing = {
+        let published = published.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !*stopped.borrow() {
+                n += 1;
+                let input = json!({"channel": "ticker", "data": {"n": n}});
+                let started = Instant::now();
+                let result = publisher.try_request("publish", &input).await;
+                let took = started.elapsed();
+                {
+                    let mut published = published.lock().unwrap();
+                    match result {
+                        Ok(out) => {
+                            let (offset, epoch) = position(&out);
+                            published.ok.insert((epoch, offset), n);
+                        }
+                        Err(e) => {
+                            assert!(
+                                e.starts_with("broker unavailable"),
+                                "publish {n}: expected `broker unavailable: ...`, got {e:?}"
+                            );
+                            assert!(took < FAIL_FAST, "publish {n} took {took:?} to fail");
+                            published.failed.insert(n);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            publisher
+        })
+    };
+    let mut received: Vec<Vec<Delivery>> = vec![Vec::new(); subscribers.len()];
+    for (s, got) in subscribers.iter_mut().zip(&mut received) {
+        got.extend(s.publications("ticker", 20).await);
+    }
+    let old_epoch = received[0][0].epoch().to_owned();
+
+    cluster.redis.stop().await;
+    eventually(WAIT, "publishes fail without Redis", || async {
+        let failed = published.lock().unwrap().failed.len();
+        if failed >= 5 {
+            Ok(())
+        } else {
+            Err(format!("{failed} failed"))
+        }
+    })
+    .await;
+    // The other operations that need Redis, on the other nodes.
+    let attempts = [
+        (
+            &subscribers[0],
+            "publish",
+            json!({"channel": "ticker", "data": "x"}),
+        ),
+        (
+            &subscribers[1],
+            "publish",
+            json!({"channel": "ticker", "data": "x"}),
+        ),
+        (&subscribers[0], "subscribe", json!({"channel": "other"})),
+        (&subscribers[1], "history", json!({"channel": "ticker"})),
+        (&subscribers[0], "presence", json!({"channel": "ticker"})),
+    ];
+    for (client, op, input) in attempts {
+        let started = Instant::now();
+        let result = client.try_request(op, &input).await;
+        let took = started.elapsed();
+        match result {
+            Err(e) if e.starts_with("broker unavailable") => {}
+            other => panic!(
+                "{op} on {} without Redis: expected `broker unavailable: ...`, got {other:?}",
+                client.node
+            ),
+        }
+        assert!(
+            took < FAIL_FAST,
+            "{op} on {} took {took:?} to fail",
+            client.node
+        );
+    }
+    for node in &mut cluster.nodes {
+        node.assert_serving().await;
+    }
+    for s in &subscribers {
+        assert!(
+            !s.peer.is_closed(),
+            "{}: the subscriber stays connected",
+            s.node
+        );
+    }
+
+    cluster.redis.restart().await;
+    // Publications of the new epoch reach both subscribers.
+    for (s, got) in subscribers.iter_mut().zip(&mut received) {
+        let who = format!("subscriber on {}", s.node);
+        within(
+            WAIT,
+            &format!("{who}: publications after the restart"),
+            async {
+                let mut new = 0;
+                while new < 10 {
+                    let d = s.next().await;
+                    if d.offset().is_some() && d.epoch() != old_epoch {
+                        new += 1;
+                    }
+                    got.push(d);
+                }
+            },
+        )
+        .await;
+    }
+    stop.send_replace(true);
+    let publisher = within(WAIT, "the publisher", publishing)
+        .await
+        .expect("the publisher panicked");
+    // A last one, to know when everything published has arrived.
+    let (last, new_epoch) = publisher.publish("ticker", json!({"n": 0})).await;
+    assert_ne!(new_epoch, old_epoch, "Redis restarted empty: a new epoch");
+    let published = std::mem::take(&mut *published.lock().unwrap());
+    // The publisher's own view: two epochs, each with offsets from 1 and
+    // no gap (a publish that failed when Redis died may still have run,
+    // but then it was the old epoch's last).
+    let epochs: BTreeSet<&String> = published.ok.keys().map(|(e, _)| e).collect();
+    assert_eq!(
+        epochs,
+        BTreeSet::from([&old_epoch, &new_epoch]),
+        "the epochs of the publishes that succeeded"
+    );
+    for epoch in [&old_epoch, &new_epoch] {
+        let offsets: Vec<u64> = published
+            .ok
+            .keys()
+            .filter(|(e, _)| e == epoch)
+            .map(|(_, o)| *o)
+            .collect();
+        assert_eq!(
+            offsets,
+            (1..=offsets.len() as u64).collect::<Vec<_>>(),
+            "the publisher's offsets in epoch {epoch}: {}",
+            summarize(&offsets)
+        );
+    }
+
+    for (s, got) in subscribers.iter_mut().zip(&mut received) {
+        while got.last().and_then(Delivery::offset) != Some(last) {
+            got.push(s.next().await);
+        }
+        let who = format!("subscriber on {}", s.node);
+        let epochs = assert_no_silent_gap(&who, got);
+        assert_eq!(
+            epochs,
+            [old_epoch.clone(), new_epoch.clone()],
+            "{who}: the epochs"
+        );
+        for d in got.iter().filter(|d| d.offset().is_some()) {
+            let key = (d.epoch().to_owned(), d.offset().unwrap());
+            let n = d.body["data"]["n"].as_u64().expect("n");
+            match published.ok.get(&key) {
+                Some(want) => assert_eq!(n, *want, "{who}: data of {key:?}"),
+                None if key == (new_epoch.clone(), last) => assert_eq!(n, 0),
+                None => assert!(
+                    published.failed.contains(&n),
+                    "{who}: {key:?} holds {n}, which was neither published there nor failed"
+                ),
+            }
+        }
+    }
+
+    // Resuming from the old epoch: Redis lost that history.
+    let (old_last, _) = published
+        .ok
+        .keys()
+        .filter(|(e, _)| *e == old_epoch)
+        .map(|(e, o)| (*o, e.clone()))
+        .next_back()
+        .unwrap();
+    let resumer = cluster.nodes[1].client().await;
+    let out = resumer
+        .subscribe(json!({"channel": "ticker", "since": {"offset": old_last, "epoch": old_epoch}}))
+        .await;
+    assert_eq!(out["recovered"], false, "{out}");
+    assert_eq!(out["publications"], json!([]), "{out}");
+    assert_eq!(position(&out), (last, new_epoch), "{out}");
+    for node in &mut cluster.nodes {
+        node.assert_serving().await;
+    }
+}
+
+/// A node killed outright (SIGKILL): its clients see their connection
+/// close, the other nodes go on serving, and a client of the dead node
+/// resumes on another node from its last position: the history is in
+/// Redis, so nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_clients_resume_on_another_node() {
+    let Some(mut cluster) =
+        Cluster::start("a_killed_nodes_clients_resume_on_another_node", 3).await
+    else {
+        return;
+    };
+    let mut orphan = cluster.nodes[0].client().await;
+    orphan.subscribe(json!({"channel": "orders"})).await;
+    let mut bystander = cluster.nodes[1].client().await;
+    bystander.subscribe(json!({"channel": "orders"})).await;
+    let publisher = cluster.nodes[2].client().await;
+    let mut epoch = String::new();
+    for n in 1..=10 {
+        (_, epoch) = publisher.publish("orders", json!({"n": n})).await;
+    }
+    let got = orphan.publications("orders", 10).await;
+    assert_run("the subscriber on A", &got, &epoch, 1, 10);
+    let since = json!({"offset": 10, "epoch": epoch});
+    let got = bystander.publications("orders", 10).await;
+    assert_run("the subscriber on B", &got, &epoch, 1, 10);
+
+    cluster.nodes[0].kill().await;
+    orphan.closed().await;
+    for n in 11..=20 {
+        publisher.publish("orders", json!({"n": n})).await;
+    }
+    let got = bystander.publications("orders", 10).await;
+    assert_run("the subscriber on B", &got, &epoch, 11, 20);
+
+    let mut resumed = cluster.nodes[1].client().await;
+    let out = resumed
+        .subscribe(json!({"channel": "orders", "since": since}))
+        .await;
+    assert_eq!(out["recovered"], true, "{out}");
+    let recovered: Vec<Delivery> = out["publications"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .map(|p| Delivery {
+            channel: "orders".to_owned(),
+            body: p.clone(),
+        })
+        .collect();
+    assert_run(
+        "the resumed subscriber's result",
+        &recovered,
+        &epoch,
+        11,
+        20,
+    );
+    for n in 21..=25 {
+        publisher.publish("orders", json!({"n": n})).await;
+    }
+    let live = resumed.publications("orders", 5).await;
+    assert_run("the resumed subscriber", &live, &epoch, 21, 25);
+    for d in recovered.iter().chain(&live) {
+        assert_eq!(d.body["data"]["n"], d.body["offset"], "data intact: {d:?}");
+    }
+    for node in &mut cluster.nodes[1..] {
+        node.assert_serving().await;
+    }
 }

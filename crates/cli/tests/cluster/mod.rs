@@ -135,7 +135,10 @@ impl Node {
         let mut child = command.spawn().expect("spawn gotalk serve");
         let pid = child.id().expect("a running child has a pid");
         let stderr = Arc::new(Mutex::new(String::new()));
-        tokio::spawn(keep_tail(child.stderr.take().expect("piped"), stderr.clone()));
+        tokio::spawn(keep_tail(
+            child.stderr.take().expect("piped"),
+            stderr.clone(),
+        ));
         let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
         let first = tokio::time::timeout(WAIT, stdout.next_line()).await;
         let addr = match first {
