@@ -19,6 +19,10 @@ use std::{
 
 use cluster::{Cluster, Delivery, WAIT, eventually, position, within};
 use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 /// Checks that `got` are publications with offsets `first..=last` in
 /// order, all of `epoch`, and returns their data by offset.
@@ -649,4 +653,263 @@ async fn a_killed_nodes_clients_resume_on_another_node() {
     for node in &mut cluster.nodes[1..] {
         node.assert_serving().await;
     }
+}
+
+/// A gotalk request frame, by hand: `r`, the 4-byte id, the operation's
+/// length (3 hex digits) and name, the payload's length (8 hex digits) and
+/// the payload.
+fn request_frame(id: &str, op: &str, payload: &[u8]) -> Vec<u8> {
+    let mut frame = format!("r{id}{:03x}{op}{:08x}", op.len(), payload.len()).into_bytes();
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A subscriber that stops reading (a raw TCP connection that subscribed
+/// and then reads nothing) on node A does not slow anyone down: the
+/// subscribers that read, on A and on B, get every publication, and node A
+/// closes the stalled connection once its write queue passes the bound
+/// (8 MiB by default) instead of holding everything for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_dropped_and_slows_no_one() {
+    /// Far more than the write-queue bound plus what loopback socket
+    /// buffers take in for a reader that stops.
+    const MESSAGES: u64 = 2500;
+    const PAD: usize = 8 * 1024;
+    /// Publications in flight between checks that the readers keep up, so
+    /// that their own queues stay far below the bound.
+    const BATCH: u64 = 250;
+    let Some(mut cluster) = Cluster::start(
+        "a_subscriber_that_stops_reading_is_dropped_and_slows_no_one",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut stalled = within(
+        WAIT,
+        "raw connect",
+        TcpStream::connect(cluster.nodes[0].addr()),
+    )
+    .await
+    .expect("connect to node A");
+    stalled.set_nodelay(true).unwrap();
+    stalled.write_all(b"01").await.unwrap();
+    stalled
+        .write_all(&request_frame(
+            "0001",
+            "subscribe",
+            br#"{"channel":"bulk"}"#,
+        ))
+        .await
+        .unwrap();
+    // The version, then the subscribe's result: `R0001`, the length, JSON.
+    let mut head = [0; 2 + 5 + 8];
+    within(WAIT, "the subscribe result", stalled.read_exact(&mut head))
+        .await
+        .expect("read the subscribe result");
+    assert_eq!(
+        &head[..7],
+        b"01R0001",
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    let len = usize::from_str_radix(std::str::from_utf8(&head[7..]).unwrap(), 16).unwrap();
+    let mut result = vec![0; len];
+    within(
+        WAIT,
+        "the subscribe result",
+        stalled.read_exact(&mut result),
+    )
+    .await
+    .unwrap();
+    let result: Value = serde_json::from_slice(&result).unwrap();
+    assert_eq!(result["offset"], 0, "{result}");
+    // From here on it reads nothing.
+
+    let mut readers = Vec::new();
+    for node in &cluster.nodes {
+        let reader = node.client().await;
+        reader.subscribe(json!({"channel": "bulk"})).await;
+        readers.push(reader);
+    }
+    let mut publishers = Vec::new();
+    for _ in 0..4 {
+        publishers.push(Arc::new(cluster.nodes[1].client().await));
+    }
+    let count = publishers.len() as u64;
+    let pad = "x".repeat(PAD);
+    let mut epoch = String::new();
+    let mut next = 1;
+    while next <= MESSAGES {
+        let end = (next + BATCH - 1).min(MESSAGES);
+        let tasks: Vec<_> = publishers
+            .iter()
+            .enumerate()
+            .map(|(p, publisher)| {
+                let (publisher, pad) = (publisher.clone(), pad.clone());
+                let ns: Vec<u64> = (next..=end).filter(|n| n % count == p as u64).collect();
+                tokio::spawn(async move {
+                    let mut epoch = String::new();
+                    for n in ns {
+                        (_, epoch) = publisher.publish("bulk", json!({"n": n, "pad": pad})).await;
+                    }
+                    epoch
+                })
+            })
+            .collect();
+        for task in tasks {
+            epoch = within(WAIT, "a batch of publishes", task)
+                .await
+                .expect("a publisher panicked");
+        }
+        for reader in &mut readers {
+            let got = reader.publications("bulk", (end - next + 1) as usize).await;
+            assert_run(
+                &format!("the reader on {}", reader.node),
+                &got,
+                &epoch,
+                next,
+                end,
+            );
+            for d in &got {
+                assert_eq!(d.body["data"]["pad"].as_str().map(str::len), Some(PAD));
+            }
+        }
+        next = end + 1;
+    }
+
+    // Node A gave up on the stalled connection: reading it now finds what
+    // the kernel buffered, then the end, well short of everything.
+    let mut buffered = 0;
+    let mut chunk = vec![0; 256 * 1024];
+    let ended = within(WAIT, "node A to close the stalled connection", async {
+        loop {
+            match stalled.read(&mut chunk).await {
+                Ok(0) => return "end of stream".to_owned(),
+                Ok(n) => buffered += n,
+                Err(e) => return e.to_string(),
+            }
+        }
+    })
+    .await;
+    let everything = MESSAGES as usize * PAD;
+    assert!(
+        buffered < everything / 2,
+        "the stalled connection ({ended}) was sent {buffered} bytes of the {everything}"
+    );
+    for reader in &readers {
+        assert!(!reader.peer.is_closed(), "the reader on {}", reader.node);
+    }
+    cluster.nodes[0].assert_serving().await;
+}
+
+/// 10 000 subscribe/unsubscribe cycles through one connection, each on a
+/// channel of its own (every tenth entering presence, with events), leave
+/// nothing behind: no subscription counted against the connection's limit
+/// of 256, no presence entry, no Redis subscription or presence key, no
+/// growth of the node's memory beyond noise. (The hub's own counters,
+/// `Hub::stats`, are not served over the wire, so this looks from the
+/// outside: the wire, Redis and /proc.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_churn_leaves_nothing_behind() {
+    const CHURNS: usize = 10_000;
+    /// Cycles run at once (on distinct channels), so that the run is not
+    /// one client round trip per request.
+    const LANES: usize = 6;
+    /// Cycles before the first memory reading: allocator pools and maps
+    /// at their working size.
+    const WARMUP: usize = 2_000;
+    /// Allowed RSS growth over the cycles after the warm-up. Noise is a few
+    /// hundred KiB; keeping as little as 200 bytes per cycle (a channel's
+    /// entry in the node's tables, a subscription in the session) would
+    /// pass it.
+    const RSS_SLACK_KIB: u64 = 1536;
+    let Some(cluster) = Cluster::start("subscription_churn_leaves_nothing_behind", 1).await else {
+        return;
+    };
+    let node = &cluster.nodes[0];
+    let client = Arc::new(node.client().await);
+    let churn = |range: std::ops::Range<usize>| {
+        let tasks: Vec<_> = (0..LANES)
+            .map(|lane| {
+                let client = client.clone();
+                let range = range.clone();
+                tokio::spawn(async move {
+                    for i in range.filter(|i| i % LANES == lane) {
+                        let channel = format!("churn:{i}");
+                        let presence = i % 10 == 0;
+                        client
+                            .subscribe(json!({"channel": channel, "presence": presence, "events": presence}))
+                            .await;
+                        let out = client
+                            .request("unsubscribe", &json!({"channel": channel}))
+                            .await;
+                        assert_eq!(out, json!({}), "unsubscribe {channel}");
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for task in tasks {
+                within(3 * WAIT, "a churning lane", task)
+                    .await
+                    .expect("a churning lane panicked");
+            }
+        }
+    };
+    churn(0..WARMUP).await;
+    let rss_warm = node.rss_kib();
+    churn(WARMUP..CHURNS).await;
+    let rss_end = node.rss_kib();
+    assert!(
+        rss_end < rss_warm + RSS_SLACK_KIB,
+        "the node's RSS grew from {rss_warm} KiB to {rss_end} KiB over {} cycles",
+        CHURNS - WARMUP
+    );
+    let mut client = Arc::into_inner(client).expect("the lanes are done");
+    // What arrived: join events only (its own, while it was subscribed
+    // with events), never a publication or a leave.
+    let arrived = client.drain();
+    let mut ids = BTreeSet::new();
+    for d in &arrived {
+        let id = d.body["join"]["client"]
+            .as_str()
+            .unwrap_or_else(|| panic!("only join events, got {d:?}"));
+        ids.insert(id.to_owned());
+    }
+    assert!(ids.len() <= 1, "joins of one client only: {ids:?}");
+    assert!(arrived.len() <= CHURNS / 10, "{} joins", arrived.len());
+    // Nothing in presence, seen from a new connection.
+    let observer = node.client().await;
+    for i in (0..CHURNS).step_by(10).step_by(25) {
+        let channel = format!("churn:{i}");
+        assert_eq!(
+            observer.presence(&channel).await,
+            Vec::<String>::new(),
+            "presence of {channel}"
+        );
+    }
+    // Nothing left at Redis: the node unsubscribed from every channel and
+    // removed every presence entry.
+    let mut redis = cluster.redis_connection().await;
+    let subscribed: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(subscribed, Vec::<String>::new(), "Redis pub/sub channels");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*presence*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys, Vec::<String>::new(), "presence keys");
+    // The connection can subscribe again, and gets a publication once.
+    client.subscribe(json!({"channel": "churn:7"})).await;
+    observer.publish("churn:7", json!("once")).await;
+    let got = client.publications("churn:7", 1).await;
+    assert_eq!(got[0].body["data"], "once");
+    let extra = client.next_within(Duration::from_millis(50)).await;
+    assert!(extra.is_none(), "one delivery only, then {extra:?}");
 }
