@@ -587,6 +587,73 @@ async fn nodes_ride_out_redis_killed_mid_stream() {
     }
 }
 
+/// Presence comes back with Redis: a Redis restarted empty forgets who is
+/// in a channel, and the nodes enter their live members again as soon as
+/// they are reconnected, not only at their next periodic refresh (25 s
+/// later at worst); `presence` lists them on every node again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_restored_after_a_redis_restart() {
+    let Some(mut cluster) = Cluster::start("presence_is_restored_after_a_redis_restart", 2).await
+    else {
+        return;
+    };
+    let mut members = Vec::new();
+    for node in &cluster.nodes {
+        let member = node.client().await;
+        member
+            .subscribe(json!({"channel": "lobby", "presence": true}))
+            .await;
+        members.push(member);
+    }
+    let before = members[0].presence("lobby").await;
+    assert_eq!(before.len(), 2, "both members: {before:?}");
+
+    cluster.redis.restart().await;
+    // Both nodes are back on Redis once a publication reaches both
+    // members (a node that is not yet back has it recovered later).
+    let publisher = cluster.nodes[0].client().await;
+    for member in &mut members {
+        let who = format!("the member on {}", member.node);
+        within(
+            WAIT,
+            &format!("{who}: a publication after the restart"),
+            async {
+                loop {
+                    match publisher
+                        .try_request("publish", &json!({"channel": "lobby", "data": "hello"}))
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) => assert!(e.starts_with("broker unavailable"), "publish: {e}"),
+                    }
+                    while let Some(d) = member.next_within(Duration::from_millis(20)).await {
+                        if d.offset().is_some() {
+                            return;
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+    }
+    for (n, node) in cluster.nodes.iter().enumerate() {
+        let observer = node.client().await;
+        eventually(
+            Duration::from_secs(5),
+            &format!("both members listed again on node{n}"),
+            || async {
+                let listed = observer.presence("lobby").await;
+                if listed == before {
+                    Ok(())
+                } else {
+                    Err(format!("{listed:?}, before the restart {before:?}"))
+                }
+            },
+        )
+        .await;
+    }
+}
+
 /// A node killed outright (SIGKILL): its clients see their connection
 /// close, the other nodes go on serving, and a client of the dead node
 /// resumes on another node from its last position: the history is in
