@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cluster::{Cluster, Delivery, WAIT, eventually, position, within};
+use cluster::{Cluster, Delivery, Node, WAIT, eventually, position, within};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -979,4 +979,141 @@ async fn subscription_churn_leaves_nothing_behind() {
     assert_eq!(got[0].body["data"], "once");
     let extra = client.next_within(Duration::from_millis(50)).await;
     assert!(extra.is_none(), "one delivery only, then {extra:?}");
+}
+
+/// Two hubs on one Redis with their own `--redis-prefix` stay apart: the
+/// same channel name is two channels, with their own subscribers,
+/// offsets, presence and history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_prefixes_keep_hubs_apart() {
+    let Some(mut cluster) = Cluster::start("redis_prefixes_keep_hubs_apart", 0).await else {
+        return;
+    };
+    let url = cluster.redis.url();
+    for (name, prefix) in [("blue", "blue:"), ("green", "green:")] {
+        let node = Node::start(name.to_owned(), &url, &["--redis-prefix", prefix]).await;
+        cluster.nodes.push(node);
+    }
+    let mut clients = Vec::new();
+    for node in &cluster.nodes {
+        let client = node.client().await;
+        client
+            .subscribe(json!({"channel": "news", "presence": true}))
+            .await;
+        clients.push(client);
+    }
+    let (offset, _) = clients[0].publish("news", json!("blue news")).await;
+    assert_eq!(offset, 1);
+    let (offset, _) = clients[1].publish("news", json!("green news")).await;
+    assert_eq!(offset, 1, "green's channel has its own offsets");
+    for (client, want) in clients.iter_mut().zip(["blue news", "green news"]) {
+        let got = client.publications("news", 1).await;
+        assert_eq!(got[0].body["data"], want, "on {}", client.node);
+        let extra = client.next_within(Duration::from_millis(100)).await;
+        assert!(
+            extra.is_none(),
+            "{}: the other hub's news: {extra:?}",
+            client.node
+        );
+        assert_eq!(client.presence("news").await.len(), 1, "{}", client.node);
+        let history = client.request("history", &json!({"channel": "news"})).await;
+        let data: Vec<&Value> = history["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["data"])
+            .collect();
+        assert_eq!(data, [&json!(want)], "{}: history", client.node);
+    }
+}
+
+/// `serve --hub --redis URL` with no Redis there does not start: it says
+/// why and exits 2, promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_redis_says_so_and_exits() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let started = Instant::now();
+    let output = within(
+        WAIT,
+        "serve without Redis to exit",
+        tokio::process::Command::new(cluster::BIN)
+            .args(["serve", "--hub", "--redis", &url, "--addr", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run gotalk serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("cannot start the hub") && stderr.contains("broker unavailable"),
+        "stderr: {stderr}"
+    );
+    assert!(output.stdout.is_empty(), "it never listened");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it took {:?} to give up",
+        started.elapsed()
+    );
+}
+
+/// A Redis that stops answering without closing its connections
+/// (SIGSTOP): a publish fails with `broker unavailable` after the
+/// operation timeout (2 s) instead of hanging, the node goes on answering
+/// what does not need Redis, and once Redis resumes publishing works and
+/// deliveries flow again, in the same epoch with no gap (the publish that
+/// timed out may have happened after all: it is then delivered in its
+/// place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_times_operations_out_and_the_cluster_resumes() {
+    /// The operation timeout, plus room for a loaded machine.
+    const BOUND: Duration = Duration::from_secs(5);
+    let Some(mut cluster) = Cluster::start(
+        "a_frozen_redis_times_operations_out_and_the_cluster_resumes",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut subscriber = cluster.nodes[1].client().await;
+    subscriber.subscribe(json!({"channel": "frozen"})).await;
+    let publisher = cluster.nodes[0].client().await;
+    let (_, epoch) = publisher.publish("frozen", json!({"n": 1})).await;
+    subscriber.publications("frozen", 1).await;
+
+    cluster.redis.signal("STOP").await;
+    let started = Instant::now();
+    let result = publisher
+        .try_request("publish", &json!({"channel": "frozen", "data": {"n": 2}}))
+        .await;
+    let took = started.elapsed();
+    match result {
+        Err(e) if e.starts_with("broker unavailable") => {}
+        other => panic!("publish to a frozen Redis: {other:?}"),
+    }
+    assert!(took < BOUND, "the publish took {took:?} to fail");
+    // Meanwhile the nodes serve what needs no Redis.
+    for node in &mut cluster.nodes {
+        node.assert_serving().await;
+    }
+    cluster.redis.signal("CONT").await;
+
+    let (last, e) = publisher.publish("frozen", json!({"n": 3})).await;
+    assert_eq!(e, epoch, "Redis kept its data: the same epoch");
+    let mut got = subscriber.publications("frozen", (last - 1) as usize).await;
+    assert_run("the subscriber", &got, &epoch, 2, last);
+    let ns: Vec<&Value> = got.iter().map(|d| &d.body["data"]["n"]).collect();
+    assert!(
+        ns == [&json!(3)] || ns == [&json!(2), &json!(3)],
+        "after the freeze: {ns:?}"
+    );
+    got.extend(subscriber.drain());
+    assert_eq!(got.len() as u64, last - 1, "nothing more: {got:?}");
 }
