@@ -735,7 +735,8 @@ fn request_frame(id: &str, op: &str, payload: &[u8]) -> Vec<u8> {
 /// and then reads nothing) on node A does not slow anyone down: the
 /// subscribers that read, on A and on B, get every publication, and node A
 /// closes the stalled connection once its write queue passes the bound
-/// (8 MiB by default) instead of holding everything for it.
+/// (8 MiB by default) instead of holding everything for it, and its
+/// presence entry goes with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_dropped_and_slows_no_one() {
     /// Far more than the write-queue bound plus what loopback socket
@@ -766,7 +767,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_slows_no_one() {
         .write_all(&request_frame(
             "0001",
             "subscribe",
-            br#"{"channel":"bulk"}"#,
+            br#"{"channel":"bulk","presence":true}"#,
         ))
         .await
         .unwrap();
@@ -800,6 +801,8 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_slows_no_one() {
         reader.subscribe(json!({"channel": "bulk"})).await;
         readers.push(reader);
     }
+    let stalled_id = readers[1].presence("bulk").await;
+    assert_eq!(stalled_id.len(), 1, "the stalled subscriber is in presence");
     let mut publishers = Vec::new();
     for _ in 0..4 {
         publishers.push(Arc::new(cluster.nodes[1].client().await));
@@ -868,6 +871,17 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_slows_no_one() {
     for reader in &readers {
         assert!(!reader.peer.is_closed(), "the reader on {}", reader.node);
     }
+    // Its session ended like any other: out of presence, seen from B.
+    let far = &readers[1];
+    eventually(WAIT, "the dropped subscriber leaves presence", || async {
+        let listed = far.presence("bulk").await;
+        if listed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{listed:?}, the dropped one: {stalled_id:?}"))
+        }
+    })
+    .await;
     cluster.nodes[0].assert_serving().await;
 }
 
