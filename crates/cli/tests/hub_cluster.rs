@@ -25,7 +25,7 @@ use tokio::{
 };
 
 /// Checks that `got` are publications with offsets `first..=last` in
-/// order, all of `epoch`, and returns their data by offset.
+/// order, all of `epoch`.
 fn assert_run(who: &str, got: &[Delivery], epoch: &str, first: u64, last: u64) {
     let offsets: Vec<u64> = got.iter().map(|d| d.offset().unwrap_or(0)).collect();
     let want: Vec<u64> = (first..=last).collect();
@@ -327,10 +327,10 @@ fn lost(d: &Delivery) -> Option<(u64, String)> {
 }
 
 /// Checks what a subscriber got across a broker outage: within an epoch,
-/// publications follow each other with no gap and no duplicate; a gap
-/// (and only one) is announced by a `{"lost": position}` notice first, and
-/// a new epoch starts either at offset 1 or after such a notice. Returns
-/// the epochs seen, in order.
+/// publications follow each other with no gap and no duplicate; a gap is
+/// announced by a `{"lost": position}` notice first (the next publication
+/// follows that position), and a new epoch starts either at offset 1 or
+/// after such a notice. Returns the epochs seen, in order.
 fn assert_no_silent_gap(who: &str, got: &[Delivery]) -> Vec<String> {
     let mut epochs: Vec<String> = Vec::new();
     // The position the next publication must follow.
@@ -382,8 +382,9 @@ struct Published {
 /// resuming from a position of the old epoch gives `recovered: false`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_ride_out_redis_killed_mid_stream() {
-    /// The operation timeout is 2 s; with Redis gone connections are
-    /// refused and operations fail well before it.
+    /// The operation timeout (2 s) bounds every failure, plus room for a
+    /// loaded machine; with Redis gone, connections are refused and
+    /// operations fail well before it.
     const FAIL_FAST: Duration = Duration::from_secs(3);
     let Some(mut cluster) = Cluster::start("nodes_ride_out_redis_killed_mid_stream", 3).await
     else {
