@@ -583,6 +583,21 @@ async fn nodes_ride_out_redis_killed_mid_stream() {
     assert_eq!(out["recovered"], false, "{out}");
     assert_eq!(out["publications"], json!([]), "{out}");
     assert_eq!(position(&out), (last, new_epoch), "{out}");
+    // The subscribe that failed during the outage left nothing behind: it
+    // works now, with presence, and delivers.
+    let retrier = &mut subscribers[0];
+    retrier
+        .subscribe(json!({"channel": "other", "presence": true}))
+        .await;
+    assert_eq!(
+        resumer.presence("other").await.len(),
+        1,
+        "presence of other"
+    );
+    let (offset, _) = resumer.publish("other", json!("after the outage")).await;
+    let got = retrier.publications("other", 1).await;
+    assert_eq!(got[0].offset(), Some(offset));
+    assert_eq!(got[0].body["data"], "after the outage");
     for node in &mut cluster.nodes {
         node.assert_serving().await;
     }
