@@ -156,7 +156,12 @@ impl HubBuilder {
             self.limits.max_recover,
             self.limits.max_held_publications,
         ));
-        broker.start(node.sink()).await?;
+        let refresh_now = Arc::new(tokio::sync::Notify::new());
+        let sink = crate::presence::RestoringSink {
+            node: node.sink(),
+            refresh_now: refresh_now.clone(),
+        };
+        broker.start(Arc::new(sink)).await?;
         let inner = Arc::new(HubInner {
             node,
             broker,
@@ -173,7 +178,10 @@ impl HubBuilder {
             node_id: crate::id::random_hex(),
             next_session: AtomicU64::new(1),
         });
-        tokio::spawn(crate::presence::refresh(Arc::downgrade(&inner)));
+        tokio::spawn(crate::presence::refresh(
+            Arc::downgrade(&inner),
+            refresh_now,
+        ));
         Ok(Hub { inner })
     }
 }

@@ -3,9 +3,11 @@
 
 use std::sync::{Arc, Weak};
 
+use tokio::sync::Notify;
+
 use crate::{
     Hub, HubError,
-    broker::{ClientInfo, Delivery},
+    broker::{BrokerSink, ClientInfo, Delivery},
     hub::HubInner,
 };
 
@@ -36,9 +38,31 @@ pub(crate) async fn leave(hub: &Hub, channel: &str, info: &ClientInfo) {
     }
 }
 
+/// The node's broker sink, which also has the presence entries of this
+/// node entered again at once when the broker got its backend back: a
+/// backend that restarted empty (Redis without persistence) forgot them,
+/// and waiting for the next periodic refresh would leave live clients out
+/// of presence for up to `presence_refresh`.
+pub(crate) struct RestoringSink {
+    pub(crate) node: Arc<dyn BrokerSink>,
+    pub(crate) refresh_now: Arc<Notify>,
+}
+
+impl BrokerSink for RestoringSink {
+    fn deliver(&self, channel: &str, delivery: Delivery) {
+        self.node.deliver(channel, delivery);
+    }
+
+    fn resubscribed(&self) {
+        self.node.resubscribed();
+        self.refresh_now.notify_one();
+    }
+}
+
 /// Refreshes the presence entries of this node's sessions every
-/// `presence_refresh`, until the hub is dropped.
-pub(crate) async fn refresh(hub: Weak<HubInner>) {
+/// `presence_refresh`, and at once when `now` is notified (the broker
+/// reconnected), until the hub is dropped.
+pub(crate) async fn refresh(hub: Weak<HubInner>, now: Arc<Notify>) {
     let Some(period) = hub.upgrade().map(|h| h.limits.presence_refresh) else {
         return;
     };
@@ -46,7 +70,10 @@ pub(crate) async fn refresh(hub: Weak<HubInner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = now.notified() => tick.reset(),
+        }
         let Some(inner) = hub.upgrade() else { return };
         let sessions: Vec<_> = inner
             .sessions
