@@ -20,6 +20,7 @@ mod signal;
 mod static_files;
 mod text;
 mod trace;
+mod trim;
 mod websocket;
 
 use std::process::ExitCode;

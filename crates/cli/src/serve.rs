@@ -199,6 +199,8 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         }
     };
     println!("listening on {}", running.local_addr());
+    // Ends with the runtime.
+    tokio::spawn(crate::trim::after_closes(running.connections()));
     if let Some(url) = running.ws_url() {
         println!("listening on {url}");
         if let Some(dir) = &static_dir {

@@ -189,6 +189,11 @@ impl RunningServer {
         self.handle.local_addr().to_string()
     }
 
+    /// The live connections.
+    pub(crate) fn connections(&self) -> Connections {
+        self.handle.registry().clone()
+    }
+
     /// The WebSocket URL clients connect to, when serving WebSocket.
     pub(crate) fn ws_url(&self) -> Option<String> {
         self.handle
