@@ -173,6 +173,7 @@ pub async fn connect_with(
         .max_message_size
         .unwrap_or(config.max_payload as usize + gotalk_proto::MAX_HEADER_LEN);
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(super::READ_BUFFER)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
     let mut request = target

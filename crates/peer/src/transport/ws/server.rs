@@ -630,6 +630,7 @@ impl Endpoint {
         }
         match verdict_rx.await {
             Ok(Verdict::Accept { limit, socket }) => upgrade
+                .read_buffer_size(super::READ_BUFFER)
                 .max_message_size(limit)
                 .max_frame_size(limit)
                 .on_upgrade(move |ws| async move {
