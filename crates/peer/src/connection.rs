@@ -7,20 +7,20 @@
 
 use std::{
     any::{Any, TypeId},
-    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard, OnceLock, Weak},
     task::Waker,
 };
 
 use bytes::Bytes;
 use tokio::{
-    sync::{Notify, mpsc, oneshot, watch},
+    sync::{Notify, mpsc, oneshot},
     time::Instant,
 };
 
 use crate::{
     CloseReason, Config, Error, Handlers, Peer,
     core::{Charge, CloseMode, Core, Credit, Outcome, Tokens},
+    latch::Latch,
 };
 
 /// One item for a stream consumer (a stream handler reading request parts,
@@ -72,23 +72,33 @@ impl Locked {
 #[derive(Debug, Default)]
 pub(crate) struct Meta {
     pub(crate) remote_addr: Option<String>,
-    user_data: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    /// By type. A list, not a map: a connection has one or two (the
+    /// server's `ConnectionInfo`, the application's), and an idle
+    /// connection's every byte counts.
+    user_data: Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
 }
 
+/// Runs once the connection is finished (see [`Connection::on_finished`]).
+type FinishHook = Box<dyn FnOnce(Option<&CloseReason>) + Send>;
+
 pub(crate) struct Connection {
-    pub(crate) config: Config,
+    /// Shared by every connection made with the same settings (a server's).
+    pub(crate) config: Arc<Config>,
     pub(crate) handlers: Handlers,
     pub(crate) meta: Meta,
     locked: Mutex<Locked>,
     /// Wakes senders waiting for room in the write queue.
     room: Notify,
     /// Set once the driver is done and the transport shut.
-    finished: watch::Sender<bool>,
+    finished: Latch,
+    /// Runs when `finished` is set: how a server forgets the connection
+    /// without a task per connection waiting for it.
+    finish_hook: Mutex<Option<FinishHook>>,
     /// Set once, by [`Connection::first_peer`].
     handle: OnceLock<Weak<HandleGuard>>,
     /// Set when the core has closed: spawned handlers stop (see
     /// [`Connection::until_closed`]).
-    stop: watch::Sender<bool>,
+    stop: Latch,
 }
 
 /// Closes the connection when the last [`Peer`] handle is dropped.
@@ -114,13 +124,11 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     pub(crate) fn new(
-        config: Config,
+        config: Arc<Config>,
         handlers: Handlers,
         remote_addr: Option<String>,
     ) -> Arc<Self> {
         let core = Core::new(&config, Instant::now().into_std(), seed());
-        let (finished, _) = watch::channel(false);
-        let (stop, _) = watch::channel(false);
         Arc::new(Self {
             locked: Mutex::new(Locked {
                 core,
@@ -129,8 +137,9 @@ impl Connection {
                 woken: 0,
             }),
             room: Notify::new(),
-            finished,
-            stop,
+            finished: Latch::default(),
+            finish_hook: Mutex::new(None),
+            stop: Latch::default(),
             handle: OnceLock::new(),
             meta: Meta {
                 remote_addr,
@@ -263,7 +272,7 @@ impl Connection {
     /// The core closed: handlers still running are cancelled (see
     /// [`Connection::until_closed`]).
     pub(crate) fn stop_handlers(&self) {
-        self.stop.send_replace(true);
+        self.stop.set();
     }
 
     /// Runs a spawned handler's future until it finishes or the connection
@@ -276,7 +285,6 @@ impl Connection {
         kept: bool,
         fut: F,
     ) -> Option<F::Output> {
-        let mut stop = self.stop.subscribe();
         let grace = self.config.keep_running_grace;
         KEEP_RUNNING
             .scope(std::cell::Cell::new(kept), async move {
@@ -284,7 +292,7 @@ impl Connection {
                 tokio::select! {
                     biased;
                     out = &mut fut => return Some(out),
-                    _ = stop.wait_for(|stopped| *stopped) => {}
+                    _ = self.stop.wait() => {}
                 }
                 if !KEEP_RUNNING.with(std::cell::Cell::get) {
                     return None;
@@ -294,22 +302,42 @@ impl Connection {
             .await
     }
 
-    pub(crate) fn subscribe_finished(&self) -> watch::Receiver<bool> {
-        self.finished.subscribe()
+    /// Returns once closing is complete (see [`mark_finished`](Self::mark_finished)).
+    pub(crate) async fn finished(&self) {
+        self.finished.wait().await;
     }
 
     /// Announces that closing is complete (the transport is shut).
-    pub(crate) fn mark_finished(&self) {
+    pub(crate) fn mark_finished(&self, reason: Option<&CloseReason>) {
         self.room_made();
-        self.finished.send_replace(true);
+        self.finished.set();
+        let hook = self
+            .finish_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook(reason);
+        }
+    }
+
+    /// Sets what runs once the connection is finished (at most one hook;
+    /// set before the driver starts).
+    pub(crate) fn on_finished(&self, hook: impl FnOnce(Option<&CloseReason>) + Send + 'static) {
+        *self.finish_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
     }
 
     pub(crate) fn set_user_data<T: Send + Sync + 'static>(&self, value: T) {
-        self.meta
+        let mut data = self
+            .meta
             .user_data
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(TypeId::of::<T>(), Arc::new(value));
+            .unwrap_or_else(|p| p.into_inner());
+        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+        match data.iter_mut().find(|(t, _)| *t == TypeId::of::<T>()) {
+            Some((_, slot)) => *slot = value,
+            None => data.push((TypeId::of::<T>(), value)),
+        }
     }
 
     pub(crate) fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
@@ -318,7 +346,8 @@ impl Connection {
             .user_data
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        data.get(&TypeId::of::<T>()).cloned()?.downcast::<T>().ok()
+        let (_, value) = data.iter().find(|(t, _)| *t == TypeId::of::<T>())?;
+        value.clone().downcast::<T>().ok()
     }
 }
 

@@ -64,7 +64,7 @@ where
     let reason = driver.closing.map(|(reason, _)| reason);
     drop(driver.io);
     tracing::trace!(reason = ?reason, "connection closed");
-    conn.mark_finished();
+    conn.mark_finished(reason.as_ref());
 }
 
 /// What reading brought.

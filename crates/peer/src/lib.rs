@@ -137,6 +137,7 @@ mod driver;
 mod error;
 mod handlers;
 mod handshake;
+mod latch;
 mod peer;
 mod read_buffer;
 mod server;

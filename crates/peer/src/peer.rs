@@ -119,13 +119,14 @@ impl Peer {
     pub(crate) async fn handshake_with_addr<T>(
         mut io: T,
         handlers: Handlers,
-        config: Config,
+        config: impl Into<Arc<Config>>,
         remote_addr: Option<String>,
         setup: impl FnOnce(&Peer),
     ) -> Result<Peer, Error>
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        let config = config.into();
         handshake::handshake(&mut io, config.handshake_timeout).await?;
         let conn = Connection::new(config, handlers, remote_addr);
         let peer = conn.first_peer();
@@ -351,10 +352,7 @@ impl Peer {
 
     /// Waits until the connection has closed and says why.
     pub async fn closed(&self) -> CloseReason {
-        let mut rx = self.conn.subscribe_finished();
-        // The sender lives in the connection, which we hold: `wait_for`
-        // cannot fail.
-        let _ = rx.wait_for(|finished| *finished).await;
+        self.conn.finished().await;
         self.conn.close_reason().unwrap_or(CloseReason::Local)
     }
 

@@ -23,7 +23,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// What every listener of one server shares.
 pub(crate) struct State {
     pub(crate) handlers: Handlers,
-    pub(crate) config: Config,
+    /// Shared by the connections (see [`Connecting::configure`]).
+    pub(crate) config: Arc<Config>,
     pub(crate) hooks: Hooks,
     pub(crate) connections: Connections,
     /// Set once to stop accepting.
@@ -40,7 +41,7 @@ impl State {
     ) -> Self {
         Self {
             handlers,
-            config,
+            config: Arc::new(config),
             hooks,
             connections,
             stop: watch::channel(false).0,
@@ -81,12 +82,11 @@ pub(crate) async fn run<L: Listener>(mut listener: L, state: Arc<State>) {
     listener.close().await;
 }
 
-/// Runs one accepted connection until it closes.
+/// Opens one accepted connection. Once open, the connection's own driver
+/// task is all that runs for it: the registry forgets it from the driver's
+/// end (a hook), so an idle connection costs no second task.
 async fn serve<C: Connecting>(conn: C, state: Arc<State>, permit: OwnedSemaphorePermit) {
-    // Opening takes the larger state (the transport's and the gotalk
-    // handshake, the configuration, the connection info): boxed, it is
-    // freed once done, and the task of an open connection stays small.
-    let Some((peer, id)) = Box::pin(open(conn, &state, permit)).await else {
+    let Some(peer) = open(conn, &state, permit).await else {
         return;
     };
     // Shutdown may have closed the registry's connections while this one
@@ -95,9 +95,6 @@ async fn serve<C: Connecting>(conn: C, state: Arc<State>, permit: OwnedSemaphore
     if state.stopping() {
         peer.close().await;
     }
-    let reason = peer.closed().await;
-    state.connections.remove(id);
-    tracing::debug!(id, %reason, "connection closed");
 }
 
 /// Admits, establishes and registers one accepted connection, up to the
@@ -106,7 +103,7 @@ async fn open<C: Connecting>(
     conn: C,
     state: &Arc<State>,
     permit: OwnedSemaphorePermit,
-) -> Option<(Peer, u64)> {
+) -> Option<Peer> {
     let mut info = conn.info();
     info.id = state.connections.next_id();
     let id = info.id;
@@ -141,6 +138,11 @@ async fn open<C: Connecting>(
     let setup = |peer: &Peer| {
         peer.set_user_data(info.clone());
         state.connections.insert(id, peer.clone());
+        let connections = state.connections.clone();
+        peer.connection().on_finished(move |reason| {
+            connections.remove(id);
+            tracing::debug!(id, ?reason, "connection closed");
+        });
         if let Some(on_open) = &state.hooks.on_open {
             on_open(peer, &info);
         }
@@ -163,5 +165,5 @@ async fn open<C: Connecting>(
         }
     };
     tracing::debug!(id, transport = %info.transport, remote = ?info.remote_addr, "connection open");
-    Some((peer, id))
+    Some(peer)
 }

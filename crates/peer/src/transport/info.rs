@@ -19,9 +19,11 @@ pub struct ConnectionInfo {
     /// The client's address (`None` for Unix sockets, and for WebSocket
     /// endpoints mounted in an HTTP server that does not provide it).
     pub remote_addr: Option<SocketAddr>,
-    /// The WebSocket upgrade request, for WebSocket connections.
+    /// The WebSocket upgrade request, for WebSocket connections. Boxed:
+    /// every connection keeps its info for its whole life, and most are
+    /// not WebSocket ones.
     #[cfg(feature = "websocket")]
-    pub websocket: Option<WebSocketInfo>,
+    pub websocket: Option<Box<WebSocketInfo>>,
 }
 
 impl ConnectionInfo {
@@ -42,7 +44,7 @@ impl ConnectionInfo {
     /// The WebSocket upgrade request, for WebSocket connections.
     #[cfg(feature = "websocket")]
     pub fn websocket(&self) -> Option<&WebSocketInfo> {
-        self.websocket.as_ref()
+        self.websocket.as_deref()
     }
 
     /// The remote address as [`Peer::remote_addr`](crate::Peer::remote_addr)

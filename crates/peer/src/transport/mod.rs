@@ -99,7 +99,11 @@ pub trait Connecting: Send + 'static {
 
     /// Adjusts the connection's settings before it is established (the
     /// WebSocket listener applies what the client said it can handle).
-    fn configure(&self, config: &mut Config) {
+    /// `config` is shared with the server's other connections: change it
+    /// through [`Arc::make_mut`](std::sync::Arc::make_mut), and only when
+    /// something differs, so that connections that change nothing share
+    /// one copy.
+    fn configure(&self, config: &mut std::sync::Arc<Config>) {
         let _ = config;
     }
 

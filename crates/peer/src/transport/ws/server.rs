@@ -7,7 +7,7 @@
 //! `on_connect` hook then decides, and only an admitted request is
 //! upgraded (a refused one gets the rejection's status, 403 or 401).
 
-use std::{fmt, io, net::SocketAddr, time::Duration};
+use std::{fmt, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -176,12 +176,16 @@ pub enum RemoteCapabilities {
 }
 
 impl RemoteCapabilities {
-    /// Adjusts `config` for a client whose upgrade URL has `query`.
-    fn apply(self, config: &mut Config, query: Option<&str>) {
+    /// Adjusts `config` for a client whose upgrade URL has `query`,
+    /// copying it only if that changes something.
+    fn apply(self, config: &mut Arc<Config>, query: Option<&str>) {
         if self == Self::Negotiate {
             let (retry, stream) = parse_caps(query);
-            config.remote_retry_results = retry;
-            config.remote_stream_requests = stream;
+            if (config.remote_retry_results, config.remote_stream_requests) != (retry, stream) {
+                let config = Arc::make_mut(config);
+                config.remote_retry_results = retry;
+                config.remote_stream_requests = stream;
+            }
         }
     }
 }
@@ -607,13 +611,13 @@ impl Endpoint {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
         let mut info = ConnectionInfo::new(self.local_addr.clone(), remote_addr);
-        info.websocket = Some(WebSocketInfo {
+        info.websocket = Some(Box::new(WebSocketInfo {
             uri: parts.uri,
             headers: parts.headers,
             // Set by the server once the connection's settings are known.
             remote_retry_results: false,
             remote_stream_requests: false,
-        });
+        }));
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let conn = WsConnecting {
             info,
@@ -707,7 +711,7 @@ impl Connecting for WsConnecting {
         self.info.clone()
     }
 
-    fn configure(&self, config: &mut Config) {
+    fn configure(&self, config: &mut Arc<Config>) {
         let query = self.info.websocket.as_ref().and_then(|w| w.uri.query());
         self.remote.apply(config, query);
     }
@@ -811,11 +815,16 @@ mod tests {
         assert_eq!(parse_caps(Some("a=1&caps=stream")), (false, true));
         assert_eq!(parse_caps(Some("caps=retry%2Cstream")), (true, true));
         assert_eq!(parse_caps(Some("xcaps=retry")), (false, false));
-        let mut config = Config::default();
+        let shared = Arc::new(Config::default());
+        let mut config = shared.clone();
         RemoteCapabilities::Negotiate.apply(&mut config, Some("caps=retry"));
         assert!(config.remote_retry_results && !config.remote_stream_requests);
-        let mut config = Config::default();
+        assert!(!Arc::ptr_eq(&config, &shared), "changed: a copy of its own");
+        let mut config = shared.clone();
         RemoteCapabilities::FromConfig.apply(&mut config, None);
         assert!(config.remote_retry_results && config.remote_stream_requests);
+        let mut config = shared.clone();
+        RemoteCapabilities::Negotiate.apply(&mut config, Some("caps=retry,stream"));
+        assert!(Arc::ptr_eq(&config, &shared), "unchanged: still shared");
     }
 }
