@@ -26,8 +26,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-// The memory broker comes from the hub branch; the lead drops this commit at merge.
-// pub mod memory;
+pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
