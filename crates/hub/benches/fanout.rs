@@ -51,7 +51,8 @@
 //! - `FANOUT_SUBS` (1000), `FANOUT_CHANNELS` (10), `FANOUT_MSGS` (10000),
 //!   `FANOUT_RATE` (0: as fast as the window allows), `FANOUT_WINDOW` (16),
 //!   `FANOUT_ROUNDS` (3), `FANOUT_SERVER_THREADS` (1: tokio worker threads
-//!   of a hub server; Node runs JavaScript on one);
+//!   of a hub server; Node runs JavaScript on one), `FANOUT_SIO_READ_BUFFER`
+//!   (8192: the read buffer of our Socket.IO client, see `socketio_connect`);
 //! - `FANOUT_MODE` `throughput`, `memory` or `all`; `FANOUT_MEM_CONNS`
 //!   (`1000,10000`): memory per idle subscribed connection, as the growth
 //!   of the server's RSS (`VmRSS`) over a fresh server that already has 16
@@ -78,7 +79,10 @@ use gotalk_hub::{Hub, broker::memory::MemoryBroker};
 use gotalk_peer::{Config, Handlers, Peer, Server, ws};
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
-use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, protocol::WebSocketConfig},
+};
 
 /// How long a child may take to say it is ready or done.
 const STEP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -959,6 +963,15 @@ async fn subscribe_gotalk(url: &str, channel: &str, stats: SharedStats) -> Sub {
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// The read buffer of the Socket.IO client: `FANOUT_SIO_READ_BUFFER`,
+/// default 8 KiB.
+fn socketio_read_buffer() -> usize {
+    std::env::var("FANOUT_SIO_READ_BUFFER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8 * 1024)
+}
+
 /// Opens an Engine.IO v4 WebSocket session and connects to the main
 /// Socket.IO namespace: the server's open packet `0{...}`, our `40`, its
 /// `40{"sid":...}`.
@@ -971,7 +984,13 @@ async fn socketio_connect(url: &str) -> Ws {
         .await
         .unwrap_or_else(|e| panic!("connect {host}: {e}"));
     tcp.set_nodelay(true).expect("nodelay");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+    // tungstenite zero-fills its whole read buffer before every read (128
+    // KiB by default); Socket.IO writes each event as a frame of its own, so
+    // with the default this client would spend most of its time in memset.
+    // `ws::connect` has no such setting: the gotalk client keeps the
+    // default, which only handicaps the gotalk side.
+    let config = WebSocketConfig::default().read_buffer_size(socketio_read_buffer());
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
         .await
         .unwrap_or_else(|e| panic!("upgrade {url}: {e}"));
     let open = next_text(&mut ws).await;
