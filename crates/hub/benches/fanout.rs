@@ -722,7 +722,13 @@ fn memory_run(target: Target, n: usize, load: &Load) {
     check_fd_limit(n + MEM_WARMUP);
     let server = start_server(target, 0, None, load.threads);
     let prefix = format!("mem-{}-", std::process::id());
-    let mut subs = spawn_subscribers(target, &[server.url.clone()], MEM_WARMUP, load, &prefix);
+    let mut subs = spawn_subscribers(
+        target,
+        std::slice::from_ref(&server.url),
+        MEM_WARMUP,
+        load,
+        &prefix,
+    );
     subs.expect("ready");
     std::thread::sleep(MEM_SETTLE);
     let before = rss_kib(server.pid);
