@@ -65,9 +65,20 @@ fn conn_of(ctx: &gotalk_peer::Context) -> Option<u64> {
 }
 
 /// The handlers of `gotalk serve`, shared by every connection of one
-/// server (TCP, TLS and WebSocket alike); notifications are relayed to the
-/// other connections in `connections`, the server's registry.
-pub(crate) fn server_handlers(connections: Connections) -> Handlers {
+/// server (TCP, TLS and WebSocket alike); with `relay`, notifications are
+/// relayed to the other connections in `connections`, the server's
+/// registry.
+pub(crate) fn server_handlers(connections: Connections, relay: bool) -> Handlers {
+    let handlers = test_operations();
+    if relay {
+        relay_notifications(handlers, connections)
+    } else {
+        handlers
+    }
+}
+
+/// The operations of `OPERATIONS_HELP` (without the relay).
+fn test_operations() -> Handlers {
     Handlers::new()
         .buffer("echo", |_ctx, payload: Bytes| async move {
             Ok::<_, HandlerError>(payload)
@@ -113,6 +124,12 @@ pub(crate) fn server_handlers(connections: Connections) -> Handlers {
         .buffer("call-back", |ctx, payload: Bytes| async move {
             Ok::<_, HandlerError>(ctx.peer().request("reverse", payload).await?)
         })
+}
+
+/// Adds the relay: every notification other than `ping` goes to every
+/// other connection (so `gotalk listen` sees `gotalk notify`).
+fn relay_notifications(handlers: Handlers, connections: Connections) -> Handlers {
+    handlers
         .notification("ping", move |ctx, payload| {
             // The server registers a connection before reading its first
             // message, so one that sees the pong surely gets relays
@@ -167,7 +184,7 @@ mod tests {
     async fn every_operation_in_memory() {
         let (client, _server) = gotalk_peer::Peer::pair(
             client_handlers(),
-            server_handlers(Connections::new()),
+            server_handlers(Connections::new(), true),
             gotalk_peer::Config::default(),
         )
         .await

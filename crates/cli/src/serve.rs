@@ -10,6 +10,7 @@ use gotalk_peer::{Config, tls};
 use crate::{
     addr::Address,
     exit,
+    hub_serve::HubArgs,
     server::{self, ServeOptions},
     signal::shutdown_signal,
     static_files,
@@ -102,6 +103,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
     pub(crate) runtime: crate::RuntimeArgs,
 }
 
@@ -172,6 +175,13 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         allow_origins: args.ws_allow_origin,
         static_dir: static_dir.clone(),
     });
+    let hub = match args.hub.build().await {
+        Ok(hub) => hub,
+        Err(e) => {
+            eprintln!("gotalk: {e}");
+            return exit::TROUBLE;
+        }
+    };
     let options = ServeOptions {
         config,
         tracer,
@@ -179,6 +189,7 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         extra: None,
         tls,
         ws,
+        hub,
     };
     let running = match server::start(&addr, options).await {
         Ok(s) => s,

@@ -16,6 +16,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use gotalk_hub::Hub;
 use gotalk_peer::{
     BoxedIo, Config, ConnectionInfo, Connections, Handlers, LocalAddr, Server, ServerHandle,
     TcpListener, TransportKind,
@@ -49,6 +50,8 @@ pub(crate) struct ServeOptions {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Also serve WebSocket.
     pub(crate) ws: Option<WsListen>,
+    /// Serve publish/subscribe (`--hub`); replaces the notification relay.
+    pub(crate) hub: Option<Hub>,
 }
 
 /// Why [`start`] failed: which listener, and the error.
@@ -84,9 +87,12 @@ pub(crate) async fn start(
     options: ServeOptions,
 ) -> Result<RunningServer, StartError> {
     let connections = Connections::new();
-    let mut handlers = ops::server_handlers(connections.clone());
+    let mut handlers = ops::server_handlers(connections.clone(), options.hub.is_none());
     if let Some(extra) = &options.extra {
         handlers = extra(handlers);
+    }
+    if let Some(hub) = &options.hub {
+        handlers = hub.handlers(handlers);
     }
     let config = options.config.clone();
     let failed = |source| StartError {
@@ -138,7 +144,9 @@ pub(crate) async fn start(
         server = server.listen(listener);
     }
     if options.tracer.is_some() || options.log_connections {
-        server = log_and_trace(server, options.tracer, options.log_connections);
+        server = log_and_trace(server, options.tracer, options.log_connections, options.hub);
+    } else if let Some(hub) = &options.hub {
+        server = hub.attach(server);
     }
     let handle = server.with_connections(connections).spawn();
     Ok(RunningServer { handle })
@@ -225,10 +233,16 @@ fn lock(set: &Handshaking) -> MutexGuard<'_, HashSet<u64>> {
 /// is numbered and logged once its transport is up (the `wrap_io` hook),
 /// so the trace of its gotalk handshake already carries its number.
 #[allow(clippy::print_stdout)]
-fn log_and_trace(server: Server, tracer: Option<Tracer>, log: bool) -> Server {
+fn log_and_trace(server: Server, tracer: Option<Tracer>, log: bool, hub: Option<Hub>) -> Server {
     let handshaking: Handshaking = Arc::default();
     let opened = handshaking.clone();
+    // The hub's own hooks, called from these (a server has one of each).
+    let admit = hub.clone();
     server
+        .on_connect(move |info| match &admit {
+            Some(hub) => hub.admit(info),
+            None => Ok(()),
+        })
         .wrap_io(move |io, info| {
             let conn = info.id;
             if log {
@@ -251,6 +265,9 @@ fn log_and_trace(server: Server, tracer: Option<Tracer>, log: bool) -> Server {
         .on_open(move |peer, info| {
             let conn = info.id;
             lock(&opened).remove(&conn);
+            if let Some(hub) = &hub {
+                hub.open_connection(peer, info);
+            }
             if log {
                 let peer = peer.clone();
                 tokio::spawn(async move {

@@ -145,9 +145,7 @@ impl HubBuilder {
     /// Starts the broker and the hub's background work (presence
     /// refresh). Must run inside a tokio runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
-        let broker = self
-            .broker
-            .unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
         let anonymous = match (&self.verifier, self.anonymous) {
             (_, Some(p)) => Some(Arc::new(p)),
             (None, None) => Some(Arc::new(Permissions::all())),

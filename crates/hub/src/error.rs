@@ -79,10 +79,16 @@ mod tests {
 
     #[test]
     fn texts_match_docs() {
-        let forbidden = HubError::Forbidden { level: "read", channel: "c".into() };
+        let forbidden = HubError::Forbidden {
+            level: "read",
+            channel: "c".into(),
+        };
         assert_eq!(forbidden.to_string(), r#"forbidden: read access to "c""#);
         assert_eq!(HubError::Unauthenticated.to_string(), "unauthenticated");
-        assert_eq!(HubError::from(AuthError::Expired).to_string(), "token expired");
+        assert_eq!(
+            HubError::from(AuthError::Expired).to_string(),
+            "token expired"
+        );
         assert_eq!(HubError::Denied("no".into()).to_string(), "denied: no");
         assert_eq!(
             HubError::from(BrokerError::Unavailable("down".into())).to_string(),

@@ -200,7 +200,10 @@ impl Hub {
         let early = lock(&auth.early).remove(&early_key(info));
         let preauth = match early {
             Some((_, identity)) => Preauth::Identity(identity),
-            None => match (&auth.verifier, info.websocket().and_then(|ws| auth.tokens.token(ws))) {
+            None => match (
+                &auth.verifier,
+                info.websocket().and_then(|ws| auth.tokens.token(ws)),
+            ) {
                 (Some(_), Some(token)) => Preauth::Token(token),
                 _ => Preauth::None,
             },
@@ -269,7 +272,7 @@ impl Hub {
     pub async fn subscribe_client(&self, client: &str, channel: &str) -> Result<(), HubError> {
         self.check_channel(channel)?;
         let session = self.session(client)?;
-        let ctx = session.last_context();
+        let ctx = session.last_context(self);
         lifecycle::join(self, &session, &ctx, channel, None, false, false)
             .await
             .map(drop)
@@ -305,7 +308,7 @@ impl Hub {
     /// The connections open on this node, by client id.
     pub fn clients(&self) -> Vec<ClientInfo> {
         let sessions: Vec<_> = lock(&self.inner.sessions).values().cloned().collect();
-        let mut clients: Vec<_> = sessions.iter().map(|s| s.last_context().info).collect();
+        let mut clients: Vec<_> = sessions.iter().map(|s| s.last_context(self).info).collect();
         clients.sort_by(|a, b| a.client.cmp(&b.client));
         clients
     }
@@ -353,7 +356,11 @@ impl Hub {
         for s in sessions {
             let st = s.state();
             stats.subscriptions += st.subscriptions.len();
-            stats.presence += st.subscriptions.values().filter(|s| s.presence.is_some()).count();
+            stats.presence += st
+                .subscriptions
+                .values()
+                .filter(|s| s.presence.is_some())
+                .count();
         }
         stats
     }
@@ -394,7 +401,9 @@ impl Hub {
 
     /// Who a session is with `identity` (or anonymous).
     pub(crate) fn principal(&self, session: &Session, identity: Option<Identity>) -> Principal {
-        let user = identity.as_ref().map_or_else(String::new, |i| i.user.clone());
+        let user = identity
+            .as_ref()
+            .map_or_else(String::new, |i| i.user.clone());
         let permissions = match &identity {
             Some(i) => Arc::new(i.permissions.clone()),
             None => self

@@ -83,7 +83,7 @@ pub(crate) async fn establish(
     let principal = Arc::new(hub.principal(session, identity));
     session.state().principal = Some(principal.clone());
     if let Some(hooks) = &hub.inner.hooks {
-        let ctx = session.context(&principal);
+        let ctx = session.context(hub, &principal);
         if let Err(denied) = hooks.on_connect(&ctx).await {
             tracing::debug!(client = %session.client, reason = %denied, "on_connect refused the connection");
             session.set_phase(Phase::Refused(Refusal::Denied(denied.reason().to_owned())));
@@ -103,13 +103,17 @@ async fn watch_expiry(
     session: &Session,
     mut closed: std::pin::Pin<&mut impl Future<Output = CloseReason>>,
 ) -> CloseReason {
-    let mut phase = session.watch_phase();
     loop {
+        let changed = session.phase_changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let deadline = session.principal().and_then(|p| p.expires());
         let expiry = async {
             match deadline {
                 Some(t) => {
-                    let left = t.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                    let left = t
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO);
                     tokio::time::sleep(left).await;
                 }
                 None => std::future::pending().await,
@@ -117,12 +121,8 @@ async fn watch_expiry(
         };
         tokio::select! {
             reason = &mut closed => return reason,
-            changed = phase.changed() => {
-                if changed.is_err() {
-                    // The session holds the sender: not expected.
-                    return closed.await;
-                }
-            }
+            // A refreshed token: a new deadline.
+            () = changed => {}
             () = expiry => {
                 expire(hub, session).await;
                 return closed.await;
@@ -137,13 +137,20 @@ async fn watch_expiry(
 async fn expire(hub: &Hub, session: &Session) {
     tracing::info!(client = %session.client, "identity expired: closing the connection");
     session.set_phase(Phase::Expired);
-    leave_all(hub, session, LeaveReason::Expired, Some("token expired"), false).await;
+    leave_all(
+        hub,
+        session,
+        LeaveReason::Expired,
+        Some("token expired"),
+        false,
+    )
+    .await;
     close_soon(&session.peer);
 }
 
 /// The connection closed: remove everything the session had.
 async fn end(hub: &Hub, session: &Session, reason: &CloseReason) {
-    let ctx = session.last_context();
+    let ctx = session.last_context(hub);
     session.set_phase(Phase::Closed);
     leave_all(hub, session, LeaveReason::Disconnected, None, true).await;
     hub.forget(session);
@@ -164,7 +171,7 @@ async fn leave_all(
     close: bool,
 ) {
     let _ops = session.ops.lock().await;
-    let ctx = session.last_context();
+    let ctx = session.last_context(hub);
     let subscriptions = {
         let mut st = session.state();
         st.closed |= close;
@@ -187,6 +194,13 @@ pub(crate) async fn join(
     events: bool,
 ) -> Result<SubscribeOut, HubError> {
     let _ops = session.ops.lock().await;
+    if matches!(
+        session.phase(),
+        Phase::Refused(_) | Phase::Expired | Phase::Closed
+    ) {
+        // Closing: a server-side join must not outlive it.
+        return Err(HubError::Closed);
+    }
     let key: Arc<str> = channel.into();
     {
         let mut st = session.state();
@@ -229,7 +243,10 @@ pub(crate) async fn join(
         }
         Err(e) => {
             let sub = session.state().subscriptions.remove(channel);
-            if let Some(Subscription { presence: Some(info) }) = sub {
+            if let Some(Subscription {
+                presence: Some(info),
+            }) = sub
+            {
                 presence::leave(hub, channel, &info).await;
             }
             hub.inner.node.leave(session.id, channel, None).await;
@@ -250,14 +267,15 @@ pub(crate) async fn part(
     let Some(sub) = session.state().subscriptions.remove(channel) else {
         return false;
     };
-    let ctx = session.last_context();
+    let ctx = session.last_context(hub);
     end_subscription(hub, session, &ctx, channel, sub, reason, notice).await;
     true
 }
 
 /// Ends the subscriptions the principal may no longer read (after a
-/// token refresh). The caller holds the session's `ops` lock.
+/// token refresh).
 pub(crate) async fn revoke_unreadable(hub: &Hub, session: &Session, principal: &Principal) {
+    let _ops = session.ops.lock().await;
     let revoked: Vec<_> = {
         let mut st = session.state();
         let gone: Vec<Arc<str>> = st
@@ -270,9 +288,18 @@ pub(crate) async fn revoke_unreadable(hub: &Hub, session: &Session, principal: &
             .filter_map(|c| st.subscriptions.remove(&c).map(|s| (c, s)))
             .collect()
     };
-    let ctx = session.context(principal);
+    let ctx = session.context(hub, principal);
     for (channel, sub) in revoked {
-        end_subscription(hub, session, &ctx, &channel, sub, LeaveReason::Revoked, Some("permission revoked")).await;
+        end_subscription(
+            hub,
+            session,
+            &ctx,
+            &channel,
+            sub,
+            LeaveReason::Revoked,
+            Some("permission revoked"),
+        )
+        .await;
     }
 }
 

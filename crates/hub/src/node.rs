@@ -261,7 +261,10 @@ impl Node {
         let mut publications = Vec::new();
         let mut recovered = false;
         if let Some(since) = &since {
-            let last = history.publications.last().map_or(since.offset, |p| p.offset);
+            let last = history
+                .publications
+                .last()
+                .map_or(since.offset, |p| p.offset);
             // Complete, and not cut short by the limit.
             recovered = history.complete && last == history.position.offset;
             if recovered {
@@ -280,7 +283,11 @@ impl Node {
                         // The node's stream has no gaps (it recovers them
                         // before fanning out), so this is not expected;
                         // delivering beats dropping.
-                        tracing::debug!(channel, offset = h.offset, "gap while merging held publications");
+                        tracing::debug!(
+                            channel,
+                            offset = h.offset,
+                            "gap while merging held publications"
+                        );
                     }
                     publications.push(h.payload);
                     cursor = Cursor {
@@ -367,10 +374,12 @@ impl Node {
         let mut map = lock(&self.channels);
         let mut st = ch.lock();
         st.pins -= 1;
-        if st.pins == 0 && st.subscribers.is_empty() && !st.broker_subscribed {
-            if map.get(&ch.name).is_some_and(|c| Arc::ptr_eq(c, ch)) {
-                map.remove(&ch.name);
-            }
+        if st.pins == 0
+            && st.subscribers.is_empty()
+            && !st.broker_subscribed
+            && map.get(&ch.name).is_some_and(|c| Arc::ptr_eq(c, ch))
+        {
+            map.remove(&ch.name);
         }
     }
 
@@ -394,7 +403,9 @@ impl Node {
 
     /// Forgets an exclusion whose publish failed.
     pub(crate) fn unexclude(&self, session: u64, channel: &str, data: &Bytes) {
-        let Some(ch) = self.channel(channel) else { return };
+        let Some(ch) = self.channel(channel) else {
+            return;
+        };
         let mut st = ch.lock();
         if let Some(sub) = st.subscribers.get_mut(&session)
             && let Some(i) = sub.excluded.iter().position(|d| d == data)
@@ -446,17 +457,29 @@ impl Node {
                     Step::Stale => {}
                     Step::Next => self.fan_out(&ch.name, &mut st, &epoch, &publication),
                     Step::Gap => {
-                        tracing::debug!(channel, offset = publication.offset, "gap in deliveries, recovering from history");
+                        tracing::debug!(
+                            channel,
+                            offset = publication.offset,
+                            "gap in deliveries, recovering from history"
+                        );
                         st.recovering = Some(vec![(epoch, publication)]);
                         self.runtime.spawn(self.clone().recover(ch.clone()));
                     }
                 }
             }
             Delivery::Join(info) => {
-                Self::fan_out_event(&ch.name, &mut st, wire::presence_event(wire::PresenceEvent::Join(&info)));
+                Self::fan_out_event(
+                    &ch.name,
+                    &mut st,
+                    wire::presence_event(wire::PresenceEvent::Join(&info)),
+                );
             }
             Delivery::Leave(info) => {
-                Self::fan_out_event(&ch.name, &mut st, wire::presence_event(wire::PresenceEvent::Leave(&info)));
+                Self::fan_out_event(
+                    &ch.name,
+                    &mut st,
+                    wire::presence_event(wire::PresenceEvent::Leave(&info)),
+                );
             }
         }
     }
@@ -588,7 +611,11 @@ impl Node {
             let epoch: Arc<str> = history.position.epoch.as_str().into();
             if history.complete {
                 for p in &history.publications {
-                    if st.cursor.as_ref().is_none_or(|c| c.step(&epoch, p.offset) == Step::Next) {
+                    if st
+                        .cursor
+                        .as_ref()
+                        .is_none_or(|c| c.step(&epoch, p.offset) == Step::Next)
+                    {
                         self.fan_out(&ch.name, &mut st, &epoch, p);
                     }
                 }
@@ -608,7 +635,10 @@ impl Node {
                     rest.push((e, p));
                     continue;
                 }
-                let step = st.cursor.as_ref().map_or(Step::Next, |c| c.step(&e, p.offset));
+                let step = st
+                    .cursor
+                    .as_ref()
+                    .map_or(Step::Next, |c| c.step(&e, p.offset));
                 match step {
                     Step::Stale => {}
                     Step::Next => self.fan_out(&ch.name, &mut st, &e, &p),
@@ -618,7 +648,9 @@ impl Node {
                     // Another epoch than history's: from before a reset,
                     // or of a reset since; a live delivery of a newer
                     // epoch starts a recovery of its own (ending `lost`).
-                    Step::Gap => tracing::debug!(channel = %ch.name, offset = p.offset, "dropping a held publication of another epoch"),
+                    Step::Gap => {
+                        tracing::debug!(channel = %ch.name, offset = p.offset, "dropping a held publication of another epoch")
+                    }
                 }
             }
             if caught_up && rest.is_empty() {
@@ -675,7 +707,10 @@ mod tests {
 
     #[test]
     fn cursor_steps() {
-        let c = Cursor { epoch: "e".into(), offset: 5 };
+        let c = Cursor {
+            epoch: "e".into(),
+            offset: 5,
+        };
         assert_eq!(c.step("e", 5), Step::Stale);
         assert_eq!(c.step("e", 4), Step::Stale);
         assert_eq!(c.step("e", 6), Step::Next);

@@ -50,12 +50,17 @@ async fn auth(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubError>
         Err(e) => return Err(e),
     }
     let identity = hub.verify(&req.token).await?;
-    let _ops = session.ops.lock().await;
+    // One `auth` at a time per connection. Not the `ops` lock: an
+    // `on_connect` hook may join channels (`Hub::subscribe_client`).
+    let _auth = session.auth.lock().await;
     let principal = match session.phase() {
         Phase::Unauthenticated => lifecycle::establish(&hub, &session, Some(identity)).await?,
         Phase::Ready(current) => {
             if current.identity.is_some() && current.info.user != identity.user {
-                return Err(crate::auth::AuthError::Invalid("the token is for another user".into()).into());
+                return Err(crate::auth::AuthError::Invalid(
+                    "the token is for another user".into(),
+                )
+                .into());
             }
             let principal = Arc::new(hub.principal(&session, Some(identity)));
             session.state().principal = Some(principal.clone());
@@ -88,14 +93,23 @@ async fn subscribe(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubE
         Access::READ
     };
     require(&principal.permissions, channel, level)?;
-    let client = session.context(&principal);
+    let client = session.context(&hub, &principal);
     if let Some(hooks) = &hub.inner.hooks {
         hooks
             .on_subscribe(&client, channel)
             .await
             .map_err(|d| HubError::Denied(d.reason().to_owned()))?;
     }
-    let out = lifecycle::join(&hub, &session, &client, channel, req.since, req.presence, req.events).await?;
+    let out = lifecycle::join(
+        &hub,
+        &session,
+        &client,
+        channel,
+        req.since,
+        req.presence,
+        req.events,
+    )
+    .await?;
     Ok(out.encode())
 }
 
@@ -103,7 +117,14 @@ async fn unsubscribe(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, Hu
     let req: wire::ChannelIn = wire::parse(&payload)?;
     let session = session_of(&ctx)?;
     session.ready().await?;
-    lifecycle::part(&hub, &session, &req.channel, crate::hooks::LeaveReason::Unsubscribed, None).await;
+    lifecycle::part(
+        &hub,
+        &session,
+        &req.channel,
+        crate::hooks::LeaveReason::Unsubscribed,
+        None,
+    )
+    .await;
     Ok(Bytes::from_static(b"{}"))
 }
 
@@ -117,7 +138,7 @@ async fn publish(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubErr
     // The data as it came, a slice of the request: no copy.
     let mut data = payload.slice_ref(req.data.get().as_bytes());
     if let Some(hooks) = &hub.inner.hooks {
-        let client = session.context(&principal);
+        let client = session.context(&hub, &principal);
         data = hooks
             .on_publish(&client, channel, data)
             .await
@@ -130,7 +151,11 @@ async fn publish(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubErr
         history: hub.inner.history.for_channel(channel),
         info: Some(principal.info.clone()),
     };
-    let published = hub.inner.broker.publish(channel, data.clone(), &options).await;
+    let published = hub
+        .inner
+        .broker
+        .publish(channel, data.clone(), &options)
+        .await;
     if published.is_err() && excluded {
         node.unexclude(session.id, channel, &data);
     }

@@ -87,7 +87,11 @@ pub(crate) fn history(history: &History) -> Bytes {
     out.extend_from_slice(br#","epoch":"#);
     serde_json::to_writer(&mut out, epoch).expect("a string encodes");
     out.extend_from_slice(br#","complete":"#);
-    out.extend_from_slice(if history.complete { b"true}" } else { b"false}" });
+    out.extend_from_slice(if history.complete {
+        b"true}"
+    } else {
+        b"false}"
+    });
     Bytes::from(out)
 }
 
@@ -218,22 +222,38 @@ mod tests {
         let p = Publication {
             offset: 8,
             data: Bytes::from_static(br#"{"text": "hi"}"#),
-            info: Some(ClientInfo { user: "u".into(), client: "c".into() }),
+            info: Some(ClientInfo {
+                user: "u".into(),
+                client: "c".into(),
+            }),
         };
         assert_eq!(
             publication("e", &p),
             r#"{"offset":8,"epoch":"e","data":{"text": "hi"},"info":{"user":"u","client":"c"}}"#
         );
-        let raw = Publication { offset: 1, data: Bytes::from_static(b"not json"), info: None };
-        assert_eq!(publication("e", &raw), r#"{"offset":1,"epoch":"e","data":"not json"}"#);
+        let raw = Publication {
+            offset: 1,
+            data: Bytes::from_static(b"not json"),
+            info: None,
+        };
+        assert_eq!(
+            publication("e", &raw),
+            r#"{"offset":1,"epoch":"e","data":"not json"}"#
+        );
     }
 
     #[test]
     fn subscribe_results_splice_encoded_publications() {
         let out = SubscribeOut {
-            position: StreamPosition { offset: 7, epoch: "e\"x".into() },
+            position: StreamPosition {
+                offset: 7,
+                epoch: "e\"x".into(),
+            },
             recovered: true,
-            publications: vec![Bytes::from_static(b"{\"offset\":6}"), Bytes::from_static(b"{\"offset\":7}")],
+            publications: vec![
+                Bytes::from_static(b"{\"offset\":6}"),
+                Bytes::from_static(b"{\"offset\":7}"),
+            ],
         };
         let v: serde_json::Value = serde_json::from_slice(&out.encode()).unwrap();
         assert_eq!(
@@ -245,10 +265,19 @@ mod tests {
 
     #[test]
     fn events() {
-        let info = ClientInfo { user: "u".into(), client: "c".into() };
-        assert_eq!(presence_event(PresenceEvent::Join(&info)), r#"{"join":{"user":"u","client":"c"}}"#);
+        let info = ClientInfo {
+            user: "u".into(),
+            client: "c".into(),
+        };
+        assert_eq!(
+            presence_event(PresenceEvent::Join(&info)),
+            r#"{"join":{"user":"u","client":"c"}}"#
+        );
         assert_eq!(unsubscribed("bye"), r#"{"unsubscribed":"bye"}"#);
-        let pos = StreamPosition { offset: 9, epoch: "e2".into() };
+        let pos = StreamPosition {
+            offset: 9,
+            epoch: "e2".into(),
+        };
         assert_eq!(lost(&pos), r#"{"lost":{"offset":9,"epoch":"e2"}}"#);
     }
 }

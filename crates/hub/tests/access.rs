@@ -38,9 +38,16 @@ async fn without_authentication_nothing_is_served_and_auth_opens_the_door() {
         ("history", json!({"channel": "x"})),
         ("unsubscribe", json!({"channel": "x"})),
     ] {
-        assert_eq!(c.call(op, input).await.unwrap_err(), "unauthenticated", "{op}");
+        assert_eq!(
+            c.call(op, input).await.unwrap_err(),
+            "unauthenticated",
+            "{op}"
+        );
     }
-    assert_eq!(c.call("auth", json!({"token": "bad"})).await.unwrap_err(), "unknown token");
+    assert_eq!(
+        c.call("auth", json!({"token": "bad"})).await.unwrap_err(),
+        "unknown token"
+    );
     assert_eq!(hub.stats().subscriptions, 0);
     assert!(hub.client_info(&server.connections()[0]).is_none());
 
@@ -72,9 +79,21 @@ async fn each_missing_access_level_is_named_and_nothing_is_served() {
     c.ok("auth", json!({"token": "t"})).await;
 
     let refused = [
-        ("subscribe", json!({"channel": "news"}), r#"forbidden: read access to "news""#),
-        ("history", json!({"channel": "news"}), r#"forbidden: read access to "news""#),
-        ("publish", json!({"channel": "chat:x", "data": 1}), r#"forbidden: write access to "chat:x""#),
+        (
+            "subscribe",
+            json!({"channel": "news"}),
+            r#"forbidden: read access to "news""#,
+        ),
+        (
+            "history",
+            json!({"channel": "news"}),
+            r#"forbidden: read access to "news""#,
+        ),
+        (
+            "publish",
+            json!({"channel": "chat:x", "data": 1}),
+            r#"forbidden: write access to "chat:x""#,
+        ),
         (
             "subscribe",
             json!({"channel": "chat:x", "presence": true}),
@@ -85,19 +104,36 @@ async fn each_missing_access_level_is_named_and_nothing_is_served() {
             json!({"channel": "chat:x", "events": true}),
             r#"forbidden: presence access to "chat:x""#,
         ),
-        ("presence", json!({"channel": "chat:x"}), r#"forbidden: presence access to "chat:x""#),
+        (
+            "presence",
+            json!({"channel": "chat:x"}),
+            r#"forbidden: presence access to "chat:x""#,
+        ),
     ];
     for (op, input, error) in refused {
-        assert_eq!(c.call(op, input.clone()).await.unwrap_err(), error, "{op} {input}");
+        assert_eq!(
+            c.call(op, input.clone()).await.unwrap_err(),
+            error,
+            "{op} {input}"
+        );
     }
     assert_eq!(hub.stats().subscriptions, 0);
     hub.publish("news", &1).await.unwrap();
     hub.publish("chat:x", &1).await.unwrap();
     c.assert_silent().await;
-    assert!(hub.history("chat:x", Default::default()).await.unwrap().position.offset == 1, "the refused publish did not happen");
+    assert!(
+        hub.history("chat:x", Default::default())
+            .await
+            .unwrap()
+            .position
+            .offset
+            == 1,
+        "the refused publish did not happen"
+    );
 
     c.ok("subscribe", json!({"channel": "chat:lobby"})).await;
-    c.ok("publish", json!({"channel": "chat:lobby", "data": "ok"})).await;
+    c.ok("publish", json!({"channel": "chat:lobby", "data": "ok"}))
+        .await;
     assert_eq!(c.next().await.1["data"], "ok");
     server.shutdown().await;
 }
@@ -105,16 +141,22 @@ async fn each_missing_access_level_is_named_and_nothing_is_served() {
 #[tokio::test]
 async fn anonymous_connections_get_the_anonymous_permissions() {
     let tokens = TestTokens::default();
-    let builder = Hub::builder().verifier(tokens).anonymous(reader_of("public:*"));
+    let builder = Hub::builder()
+        .verifier(tokens)
+        .anonymous(reader_of("public:*"));
     let (hub, server) = serve(builder).await;
     let mut c = Client::connect(&server).await;
     c.ok("subscribe", json!({"channel": "public:a"})).await;
     assert_eq!(
-        c.call("publish", json!({"channel": "public:a", "data": 1})).await.unwrap_err(),
+        c.call("publish", json!({"channel": "public:a", "data": 1}))
+            .await
+            .unwrap_err(),
         r#"forbidden: write access to "public:a""#
     );
     assert_eq!(
-        c.call("subscribe", json!({"channel": "private"})).await.unwrap_err(),
+        c.call("subscribe", json!({"channel": "private"}))
+            .await
+            .unwrap_err(),
         r#"forbidden: read access to "private""#
     );
     hub.publish("public:a", &"hello").await.unwrap();
@@ -144,7 +186,11 @@ impl Hooks for Policy {
         .boxed()
     }
 
-    fn on_subscribe<'a>(&'a self, _client: &'a ClientContext, channel: &'a str) -> BoxFuture<'a, Result<(), Denied>> {
+    fn on_subscribe<'a>(
+        &'a self,
+        _client: &'a ClientContext,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), Denied>> {
         let r = if channel.starts_with("secret:") {
             Err(Denied::new("secret"))
         } else {
@@ -175,12 +221,24 @@ impl Hooks for Policy {
         futures::future::ready(()).boxed()
     }
 
-    fn on_leave<'a>(&'a self, _client: &'a ClientContext, channel: &'a str, reason: LeaveReason) -> BoxFuture<'a, ()> {
-        self.leaves.lock().unwrap().push((channel.to_owned(), reason));
+    fn on_leave<'a>(
+        &'a self,
+        _client: &'a ClientContext,
+        channel: &'a str,
+        reason: LeaveReason,
+    ) -> BoxFuture<'a, ()> {
+        self.leaves
+            .lock()
+            .unwrap()
+            .push((channel.to_owned(), reason));
         futures::future::ready(()).boxed()
     }
 
-    fn on_disconnect<'a>(&'a self, _client: &'a ClientContext, _reason: &'a CloseReason) -> BoxFuture<'a, ()> {
+    fn on_disconnect<'a>(
+        &'a self,
+        _client: &'a ClientContext,
+        _reason: &'a CloseReason,
+    ) -> BoxFuture<'a, ()> {
         self.disconnects.fetch_add(1, Ordering::SeqCst);
         futures::future::ready(()).boxed()
     }
@@ -198,24 +256,41 @@ async fn hooks_deny_rewrite_and_see_the_lifecycle() {
     // on_connect refuses: the request that triggered it says why, and the
     // connection closes.
     let m = Client::connect(&server).await;
-    assert_eq!(m.call("auth", json!({"token": "mallory"})).await.unwrap_err(), "denied: banned");
+    assert_eq!(
+        m.call("auth", json!({"token": "mallory"}))
+            .await
+            .unwrap_err(),
+        "denied: banned"
+    );
     within("close", m.peer.closed()).await;
     eventually("refused session gone", || hub.stats().clients == 0).await;
-    assert_eq!(policy.disconnects.load(Ordering::SeqCst), 0, "it never connected");
+    assert_eq!(
+        policy.disconnects.load(Ordering::SeqCst),
+        0,
+        "it never connected"
+    );
 
     let mut a = Client::connect(&server).await;
     a.ok("auth", json!({"token": "alice"})).await;
     assert_eq!(
-        a.call("subscribe", json!({"channel": "secret:x"})).await.unwrap_err(),
+        a.call("subscribe", json!({"channel": "secret:x"}))
+            .await
+            .unwrap_err(),
         "denied: secret"
     );
     assert_eq!(
-        a.call("publish", json!({"channel": "readonly", "data": 1})).await.unwrap_err(),
+        a.call("publish", json!({"channel": "readonly", "data": 1}))
+            .await
+            .unwrap_err(),
         "denied: read-only channel"
     );
     a.ok("subscribe", json!({"channel": "talk"})).await;
-    a.ok("publish", json!({"channel": "talk", "data": "hi"})).await;
-    assert_eq!(a.next().await.1["data"], json!({"by": "alice", "text": "hi"}));
+    a.ok("publish", json!({"channel": "talk", "data": "hi"}))
+        .await;
+    assert_eq!(
+        a.next().await.1["data"],
+        json!({"by": "alice", "text": "hi"})
+    );
     // History has the rewritten data too.
     let h = a.ok("history", json!({"channel": "talk"})).await;
     assert_eq!(h["offset"], 1);
@@ -223,24 +298,40 @@ async fn hooks_deny_rewrite_and_see_the_lifecycle() {
     assert_eq!(policy.joins.load(Ordering::SeqCst), 1);
 
     a.peer.close().await;
-    eventually("disconnect hook", || policy.disconnects.load(Ordering::SeqCst) == 1).await;
-    assert_eq!(*policy.leaves.lock().unwrap(), [("talk".to_owned(), LeaveReason::Disconnected)]);
+    eventually("disconnect hook", || {
+        policy.disconnects.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(
+        *policy.leaves.lock().unwrap(),
+        [("talk".to_owned(), LeaveReason::Disconnected)]
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_expired_identity_is_closed_with_a_reason_unless_refreshed() {
     let tokens = TestTokens::default();
-    let soon = SystemTime::now() + Duration::from_millis(300);
+    // Long enough for a loaded machine to get through the setup first.
+    let soon = SystemTime::now() + Duration::from_millis(800);
     let later = SystemTime::now() + Duration::from_secs(3600);
     tokens.add_expiring("short", "carol", Permissions::all(), Some(soon));
     tokens.add_expiring("long", "carol", Permissions::all(), Some(later));
     tokens.add_expiring("dave", "dave", Permissions::all(), Some(later));
-    tokens.add_expiring("stale", "carol", Permissions::all(), Some(SystemTime::now() - Duration::from_secs(1)));
+    tokens.add_expiring(
+        "stale",
+        "carol",
+        Permissions::all(),
+        Some(SystemTime::now() - Duration::from_secs(1)),
+    );
     let (_hub, server) = serve(Hub::builder().verifier(tokens.clone())).await;
 
     assert_eq!(
-        Client::connect(&server).await.call("auth", json!({"token": "stale"})).await.unwrap_err(),
+        Client::connect(&server)
+            .await
+            .call("auth", json!({"token": "stale"}))
+            .await
+            .unwrap_err(),
         "token expired"
     );
 
@@ -252,14 +343,17 @@ async fn an_expired_identity_is_closed_with_a_reason_unless_refreshed() {
     c.ok("subscribe", json!({"channel": "b"})).await;
     let mut notices = vec![c.next().await, c.next().await];
     notices.sort_by(|x, y| x.0.cmp(&y.0));
-    assert_eq!(notices, [
-        ("a".to_owned(), json!({"unsubscribed": "token expired"})),
-        ("b".to_owned(), json!({"unsubscribed": "token expired"})),
-    ]);
+    assert_eq!(
+        notices,
+        [
+            ("a".to_owned(), json!({"unsubscribed": "token expired"})),
+            ("b".to_owned(), json!({"unsubscribed": "token expired"})),
+        ]
+    );
     within("close", c.peer.closed()).await;
 
     // Refreshed in time: stays; another user's token is refused.
-    let soon = SystemTime::now() + Duration::from_millis(300);
+    let soon = SystemTime::now() + Duration::from_millis(800);
     tokens.add_expiring("short2", "carol", Permissions::all(), Some(soon));
     let mut r = Client::connect(&server).await;
     r.ok("auth", json!({"token": "short2"})).await;
@@ -269,7 +363,8 @@ async fn an_expired_identity_is_closed_with_a_reason_unless_refreshed() {
         "invalid token: the token is for another user"
     );
     r.ok("auth", json!({"token": "long"})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past the first token's expiry.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(!r.peer.is_closed());
     r.assert_silent().await;
     r.ok("publish", json!({"channel": "a", "data": 1})).await;
@@ -288,15 +383,28 @@ async fn a_refreshed_token_with_less_access_ends_the_subscriptions_it_no_longer_
     c.ok("subscribe", json!({"channel": "keep"})).await;
     c.ok("subscribe", json!({"channel": "drop"})).await;
     c.ok("auth", json!({"token": "narrow"})).await;
-    assert_eq!(c.next().await, ("drop".to_owned(), json!({"unsubscribed": "permission revoked"})));
+    assert_eq!(
+        c.next().await,
+        (
+            "drop".to_owned(),
+            json!({"unsubscribed": "permission revoked"})
+        )
+    );
     let id = hub.clients()[0].client.clone();
     assert_eq!(hub.subscriptions(&id).unwrap(), ["keep"]);
     server.shutdown().await;
 }
 
 async fn ws_server(hub: &Hub) -> gotalk_peer::ServerHandle {
-    let listener = ws::WsListener::bind("127.0.0.1:0", ws::WsConfig::default()).await.unwrap();
-    hub.attach(Server::new(listener, hub.handlers(Handlers::new()), Config::default())).spawn()
+    let listener = ws::WsListener::bind("127.0.0.1:0", ws::WsConfig::default())
+        .await
+        .unwrap();
+    hub.attach(Server::new(
+        listener,
+        hub.handlers(Handlers::new()),
+        Config::default(),
+    ))
+    .spawn()
 }
 
 fn url(server: &gotalk_peer::ServerHandle, token: &str) -> String {
@@ -307,7 +415,11 @@ fn url(server: &gotalk_peer::ServerHandle, token: &str) -> String {
 async fn a_websocket_upgrade_carries_its_token() {
     let tokens = TestTokens::default();
     tokens.add("good", "frank", Permissions::all());
-    let hub = Hub::builder().verifier(tokens.clone()).build().await.unwrap();
+    let hub = Hub::builder()
+        .verifier(tokens.clone())
+        .build()
+        .await
+        .unwrap();
     let server = ws_server(&hub).await;
 
     // A verifier that answers at once refuses the upgrade itself.
@@ -318,14 +430,22 @@ async fn a_websocket_upgrade_carries_its_token() {
         }
         other => panic!("{other:?}"),
     }
-    let peer = ws::connect(&url(&server, "good"), Handlers::new(), Config::default()).await.unwrap();
-    let out: serde_json::Value = peer.request_json("subscribe", &json!({"channel": "x"})).await.unwrap();
+    let peer = ws::connect(&url(&server, "good"), Handlers::new(), Config::default())
+        .await
+        .unwrap();
+    let out: serde_json::Value = peer
+        .request_json("subscribe", &json!({"channel": "x"}))
+        .await
+        .unwrap();
     assert_eq!(out["offset"], 0);
     assert_eq!(hub.clients()[0].user, "frank");
     server.shutdown().await;
 
     // One that waits: the connection opens, its requests wait for the answer.
-    let slow = TestTokens { slow: true, ..tokens };
+    let slow = TestTokens {
+        slow: true,
+        ..tokens
+    };
     let hub = Hub::builder()
         .verifier(slow)
         .token_source(TokenSource::none().query("token"))
@@ -333,12 +453,104 @@ async fn a_websocket_upgrade_carries_its_token() {
         .await
         .unwrap();
     let server = ws_server(&hub).await;
-    let peer = ws::connect(&url(&server, "good"), Handlers::new(), Config::default()).await.unwrap();
-    let out: serde_json::Value = peer.request_json("subscribe", &json!({"channel": "x"})).await.unwrap();
+    let peer = ws::connect(&url(&server, "good"), Handlers::new(), Config::default())
+        .await
+        .unwrap();
+    let out: serde_json::Value = peer
+        .request_json("subscribe", &json!({"channel": "x"}))
+        .await
+        .unwrap();
     assert_eq!(out["offset"], 0);
-    let peer = ws::connect(&url(&server, "bad"), Handlers::new(), Config::default()).await.unwrap();
-    let e = peer.request_json::<_, serde_json::Value>("subscribe", &json!({"channel": "x"})).await.unwrap_err();
+    let peer = ws::connect(&url(&server, "bad"), Handlers::new(), Config::default())
+        .await
+        .unwrap();
+    let e = peer
+        .request_json::<_, serde_json::Value>("subscribe", &json!({"channel": "x"}))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("unknown token"), "{e}");
     within("close", peer.closed()).await;
     server.shutdown().await;
+}
+
+/// Joins every user to their own channel as they connect.
+struct Personal;
+
+impl Hooks for Personal {
+    fn on_connect<'a>(&'a self, client: &'a ClientContext) -> BoxFuture<'a, Result<(), Denied>> {
+        async move {
+            let own = format!("user:{}", client.user());
+            client
+                .hub()
+                .subscribe_client(client.client(), &own)
+                .await
+                .map_err(|e| Denied::new(e.to_string()))
+        }
+        .boxed()
+    }
+}
+
+#[tokio::test]
+async fn on_connect_can_join_the_client_to_its_own_channel() {
+    let tokens = TestTokens::default();
+    tokens.add("g", "grace", reader_of("public"));
+    let hub = Hub::builder()
+        .verifier(tokens)
+        .hooks(Personal)
+        .build()
+        .await
+        .unwrap();
+
+    // After `auth`, over TCP.
+    let tcp = hub
+        .attach(
+            Server::bind(
+                "127.0.0.1:0",
+                hub.handlers(Handlers::new()),
+                Config::default(),
+            )
+            .await
+            .unwrap(),
+        )
+        .spawn();
+    let mut c = Client::connect(&tcp).await;
+    let me = c.ok("auth", json!({"token": "g"})).await;
+    let id = me["client"].as_str().unwrap();
+    assert_eq!(hub.subscriptions(id).unwrap(), ["user:grace"]);
+    hub.publish("user:grace", &"for you").await.unwrap();
+    assert_eq!(
+        c.next().await,
+        (
+            "user:grace".to_owned(),
+            json!({"offset": 1, "epoch": c_epoch(&hub, "user:grace").await, "data": "for you"})
+        )
+    );
+
+    // At open, with the WebSocket upgrade's token: before the first request.
+    let wss = ws_server(&hub).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let handlers = Handlers::new().notification("user:grace", move |_ctx, p| {
+        let _ = tx.send(p);
+        async {}
+    });
+    let peer = ws::connect(&url(&wss, "g"), handlers, Config::default())
+        .await
+        .unwrap();
+    eventually("joined at open", || hub.stats().subscriptions == 2).await;
+    hub.publish("user:grace", &"both").await.unwrap();
+    assert_eq!(c.next().await.1["data"], "both");
+    let p: serde_json::Value =
+        serde_json::from_slice(&within("ws", rx.recv()).await.unwrap()).unwrap();
+    assert_eq!(p["data"], "both");
+    peer.close().await;
+    tcp.shutdown().await;
+    wss.shutdown().await;
+}
+
+async fn c_epoch(hub: &Hub, channel: &str) -> String {
+    hub.history(channel, Default::default())
+        .await
+        .unwrap()
+        .position
+        .epoch
 }

@@ -419,6 +419,86 @@ async fn nodes_survive_a_redis_restart() {
     );
 }
 
+/// Redis killed while a node publishes without pause: the publisher's
+/// calls fail fast while Redis is away and succeed again after; every
+/// node gets each epoch's publications in order without duplicates, and
+/// the stream goes on in a new epoch by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_stream() {
+    let (mut redis, nodes) = cluster!("redis_killed_mid_stream", 2);
+    for node in &nodes {
+        node.broker.subscribe("stream").await.unwrap();
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let publisher = {
+        let broker = nodes[0].broker.clone();
+        tokio::spawn(async move {
+            let options = PublishOptions {
+                history: keep(100),
+                info: None,
+            };
+            let (mut ok, mut failed) = (0, 0);
+            while !*stopped.borrow() {
+                let started = Instant::now();
+                match broker.publish("stream", Bytes::from("x"), &options).await {
+                    Ok(_) => ok += 1,
+                    Err(error) => {
+                        assert_fails_fast::<()>("publish", Err(error), started, FAST);
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            (ok, failed)
+        })
+    };
+    for node in &nodes {
+        node.sink.wait_publications("stream", 50).await;
+    }
+    redis.stop().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.restart().await;
+    for node in &nodes {
+        node.sink.wait_resubscribed(1, WAIT).await;
+    }
+    // Publications of the new epoch flow to every node.
+    let first_epoch = nodes[0]
+        .sink
+        .with(|r| r.publications("stream")[0].0.clone());
+    for node in &nodes {
+        node.sink
+            .wait_for("20 publications of the new epoch", WAIT, |r| {
+                let new = r.publications("stream");
+                (new.iter().filter(|(e, _)| *e != first_epoch).count() >= 20).then_some(())
+            })
+            .await;
+    }
+    stop.send_replace(true);
+    let (ok, failed) = publisher.await.expect("the publisher did not panic");
+    assert!(failed > 0, "some publishes met the dead Redis");
+    assert!(ok >= 60, "publishing went on: {ok} ok");
+    for (n, node) in nodes.iter().enumerate() {
+        let received = node.sink.with(|r| r.publications("stream"));
+        let mut epochs: Vec<&str> = Vec::new();
+        for pair in received.windows(2) {
+            let ((e1, p1), (e2, p2)) = (&pair[0], &pair[1]);
+            if e1 == e2 {
+                assert!(
+                    p2.offset > p1.offset,
+                    "node {n}: {} after {}",
+                    p2.offset,
+                    p1.offset
+                );
+            } else {
+                epochs.push(e2);
+            }
+        }
+        assert_eq!(epochs.len(), 1, "node {n}: exactly one new epoch");
+        assert_eq!(node.sink.with(|r| r.resubscribed), 1);
+    }
+}
+
 /// A Redis that stops answering without closing connections (SIGSTOP) is
 /// noticed: operations time out instead of hanging, the pub/sub ping fails,
 /// and after Redis resumes the node resubscribes.

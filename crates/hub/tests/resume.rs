@@ -6,22 +6,14 @@ mod common;
 
 use std::{
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
-use bytes::Bytes;
-use common::{Client, eventually, offsets, serve};
-use futures::future::BoxFuture;
-use gotalk_hub::{
-    Hub, Limits,
-    broker::{
-        Broker, BrokerError, BrokerSink, ClientInfo, Delivery, History, HistoryOptions,
-        HistoryQuery, PublishOptions, StreamPosition, memory::MemoryBroker,
-    },
-};
+use common::{Client, Flaky, eventually, offsets, serve};
+use gotalk_hub::{Hub, Limits, broker::HistoryOptions};
 use serde_json::{Value, json};
 
 fn keep(size: usize) -> HistoryOptions {
@@ -56,7 +48,9 @@ async fn resuming_from_a_position_recovers_what_was_missed_then_goes_on_live() {
     for i in 4..=6 {
         hub.publish("chat:a", &i).await.unwrap();
     }
-    let r = c.ok("subscribe", json!({"channel": "chat:a", "since": position})).await;
+    let r = c
+        .ok("subscribe", json!({"channel": "chat:a", "since": position}))
+        .await;
     assert_eq!(r["recovered"], true);
     assert_eq!(pub_offsets(&r), [4, 5, 6]);
     assert_eq!(r["publications"][0]["data"], 4);
@@ -69,8 +63,13 @@ async fn resuming_from_a_position_recovers_what_was_missed_then_goes_on_live() {
     // At the head: recovered, nothing to add.
     let head = json!({"offset": 7, "epoch": position["epoch"]});
     let mut d = Client::connect(&server).await;
-    let r = d.ok("subscribe", json!({"channel": "chat:a", "since": head})).await;
-    assert_eq!((r["recovered"].as_bool(), pub_offsets(&r).len()), (Some(true), 0));
+    let r = d
+        .ok("subscribe", json!({"channel": "chat:a", "since": head}))
+        .await;
+    assert_eq!(
+        (r["recovered"].as_bool(), pub_offsets(&r).len()),
+        (Some(true), 0)
+    );
     d.assert_silent().await;
     server.shutdown().await;
 }
@@ -83,7 +82,10 @@ async fn an_unknown_epoch_or_a_trimmed_position_is_not_recovered() {
         hub.publish("short", &i).await.unwrap();
     }
     let r = c
-        .ok("subscribe", json!({"channel": "short", "since": {"offset": 4, "epoch": "not-the-epoch"}}))
+        .ok(
+            "subscribe",
+            json!({"channel": "short", "since": {"offset": 4, "epoch": "not-the-epoch"}}),
+        )
         .await;
     assert_eq!(r["recovered"], false);
     assert_eq!(pub_offsets(&r), Vec::<u64>::new());
@@ -93,13 +95,22 @@ async fn an_unknown_epoch_or_a_trimmed_position_is_not_recovered() {
 
     // Offsets 1..=3 are trimmed (size 2): from 1, not recoverable.
     let r = c
-        .ok("subscribe", json!({"channel": "short", "since": {"offset": 1, "epoch": epoch}}))
+        .ok(
+            "subscribe",
+            json!({"channel": "short", "since": {"offset": 1, "epoch": epoch}}),
+        )
         .await;
-    assert_eq!((r["recovered"].as_bool(), pub_offsets(&r).len()), (Some(false), 0));
+    assert_eq!(
+        (r["recovered"].as_bool(), pub_offsets(&r).len()),
+        (Some(false), 0)
+    );
     c.ok("unsubscribe", json!({"channel": "short"})).await;
     // From 3, it is.
     let r = c
-        .ok("subscribe", json!({"channel": "short", "since": {"offset": 3, "epoch": epoch}}))
+        .ok(
+            "subscribe",
+            json!({"channel": "short", "since": {"offset": 3, "epoch": epoch}}),
+        )
         .await;
     assert_eq!(r["recovered"], true);
     assert_eq!(pub_offsets(&r), [4, 5]);
@@ -113,12 +124,18 @@ async fn an_unknown_epoch_or_a_trimmed_position_is_not_recovered() {
 async fn resubscribing_while_publications_race_loses_and_repeats_nothing() {
     const ROUNDS: usize = 40;
     // Room for everything: a round may miss thousands of publications.
-    let limits = Limits { max_recover: 1_000_000, ..Limits::default() };
+    let limits = Limits {
+        max_recover: 1_000_000,
+        ..Limits::default()
+    };
     // History reads take a while, so that publications land while each
     // subscribe holds live ones back for its client.
     let broker = Flaky::default();
     broker.slow_history.store(true, Ordering::SeqCst);
-    let builder = Hub::builder().broker(broker).history("race", keep(1_000_000)).limits(limits);
+    let builder = Hub::builder()
+        .broker(broker)
+        .history("race", keep(1_000_000))
+        .limits(limits);
     let (hub, server) = serve(builder).await;
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
@@ -128,7 +145,7 @@ async fn resubscribing_while_publications_race_loses_and_repeats_nothing() {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 hub.publish("race", &n).await.unwrap();
-                if n % 8 == 0 {
+                if n.is_multiple_of(8) {
                     tokio::task::yield_now().await;
                 }
             }
@@ -139,17 +156,26 @@ async fn resubscribing_while_publications_race_loses_and_repeats_nothing() {
     let first = c.ok("subscribe", json!({"channel": "race"})).await;
     let mut seen: Vec<u64> = pub_offsets(&first);
     let mut position = json!({"offset": first["offset"], "epoch": first["epoch"]});
-    let start = first["offset"].as_u64().unwrap();
+    // Where the stream stood when the subscription started: before the
+    // publications the result carries (made while it was set up), if any.
+    let start = seen
+        .first()
+        .map_or(first["offset"].as_u64().unwrap(), |o| o - 1);
     let mut recovered_some = false;
     for round in 0..=ROUNDS {
         if round > 0 {
-            let r = c.ok("subscribe", json!({"channel": "race", "since": position})).await;
+            let r = c
+                .ok("subscribe", json!({"channel": "race", "since": position}))
+                .await;
             assert_eq!(r["recovered"], true, "round {round}");
             let ps = pub_offsets(&r);
             recovered_some |= !ps.is_empty();
             seen.extend(&ps);
             // The client's position once it applied the publications.
-            assert_eq!(r["offset"].as_u64(), Some(seen.last().copied().unwrap_or(start)));
+            assert_eq!(
+                r["offset"].as_u64(),
+                Some(seen.last().copied().unwrap_or(start))
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
         if round == ROUNDS {
@@ -166,103 +192,18 @@ async fn resubscribing_while_publications_race_loses_and_repeats_nothing() {
     }
     let total = publisher.await.unwrap();
     // What was published after the last unsubscribe, recovered once more.
-    let r = c.ok("subscribe", json!({"channel": "race", "since": position})).await;
+    let r = c
+        .ok("subscribe", json!({"channel": "race", "since": position}))
+        .await;
     assert_eq!(r["recovered"], true);
     seen.extend(pub_offsets(&r));
-    assert_eq!(seen, (start + 1..=total).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert_eq!(
+        seen,
+        (start + 1..=total).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
     assert!(recovered_some, "the test raced nothing");
     server.shutdown().await;
-}
-
-/// A broker whose deliveries to the node can be cut, as when the link to
-/// Redis drops, with the resubscribe signal under the test's control.
-#[derive(Clone, Default)]
-struct Flaky {
-    inner: MemoryBroker,
-    down: Arc<AtomicBool>,
-    slow_history: Arc<AtomicBool>,
-    sink: Arc<OnceLock<Arc<dyn BrokerSink>>>,
-}
-
-struct Gate {
-    down: Arc<AtomicBool>,
-    sink: Arc<dyn BrokerSink>,
-}
-
-impl BrokerSink for Gate {
-    fn deliver(&self, channel: &str, delivery: Delivery) {
-        if !self.down.load(Ordering::SeqCst) {
-            self.sink.deliver(channel, delivery);
-        }
-    }
-    fn resubscribed(&self) {
-        self.sink.resubscribed();
-    }
-}
-
-impl Broker for Flaky {
-    fn start(&self, sink: Arc<dyn BrokerSink>) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let _ = self.sink.set(sink.clone());
-        self.inner.start(Arc::new(Gate {
-            down: self.down.clone(),
-            sink,
-        }))
-    }
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        data: Bytes,
-        options: &'a PublishOptions,
-    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
-        self.inner.publish(channel, data, options)
-    }
-    fn publish_presence<'a>(
-        &'a self,
-        channel: &'a str,
-        event: &'a Delivery,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.publish_presence(channel, event)
-    }
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.subscribe(channel)
-    }
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.unsubscribe(channel)
-    }
-    fn history<'a>(
-        &'a self,
-        channel: &'a str,
-        query: HistoryQuery,
-    ) -> BoxFuture<'a, Result<History, BrokerError>> {
-        let slow = self.slow_history.load(Ordering::SeqCst);
-        Box::pin(async move {
-            if slow {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            self.inner.history(channel, query).await
-        })
-    }
-    fn add_presence<'a>(
-        &'a self,
-        channel: &'a str,
-        info: &'a ClientInfo,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.add_presence(channel, info, ttl)
-    }
-    fn remove_presence<'a>(
-        &'a self,
-        channel: &'a str,
-        client: &'a str,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.remove_presence(channel, client)
-    }
-    fn presence<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, BrokerError>> {
-        self.inner.presence(channel)
-    }
 }
 
 #[tokio::test]
@@ -282,9 +223,19 @@ async fn the_node_recovers_deliveries_its_broker_lost_from_history() {
     broker.down.store(false, Ordering::SeqCst);
     hub.publish("x", &4).await.unwrap();
     for c in [&mut a, &mut b] {
-        let got = [c.next().await, c.next().await, c.next().await, c.next().await];
+        let got = [
+            c.next().await,
+            c.next().await,
+            c.next().await,
+            c.next().await,
+        ];
         assert_eq!(offsets(&got), [1, 2, 3, 4]);
-        assert_eq!(got.iter().map(|(_, p)| p["data"].clone()).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(
+            got.iter()
+                .map(|(_, p)| p["data"].clone())
+                .collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
     }
 
     // Lost with nothing after: the broker's resubscribe signal recovers.
@@ -320,5 +271,61 @@ async fn publications_history_no_longer_has_are_reported_lost() {
     hub.publish("x", &7).await.unwrap();
     assert_eq!(a.next().await.1["offset"], 7, "live again after the loss");
     a.assert_silent().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliveries_repeated_by_the_broker_reach_subscribers_once() {
+    let broker = Flaky::default();
+    broker.twice.store(true, Ordering::SeqCst);
+    let (hub, server) = serve(Hub::builder().broker(broker.clone())).await;
+    let mut a = Client::connect(&server).await;
+    a.ok("subscribe", json!({"channel": "x"})).await;
+    for i in 1..=5 {
+        hub.publish("x", &i).await.unwrap();
+    }
+    let got = [
+        a.next().await,
+        a.next().await,
+        a.next().await,
+        a.next().await,
+        a.next().await,
+    ];
+    assert_eq!(offsets(&got), [1, 2, 3, 4, 5]);
+    a.assert_silent().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_history_starts_a_new_epoch_live_subscribers_follow() {
+    let short = HistoryOptions {
+        size: 10,
+        ttl: Duration::from_millis(100),
+    };
+    let (hub, server) = serve(Hub::builder().history("*", short)).await;
+    let mut a = Client::connect(&server).await;
+    a.ok("subscribe", json!({"channel": "x"})).await;
+    hub.publish("x", &1).await.unwrap();
+    let (_, first) = a.next().await;
+    // Past the ttl: the next publication starts a new stream.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    hub.publish("x", &2).await.unwrap();
+    let (_, second) = a.next().await;
+    assert_eq!(
+        (first["offset"].as_u64(), second["offset"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_ne!(first["epoch"], second["epoch"], "a new epoch");
+    assert_eq!(second["data"], 2);
+    // The old position is gone: a client resuming from it is told.
+    let b = Client::connect(&server).await;
+    let r = b
+        .ok(
+            "subscribe",
+            json!({"channel": "x", "since": {"offset": 1, "epoch": first["epoch"]}}),
+        )
+        .await;
+    assert_eq!(r["recovered"], false);
+    assert_eq!(r["epoch"], second["epoch"]);
     server.shutdown().await;
 }

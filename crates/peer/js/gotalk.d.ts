@@ -107,6 +107,14 @@ export class TimeoutError extends GotalkError {
   readonly timeout: number;
 }
 
+/**
+ * Authentication with the hub failed: the token provider failed, or the hub refused `auth`
+ * (`cause` is then the RemoteError). Emitted as the connection's 'error' event.
+ */
+export class AuthError extends GotalkError {
+  readonly isAuthError: true;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Codec
 
@@ -349,7 +357,7 @@ export interface ConnectionEvents {
   close: Error | ProtocolError | ClosedError | null;
   heartbeat: HeartbeatEvent;
   notification: NotificationEvent;
-  /** An error thrown by a notification handler. */
+  /** An error thrown by a notification or subscription handler, or an AuthError. */
   error: unknown;
 }
 
@@ -400,7 +408,18 @@ export interface ConnectionOptions {
   maxPayloadSize?: number;
   /** Timer functions (for tests). */
   timers?: Partial<Timers>;
+  /**
+   * Hub authentication: a token, or a provider called on every (re)connect (with the connection)
+   * returning a token or a promise of one (`null`: connect without `auth`). The connection sends
+   * `auth` first and everything else only once it succeeded.
+   */
+  token?: string | TokenProvider;
+  /** Refresh the token this many ms before the `expires` of the `auth` result; false: never. Default 30000. */
+  tokenRefreshMargin?: number | false;
 }
+
+/** Gives the token for `auth`; called on every (re)connect and before the token expires. */
+export type TokenProvider = (connection: Connection) => string | null | undefined | Promise<string | null | undefined>;
 
 export interface ConnectOptions extends ConnectionOptions {
   /** Reconnect with back-off (default true); false opens one connection. */
@@ -412,7 +431,130 @@ export interface RequestOptions {
   timeout?: number;
 }
 
-export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+export type ConnectionState = 'idle' | 'connecting' | 'authenticating' | 'open' | 'reconnecting' | 'closed';
+
+// ---------------------------------------------------------------------------------------------
+// Hub (docs/hub.md)
+
+/** A position in a channel's stream: the offset of the last publication, in its epoch. */
+export interface StreamPosition {
+  offset: number;
+  epoch: string;
+}
+
+/** A hub connection's identity. */
+export interface ClientInfo {
+  user: string;
+  client: string;
+}
+
+/** A publication on a channel. */
+export interface Publication<T = any> {
+  offset: number;
+  epoch: string;
+  data: T;
+  /** The publisher, when it was a client. */
+  info?: ClientInfo;
+}
+
+/** What a subscription handler receives. */
+export type Delivery<T = any> =
+  | Publication<T>
+  /** Someone entered the channel's presence (with `events`). */
+  | { join: ClientInfo }
+  /** Someone left the channel's presence (with `events`). */
+  | { leave: ClientInfo }
+  /**
+   * Publications before this position were missed and could not be recovered (resubscribing with
+   * `recovered: false`, or the hub lost them): reload state; deliveries go on after it.
+   */
+  | { lost: StreamPosition }
+  /** The hub refused or ended the subscription (not sent for `unsubscribe()` or `close()`). */
+  | { unsubscribed: string };
+
+export type SubscriptionHandler<T = any> = (
+  delivery: Delivery<T>,
+  subscription: Subscription<T>,
+) => void | Promise<void>;
+
+export interface SubscribeOptions {
+  /** Resume: deliver the publications after this position first. */
+  since?: StreamPosition;
+  /** Enter the channel's presence (needs the presence level). */
+  presence?: boolean;
+  /** Also deliver `{ join }` / `{ leave }`. */
+  events?: boolean;
+}
+
+/** The result of `subscribe`. */
+export interface SubscribeResult<T = any> {
+  offset: number;
+  epoch: string;
+  /** False when `since` could not be resumed from (then `publications` is empty). */
+  recovered: boolean;
+  publications: Publication<T>[];
+}
+
+export interface PublishOptions {
+  /** Not delivered back to this connection. */
+  others?: boolean;
+}
+
+export interface HistoryOptions {
+  /** The publications after this position; the most recent ones without it. */
+  since?: StreamPosition;
+  /** At most this many. */
+  limit?: number;
+}
+
+export interface HistoryResult<T = any> {
+  publications: Publication<T>[];
+  /** The channel's current position. */
+  offset: number;
+  epoch: string;
+  /** With `since`: false when publications after it are gone. */
+  complete: boolean;
+}
+
+export interface PresenceResult {
+  clients: ClientInfo[];
+}
+
+/** The result of `auth`. */
+export interface AuthResult {
+  user: string;
+  client: string;
+  /** Unix seconds, or null for a token that does not expire. */
+  expires: number | null;
+}
+
+export interface SubscriptionEvents<T = any> {
+  /** Each `subscribe` result (first and after every reconnect). */
+  subscribed: SubscribeResult<T>;
+  /** Publications were missed: the position deliveries go on from. */
+  lost: StreamPosition;
+  /** The subscription ended: the reason. */
+  unsubscribed: string;
+}
+
+export type SubscriptionState = 'subscribing' | 'subscribed' | 'unsubscribed';
+
+/** A subscription to a hub channel; see `Connection.subscribe`. */
+export class Subscription<T = any> extends Emitter<SubscriptionEvents<T>> {
+  /** Made by `Connection.subscribe`. */
+  private constructor();
+  readonly channel: string;
+  readonly state: SubscriptionState;
+  /** Position of the last publication delivered (or of the channel when subscribed, or `since`); a copy. */
+  readonly position: StreamPosition | null;
+  /** The first `subscribe` result; rejects if the subscription ends before it. */
+  readonly ready: Promise<SubscribeResult<T>>;
+  /** No more deliveries from now on; sends `unsubscribe` when connected. */
+  unsubscribe(): Promise<void>;
+  publish(data: T, options?: PublishOptions): Promise<StreamPosition>;
+  presence(): Promise<PresenceResult>;
+  history(options?: HistoryOptions): Promise<HistoryResult<T>>;
+}
 
 /** A gotalk connection over WebSocket. */
 export class Connection extends Emitter<ConnectionEvents> {
@@ -427,6 +569,10 @@ export class Connection extends Emitter<ConnectionEvents> {
   readonly ws: WebSocketLike | null;
   /** Messages waiting for the connection to open. */
   readonly queuedMessages: number;
+  /** The last successful `auth` result on the current socket, or null. */
+  readonly identity: AuthResult | null;
+  /** The live hub subscriptions. */
+  readonly subscriptions: Subscription[];
 
   /** Open one connection (no reconnects). Relative and http(s) URLs become ws(s) URLs. */
   open(url?: string): this;
@@ -451,6 +597,26 @@ export class Connection extends Emitter<ConnectionEvents> {
   streamRequest(op: string): StreamRequest;
   /** Send a heartbeat now; `load` in [0, 1]. False when not open. */
   sendHeartbeat(load?: number): boolean;
+
+  /**
+   * Subscribe to a hub channel (one subscription per channel). Sent when open (after `auth`), and
+   * again from the last position after every reconnect. Notifications named by the channel go to
+   * the subscription instead of the notification handlers.
+   */
+  subscribe<T = any>(channel: string, handler: SubscriptionHandler<T>, options?: SubscribeOptions): Subscription<T>;
+  /** The live subscription to `channel`, or null. */
+  getSubscription(channel: string): Subscription | null;
+  /** Publish any JSON value; resolves with its position. Queued while not open. */
+  publish(channel: string, data: unknown, options?: PublishOptions): Promise<StreamPosition>;
+  /** Who is in the channel's presence. */
+  presence(channel: string): Promise<PresenceResult>;
+  /** The channel's history. */
+  history<T = any>(channel: string, options?: HistoryOptions): Promise<HistoryResult<T>>;
+  /**
+   * Send `auth` now with `token` or the provider's: refreshes the token, or retries a failed
+   * authentication. Rejects with AuthError, or ClosedError when not connected.
+   */
+  authenticate(token?: string): Promise<AuthResult | null>;
 }
 
 /** Create a connection and open it (keep-alive unless `options.keepAlive` is false). */

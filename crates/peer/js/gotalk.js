@@ -140,6 +140,12 @@ export const QueueFullError = errorClass('QueueFullError');
 /** A request did not get its result in time. */
 export const TimeoutError = errorClass('TimeoutError');
 
+/**
+ * Authentication with the hub failed: the token provider failed or the `auth` request was refused
+ * (`cause` holds the RemoteError). Reported as the connection's 'error' event.
+ */
+export const AuthError = errorClass('AuthError');
+
 function invalid(detail, props) {
   const e = new ProtocolError(ProtocolErrorCode.InvalidMessage, detail);
   if (props) Object.assign(e, props);
@@ -884,6 +890,8 @@ const defaultTimers = Object.freeze({
 });
 
 const WS_OPEN = 1;
+/** Longest delay `setTimeout` takes (2^31 - 1 ms, about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
 const VERSION_BYTES = encodeVersion(PROTOCOL_VERSION);
 const ID_SPACE = 36 ** 4;
 const STREAM_ID_SPACE = 36 ** 3;
@@ -892,9 +900,14 @@ const STREAM_ID_SPACE = 36 ** 3;
  * A gotalk connection over WebSocket. Create with `connect(url, options)` or `new Connection(options)`
  * followed by `open(url)` (single connection) or `openKeepAlive(url)` (reconnects).
  *
- * States: 'idle' → 'connecting' → 'open' → ('reconnecting' → 'connecting' …) → 'closed'.
+ * States: 'idle' → 'connecting' → ('authenticating' →) 'open' → ('reconnecting' → 'connecting' …) →
+ * 'closed'; 'authenticating' only with a token provider (`options.token`), see `authenticate()`.
  * Events: 'open' (connection), 'close' (Error | null), 'heartbeat' ({ load, time }),
- * 'notification' ({ name, payload, value }), 'error' (errors thrown by notification handlers).
+ * 'notification' ({ name, payload, value }), 'error' (errors thrown by notification and subscription
+ * handlers, and AuthErrors).
+ *
+ * Hub API (channels of a gotalk-hub server, see docs/hub.md): `subscribe()`, `publish()`,
+ * `presence()`, `history()`, `authenticate()`.
  */
 export class Connection extends Emitter {
   #opts;
@@ -918,6 +931,17 @@ export class Connection extends Emitter {
   #heartbeatTimer = null;
   #reconnectTimer = null;
   #openWaiters = [];
+  #subs = new Map(); // hub subscriptions: channel -> Subscription
+  #tokenProvider = null;
+  #identity = null;
+  #authTimer = null;
+  #subInternal = {
+    forget: (sub) => {
+      if (this.#subs.get(sub.channel) === sub) this.#subs.delete(sub.channel);
+    },
+    report: (err) => this.#handlerError(err),
+    isOpen: () => this.#state === 'open',
+  };
 
   constructor(options = {}) {
     super();
@@ -930,7 +954,14 @@ export class Connection extends Emitter {
       handshakeTimeout: options.handshakeTimeout ?? 10000,
       requestTimeout: options.requestTimeout ?? 0,
       maxPayloadSize: options.maxPayloadSize ?? DEFAULT_MAX_PAYLOAD,
+      tokenRefreshMargin: options.tokenRefreshMargin ?? 30000,
     };
+    if (options.token != null) {
+      const t = options.token;
+      if (typeof t === 'function') this.#tokenProvider = t;
+      else if (typeof t === 'string') this.#tokenProvider = () => t;
+      else throw new TypeError('gotalk: options.token must be a string or a function returning a token');
+    }
     this.#timers = { ...defaultTimers, ...options.timers };
     this.#WebSocket = options.WebSocket ?? null;
     this.#handlers = options.handlers ?? defaultHandlers;
@@ -947,7 +978,7 @@ export class Connection extends Emitter {
     this.#handlers = h;
   }
 
-  /** 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' */
+  /** 'idle' | 'connecting' | 'authenticating' | 'open' | 'reconnecting' | 'closed' */
   get state() {
     return this.#state;
   }
@@ -970,6 +1001,16 @@ export class Connection extends Emitter {
   /** Number of messages waiting to be sent until the connection opens. */
   get queuedMessages() {
     return this.#queue.length;
+  }
+
+  /** The result of the last successful `auth` on this socket (`{ user, client, expires }`), or null. */
+  get identity() {
+    return this.#identity;
+  }
+
+  /** The live hub subscriptions. */
+  get subscriptions() {
+    return [...this.#subs.values()];
   }
 
   /** Open one connection; no reconnects. Messages sent before it opens are queued. */
@@ -998,6 +1039,168 @@ export class Connection extends Emitter {
     }
     this.#keepAlive = false;
     this.#drop(null, new ClosedError('gotalk: connection closed by close()'));
+  }
+
+  // -- hub --------------------------------------------------------------------------------------
+
+  /**
+   * Subscribe to a hub channel: sends `subscribe` now when open, else once open (after `auth`).
+   * `handler(delivery, subscription)` gets, in offset order and each once, the publications
+   * `{ offset, epoch, data, info }` (those after `options.since` first), with `events` also
+   * `{ join }` / `{ leave }`, then `{ lost: { offset, epoch } }` when publications were missed and
+   * could not be recovered, and `{ unsubscribed: reason }` when the hub refused or ended the
+   * subscription. After a reconnect the subscription is sent again from its last position.
+   * Notifications named by the channel go to the subscription, not to the notification handlers.
+   */
+  subscribe(channel, handler, options = {}) {
+    checkChannel(channel);
+    if (typeof handler !== 'function') throw new TypeError('gotalk: the subscription handler must be a function');
+    if (this.#state === 'closed') throw new ClosedError('gotalk: connection is closed');
+    if (this.#subs.has(channel)) throw new GotalkError(`gotalk: already subscribed to ${JSON.stringify(channel)}`);
+    const sub = new Subscription(this, channel, handler, options ?? {}, this.#subInternal);
+    this.#subs.set(channel, sub);
+    if (this.#state === 'open') sub._send();
+    return sub;
+  }
+
+  /** Live subscription to `channel`, if any. */
+  getSubscription(channel) {
+    return this.#subs.get(channel) ?? null;
+  }
+
+  /**
+   * Publish `data` (any JSON) on a hub channel; resolves with its position `{ offset, epoch }`.
+   * `options.others`: not delivered back to this connection. Queued while not open.
+   */
+  publish(channel, data, options) {
+    try {
+      checkChannel(channel);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const req = { channel, data: data === undefined ? null : data };
+    if (options?.others) req.others = true;
+    return this.request('publish', req);
+  }
+
+  /** Who is in a hub channel's presence: resolves with `{ clients: [{ user, client }] }`. */
+  presence(channel) {
+    try {
+      checkChannel(channel);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.request('presence', { channel });
+  }
+
+  /**
+   * A hub channel's history: the publications after `options.since` (or the last ones), at most
+   * `options.limit`. Resolves with `{ publications, offset, epoch, complete }`.
+   */
+  history(channel, options = {}) {
+    let req;
+    try {
+      checkChannel(channel);
+      req = { channel };
+      if (options?.since != null) req.since = checkPosition(options.since, 'since');
+      if (options?.limit != null) {
+        if (!Number.isSafeInteger(options.limit) || options.limit < 0) {
+          throw new TypeError('gotalk: history limit must be a non-negative integer');
+        }
+        req.limit = options.limit;
+      }
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.request('history', req);
+  }
+
+  /**
+   * Send `auth` now with `token`, or with a token from the provider (`options.token`): refreshes
+   * the token of an authenticated connection, or retries after a failed authentication (then
+   * resubscribes and sends what was queued). Resolves with `{ user, client, expires }`; rejects
+   * with an AuthError. Rejects with a ClosedError when not connected: the provider is called
+   * again on the next connect anyway.
+   */
+  authenticate(token) {
+    if (this.#state !== 'open' && this.#state !== 'authenticating') {
+      return Promise.reject(new ClosedError('gotalk: not connected; the token provider is called on the next connect'));
+    }
+    if (token === undefined && this.#tokenProvider === null) {
+      return Promise.reject(new TypeError('gotalk: authenticate() needs a token, or a provider in options.token'));
+    }
+    return this.#authenticate(this.#gen, token, false);
+  }
+
+  /**
+   * `auth` on socket `gen`: with `token`, or the provider's when undefined. With `report`, failures
+   * are also emitted as 'error'. Leaves 'authenticating' for 'open' on success.
+   */
+  async #authenticate(gen, token, report) {
+    const fail = (err) => {
+      if (report && gen === this.#gen) this.#handlerError(err);
+      return err;
+    };
+    if (token === undefined) {
+      try {
+        token = await this.#tokenProvider(this);
+      } catch (e) {
+        throw fail(new AuthError(`gotalk: the token provider failed: ${errorText(e)}`, { cause: e }));
+      }
+    }
+    if (gen !== this.#gen) throw new ClosedError('gotalk: the connection closed during authentication');
+    if (token == null) {
+      // No token: carry on anonymously.
+      if (this.#state === 'authenticating') this.#ready(gen);
+      return null;
+    }
+    if (typeof token !== 'string' || token === '') {
+      throw fail(
+        new AuthError(`gotalk: the token provider returned ${token === '' ? 'an empty string' : typeof token}`),
+      );
+    }
+    let result;
+    try {
+      result = await this.#call(
+        'auth',
+        jsonPayload({ token }),
+        (bytes) => parseJson(bytes, 'the result of "auth"'),
+        undefined,
+        true,
+      );
+    } catch (e) {
+      // The socket went away: the next one authenticates anew.
+      if (gen !== this.#gen) throw e;
+      throw fail(new AuthError(`gotalk: authentication failed: ${errorText(e)}`, { cause: e }));
+    }
+    if (gen !== this.#gen) throw new ClosedError('gotalk: the connection closed during authentication');
+    const previous = this.#identity;
+    this.#identity = result ?? null;
+    this.#scheduleRefresh(gen, result?.expires, previous?.expires);
+    if (this.#state === 'authenticating') this.#ready(gen);
+    return result;
+  }
+
+  /** Refresh the token `tokenRefreshMargin` ms before `expires` (Unix seconds), if it moved on. */
+  #scheduleRefresh(gen, expires, previous) {
+    if (this.#authTimer !== null) this.#timers.clearTimeout(this.#authTimer);
+    this.#authTimer = null;
+    const margin = this.#opts.tokenRefreshMargin;
+    if (this.#tokenProvider === null || margin === false || typeof expires !== 'number') return;
+    // A provider that hands out the same token again would make this loop: stop until it changes.
+    if (typeof previous === 'number' && expires <= previous) return;
+    this.#armRefresh(gen, expires * 1000 - margin);
+  }
+
+  /** Refresh at time `at` (ms); timers cannot wait longer than MAX_TIMER_DELAY at once. */
+  #armRefresh(gen, at) {
+    const delay = Math.min(MAX_TIMER_DELAY, Math.max(0, at - this.#timers.now()));
+    this.#authTimer = this.#timers.setTimeout(() => {
+      this.#authTimer = null;
+      if (gen !== this.#gen || this.#state !== 'open') return;
+      if (this.#timers.now() < at) this.#armRefresh(gen, at);
+      else this.#authenticate(gen, undefined, true).catch(() => {});
+    }, delay);
   }
 
   /** Alias of close(), the original gotalk.js name. */
@@ -1039,7 +1242,7 @@ export class Connection extends Emitter {
 
   /** Send a heartbeat now; `load` in [0, 1]. Returns false when not open (heartbeats are not queued). */
   sendHeartbeat(load = 0) {
-    if (this.#state !== 'open') return false;
+    if (this.#state !== 'open' && this.#state !== 'authenticating') return false;
     const l = Math.round(Math.min(1, Math.max(0, Number(load) || 0)) * HEARTBEAT_MAX_LOAD);
     const time = Math.floor(this.#timers.now() / 1000) >>> 0;
     return this.#write([encodeHeader({ type: 'h', load: l, time })]);
@@ -1048,7 +1251,12 @@ export class Connection extends Emitter {
   // -- lifecycle --------------------------------------------------------------------------------
 
   #start(url, keepAlive) {
-    if (this.#state === 'connecting' || this.#state === 'open' || this.#state === 'reconnecting') {
+    if (
+      this.#state === 'connecting' ||
+      this.#state === 'authenticating' ||
+      this.#state === 'open' ||
+      this.#state === 'reconnecting'
+    ) {
       throw new GotalkError(`gotalk: connection is already ${this.#state}`);
     }
     this.#url = resolveUrl(url ?? this.#url);
@@ -1117,10 +1325,27 @@ export class Connection extends Emitter {
   }
 
   #onHandshake(gen) {
-    this.#state = 'open';
     this.#backoff = this.#opts.reconnectDelay;
     this.#stopSocketTimers();
+    if (this.#tokenProvider !== null) {
+      // `auth` goes first; subscriptions and queued messages wait for it (see #ready).
+      this.#state = 'authenticating';
+      this.#scheduleHeartbeat(gen);
+      this.#authenticate(gen, undefined, true).catch(() => {});
+      return;
+    }
+    this.#state = 'open';
     this.#scheduleHeartbeat(gen);
+    this.#ready(gen);
+  }
+
+  /** Open for business: resubscribe, send what was queued, tell the waiters. */
+  #ready(gen) {
+    this.#state = 'open';
+    for (const sub of [...this.#subs.values()]) {
+      sub._send();
+      if (gen !== this.#gen) return;
+    }
     this.#flush();
     if (gen !== this.#gen) return;
     for (const w of this.#openWaiters.splice(0)) w.resolve(this);
@@ -1173,11 +1398,15 @@ export class Connection extends Emitter {
       }
     }
     this.#stopSocketTimers();
+    if (this.#authTimer !== null) this.#timers.clearTimeout(this.#authTimer);
+    this.#authTimer = null;
+    this.#identity = null;
     const hadSocket = ws !== null || this.#state === 'connecting';
     const wasReconnecting = this.#state === 'reconnecting';
 
     const lost = new ClosedError('gotalk: connection closed before the result arrived', { cause: err ?? undefined });
-    for (const entry of [...this.#pending.values()]) if (entry.inFlight) this.#settle(entry, lost);
+    // `auth` requests belong to their socket, even while waiting to be retried.
+    for (const entry of [...this.#pending.values()]) if (entry.inFlight || entry.direct) this.#settle(entry, lost);
     for (const input of this.#incoming.values()) input?._fail(lost);
     this.#incoming.clear();
 
@@ -1188,6 +1417,7 @@ export class Connection extends Emitter {
       for (const entry of [...this.#pending.values()]) this.#settle(entry, final);
       this.#queue = [];
       for (const w of this.#openWaiters.splice(0)) w.reject(final);
+      for (const sub of [...this.#subs.values()]) sub._end('connection closed', final, false);
     }
     if (hadSocket || wasReconnecting) this.emit('close', err);
     if (reconnect && this.#state === 'reconnecting' && this.#reconnectTimer === null) {
@@ -1217,9 +1447,12 @@ export class Connection extends Emitter {
     }
   }
 
-  /** Send now when open, else queue (bounded). `part`: a stream part that must not mark the entry sent. */
-  #submit(frames, entry, part) {
-    if (this.#state === 'open') {
+  /**
+   * Send now when open, else queue (bounded). `part`: a stream part that must not mark the entry
+   * sent. `direct` (auth): also sent while authenticating, when everything else waits.
+   */
+  #submit(frames, entry, part, direct = false) {
+    if (this.#state === 'open' || (direct && this.#state === 'authenticating')) {
       if (!this.#write(frames)) throw new ClosedError('gotalk: connection is closed');
       if (entry && !part) entry.inFlight = true;
       return;
@@ -1254,7 +1487,7 @@ export class Connection extends Emitter {
 
   /** Reply on the socket a request came in on; dropped when that socket is gone. */
   #reply(gen, msg) {
-    if (gen !== this.#gen || this.#state !== 'open') return false;
+    if (gen !== this.#gen || (this.#state !== 'open' && this.#state !== 'authenticating')) return false;
     return this.#write(encodeFrames(msg));
   }
 
@@ -1278,14 +1511,14 @@ export class Connection extends Emitter {
   #register(entry, frames) {
     this.#pending.set(entry.id, entry);
     try {
-      this.#submit(frames, entry, false);
+      this.#submit(frames, entry, false, entry.direct);
     } catch (e) {
       this.#pending.delete(entry.id);
       throw e;
     }
   }
 
-  #call(op, data, decode, options) {
+  #call(op, data, decode, options, direct = false) {
     return new Promise((resolve, reject) => {
       const id = this.#allocId(false);
       const frames = encodeFrames({ type: 'r', id, op, payload: data });
@@ -1303,6 +1536,7 @@ export class Connection extends Emitter {
         chunks: null,
         timer: null,
         retryTimer: null,
+        direct,
       };
       this.#register(entry, frames);
       const timeout = options?.timeout ?? this.#opts.requestTimeout;
@@ -1483,7 +1717,7 @@ export class Connection extends Emitter {
       entry.retryTimer = null;
       if (entry.done) return;
       try {
-        this.#submit(entry.frames, entry, false);
+        this.#submit(entry.frames, entry, false, entry.direct);
       } catch (e) {
         this.#settle(entry, e);
       }
@@ -1592,6 +1826,8 @@ export class Connection extends Emitter {
         },
       });
     }
+    const sub = this.#subs.get(name);
+    if (sub) return void sub._receive(payload);
     const handler = this.#handlers.findNotificationHandler(name);
     if (!handler) return;
     const ctx = { connection: this, name };
@@ -1686,6 +1922,243 @@ export class StreamRequest {
 
   [Symbol.asyncIterator]() {
     return this._results;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hub subscriptions
+
+function checkChannel(channel) {
+  if (typeof channel !== 'string' || channel === '') {
+    throw new TypeError('gotalk: a channel name must be a non-empty string');
+  }
+}
+
+/** A copy of a stream position `{ offset, epoch }`, checked. */
+function checkPosition(pos, what) {
+  if (pos === null || typeof pos !== 'object' || !Number.isSafeInteger(pos.offset) || pos.offset < 0) {
+    throw new TypeError(`gotalk: ${what} must be a position { offset, epoch } with a non-negative integer offset`);
+  }
+  if (typeof pos.epoch !== 'string') throw new TypeError(`gotalk: ${what}.epoch must be a string`);
+  return { offset: pos.offset, epoch: pos.epoch };
+}
+
+function isPosition(v) {
+  return v !== null && typeof v === 'object' && Number.isSafeInteger(v.offset) && typeof v.epoch === 'string';
+}
+
+/**
+ * A subscription to a hub channel, made by `connection.subscribe(channel, handler, options)`.
+ *
+ * `position` is the stream position `{ offset, epoch }` of the last publication delivered (or the
+ * channel's position when subscribed, or `options.since` before that); after a reconnect the
+ * subscription is sent again with it as `since`, so nothing is missed or delivered twice. States:
+ * 'subscribing' → 'subscribed' (→ 'subscribing' after a reconnect …) → 'unsubscribed'.
+ * Events: 'subscribed' (each `subscribe` result), 'lost' (position), 'unsubscribed' (reason).
+ */
+export class Subscription extends Emitter {
+  #conn;
+  #channel;
+  #handler;
+  #internal;
+  #presence;
+  #events;
+  #position;
+  #state = 'subscribing';
+  #attempt = 0;
+  #buffer = [];
+  #subscribedOnce = false;
+  #ready;
+  #readyResolve;
+  #readyReject;
+
+  /** @internal use `connection.subscribe()` */
+  constructor(conn, channel, handler, options, internal) {
+    super();
+    this.#conn = conn;
+    this.#channel = channel;
+    this.#handler = handler;
+    this.#internal = internal;
+    this.#presence = options.presence === true;
+    this.#events = options.events === true;
+    this.#position = options.since == null ? null : checkPosition(options.since, 'since');
+    this.#ready = new Promise((resolve, reject) => {
+      this.#readyResolve = resolve;
+      this.#readyReject = reject;
+    });
+    this.#ready.catch(() => {}); // not awaiting it is fine: failures also reach the handler
+  }
+
+  /** The channel name. */
+  get channel() {
+    return this.#channel;
+  }
+
+  /** 'subscribing' | 'subscribed' | 'unsubscribed' */
+  get state() {
+    return this.#state;
+  }
+
+  /** `{ offset, epoch }` of the last publication delivered (see the class comment), or null. */
+  get position() {
+    return this.#position && { ...this.#position };
+  }
+
+  /** Resolves with the first `subscribe` result; rejects if the subscription ends before it. */
+  get ready() {
+    return this.#ready;
+  }
+
+  /**
+   * End the subscription: no more deliveries from now on. Sends `unsubscribe` when connected;
+   * resolves when the hub confirmed it or the socket went away (the hub then forgets it anyway).
+   */
+  unsubscribe() {
+    if (!this._end('unsubscribe()', null, false)) return Promise.resolve();
+    if (!this.#internal.isOpen()) return Promise.resolve();
+    return this.#conn.request('unsubscribe', { channel: this.#channel }).then(
+      () => undefined,
+      (err) => {
+        if (!(err instanceof ClosedError)) throw err;
+      },
+    );
+  }
+
+  /** `connection.publish(channel, data, options)`. */
+  publish(data, options) {
+    return this.#conn.publish(this.#channel, data, options);
+  }
+
+  /** `connection.presence(channel)`. */
+  presence() {
+    return this.#conn.presence(this.#channel);
+  }
+
+  /** `connection.history(channel, options)`. */
+  history(options) {
+    return this.#conn.history(this.#channel, options);
+  }
+
+  /** @internal Send `subscribe` from the current position (the connection is open). */
+  _send() {
+    if (this.#state === 'unsubscribed') return;
+    const attempt = ++this.#attempt;
+    this.#state = 'subscribing';
+    this.#buffer = [];
+    const since = this.#position;
+    const req = { channel: this.#channel };
+    if (since) req.since = { offset: since.offset, epoch: since.epoch };
+    if (this.#presence) req.presence = true;
+    if (this.#events) req.events = true;
+    this.#conn.request('subscribe', req).then(
+      (result) => this.#onSubscribed(attempt, since, result),
+      (err) => this.#onRefused(attempt, err),
+    );
+  }
+
+  /** @internal A notification named by the channel. */
+  _receive(payload) {
+    if (this.#state === 'unsubscribed') return;
+    let value;
+    try {
+      value = parseJson(payload, `a delivery on ${JSON.stringify(this.#channel)}`);
+    } catch (e) {
+      this.#internal.report(e);
+      return;
+    }
+    // Live deliveries can overtake the subscribe result: they follow its publications.
+    if (this.#state === 'subscribing') this.#buffer.push(value);
+    else this.#dispatch(value);
+  }
+
+  /**
+   * @internal End the subscription (false when it already ended). `notify`: tell the handler with
+   * `{ unsubscribed: reason }` (the hub ended or refused it, as opposed to this side).
+   */
+  _end(reason, error, notify) {
+    if (this.#state === 'unsubscribed') return false;
+    this.#state = 'unsubscribed';
+    this.#buffer = null;
+    this.#attempt++;
+    this.#internal.forget(this);
+    if (!this.#subscribedOnce) {
+      this.#readyReject(
+        error ?? new GotalkError(`gotalk: subscription to ${JSON.stringify(this.#channel)} ended: ${reason}`),
+      );
+    }
+    if (notify) this.#deliver({ unsubscribed: reason }, true);
+    this.emit('unsubscribed', reason);
+    return true;
+  }
+
+  #onSubscribed(attempt, since, result) {
+    if (attempt !== this.#attempt || this.#state === 'unsubscribed') return;
+    if (!isPosition(result)) {
+      this.#onRefused(attempt, new GotalkError('gotalk: invalid result of "subscribe": no offset and epoch'));
+      return;
+    }
+    const buffered = this.#buffer;
+    this.#buffer = null;
+    this.#state = 'subscribed';
+    if (!this.#subscribedOnce) {
+      this.#subscribedOnce = true;
+      this.#readyResolve(result);
+    }
+    const current = { offset: result.offset, epoch: result.epoch };
+    if (since && result.recovered === false) this.#lost(current);
+    for (const p of Array.isArray(result.publications) ? result.publications : []) {
+      if (this.#state !== 'subscribed') return;
+      this.#publication(p, result.epoch);
+    }
+    const pos = this.#position;
+    if (!pos || pos.epoch !== current.epoch || pos.offset < current.offset) this.#position = current;
+    this.emit('subscribed', result);
+    for (const value of buffered) {
+      if (this.#state !== 'subscribed') return;
+      this.#dispatch(value);
+    }
+  }
+
+  #onRefused(attempt, err) {
+    if (attempt !== this.#attempt || this.#state === 'unsubscribed') return;
+    // The socket went away: the subscription is sent again on the next one.
+    if (err instanceof ClosedError) return;
+    this._end(errorText(err), err, true);
+  }
+
+  #dispatch(value) {
+    if (value === null || typeof value !== 'object') return this.#deliver(value);
+    if (typeof value.offset === 'number') return this.#publication(value, null);
+    if (isPosition(value.lost)) return this.#lost({ offset: value.lost.offset, epoch: value.lost.epoch });
+    if ('unsubscribed' in value) return void this._end(String(value.unsubscribed), null, true);
+    this.#deliver(value); // { join }, { leave }, and what later hubs may add
+  }
+
+  /** Deliver a publication unless it was delivered already (same epoch, offset not past ours). */
+  #publication(p, epoch) {
+    if (p === null || typeof p !== 'object' || typeof p.offset !== 'number') return;
+    if (typeof p.epoch !== 'string') p = { ...p, epoch };
+    const pos = this.#position;
+    if (pos && pos.epoch === p.epoch && p.offset <= pos.offset) return;
+    this.#position = { offset: p.offset, epoch: p.epoch };
+    this.#deliver(p);
+  }
+
+  /** Publications up to `position` are gone: carry on from there, and say so. */
+  #lost(position) {
+    this.#position = position;
+    this.#deliver({ lost: { ...position } });
+    this.emit('lost', { ...position });
+  }
+
+  #deliver(value, final = false) {
+    if (this.#state === 'unsubscribed' && !final) return;
+    try {
+      const r = this.#handler(value, this);
+      if (r && typeof r.then === 'function') r.then(undefined, (e) => this.#internal.report(e));
+    } catch (e) {
+      this.#internal.report(e);
+    }
   }
 }
 

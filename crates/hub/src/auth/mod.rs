@@ -2,17 +2,23 @@
 //!
 //! A [`Verifier`] turns a token into an [`Identity`]: a user, an optional
 //! expiry, and [`Permissions`] per channel pattern. Built in:
-//! `JwtVerifier` (HMAC-signed JWTs, feature `jwt`) and `StaticTokens` (a
+//! `JwtVerifier` (HMAC-signed JWTs, feature `jwt`) and [`StaticTokens`] (a
 //! token file). The token comes from the WebSocket upgrade request (header,
-//! cookie or query parameter, see [`TokenSource`]) or, on any transport,
+//! cookie or query parameter, see [`TokenSource`](crate::TokenSource)) or, on any transport,
 //! from a first `auth` request, before which the hub serves nothing else.
 
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 
+#[cfg(feature = "jwt")]
+mod jwt;
 mod permissions;
-pub use permissions::{Access, Permissions};
+mod static_tokens;
+#[cfg(feature = "jwt")]
+pub use jwt::{CHANNELS_CLAIM, Claims, Hmac, JwtError, JwtSigner, JwtVerifier};
+pub use permissions::{Access, ParsePermissionsError, Permissions};
+pub use static_tokens::{StaticTokens, TokenFileError};
 
 /// An authenticated connection's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]

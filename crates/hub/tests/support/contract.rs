@@ -7,6 +7,8 @@
 //! Redis brokers on one Redis; a single node for an in-process broker) and
 //! use the channels they name, so give each call a fresh backend or
 //! distinct nodes.
+// Shared by several test crates, each using part of it.
+#![allow(dead_code)]
 
 use std::{
     collections::HashMap,

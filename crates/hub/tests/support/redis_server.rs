@@ -6,6 +6,8 @@
 //! a test fails if `CI=true` and is skipped (with a message) otherwise:
 //! install it with `bash crates/hub/tests/redis/setup.sh` (or
 //! `apt-get install redis-server`).
+// Shared by several test crates, each using part of it.
+#![allow(dead_code)]
 #![allow(clippy::print_stderr)]
 
 use std::{

@@ -15,7 +15,7 @@
 //!
 //! The data travels as is (no escaping, no base64), so a message costs its
 //! payload plus a few dozen bytes. Publications are encoded by the publish
-//! script, presence events here.
+//! script, presence events here. The spaces above are for reading only.
 
 use std::sync::Arc;
 
