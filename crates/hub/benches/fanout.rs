@@ -6,7 +6,7 @@
 //! Run (after `npm ci` in `crates/hub/benches/socketio/` for Socket.IO):
 //!
 //! ```text
-//! nice -n 10 cargo bench -p gotalk-hub --features redis --bench fanout --no-run
+//! nice -n 10 cargo bench -p gotalk-hub --bench fanout --no-run
 //! target/release/deps/fanout-<hash> --bench
 //! ```
 //!
@@ -793,7 +793,9 @@ fn with_redis(builder: gotalk_hub::HubBuilder, url: &str) -> gotalk_hub::HubBuil
 
 #[cfg(not(feature = "redis"))]
 fn with_redis(_: gotalk_hub::HubBuilder, _: &str) -> gotalk_hub::HubBuilder {
-    panic!("two hub nodes need the Redis broker: build the bench with `--features redis`")
+    panic!(
+        "two hub nodes need the Redis broker: build the bench with the `redis` feature (a default one)"
+    )
 }
 
 // ---------------------------------------------------------------- subscribers role
