@@ -374,10 +374,12 @@ impl Node {
         let mut map = lock(&self.channels);
         let mut st = ch.lock();
         st.pins -= 1;
-        if st.pins == 0 && st.subscribers.is_empty() && !st.broker_subscribed {
-            if map.get(&ch.name).is_some_and(|c| Arc::ptr_eq(c, ch)) {
-                map.remove(&ch.name);
-            }
+        if st.pins == 0
+            && st.subscribers.is_empty()
+            && !st.broker_subscribed
+            && map.get(&ch.name).is_some_and(|c| Arc::ptr_eq(c, ch))
+        {
+            map.remove(&ch.name);
         }
     }
 

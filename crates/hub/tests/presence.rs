@@ -67,7 +67,7 @@ async fn joins_leaves_and_disconnects_are_seen_by_subscribers_with_events() {
     );
     assert_eq!(
         clients(&a.ok("presence", json!({"channel": "room"})).await),
-        [a_id.clone()]
+        std::slice::from_ref(&a_id)
     );
 
     // So does unsubscribing.

@@ -153,7 +153,7 @@ async fn resubscribing_while_publications_race_loses_and_repeats_nothing() {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 hub.publish("race", &n).await.unwrap();
-                if n % 8 == 0 {
+                if n.is_multiple_of(8) {
                     tokio::task::yield_now().await;
                 }
             }

@@ -263,7 +263,10 @@ async fn presence_expires_unless_refreshed_and_leaves_no_state() {
     tokio::time::advance(Duration::from_secs(6)).await;
     broker.add_presence("room", &alice, ttl).await.unwrap();
     tokio::time::advance(Duration::from_secs(6)).await;
-    assert_eq!(broker.presence("room").await.unwrap(), [alice.clone()]);
+    assert_eq!(
+        broker.presence("room").await.unwrap(),
+        std::slice::from_ref(&alice)
+    );
     broker.remove_presence("room", "c1").await.unwrap();
     assert!(broker.presence("room").await.unwrap().is_empty());
 
