@@ -310,6 +310,101 @@ mod tests {
         server.shutdown().await;
     }
 
+    /// The page in headless Chromium, driven by `browser_test.cjs`: two
+    /// people talk, the server restarts, they talk on. Needs `/usr/bin/chromium`,
+    /// `node` and what `crates/peer/tests/browser/setup.sh` installs; without
+    /// them it is skipped with a message, or fails when `CI=true`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_page_chats_in_chromium() {
+        use std::{path::Path, process::Stdio};
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let modules = here.join("../peer/tests/browser/node_modules");
+        let node = std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !(node
+            && Path::new("/usr/bin/chromium").exists()
+            && modules.join("playwright-core").exists())
+        {
+            let why = "needs /usr/bin/chromium, node and crates/peer/tests/browser/node_modules: \
+                       run `bash crates/peer/tests/browser/setup.sh`";
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{why}");
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let server = serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let url = server.local_addr().to_string();
+        let host = url.trim_start_matches("ws://").trim_end_matches("/gotalk/");
+        let mut driver = tokio::process::Command::new("node")
+            .arg(here.join("examples/chat/browser_test.cjs"))
+            .arg(format!("http://{host}/"))
+            .env("NODE_PATH", &modules)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run node");
+        let mut stdin = driver.stdin.take().unwrap();
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        let mut next_line = async || {
+            timeout(Duration::from_secs(90), lines.next_line())
+                .await
+                .expect("the driver answers in time")
+                .unwrap()
+                .expect("the driver printed a line (its errors are above)")
+        };
+
+        assert_eq!(next_line().await, "restart");
+        server.shutdown().await;
+        let server = serve(host.parse().unwrap()).await.unwrap();
+        stdin.write_all(b"restarted\n").await.unwrap();
+        let report: Value = serde_json::from_str(&next_line().await).unwrap();
+        drop(stdin);
+        let exit = timeout(Duration::from_secs(30), driver.wait()).await;
+        assert!(exit.expect("the driver exits").unwrap().success());
+
+        let ann = &report["ann"];
+        let log: Vec<&str> = ann["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        let said: Vec<&str> = log
+            .iter()
+            .copied()
+            .filter(|l| !l.contains(" joined") && !l.contains(" left") && !l.contains("missed"))
+            .collect();
+        assert_eq!(
+            said,
+            ["Ann hello, anyone?", "Bob hi Ann", "Ann still there?"],
+            "{log:?}"
+        );
+        let missed = log
+            .iter()
+            .position(|l| l.contains("some messages were missed"));
+        let hi = log.iter().position(|&l| l == "Bob hi Ann");
+        assert!(
+            missed > hi,
+            "the restart is noted after what came before it: {log:?}"
+        );
+        assert_eq!(
+            log[..4],
+            [
+                "Ann joined",
+                "Ann hello, anyone?",
+                "Bob joined",
+                "Bob hi Ann"
+            ]
+        );
+        assert_eq!(log.last(), Some(&"Bob left"));
+        assert_eq!(ann["members"], json!(["Ann"]));
+        server.shutdown().await;
+    }
+
     #[tokio::test]
     async fn the_page_and_the_client_are_served() {
         let server = serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
