@@ -168,7 +168,7 @@ pub(crate) fn exit_code(e: &Error) -> u8 {
 }
 
 /// Describes a failed call for stderr.
-fn describe(e: &Error) -> String {
+pub(crate) fn describe(e: &Error) -> String {
     match e {
         Error::Remote(r) => format!("error result: {}", escape_text(r.payload())),
         other => other.to_string(),
@@ -200,7 +200,7 @@ pub(crate) fn connector(addr: &Address, trust: &TrustArgs) -> Result<Connector, 
 /// Connects with `handlers`, or returns exit code 2 after saying why not
 /// (with a hint for common mistakes). With `limit`, connecting gives up
 /// after that long, a connection to an HTTP server included.
-async fn connect_with(
+pub(crate) async fn connect_with(
     addr: &Address,
     trust: &TrustArgs,
     trace: bool,
@@ -286,7 +286,7 @@ fn read_payload(arg: Option<String>) -> Result<Bytes, u8> {
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a message.
-fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)?;
     out.flush()

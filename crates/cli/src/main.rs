@@ -11,6 +11,7 @@ mod bench;
 mod client;
 mod decode;
 mod demo;
+mod hub_client;
 mod hub_serve;
 mod ops;
 mod serve;
@@ -116,7 +117,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a responder with test operations (echo, greet, fail, slow, reverse, streams, ...)
     #[command(after_help = server_after_help())]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Send one request and print its result
     #[command(after_help = client::REQUEST_HELP)]
     Request(client::RequestArgs),
@@ -135,6 +136,19 @@ enum Command {
     /// Load-test a gotalk service: throughput and latency percentiles
     #[command(after_help = bench::AFTER_HELP)]
     Bench(bench::BenchArgs),
+    /// Print the publications of a hub channel as they arrive (serve --hub)
+    #[command(after_help = hub_client::SUBSCRIBE_HELP)]
+    Subscribe(hub_client::SubscribeArgs),
+    /// Publish on a hub channel
+    #[command(after_help = hub_client::PUBLISH_HELP)]
+    Publish(hub_client::PublishArgs),
+    /// List who is in a hub channel's presence
+    Presence(hub_client::PresenceArgs),
+    /// Print a hub channel's kept publications
+    History(hub_client::HistoryArgs),
+    /// Make a signed token (JWT) for serve --hub --jwt-secret
+    #[command(after_help = hub_client::TOKEN_HELP)]
+    Token(hub_client::TokenArgs),
 }
 
 impl Command {
@@ -148,7 +162,11 @@ impl Command {
             Self::Notify(a) => a.runtime.threads,
             Self::Listen(a) => a.runtime.threads,
             Self::Bench(a) => a.runtime.threads,
-            Self::Decode(_) => None,
+            Self::Subscribe(a) => a.runtime.threads,
+            Self::Publish(a) => a.runtime.threads,
+            Self::Presence(a) => a.runtime.threads,
+            Self::History(a) => a.runtime.threads,
+            Self::Decode(_) | Self::Token(_) => None,
         }
     }
 }
@@ -181,6 +199,9 @@ fn main() -> ExitCode {
         // Pure gotalk-proto: no runtime needed.
         return ExitCode::from(decode::run(args));
     }
+    if let Command::Token(args) = &cli.command {
+        return ExitCode::from(hub_client::token(args));
+    }
     let runtime = match runtime(cli.command.threads()) {
         Ok(rt) => rt,
         Err(e) => {
@@ -191,13 +212,17 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
-            Command::Serve(args) => serve::serve(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
             Command::Request(args) => client::request(args).await,
             Command::Stream(args) => client::stream(args).await,
             Command::Notify(args) => client::notify(args).await,
             Command::Listen(args) => client::listen(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Decode(_) => unreachable!("handled above"),
+            Command::Subscribe(args) => hub_client::subscribe(args).await,
+            Command::Publish(args) => hub_client::publish(args).await,
+            Command::Presence(args) => hub_client::presence(args).await,
+            Command::History(args) => hub_client::history(args).await,
+            Command::Decode(_) | Command::Token(_) => unreachable!("handled above"),
         }
     });
     // Don't wait for stdin readers or lingering connection tasks.
@@ -220,6 +245,60 @@ mod tests {
     fn every_subcommand_parses_its_options() {
         let lines: &[&[&str]] = &[
             &["demo"],
+            &[
+                "serve",
+                "--hub",
+                "--redis",
+                "redis://127.0.0.1:6379",
+                "--redis-prefix",
+                "app:",
+                "--jwt-secret",
+                "s",
+                "--anonymous",
+                "public:*=read",
+                "--history",
+                "10",
+                "--history-ttl",
+                "1m",
+            ],
+            &["serve", "--hub", "--tokens", "tokens.txt"],
+            &[
+                "subscribe",
+                "127.0.0.1:1",
+                "chat",
+                "--since",
+                "3:e",
+                "--events",
+                "--presence",
+                "--data",
+                "--count",
+                "2",
+                "--reconnect",
+                "--token",
+                "t",
+            ],
+            &["publish", "ws://127.0.0.1:1/gotalk/", "chat", "-", "--text"],
+            &["presence", "127.0.0.1:1", "chat"],
+            &[
+                "history",
+                "127.0.0.1:1",
+                "chat",
+                "--since",
+                "1:e",
+                "--limit",
+                "5",
+            ],
+            &[
+                "token",
+                "--secret",
+                "s",
+                "--user",
+                "u",
+                "--channel",
+                "a*=read",
+                "--ttl",
+                "5m",
+            ],
             &[
                 "serve",
                 "--addr",

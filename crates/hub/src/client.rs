@@ -8,10 +8,10 @@ use std::{
 };
 
 use gotalk_peer::{ConnectionInfo, Peer};
-use tokio::sync::watch;
+use tokio::sync::{Notify, futures::Notified};
 
 use crate::{
-    HubError,
+    Hub, HubError,
     auth::{AuthError, Identity, Permissions},
     broker::ClientInfo,
     hooks::ClientContext,
@@ -28,8 +28,13 @@ pub(crate) struct Session {
     /// Serializes the session's subscribes, unsubscribes and its cleanup,
     /// in the order the requests arrived (the lock is fair).
     pub(crate) ops: tokio::sync::Mutex<()>,
+    /// Serializes its `auth` requests.
+    pub(crate) auth: tokio::sync::Mutex<()>,
     state: Mutex<SessionState>,
-    phase: watch::Sender<Phase>,
+    /// A mutex and a `Notify` rather than a watch channel: a few dozen
+    /// bytes per connection instead of a shared allocation.
+    phase: Mutex<Phase>,
+    phase_changed: Notify,
 }
 
 #[derive(Default)]
@@ -106,8 +111,10 @@ impl Session {
             peer,
             connection,
             ops: tokio::sync::Mutex::new(()),
+            auth: tokio::sync::Mutex::new(()),
             state: Mutex::default(),
-            phase: watch::channel(Phase::Pending).0,
+            phase: Mutex::new(Phase::Pending),
+            phase_changed: Notify::new(),
         }
     }
 
@@ -116,27 +123,34 @@ impl Session {
     }
 
     pub(crate) fn phase(&self) -> Phase {
-        self.phase.borrow().clone()
+        self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn set_phase(&self, phase: Phase) {
-        self.phase.send_replace(phase);
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+        self.phase_changed.notify_waiters();
     }
 
-    pub(crate) fn watch_phase(&self) -> watch::Receiver<Phase> {
-        self.phase.subscribe()
+    /// Completes at the next [`set_phase`](Self::set_phase) after this
+    /// call (enable it before reading the phase it waits to change).
+    pub(crate) fn phase_changed(&self) -> Notified<'_> {
+        self.phase_changed.notified()
     }
 
     /// The principal, once the session is settled; the error result for
     /// requests otherwise.
     pub(crate) async fn ready(&self) -> Result<Arc<Principal>, HubError> {
-        let mut rx = self.phase.subscribe();
-        // The sender lives in `self`: waiting cannot fail.
-        let phase = rx
-            .wait_for(|p| !matches!(p, Phase::Pending))
-            .await
-            .map(|p| p.clone())
-            .unwrap_or(Phase::Closed);
+        let phase = loop {
+            let changed = self.phase_changed();
+            tokio::pin!(changed);
+            // Registered before the phase is read, so a change in between
+            // is not missed.
+            changed.as_mut().enable();
+            match self.phase() {
+                Phase::Pending => changed.await,
+                settled => break settled,
+            }
+        };
         match phase {
             Phase::Ready(p) => Ok(p),
             Phase::Unauthenticated => Err(HubError::Unauthenticated),
@@ -149,14 +163,15 @@ impl Session {
 
     /// The principal, if the session is ready now.
     pub(crate) fn principal(&self) -> Option<Arc<Principal>> {
-        match &*self.phase.borrow() {
+        match &*self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
             Phase::Ready(p) => Some(p.clone()),
             _ => None,
         }
     }
 
-    pub(crate) fn context(&self, principal: &Principal) -> ClientContext {
+    pub(crate) fn context(&self, hub: &Hub, principal: &Principal) -> ClientContext {
         ClientContext {
+            hub: hub.clone(),
             info: principal.info.clone(),
             identity: principal.identity.clone(),
             connection: self.connection.clone(),
@@ -165,11 +180,12 @@ impl Session {
 
     /// The context of whoever the session was last: for hooks called
     /// after it stopped being ready (leave, disconnect).
-    pub(crate) fn last_context(&self) -> ClientContext {
+    pub(crate) fn last_context(&self, hub: &Hub) -> ClientContext {
         let principal = self.principal().or_else(|| self.state().principal.clone());
         match principal {
-            Some(p) => self.context(&p),
+            Some(p) => self.context(hub, &p),
             None => ClientContext {
+                hub: hub.clone(),
                 info: ClientInfo {
                     user: String::new(),
                     client: self.client.to_string(),

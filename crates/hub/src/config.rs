@@ -15,7 +15,8 @@ use crate::broker::HistoryOptions;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Longest channel name, in bytes; longer ones get `invalid channel`.
-    /// Default 255.
+    /// Default 255; never more than 4095, the longest gotalk notification
+    /// name (channels are delivered as notifications named by them).
     pub max_channel_len: usize,
     /// Subscriptions per connection; one more gets `too many
     /// subscriptions`. Default 256.
@@ -56,9 +57,8 @@ impl Limits {
     /// Whether `name` is a valid channel name: not empty, at most
     /// `max_channel_len` bytes, no control characters.
     pub fn valid_channel(&self, name: &str) -> bool {
-        !name.is_empty()
-            && name.len() <= self.max_channel_len
-            && !name.chars().any(char::is_control)
+        let max = self.max_channel_len.min(gotalk_peer::proto::MAX_NAME_LEN);
+        !name.is_empty() && name.len() <= max && !name.chars().any(char::is_control)
     }
 }
 
@@ -125,5 +125,10 @@ mod tests {
         assert!(!l.valid_channel("abcde"));
         assert!(!l.valid_channel(""));
         assert!(!l.valid_channel("a\nb"));
+        let huge = Limits {
+            max_channel_len: usize::MAX,
+            ..Limits::default()
+        };
+        assert!(!huge.valid_channel(&"x".repeat(4096)));
     }
 }

@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, FutureExt};
 use gotalk_peer::{CloseReason, ConnectionInfo};
 
 use crate::{
-    HubError,
+    Hub, HubError,
     auth::{Access, Identity, Permissions},
     broker::ClientInfo,
 };
@@ -53,6 +53,7 @@ pub enum LeaveReason {
 /// The connection a hook is called for.
 #[derive(Debug, Clone)]
 pub struct ClientContext {
+    pub(crate) hub: Hub,
     pub(crate) info: ClientInfo,
     pub(crate) identity: Option<Arc<Identity>>,
     pub(crate) connection: Option<Arc<ConnectionInfo>>,
@@ -62,6 +63,13 @@ impl ClientContext {
     /// The client's id and user (empty for anonymous connections).
     pub fn info(&self) -> &ClientInfo {
         &self.info
+    }
+
+    /// The hub, to act on the client from a hook: join it to its own
+    /// channel from [`Hooks::on_connect`] with
+    /// [`Hub::subscribe_client`], say.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// The client's id, unique across the cluster.
@@ -103,10 +111,22 @@ impl ClientContext {
 /// use futures::future::{BoxFuture, FutureExt};
 /// use gotalk_hub::{ClientContext, Denied, Hooks};
 ///
-/// /// Rooms are for their members; messages are stamped by the server.
+/// /// Everyone gets their own channel; rooms are for their members;
+/// /// messages are stamped by the server.
 /// struct Rooms;
 ///
 /// impl Hooks for Rooms {
+///     fn on_connect<'a>(&'a self, client: &'a ClientContext) -> BoxFuture<'a, Result<(), Denied>> {
+///         async move {
+///             if !client.user().is_empty() {
+///                 let own = format!("user:{}", client.user());
+///                 client.hub().subscribe_client(client.client(), &own).await
+///                     .map_err(|e| Denied::new(e.to_string()))?;
+///             }
+///             Ok(())
+///         }.boxed()
+///     }
+///
 ///     fn on_subscribe<'a>(&'a self, client: &'a ClientContext, channel: &'a str)
 ///         -> BoxFuture<'a, Result<(), Denied>> {
 ///         let ok = !channel.starts_with("private:") || channel == format!("private:{}", client.user());

@@ -272,7 +272,7 @@ impl Hub {
     pub async fn subscribe_client(&self, client: &str, channel: &str) -> Result<(), HubError> {
         self.check_channel(channel)?;
         let session = self.session(client)?;
-        let ctx = session.last_context();
+        let ctx = session.last_context(self);
         lifecycle::join(self, &session, &ctx, channel, None, false, false)
             .await
             .map(drop)
@@ -308,7 +308,7 @@ impl Hub {
     /// The connections open on this node, by client id.
     pub fn clients(&self) -> Vec<ClientInfo> {
         let sessions: Vec<_> = lock(&self.inner.sessions).values().cloned().collect();
-        let mut clients: Vec<_> = sessions.iter().map(|s| s.last_context().info).collect();
+        let mut clients: Vec<_> = sessions.iter().map(|s| s.last_context(self).info).collect();
         clients.sort_by(|a, b| a.client.cmp(&b.client));
         clients
     }

@@ -83,7 +83,7 @@ pub(crate) async fn establish(
     let principal = Arc::new(hub.principal(session, identity));
     session.state().principal = Some(principal.clone());
     if let Some(hooks) = &hub.inner.hooks {
-        let ctx = session.context(&principal);
+        let ctx = session.context(hub, &principal);
         if let Err(denied) = hooks.on_connect(&ctx).await {
             tracing::debug!(client = %session.client, reason = %denied, "on_connect refused the connection");
             session.set_phase(Phase::Refused(Refusal::Denied(denied.reason().to_owned())));
@@ -103,8 +103,10 @@ async fn watch_expiry(
     session: &Session,
     mut closed: std::pin::Pin<&mut impl Future<Output = CloseReason>>,
 ) -> CloseReason {
-    let mut phase = session.watch_phase();
     loop {
+        let changed = session.phase_changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let deadline = session.principal().and_then(|p| p.expires());
         let expiry = async {
             match deadline {
@@ -119,12 +121,8 @@ async fn watch_expiry(
         };
         tokio::select! {
             reason = &mut closed => return reason,
-            changed = phase.changed() => {
-                if changed.is_err() {
-                    // The session holds the sender: not expected.
-                    return closed.await;
-                }
-            }
+            // A refreshed token: a new deadline.
+            () = changed => {}
             () = expiry => {
                 expire(hub, session).await;
                 return closed.await;
@@ -152,7 +150,7 @@ async fn expire(hub: &Hub, session: &Session) {
 
 /// The connection closed: remove everything the session had.
 async fn end(hub: &Hub, session: &Session, reason: &CloseReason) {
-    let ctx = session.last_context();
+    let ctx = session.last_context(hub);
     session.set_phase(Phase::Closed);
     leave_all(hub, session, LeaveReason::Disconnected, None, true).await;
     hub.forget(session);
@@ -173,7 +171,7 @@ async fn leave_all(
     close: bool,
 ) {
     let _ops = session.ops.lock().await;
-    let ctx = session.last_context();
+    let ctx = session.last_context(hub);
     let subscriptions = {
         let mut st = session.state();
         st.closed |= close;
@@ -196,6 +194,13 @@ pub(crate) async fn join(
     events: bool,
 ) -> Result<SubscribeOut, HubError> {
     let _ops = session.ops.lock().await;
+    if matches!(
+        session.phase(),
+        Phase::Refused(_) | Phase::Expired | Phase::Closed
+    ) {
+        // Closing: a server-side join must not outlive it.
+        return Err(HubError::Closed);
+    }
     let key: Arc<str> = channel.into();
     {
         let mut st = session.state();
@@ -262,14 +267,15 @@ pub(crate) async fn part(
     let Some(sub) = session.state().subscriptions.remove(channel) else {
         return false;
     };
-    let ctx = session.last_context();
+    let ctx = session.last_context(hub);
     end_subscription(hub, session, &ctx, channel, sub, reason, notice).await;
     true
 }
 
 /// Ends the subscriptions the principal may no longer read (after a
-/// token refresh). The caller holds the session's `ops` lock.
+/// token refresh).
 pub(crate) async fn revoke_unreadable(hub: &Hub, session: &Session, principal: &Principal) {
+    let _ops = session.ops.lock().await;
     let revoked: Vec<_> = {
         let mut st = session.state();
         let gone: Vec<Arc<str>> = st
@@ -282,7 +288,7 @@ pub(crate) async fn revoke_unreadable(hub: &Hub, session: &Session, principal: &
             .filter_map(|c| st.subscriptions.remove(&c).map(|s| (c, s)))
             .collect()
     };
-    let ctx = session.context(principal);
+    let ctx = session.context(hub, principal);
     for (channel, sub) in revoked {
         end_subscription(
             hub,

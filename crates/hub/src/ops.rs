@@ -50,7 +50,9 @@ async fn auth(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubError>
         Err(e) => return Err(e),
     }
     let identity = hub.verify(&req.token).await?;
-    let _ops = session.ops.lock().await;
+    // One `auth` at a time per connection. Not the `ops` lock: an
+    // `on_connect` hook may join channels (`Hub::subscribe_client`).
+    let _auth = session.auth.lock().await;
     let principal = match session.phase() {
         Phase::Unauthenticated => lifecycle::establish(&hub, &session, Some(identity)).await?,
         Phase::Ready(current) => {
@@ -91,7 +93,7 @@ async fn subscribe(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubE
         Access::READ
     };
     require(&principal.permissions, channel, level)?;
-    let client = session.context(&principal);
+    let client = session.context(&hub, &principal);
     if let Some(hooks) = &hub.inner.hooks {
         hooks
             .on_subscribe(&client, channel)
@@ -136,7 +138,7 @@ async fn publish(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubErr
     // The data as it came, a slice of the request: no copy.
     let mut data = payload.slice_ref(req.data.get().as_bytes());
     if let Some(hooks) = &hub.inner.hooks {
-        let client = session.context(&principal);
+        let client = session.context(&hub, &principal);
         data = hooks
             .on_publish(&client, channel, data)
             .await

@@ -48,29 +48,28 @@ pub(crate) async fn refresh(hub: Weak<HubInner>) {
     loop {
         tick.tick().await;
         let Some(inner) = hub.upgrade() else { return };
-        let entries: Vec<(Arc<str>, ClientInfo)> = {
-            let sessions: Vec<_> = inner
-                .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            sessions
-                .iter()
-                .flat_map(|s| {
-                    let st = s.state();
-                    st.subscriptions
-                        .iter()
-                        .filter_map(|(c, sub)| Some((c.clone(), sub.presence.clone()?)))
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
+        let sessions: Vec<_> = inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         let ttl = inner.limits.presence_ttl;
-        for (channel, info) in entries {
-            if let Err(e) = inner.broker.add_presence(&channel, &info, ttl).await {
-                tracing::warn!(%channel, error = %e, "presence refresh failed");
+        for session in sessions {
+            // Under the session's `ops` lock, which leaving also takes: a
+            // refresh never re-adds an entry that was just removed.
+            let _ops = session.ops.lock().await;
+            let entries: Vec<(Arc<str>, ClientInfo)> = session
+                .state()
+                .subscriptions
+                .iter()
+                .filter_map(|(c, sub)| Some((c.clone(), sub.presence.clone()?)))
+                .collect();
+            for (channel, info) in entries {
+                if let Err(e) = inner.broker.add_presence(&channel, &info, ttl).await {
+                    tracing::warn!(%channel, error = %e, "presence refresh failed");
+                }
             }
         }
     }

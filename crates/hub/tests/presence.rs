@@ -98,7 +98,7 @@ async fn joins_leaves_and_disconnects_are_seen_by_subscribers_with_events() {
 #[tokio::test]
 async fn live_presence_is_refreshed_before_it_expires() {
     let limits = Limits {
-        presence_ttl: Duration::from_millis(300),
+        presence_ttl: Duration::from_millis(600),
         presence_refresh: Duration::from_millis(100),
         ..Limits::default()
     };
@@ -106,7 +106,7 @@ async fn live_presence_is_refreshed_before_it_expires() {
     let a = Client::connect(&server).await;
     a.ok("subscribe", json!({"channel": "room", "presence": true}))
         .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
         hub.presence("room").await.unwrap().len(),
         1,

@@ -6,22 +6,14 @@ mod common;
 
 use std::{
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
-use bytes::Bytes;
-use common::{Client, eventually, offsets, serve};
-use futures::future::BoxFuture;
-use gotalk_hub::{
-    Hub, Limits,
-    broker::{
-        Broker, BrokerError, BrokerSink, ClientInfo, Delivery, History, HistoryOptions,
-        HistoryQuery, PublishOptions, StreamPosition, memory::MemoryBroker,
-    },
-};
+use common::{Client, Flaky, eventually, offsets, serve};
+use gotalk_hub::{Hub, Limits, broker::HistoryOptions};
 use serde_json::{Value, json};
 
 fn keep(size: usize) -> HistoryOptions {
@@ -164,7 +156,11 @@ async fn resubscribing_while_publications_race_loses_and_repeats_nothing() {
     let first = c.ok("subscribe", json!({"channel": "race"})).await;
     let mut seen: Vec<u64> = pub_offsets(&first);
     let mut position = json!({"offset": first["offset"], "epoch": first["epoch"]});
-    let start = first["offset"].as_u64().unwrap();
+    // Where the stream stood when the subscription started: before the
+    // publications the result carries (made while it was set up), if any.
+    let start = seen
+        .first()
+        .map_or(first["offset"].as_u64().unwrap(), |o| o - 1);
     let mut recovered_some = false;
     for round in 0..=ROUNDS {
         if round > 0 {
@@ -208,97 +204,6 @@ async fn resubscribing_while_publications_race_loses_and_repeats_nothing() {
     );
     assert!(recovered_some, "the test raced nothing");
     server.shutdown().await;
-}
-
-/// A broker whose deliveries to the node can be cut, as when the link to
-/// Redis drops, with the resubscribe signal under the test's control.
-#[derive(Clone, Default)]
-struct Flaky {
-    inner: MemoryBroker,
-    down: Arc<AtomicBool>,
-    slow_history: Arc<AtomicBool>,
-    sink: Arc<OnceLock<Arc<dyn BrokerSink>>>,
-}
-
-struct Gate {
-    down: Arc<AtomicBool>,
-    sink: Arc<dyn BrokerSink>,
-}
-
-impl BrokerSink for Gate {
-    fn deliver(&self, channel: &str, delivery: Delivery) {
-        if !self.down.load(Ordering::SeqCst) {
-            self.sink.deliver(channel, delivery);
-        }
-    }
-    fn resubscribed(&self) {
-        self.sink.resubscribed();
-    }
-}
-
-impl Broker for Flaky {
-    fn start(&self, sink: Arc<dyn BrokerSink>) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let _ = self.sink.set(sink.clone());
-        self.inner.start(Arc::new(Gate {
-            down: self.down.clone(),
-            sink,
-        }))
-    }
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        data: Bytes,
-        options: &'a PublishOptions,
-    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
-        self.inner.publish(channel, data, options)
-    }
-    fn publish_presence<'a>(
-        &'a self,
-        channel: &'a str,
-        event: &'a Delivery,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.publish_presence(channel, event)
-    }
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.subscribe(channel)
-    }
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.unsubscribe(channel)
-    }
-    fn history<'a>(
-        &'a self,
-        channel: &'a str,
-        query: HistoryQuery,
-    ) -> BoxFuture<'a, Result<History, BrokerError>> {
-        let slow = self.slow_history.load(Ordering::SeqCst);
-        Box::pin(async move {
-            if slow {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            self.inner.history(channel, query).await
-        })
-    }
-    fn add_presence<'a>(
-        &'a self,
-        channel: &'a str,
-        info: &'a ClientInfo,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.add_presence(channel, info, ttl)
-    }
-    fn remove_presence<'a>(
-        &'a self,
-        channel: &'a str,
-        client: &'a str,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.inner.remove_presence(channel, client)
-    }
-    fn presence<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, BrokerError>> {
-        self.inner.presence(channel)
-    }
 }
 
 #[tokio::test]
@@ -366,5 +271,61 @@ async fn publications_history_no_longer_has_are_reported_lost() {
     hub.publish("x", &7).await.unwrap();
     assert_eq!(a.next().await.1["offset"], 7, "live again after the loss");
     a.assert_silent().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliveries_repeated_by_the_broker_reach_subscribers_once() {
+    let broker = Flaky::default();
+    broker.twice.store(true, Ordering::SeqCst);
+    let (hub, server) = serve(Hub::builder().broker(broker.clone())).await;
+    let mut a = Client::connect(&server).await;
+    a.ok("subscribe", json!({"channel": "x"})).await;
+    for i in 1..=5 {
+        hub.publish("x", &i).await.unwrap();
+    }
+    let got = [
+        a.next().await,
+        a.next().await,
+        a.next().await,
+        a.next().await,
+        a.next().await,
+    ];
+    assert_eq!(offsets(&got), [1, 2, 3, 4, 5]);
+    a.assert_silent().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_history_starts_a_new_epoch_live_subscribers_follow() {
+    let short = HistoryOptions {
+        size: 10,
+        ttl: Duration::from_millis(100),
+    };
+    let (hub, server) = serve(Hub::builder().history("*", short)).await;
+    let mut a = Client::connect(&server).await;
+    a.ok("subscribe", json!({"channel": "x"})).await;
+    hub.publish("x", &1).await.unwrap();
+    let (_, first) = a.next().await;
+    // Past the ttl: the next publication starts a new stream.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    hub.publish("x", &2).await.unwrap();
+    let (_, second) = a.next().await;
+    assert_eq!(
+        (first["offset"].as_u64(), second["offset"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_ne!(first["epoch"], second["epoch"], "a new epoch");
+    assert_eq!(second["data"], 2);
+    // The old position is gone: a client resuming from it is told.
+    let b = Client::connect(&server).await;
+    let r = b
+        .ok(
+            "subscribe",
+            json!({"channel": "x", "since": {"offset": 1, "epoch": first["epoch"]}}),
+        )
+        .await;
+    assert_eq!(r["recovered"], false);
+    assert_eq!(r["epoch"], second["epoch"]);
     server.shutdown().await;
 }

@@ -4,7 +4,7 @@
 //! expiry, and [`Permissions`] per channel pattern. Built in:
 //! `JwtVerifier` (HMAC-signed JWTs, feature `jwt`) and [`StaticTokens`] (a
 //! token file). The token comes from the WebSocket upgrade request (header,
-//! cookie or query parameter, see [`TokenSource`]) or, on any transport,
+//! cookie or query parameter, see [`TokenSource`](crate::TokenSource)) or, on any transport,
 //! from a first `auth` request, before which the hub serves nothing else.
 
 use std::time::SystemTime;

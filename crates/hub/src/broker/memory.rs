@@ -224,7 +224,10 @@ impl MemoryBroker {
                     let complete = *since.epoch == *stream.epoch
                         && since.offset <= stream.offset
                         && since.offset + 1 >= first_kept;
-                    let publications = if complete {
+                    // Same epoch: what is still kept after `since`, even
+                    // if trimmed past it (complete or not); another epoch's
+                    // offsets say nothing about this one's.
+                    let publications = if *since.epoch == *stream.epoch {
                         kept.iter()
                             .filter(|p| p.offset > since.offset)
                             .take(query.limit)

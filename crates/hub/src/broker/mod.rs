@@ -8,7 +8,7 @@
 //! inside one process; `RedisBroker` (feature `redis`) through Redis, so
 //! that several nodes behind a load balancer form one hub.
 //!
-//! The contract every broker keeps (and `tests/broker_contract.rs` checks
+//! The contract every broker keeps (and `tests/support/contract.rs` checks
 //! for each one):
 //! - Per channel, publications get increasing offsets (1, 2, 3, ...) within
 //!   an epoch, and every node receives them in offset order, each once.
@@ -124,7 +124,9 @@ pub struct History {
     pub position: StreamPosition,
     /// With `since`: false when the publications after it are not all
     /// there any more (other epoch, or trimmed past it), so the caller
-    /// missed some and must say so to its client.
+    /// missed some and must say so to its client. When trimmed in the same
+    /// epoch, `publications` still holds what is kept after `since`; for
+    /// another epoch it is empty.
     pub complete: bool,
 }
 

@@ -7,7 +7,10 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -16,6 +19,10 @@ use futures::future::{BoxFuture, FutureExt};
 use gotalk_hub::{
     Hub, HubBuilder,
     auth::{AuthError, Identity, Permissions, Verifier},
+    broker::{
+        Broker, BrokerError, BrokerSink, ClientInfo, Delivery, History, HistoryQuery,
+        PublishOptions, StreamPosition, memory::MemoryBroker,
+    },
 };
 use gotalk_peer::{Config, Error, Handlers, Peer, Server, ServerHandle};
 use serde_json::Value;
@@ -175,4 +182,107 @@ pub fn offsets(notes: &[(String, Value)]) -> Vec<u64> {
         .iter()
         .filter_map(|(_, v)| v.get("offset").and_then(Value::as_u64))
         .collect()
+}
+
+/// A broker whose deliveries to the node can be cut, as when the link to
+/// Redis drops, with the resubscribe signal under the test's control.
+#[derive(Clone, Default)]
+pub struct Flaky {
+    pub inner: MemoryBroker,
+    pub down: Arc<AtomicBool>,
+    pub slow_history: Arc<AtomicBool>,
+    /// Delivers everything twice, as a broker replaying after a
+    /// reconnect might.
+    pub twice: Arc<AtomicBool>,
+    pub sink: Arc<OnceLock<Arc<dyn BrokerSink>>>,
+}
+
+struct Gate {
+    down: Arc<AtomicBool>,
+    twice: Arc<AtomicBool>,
+    sink: Arc<dyn BrokerSink>,
+}
+
+impl BrokerSink for Gate {
+    fn deliver(&self, channel: &str, delivery: Delivery) {
+        if self.down.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.twice.load(Ordering::SeqCst) {
+            self.sink.deliver(channel, delivery.clone());
+        }
+        self.sink.deliver(channel, delivery);
+    }
+    fn resubscribed(&self) {
+        self.sink.resubscribed();
+    }
+}
+
+impl Broker for Flaky {
+    fn start(&self, sink: Arc<dyn BrokerSink>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let _ = self.sink.set(sink.clone());
+        self.inner.start(Arc::new(Gate {
+            down: self.down.clone(),
+            twice: self.twice.clone(),
+            sink,
+        }))
+    }
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        data: Bytes,
+        options: &'a PublishOptions,
+    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
+        self.inner.publish(channel, data, options)
+    }
+    fn publish_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        event: &'a Delivery,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.inner.publish_presence(channel, event)
+    }
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.inner.subscribe(channel)
+    }
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.inner.unsubscribe(channel)
+    }
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<History, BrokerError>> {
+        let slow = self.slow_history.load(Ordering::SeqCst);
+        Box::pin(async move {
+            // Read, then take a while to answer: what is published
+            // meanwhile is newer than the answer, as with a remote broker.
+            let history = self.inner.history(channel, query).await;
+            if slow {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            history
+        })
+    }
+    fn add_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        info: &'a ClientInfo,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.inner.add_presence(channel, info, ttl)
+    }
+    fn remove_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.inner.remove_presence(channel, client)
+    }
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, BrokerError>> {
+        self.inner.presence(channel)
+    }
 }
