@@ -107,10 +107,6 @@ fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 #[derive(Subcommand)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "parsed once per run; boxing `serve`'s options buys nothing"
-)]
 enum Command {
     /// Walk through every kind of gotalk exchange over loopback TCP, showing the wire frames
     #[command(after_help = demo::AFTER_HELP)]
