@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what crates/peer/tests/browser.rs needs: Debian's Chromium and the
-# npm packages of this folder (playwright-core, from package-lock.json).
+# Installs what the real-browser tests need (crates/peer/tests/browser.rs; transports.rs and
+# hub_browser.rs in crates/cli/tests): Debian's Chromium and the npm packages of this folder
+# (playwright-core, from package-lock.json).
 # Idempotent: installs only what is missing. Run as root (CI) or with sudo.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
