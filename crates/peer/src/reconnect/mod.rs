@@ -925,7 +925,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hanging_connect_times_out() {
         let client = ReconnectingPeer::new(
-            || futures::future::pending::<Result<Peer, ConnectError>>(),
+            futures::future::pending::<Result<Peer, ConnectError>>,
             ReconnectOptions {
                 connect_timeout: ms(300),
                 ..ReconnectOptions::default()
