@@ -11,7 +11,7 @@
 //! | State when the call is made | What happens to it |
 //! |---|---|
 //! | [`Connected`](State::Connected) | sent at once on the connection |
-//! | [`Connecting`](State::Connecting), [`BackingOff`](State::BackingOff) | [`WhenDisconnected::Queue`] (default): waits for the next connection, at most [`ReconnectOptions::queue_timeout`], with at most [`ReconnectOptions::max_queued`] others; otherwise it fails with [`Error::Unavailable`]. [`WhenDisconnected::FailFast`]: fails at once with [`Unavailable::NotConnected`](crate::Unavailable::NotConnected) |
+//! | [`Connecting`](State::Connecting), [`BackingOff`](State::BackingOff) | [`WhenDisconnected::Queue`] (default): waits for the next connection, at most [`ReconnectOptions::queue_timeout`], with at most [`ReconnectOptions::max_queued`] others; otherwise it fails with [`Error::Unavailable`]. [`WhenDisconnected::FailFast`]: fails at once with [`Unavailable::NotConnected`] |
 //! | [`Closed`](State::Closed) | fails with [`Error::Closed`] |
 //!
 //! A request in flight when its connection is lost fails with
@@ -105,7 +105,7 @@ pub enum WhenDisconnected {
     #[default]
     Queue,
     /// The call fails at once with
-    /// [`Unavailable::NotConnected`](crate::Unavailable::NotConnected): for
+    /// [`Unavailable::NotConnected`]: for
     /// callers that have something better to do than wait (another server,
     /// a cached answer).
     FailFast,
@@ -143,10 +143,10 @@ pub struct ReconnectOptions {
     /// [`WhenDisconnected::Queue`].
     pub when_disconnected: WhenDisconnected,
     /// Most calls waiting for a connection at once; one more fails with
-    /// [`Unavailable::QueueFull`](crate::Unavailable::QueueFull). Default 1024.
+    /// [`Unavailable::QueueFull`]. Default 1024.
     pub max_queued: usize,
     /// Longest a call waits for a connection before it fails with
-    /// [`Unavailable::QueueTimeout`](crate::Unavailable::QueueTimeout)
+    /// [`Unavailable::QueueTimeout`]
     /// (a call's own [`RequestOptions::timeout`] also counts the wait).
     /// Default 10 s.
     pub queue_timeout: Duration,
