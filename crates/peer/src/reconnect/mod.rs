@@ -532,11 +532,11 @@ impl ReconnectingPeer {
     /// A connection for a call: the current one, or the next one as
     /// [`WhenDisconnected`] says.
     async fn checkout(&self) -> Result<Peer, Error> {
-        if let Some(peer) = self.shared.live_peer() {
-            return Ok(peer);
-        }
         if self.is_closed() {
             return Err(Error::Closed(CloseReason::Local));
+        }
+        if let Some(peer) = self.shared.live_peer() {
+            return Ok(peer);
         }
         match self.shared.options.when_disconnected {
             WhenDisconnected::FailFast => Err(Unavailable::NotConnected.into()),
@@ -746,6 +746,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// The client's task: connect, watch the connection, back off, again,
 /// until told to stop.
 async fn supervise(shared: Arc<Shared>) {
+    let _finish = Finish(Arc::clone(&shared));
     let mut shutdown = shared.shutdown.subscribe();
     let options = &shared.options;
     let mut rng = Rng::seeded();
@@ -803,11 +804,24 @@ async fn supervise(shared: Arc<Shared>) {
             () = tokio::time::sleep_until(until) => {}
         }
     }
-    shared.current().take();
-    if !shared.state.borrow().is_closed() {
-        shared.set_state(State::Closed);
+}
+
+/// Leaves the client closed when its task ends, however it ends: told to
+/// stop, a panicking connect function, or a runtime shutting down.
+struct Finish(Arc<Shared>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the reconnecting client's connect function panicked; client closed");
+        }
+        let shared = &self.0;
+        shared.current().take();
+        if !shared.state.borrow().is_closed() {
+            shared.set_state(State::Closed);
+        }
+        shared.finished.send_replace(true);
     }
-    shared.finished.send_replace(true);
 }
 
 #[cfg(test)]
@@ -944,6 +958,20 @@ mod tests {
             }
         }
         assert_eq!(start.elapsed(), ms(300));
+        client.close().await;
+    }
+
+    /// A connect function that panics leaves the client closed, not stuck:
+    /// queued calls fail and `close` returns.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_connect_function_closes_the_client() {
+        let client = ReconnectingPeer::new(
+            || async { panic!("connect function bug") },
+            ReconnectOptions::default(),
+        );
+        let err = client.request("echo", "x").await.unwrap_err();
+        assert!(matches!(err, Error::Closed(CloseReason::Local)), "{err:?}");
+        assert_eq!(client.state(), State::Closed);
         client.close().await;
     }
 
