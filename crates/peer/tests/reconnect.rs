@@ -732,3 +732,66 @@ async fn on_paused_time_the_backoff_grows_caps_and_starts_over() {
     assert_eq!(until - Instant::now(), ms(500));
     client.close().await;
 }
+
+/// The same over WebSocket, with the client built from a `ws://` URL.
+#[cfg(feature = "websocket")]
+#[tokio::test]
+async fn over_websocket_queued_calls_complete_after_a_restart() {
+    use gotalk_peer::ws::{WsClientConfig, WsConfig, WsListener};
+
+    async fn ws_serve_on(port: u16, handlers: Handlers) -> ServerHandle {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match WsListener::bind(("127.0.0.1", port), WsConfig::default()).await {
+                Ok(listener) => return Server::new(listener, handlers, server_config()).spawn(),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, port, "bind again");
+                    tokio::time::sleep(ms(10)).await;
+                }
+                Err(e) => panic!("cannot bind 127.0.0.1:{port} again: {e}"),
+            }
+        }
+    }
+
+    let counters = Counters::default();
+    let server = ws_serve_on(0, counters.handlers()).await;
+    let url = server.local_addr().to_string();
+    assert!(url.starts_with("ws://"), "{url}");
+    let port = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .expect("host:port in the URL")
+        .port();
+    let client = ReconnectingPeer::ws(
+        url,
+        Handlers::new(),
+        quiet(),
+        WsClientConfig::default(),
+        fast(),
+    );
+    assert_eq!(
+        within(WAIT, "first call", client.request("echo", "a"))
+            .await
+            .unwrap(),
+        "a"
+    );
+    server.shutdown().await;
+    wait_state(&client, "backing off", |s| {
+        matches!(s, State::BackingOff { .. })
+    })
+    .await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("echo", "b").await }
+    });
+    eventually(WAIT, "queued", || client.queued() == 1).await;
+    let server = ws_serve_on(port, counters.handlers()).await;
+    assert_eq!(
+        within(WAIT, "queued call", call).await.unwrap().unwrap(),
+        "b"
+    );
+    client.close().await;
+    server.shutdown().await;
+}
