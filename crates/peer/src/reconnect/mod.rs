@@ -257,29 +257,39 @@ impl Drop for HandleGuard {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
-/// use gotalk_peer::{Config, HandlerError, Handlers, Peer, ReconnectingPeer, Server};
+/// use bytes::Bytes;
+/// use gotalk_peer::{Config, ConnectError, HandlerError, Handlers, Peer, ReconnectingPeer, Server};
 /// use gotalk_peer::reconnect::ReconnectOptions;
 ///
-/// let server = Server::bind("127.0.0.1:0", Handlers::new().buffer("whoami", |ctx, _| async move {
-///     Ok::<_, HandlerError>(ctx.peer().user_data::<String>().map(|t| t.to_string()).unwrap_or_default())
-/// }), Config::default()).await?.spawn();
+/// // The server remembers each connection's login.
+/// let server = Handlers::new()
+///     .buffer("login", |ctx, token: Bytes| async move {
+///         ctx.peer().set_user_data(token);
+///         Ok::<_, HandlerError>(Bytes::new())
+///     })
+///     .buffer("whoami", |ctx, _| async move {
+///         Ok::<_, HandlerError>(ctx.peer().user_data::<Bytes>().map(|t| (*t).clone()).unwrap_or_default())
+///     });
+/// let server = Server::bind("127.0.0.1:0", server, Config::default()).await?.spawn();
 /// let addr = server.local_addr().to_string();
 ///
-/// // A connect function that fetches a fresh token for every connection.
-/// let tokens = Arc::new(AtomicU32::new(0));
+/// // A connect function that logs in with a fresh token on every connection.
+/// let issued = Arc::new(AtomicU32::new(0));
 /// let client = ReconnectingPeer::new(
 ///     move || {
-///         let (addr, tokens) = (addr.clone(), tokens.clone());
+///         let (addr, issued) = (addr.clone(), issued.clone());
 ///         async move {
-///             let token = tokens.fetch_add(1, Ordering::Relaxed);
+///             let token = format!("token-{}", issued.fetch_add(1, Ordering::Relaxed) + 1);
 ///             let peer = Peer::connect(addr, Handlers::new(), Config::default()).await?;
-///             tracing::debug!(token, "connected with a fresh token");
+///             peer.request("login", token)
+///                 .await
+///                 .map_err(|e| ConnectError::Io(std::io::Error::other(e.to_string())))?;
 ///             Ok(peer)
 ///         }
 ///     },
 ///     ReconnectOptions::default(),
 /// );
-/// client.connected().await?;
+/// assert_eq!(client.request("whoami", "").await?, "token-1");
 /// assert!(client.state().is_connected());
 /// client.close().await;
 /// server.shutdown().await;
