@@ -326,6 +326,7 @@ pub(crate) async fn request(args: RequestArgs) -> u8 {
                 .max(Duration::from_millis(1))
         }),
         max_attempts: Some(args.max_attempts),
+        ..RequestOptions::default()
     };
     let result = peer.request_with(&args.op, payload, options).await;
     // Lets a call-back this side is answering finish, then says goodbye.

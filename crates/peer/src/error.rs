@@ -154,7 +154,8 @@ impl fmt::Debug for RemoteError {
 /// [`ResultTooLarge`](Self::ResultTooLarge), [`OverBudget`](Self::OverBudget),
 /// [`InvalidResult`](Self::InvalidResult)); what happened to the connection
 /// ([`Timeout`](Self::Timeout), [`Closed`](Self::Closed),
-/// [`Handshake`](Self::Handshake), [`Connect`](Self::Connect)); and the
+/// [`Handshake`](Self::Handshake), [`Connect`](Self::Connect),
+/// [`Unavailable`](Self::Unavailable)); and the
 /// caller's own mistakes ([`Usage`](Self::Usage)), which no retry fixes.
 /// [`is_remote`](Self::is_remote), [`is_connection`](Self::is_connection)
 /// and [`is_usage`](Self::is_usage) tell them apart.
@@ -196,9 +197,63 @@ pub enum Error {
     Handshake(HandshakeError),
     /// Connecting failed (see [`ConnectError`](crate::ConnectError)).
     Connect(crate::ConnectError),
+    /// A [`ReconnectingPeer`](crate::ReconnectingPeer) had no connection
+    /// for the call and could not make it wait for one: the call was never
+    /// sent.
+    Unavailable(Unavailable),
     /// The call cannot be made as asked.
     Usage(UsageError),
 }
+
+/// Why a [`ReconnectingPeer`](crate::ReconnectingPeer) could not give a
+/// call a connection (see [`Error::Unavailable`]). The call was never sent,
+/// so it is always safe to make it again.
+///
+/// ```
+/// use gotalk_peer::{Error, Unavailable};
+/// let e = Error::Unavailable(Unavailable::QueueFull { limit: 8 });
+/// assert!(e.is_connection());
+/// assert_eq!(e.to_string(), "not connected, and 8 calls already wait for a connection");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// Not connected, and the client fails calls at once rather than
+    /// queueing them
+    /// ([`WhenDisconnected::FailFast`](crate::reconnect::WhenDisconnected::FailFast)).
+    NotConnected,
+    /// Not connected, and as many calls as allowed
+    /// ([`ReconnectOptions::max_queued`](crate::reconnect::ReconnectOptions::max_queued))
+    /// already wait for a connection.
+    QueueFull {
+        /// The bound.
+        limit: usize,
+    },
+    /// The call waited for a connection for
+    /// [`ReconnectOptions::queue_timeout`](crate::reconnect::ReconnectOptions::queue_timeout)
+    /// and none came.
+    QueueTimeout {
+        /// How long it waited.
+        waited: Duration,
+    },
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotConnected => f.write_str("not connected (fail-fast)"),
+            Self::QueueFull { limit } => write!(
+                f,
+                "not connected, and {limit} calls already wait for a connection"
+            ),
+            Self::QueueTimeout { waited } => {
+                write!(f, "no connection within {waited:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Unavailable {}
 
 /// A caller's own mistake (see [`Error::Usage`]): the call was never sent.
 #[derive(Debug)]
@@ -289,6 +344,7 @@ impl fmt::Display for Error {
             Self::Closed(reason) => write!(f, "connection closed: {reason}"),
             Self::Handshake(e) => write!(f, "handshake failed: {e}"),
             Self::Connect(e) => e.fmt(f),
+            Self::Unavailable(e) => e.fmt(f),
             Self::Usage(e) => e.fmt(f),
         }
     }
@@ -330,11 +386,15 @@ impl Error {
     }
 
     /// True for what happened to the connection: a deadline, a close, a
-    /// failed connect or handshake.
+    /// failed connect or handshake, no connection to send on.
     pub fn is_connection(&self) -> bool {
         matches!(
             self,
-            Self::Timeout | Self::Closed(_) | Self::Handshake(_) | Self::Connect(_)
+            Self::Timeout
+                | Self::Closed(_)
+                | Self::Handshake(_)
+                | Self::Connect(_)
+                | Self::Unavailable(_)
         )
     }
 
@@ -355,6 +415,12 @@ impl Error {
 impl From<EncodeError> for Error {
     fn from(e: EncodeError) -> Self {
         Self::Usage(UsageError::Encode(e))
+    }
+}
+
+impl From<Unavailable> for Error {
+    fn from(e: Unavailable) -> Self {
+        Self::Unavailable(e)
     }
 }
 

@@ -20,6 +20,9 @@
 //!   answered with an error result.
 //! - [`transport`]: listeners and `connect` for TCP, Unix sockets, TLS
 //!   (`tls`) and WebSocket (`ws`), one [`ConnectError`] for them all.
+//! - [`ReconnectingPeer`] ([`reconnect`]): a client over a connect
+//!   function that connects again with backoff when its connection is
+//!   lost, queueing calls meanwhile.
 //! - One [`Server`] serves any mix of listeners: one accept loop, one
 //!   registry of live connections ([`Connections`]), the same hooks
 //!   ([`Server::on_connect`] to admit or refuse, [`Server::wrap_io`],
@@ -117,6 +120,9 @@
 //!    `tls::connect`) and WebSocket (`websocket` feature: `ws::WsListener`,
 //!    `ws::connect`, the browser client). One [`Server`] serves any mix of
 //!    them; any tokio byte stream works with [`Peer::handshake`].
+//! 9. **Reconnecting**: [`ReconnectingPeer`] connects again by itself when
+//!    the connection is lost, with backoff, queueing calls made meanwhile
+//!    (see [`reconnect`]).
 //!
 //!
 //! [gotalk]: https://github.com/rsms/gotalk
@@ -140,15 +146,19 @@ mod handshake;
 mod latch;
 mod peer;
 mod read_buffer;
+pub mod reconnect;
 mod server;
 mod stream;
 pub mod transport;
 
 pub use config::{Config, HandlerLimit, HeartbeatCallback, LoadFn, WriteCeiling};
-pub use error::{CloseReason, Error, HandshakeError, RemoteError, UsageError, Violation};
+pub use error::{
+    CloseReason, Error, HandshakeError, RemoteError, Unavailable, UsageError, Violation,
+};
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
 pub use peer::{Peer, RequestOptions};
+pub use reconnect::ReconnectingPeer;
 pub use server::{Connections, Rejection, Server, ServerHandle};
 pub use stream::{RequestParts, ResultSender, ResultStream, StreamWriter};
 #[cfg(unix)]

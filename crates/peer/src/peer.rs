@@ -26,6 +26,14 @@ pub struct RequestOptions {
     /// Attempts when the remote answers with retry results. `None`: the
     /// connection's [`Config::max_attempts`].
     pub max_attempts: Option<u32>,
+    /// The call is idempotent: a [`ReconnectingPeer`](crate::ReconnectingPeer)
+    /// whose connection is lost while the call is in flight sends it once
+    /// more on the next connection, instead of failing it with
+    /// [`Error::Closed`]. Set it only for operations that may safely run
+    /// twice: the remote may have run the first one before the connection
+    /// was lost. A [`Peer`] has one connection and ignores it. Default
+    /// `false`.
+    pub retry_on_disconnect: bool,
 }
 
 /// A cheap, cloneable handle to one gotalk connection.

@@ -181,6 +181,7 @@ async fn deadline_covers_the_retries() {
     let options = RequestOptions {
         timeout: Some(Duration::from_millis(100)),
         max_attempts: Some(1000),
+        ..RequestOptions::default()
     };
     let start = Instant::now();
     let err = conn
