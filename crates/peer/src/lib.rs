@@ -155,6 +155,8 @@ pub use stream::{RequestParts, ResultSender, ResultStream, StreamWriter};
 pub use transport::UnixListener;
 #[cfg(feature = "websocket")]
 pub use transport::WebSocketInfo;
+#[cfg(feature = "http")]
+pub use transport::http;
 #[cfg(feature = "tls")]
 pub use transport::tls;
 #[cfg(feature = "websocket")]
