@@ -1,7 +1,7 @@
 //! The same handlers over gotalk (TCP) and plain HTTP.
 //!
 //! ```text
-//! cargo run -p gotalk-peer --features http --example http
+//! RUST_LOG=info cargo run -p gotalk-peer --features http --example http
 //! curl -d '{"name":"Rasmus"}' http://127.0.0.1:8080/gotalk/call/greet
 //! curl -N -d 'abc' http://127.0.0.1:8080/gotalk/call/count
 //! ```

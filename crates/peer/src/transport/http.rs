@@ -191,7 +191,7 @@ async fn call(
     let (parts, body) = request.into_parts();
     let cors = match endpoint.check_origin(&parts.headers) {
         Ok(cors) => cors,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let mut response = endpoint.call(op, &parts.headers, body).await;
     cors.apply(&mut response);
@@ -207,7 +207,7 @@ async fn notify(
     let (parts, body) = request.into_parts();
     let cors = match endpoint.check_origin(&parts.headers) {
         Ok(cors) => cors,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let mut response = endpoint.notify(name, &parts.headers, body).await;
     cors.apply(&mut response);
@@ -218,7 +218,7 @@ async fn notify(
 async fn preflight(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap) -> Response {
     let cors = match endpoint.check_origin(&headers) {
         Ok(cors) => cors,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
@@ -241,6 +241,33 @@ async fn preflight(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap) ->
     response
 }
 
+/// Why a call was refused before its handler ran.
+#[derive(Debug)]
+enum Refusal {
+    /// A page of an origin the policy does not admit: `403`.
+    Origin,
+    /// [`Config::handler_limit`] reached: `503`, retry after this.
+    Busy(Duration),
+    /// The body is over this many bytes: `413`.
+    TooLarge(usize),
+    /// The body could not be read: `400`.
+    Body,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Origin => text(StatusCode::FORBIDDEN, "origin not allowed\n"),
+            Self::Busy(wait) => retry_response(wait, Bytes::from_static(b"request rate limit")),
+            Self::TooLarge(limit) => text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("payload exceeds the {limit}-byte limit\n"),
+            ),
+            Self::Body => text(StatusCode::BAD_REQUEST, "cannot read the request body\n"),
+        }
+    }
+}
+
 /// The CORS answer for an admitted request: its `Origin` when it had one.
 struct Cors(Option<HeaderValue>);
 
@@ -261,12 +288,12 @@ impl Cors {
 impl Endpoint {
     /// The origin policy, as for WebSocket upgrades: `403 Forbidden` for a
     /// page of an origin it does not admit.
-    fn check_origin(&self, headers: &HeaderMap) -> Result<Cors, Response> {
+    fn check_origin(&self, headers: &HeaderMap) -> Result<Cors, Refusal> {
         let origin = headers.get(header::ORIGIN);
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         let origin_text = origin.and_then(|v| v.to_str().ok());
         if origin.is_some() && origin_text.is_none() {
-            return Err(text(StatusCode::FORBIDDEN, "origin not allowed\n"));
+            return Err(Refusal::Origin);
         }
         if !self.origin.allows(origin_text, host) {
             tracing::warn!(
@@ -275,20 +302,18 @@ impl Endpoint {
                 "HTTP call refused by the origin policy: to let pages from this origin call, \
                  allow it (OriginPolicy::allow; gotalk serve: --ws-allow-origin ORIGIN)"
             );
-            return Err(text(StatusCode::FORBIDDEN, "origin not allowed\n"));
+            return Err(Refusal::Origin);
         }
         Ok(Cors(origin.cloned()))
     }
 
     /// A place under [`Config::handler_limit`], or the `503` a connection's
     /// caller would get as a retry result.
-    fn permit(&self) -> Result<OwnedSemaphorePermit, Response> {
-        self.config.handler_limit.try_take().ok_or_else(|| {
-            retry_response(
-                self.config.rate_limit_wait.1,
-                Bytes::from_static(b"request rate limit"),
-            )
-        })
+    fn permit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
+        self.config
+            .handler_limit
+            .try_take()
+            .ok_or(Refusal::Busy(self.config.rate_limit_wait.1))
     }
 
     async fn call(&self, op: String, headers: &HeaderMap, body: Body) -> Response {
@@ -297,7 +322,7 @@ impl Endpoint {
         };
         let permit = match self.permit() {
             Ok(permit) => permit,
-            Err(busy) => return busy,
+            Err(busy) => return busy.into_response(),
         };
         let content_type = if self.handlers.is_json(&op) {
             JSON
@@ -310,7 +335,7 @@ impl Endpoint {
             RequestHandler::Buffer(f) => {
                 let payload = match self.read_body(headers, body).await {
                     Ok(payload) => payload,
-                    Err(response) => return response,
+                    Err(refused) => return refused.into_response(),
                 };
                 let outcome = AssertUnwindSafe(f(ctx, payload)).catch_unwind().await;
                 drop(permit);
@@ -343,11 +368,11 @@ impl Endpoint {
         };
         let permit = match self.permit() {
             Ok(permit) => permit,
-            Err(busy) => return busy,
+            Err(busy) => return busy.into_response(),
         };
         let payload = match self.read_body(headers, body).await {
             Ok(payload) => payload,
-            Err(response) => return response,
+            Err(refused) => return refused.into_response(),
         };
         let name = Text::from(name);
         let ctx = Context::without_peer(name.clone());
@@ -361,20 +386,14 @@ impl Endpoint {
 
     /// The whole body, up to [`Config::max_payload`] bytes (`413` beyond,
     /// before reading any of it when `Content-Length` says so).
-    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Refusal> {
         let limit = self.config.max_payload as usize;
-        let too_large = || {
-            text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("payload exceeds the {limit}-byte limit\n"),
-            )
-        };
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit as u64) {
-            return Err(too_large());
+            return Err(Refusal::TooLarge(limit));
         }
         let mut chunks = body.into_data_stream();
         // One chunk (the usual case for a small body) is kept as it is.
@@ -383,11 +402,11 @@ impl Endpoint {
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| {
                 tracing::debug!(error = %e, "HTTP request body failed");
-                text(StatusCode::BAD_REQUEST, "cannot read the request body\n")
+                Refusal::Body
             })?;
             let total = first.as_ref().map_or(0, Bytes::len) + whole.len() + chunk.len();
             if total > limit {
-                return Err(too_large());
+                return Err(Refusal::TooLarge(limit));
             }
             match first.take() {
                 None if whole.is_empty() => first = Some(chunk),
