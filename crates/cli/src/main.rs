@@ -11,6 +11,7 @@ mod bench;
 mod client;
 mod decode;
 mod demo;
+mod http_client;
 mod hub_client;
 mod hub_serve;
 mod ops;
@@ -54,6 +55,7 @@ Addresses:
   unix:PATH             a Unix domain socket
   ws://host:port/PATH   WebSocket (gotalk serve --ws: ws://127.0.0.1:8080/gotalk/)
   wss://host:port/PATH  WebSocket over TLS
+  http://host:port/PATH/  plain HTTP calls, request only (gotalk serve --http)
 For tls:// and wss://, clients trust the platform's root certificates, or only the CA
 certificate given with --ca FILE (PEM). There is no way to skip certificate checks.";
 
