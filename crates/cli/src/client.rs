@@ -382,30 +382,26 @@ async fn request_http(url: &str, args: &RequestArgs, payload: Bytes) -> u8 {
 
 /// Prints a result as `request` does; the exit code.
 fn print_result(bytes: &[u8], args: &RequestArgs) -> u8 {
-    {
-        {
-            let written = if args.raw {
-                write_stdout(&bytes)
-            } else if args.json {
-                match pretty_json(&bytes) {
-                    Some(pretty) => write_stdout(format!("{pretty}\n").as_bytes()),
-                    None => {
-                        eprintln!("gotalk: the result is not JSON; printing it as is");
-                        write_stdout(&[&bytes[..], b"\n"].concat())
-                    }
-                }
-            } else {
-                write_stdout(&[&bytes[..], b"\n"].concat())
-            };
-            if let Err(e) = written
-                && e.kind() != std::io::ErrorKind::BrokenPipe
-            {
-                eprintln!("gotalk: cannot write the result: {e}");
-                return exit::TROUBLE;
+    let written = if args.raw {
+        write_stdout(bytes)
+    } else if args.json {
+        match pretty_json(bytes) {
+            Some(pretty) => write_stdout(format!("{pretty}\n").as_bytes()),
+            None => {
+                eprintln!("gotalk: the result is not JSON; printing it as is");
+                write_stdout(&[bytes, b"\n"].concat())
             }
-            exit::OK
         }
+    } else {
+        write_stdout(&[bytes, b"\n"].concat())
+    };
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("gotalk: cannot write the result: {e}");
+        return exit::TROUBLE;
     }
+    exit::OK
 }
 
 /// Reads up to `buf.len()` bytes, stopping early only at end of input.

@@ -91,6 +91,7 @@ fn http_addresses_are_for_request_only() {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // the skip message
 fn curl_calls_the_endpoint() {
     if Command::new("curl").arg("--version").output().is_err() {
         eprintln!("skipping: curl is not installed on this machine");
