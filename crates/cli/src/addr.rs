@@ -434,11 +434,16 @@ mod tests {
             ":80",
             "host:99999",
             "tls://host:70000",
-            "http://x:1",
+            "https://x:1/gotalk/",
+            "ftp://x:1",
             "unix:",
         ] {
             assert!(bad.parse::<Address>().is_err(), "{bad}");
         }
+        assert_eq!(
+            "http://x:1/gotalk/".parse::<Address>(),
+            Ok(Address::Http("http://x:1/gotalk/".into()))
+        );
         let e = "127.0.0.1:99999".parse::<Address>().unwrap_err();
         assert!(e.contains("port 99999 is out of range"), "{e}");
         assert_eq!(

@@ -58,6 +58,7 @@ bound or the certificate or key cannot be used.";
 
 /// Arguments of `gotalk serve`.
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("web").args(["ws", "http"]).multiple(true)))]
 pub(crate) struct ServeArgs {
     /// Address to listen on: host:port (port 0 picks one) or unix:PATH
     #[arg(long, default_value = "127.0.0.1:1234", conflicts_with = "unix")]
@@ -96,11 +97,11 @@ pub(crate) struct ServeArgs {
     http: Option<String>,
     /// With --ws or --http, the mount path of the WebSocket endpoint and the browser
     /// client, and of the HTTP calls
-    #[arg(long, default_value = websocket::DEFAULT_MOUNT, value_name = "PATH", value_parser = websocket::parse_mount)]
+    #[arg(long, default_value = websocket::DEFAULT_MOUNT, value_name = "PATH", value_parser = websocket::parse_mount, requires = "web")]
     ws_path: String,
     /// With --ws or --http, also let browser pages from this origin connect or call
     /// (repeatable), e.g. <https://app.example.com>
-    #[arg(long, value_name = "ORIGIN", value_parser = websocket::parse_origin)]
+    #[arg(long, value_name = "ORIGIN", value_parser = websocket::parse_origin, requires = "web")]
     ws_allow_origin: Vec<String>,
     /// With --ws, also serve the files of DIR (index.html for a directory) on the WebSocket
     /// port, at every path outside --ws-path: pages that are same-origin with the endpoint
