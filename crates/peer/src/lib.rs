@@ -19,7 +19,8 @@
 //!   slow handler never holds up the connection, and a panicking one is
 //!   answered with an error result.
 //! - [`transport`]: listeners and `connect` for TCP, Unix sockets, TLS
-//!   (`tls`) and WebSocket (`ws`), one [`ConnectError`] for them all.
+//!   (`tls`) and WebSocket (`ws`), one [`ConnectError`] for them all; the
+//!   same handlers over plain HTTP (`http`).
 //! - One [`Server`] serves any mix of listeners: one accept loop, one
 //!   registry of live connections ([`Connections`]), the same hooks
 //!   ([`Server::on_connect`] to admit or refuse, [`Server::wrap_io`],
