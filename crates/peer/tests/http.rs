@@ -509,3 +509,58 @@ async fn beside_the_websocket_endpoint() {
     server.shutdown().await;
     serving.abort();
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_stops_the_stream_handler() {
+    /// Signals when the handler's future is dropped.
+    struct OnDrop(Option<tokio::sync::oneshot::Sender<()>>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+    let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
+    let dropped_tx = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = sent.clone();
+    let handlers = Handlers::new().stream("forever", move |_ctx, _parts, mut results| {
+        let guard = OnDrop(dropped_tx.lock().expect("lock").take());
+        let sent = counted.clone();
+        async move {
+            let _guard = guard;
+            loop {
+                results.send("tick\n").await?;
+                sent.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let server = HttpServer::bind(
+        "127.0.0.1:0",
+        handlers,
+        Config::default(),
+        HttpConfig::default(),
+    )
+    .await
+    .expect("bind");
+    let request = Request::post(format!("{}call/forever", server.url()))
+        .body(Full::default())
+        .expect("request");
+    let response = client().request(request).await.expect("response");
+    let mut body = response.into_body();
+    let first = body.frame().await.expect("a frame").expect("no error");
+    assert_eq!(first.into_data().expect("data"), "tick\n");
+    drop(body);
+    tokio::time::timeout(Duration::from_secs(5), dropped_rx)
+        .await
+        .expect("the handler ended once the client left")
+        .expect("signal");
+    let after = sent.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sent.load(Ordering::Relaxed), after, "no part sent after");
+    server.shutdown().await;
+}
