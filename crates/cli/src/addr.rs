@@ -34,9 +34,12 @@ pub(crate) enum Address {
     Unix(PathBuf),
     /// `ws://…` or `wss://…`: gotalk over WebSocket.
     WebSocket(String),
+    /// `http://host:port/mount/`: the HTTP endpoint of `serve --http`
+    /// (plain HTTP calls; only `gotalk request` takes it).
+    Http(String),
 }
 
-const ADDRESS_FORMS: &str = "use host:port (127.0.0.1:1234), tls://host:port, unix:PATH or ws://HOST:PORT/PATH (wss:// with TLS)";
+const ADDRESS_FORMS: &str = "use host:port (127.0.0.1:1234), tls://host:port, unix:PATH, ws://HOST:PORT/PATH (wss:// with TLS) or, for request, http://HOST:PORT/PATH";
 
 /// `host:port` with a non-empty host and a valid port.
 fn is_host_port(s: &str) -> bool {
@@ -63,6 +66,15 @@ impl FromStr for Address {
         }
         if s.starts_with("ws://") || s.starts_with("wss://") {
             return Ok(Self::WebSocket(s.to_owned()));
+        }
+        if s.starts_with("http://") {
+            return Ok(Self::Http(s.to_owned()));
+        }
+        if s.starts_with("https://") {
+            return Err(format!(
+                "{s:?}: the HTTP client of gotalk request speaks plain http:// only \
+                 (for HTTPS, use curl; for gotalk over TLS, tls:// or wss://)"
+            ));
         }
         if let Some(hostport) = s.strip_prefix("tls://") {
             return if is_host_port(hostport) {
@@ -101,7 +113,7 @@ impl fmt::Display for Address {
             Self::Tcp(a) => f.write_str(a),
             Self::Tls(a) => write!(f, "tls://{a}"),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
-            Self::WebSocket(u) => f.write_str(u),
+            Self::WebSocket(u) | Self::Http(u) => f.write_str(u),
         }
     }
 }
@@ -112,7 +124,7 @@ impl Address {
         match self {
             Self::Tls(_) => true,
             Self::WebSocket(url) => url.starts_with("wss://"),
-            Self::Tcp(_) | Self::Unix(_) => false,
+            Self::Tcp(_) | Self::Unix(_) | Self::Http(_) => false,
         }
     }
 }
@@ -202,6 +214,7 @@ impl Connector {
                 Address::Unix(p) => Peer::connect_unix(p, handlers, config).await,
                 #[cfg(not(unix))]
                 Address::Unix(_) => Err(unix_unsupported()),
+                Address::Http(url) => Err(http_unsupported(url)),
                 Address::WebSocket(url) => {
                     ws::connect_with(url, handlers, config, &self.ws_config()).await
                 }
@@ -226,6 +239,7 @@ impl Connector {
             }
             #[cfg(not(unix))]
             Address::Unix(_) => Err(unix_unsupported()),
+            Address::Http(url) => Err(http_unsupported(url)),
             Address::WebSocket(url) => {
                 let ws_config = self
                     .ws_config()
@@ -346,6 +360,14 @@ pub(crate) fn http_hint(hostport: &str) -> String {
     )
 }
 
+/// An `http://` address where a gotalk connection is needed.
+fn http_unsupported(url: &str) -> ConnectError {
+    ConnectError::InvalidAddress(format!(
+        "{url} is an HTTP endpoint, which takes single calls (gotalk request) only; \
+         for this command connect over gotalk: host:port or ws://"
+    ))
+}
+
 #[cfg(not(unix))]
 fn unix_unsupported() -> ConnectError {
     ConnectError::InvalidAddress("Unix domain sockets need a Unix system".into())
@@ -412,11 +434,16 @@ mod tests {
             ":80",
             "host:99999",
             "tls://host:70000",
-            "http://x:1",
+            "https://x:1/gotalk/",
+            "ftp://x:1",
             "unix:",
         ] {
             assert!(bad.parse::<Address>().is_err(), "{bad}");
         }
+        assert_eq!(
+            "http://x:1/gotalk/".parse::<Address>(),
+            Ok(Address::Http("http://x:1/gotalk/".into()))
+        );
         let e = "127.0.0.1:99999".parse::<Address>().unwrap_err();
         assert!(e.contains("port 99999 is out of range"), "{e}");
         assert_eq!(

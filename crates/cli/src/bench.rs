@@ -236,6 +236,7 @@ pub(crate) async fn run(args: BenchArgs) -> u8 {
             let addr = Address::Tcp("127.0.0.1:0".into());
             let options = ServeOptions {
                 ws: args.ws.then(|| WsListen::new("127.0.0.1:0")),
+                http: None,
                 config: Config {
                     max_payload: args.max_payload,
                     ..Config::default()

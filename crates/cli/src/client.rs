@@ -22,7 +22,7 @@ use tokio::{io::AsyncReadExt, sync::mpsc};
 use crate::{
     addr::{Address, Connector, TrustArgs},
     addr::{answers_http, http_hint},
-    exit, ops,
+    exit, http_client, ops,
     signal::shutdown_signal,
     text::{
         OptDuration, escape_text, human_size, parse_optional_duration, parse_size, pretty_json,
@@ -34,6 +34,10 @@ pub(crate) const REQUEST_HELP: &str = "\
 Prints the result followed by a newline (--raw: the exact bytes; --json: pretty-printed, or
 as is with a warning on stderr if it is not JSON). While waiting, this side answers `reverse`
 requests from the server, so `call-back` works.
+With an http:// address (gotalk serve --http), the call is one plain HTTP request,
+POST ADDR/call/OP: 200 is the result, 422 and 404 an error result, 503 a retry result
+(retried after Retry-After, up to --max-attempts); --trace prints the request and status
+lines. There is nothing to call back over HTTP.
 Exit codes:
   0  the result was printed
   1  the remote answered with an error result (its message goes to stderr), or still asked
@@ -65,7 +69,8 @@ Exit codes: 0 on Ctrl-C or after --count notifications; 2 if the connection fail
 /// Arguments of `gotalk request`.
 #[derive(Args)]
 pub(crate) struct RequestArgs {
-    /// Server address: host:port, tls://host:port, unix:PATH, ws://host:port/path or wss://…
+    /// Server address: host:port, tls://host:port, unix:PATH, ws://host:port/path, wss://…,
+    /// or http://host:port/path/ (the HTTP endpoint of `serve --http`)
     addr: Address,
     /// Operation name
     op: String,
@@ -293,13 +298,16 @@ pub(crate) fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// `gotalk request`.
-pub(crate) async fn request(args: RequestArgs) -> u8 {
-    let payload = match read_payload(args.payload) {
+pub(crate) async fn request(mut args: RequestArgs) -> u8 {
+    let payload = match read_payload(args.payload.take()) {
         Ok(p) => p,
         Err(code) => return code,
     };
     if let Err(code) = check_payload_size(payload.len(), args.max_payload, "payload") {
         return code;
+    }
+    if let Address::Http(url) = &args.addr {
+        return request_http(url, &args, payload).await;
     }
     // --timeout bounds the whole call: connecting, then the request.
     let deadline = args.timeout.0.map(|t| tokio::time::Instant::now() + t);
@@ -332,33 +340,69 @@ pub(crate) async fn request(args: RequestArgs) -> u8 {
     // Lets a call-back this side is answering finish, then says goodbye.
     peer.close().await;
     match result {
-        Ok(bytes) => {
-            let written = if args.raw {
-                write_stdout(&bytes)
-            } else if args.json {
-                match pretty_json(&bytes) {
-                    Some(pretty) => write_stdout(format!("{pretty}\n").as_bytes()),
-                    None => {
-                        eprintln!("gotalk: the result is not JSON; printing it as is");
-                        write_stdout(&[&bytes[..], b"\n"].concat())
-                    }
-                }
-            } else {
-                write_stdout(&[&bytes[..], b"\n"].concat())
-            };
-            if let Err(e) = written
-                && e.kind() != std::io::ErrorKind::BrokenPipe
-            {
-                eprintln!("gotalk: cannot write the result: {e}");
-                return exit::TROUBLE;
-            }
-            exit::OK
-        }
+        Ok(bytes) => print_result(&bytes, &args),
         Err(e) => {
             eprintln!("gotalk: {}", describe(&e));
             exit_code(&e)
         }
     }
+}
+
+/// `request` to an HTTP endpoint (`http://…`): the same output and exit
+/// codes as over gotalk.
+async fn request_http(url: &str, args: &RequestArgs, payload: Bytes) -> u8 {
+    if args.trust.ca.is_some() {
+        eprintln!("gotalk: note: --ca only applies to tls:// and wss:// addresses");
+    }
+    let call = http_client::call(
+        url,
+        &args.op,
+        payload,
+        args.max_attempts,
+        args.max_payload,
+        args.trace,
+    );
+    let outcome = match args.timeout.0 {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                eprintln!("gotalk: no answer within {limit:?} (--timeout)");
+                return exit::TROUBLE;
+            }
+        },
+        None => call.await,
+    };
+    if let Some(code) = http_client::report(&outcome) {
+        return code;
+    }
+    match outcome {
+        Ok(http_client::HttpOutcome::Result(bytes)) => print_result(&bytes, args),
+        _ => exit::TROUBLE,
+    }
+}
+
+/// Prints a result as `request` does; the exit code.
+fn print_result(bytes: &[u8], args: &RequestArgs) -> u8 {
+    let written = if args.raw {
+        write_stdout(bytes)
+    } else if args.json {
+        match pretty_json(bytes) {
+            Some(pretty) => write_stdout(format!("{pretty}\n").as_bytes()),
+            None => {
+                eprintln!("gotalk: the result is not JSON; printing it as is");
+                write_stdout(&[bytes, b"\n"].concat())
+            }
+        }
+    } else {
+        write_stdout(&[bytes, b"\n"].concat())
+    };
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("gotalk: cannot write the result: {e}");
+        return exit::TROUBLE;
+    }
+    exit::OK
 }
 
 /// Reads up to `buf.len()` bytes, stopping early only at end of input.

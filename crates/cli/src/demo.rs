@@ -195,6 +195,7 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
         log_connections: false,
         tls: None,
         ws: None,
+        http: None,
         hub: None,
         extra: Some(Arc::new(move |h| {
             let warmed = warmed.clone();

@@ -11,6 +11,7 @@ mod bench;
 mod client;
 mod decode;
 mod demo;
+mod http_client;
 mod hub_client;
 mod hub_serve;
 mod ops;
@@ -55,6 +56,7 @@ Addresses:
   unix:PATH             a Unix domain socket
   ws://host:port/PATH   WebSocket (gotalk serve --ws: ws://127.0.0.1:8080/gotalk/)
   wss://host:port/PATH  WebSocket over TLS
+  http://host:port/PATH/  plain HTTP calls, request only (gotalk serve --http)
 For tls:// and wss://, clients trust the platform's root certificates, or only the CA
 certificate given with --ca FILE (PEM). There is no way to skip certificate checks.";
 
@@ -351,6 +353,16 @@ mod tests {
             &["bench", "--self", "--threads", "2", "-n", "10"],
             &[
                 "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--ws-path",
+                "/api/",
+                "--ws-allow-origin",
+                "https://a.example",
+            ],
+            &["request", "http://127.0.0.1:1/gotalk/", "echo", "x"],
+            &[
+                "serve",
                 "--addr",
                 "127.0.0.1:0",
                 "--ws",
@@ -407,6 +419,7 @@ mod tests {
             &["serve", "--addr", "127.0.0.1:1", "--unix", "/s"],
             &["stream", "--chunk", "0", "127.0.0.1:1", "x"],
             &["serve", "--ws-path", "/g/"],
+            &["serve", "--http", "127.0.0.1"],
             &["serve", "--ws-allow-origin", "https://a.example"],
             &["serve", "--ws", "ws://127.0.0.1:1/gotalk/"],
             &["serve", "--ws", "127.0.0.1:1", "--ws-path", "g"],

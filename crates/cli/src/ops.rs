@@ -122,7 +122,11 @@ fn test_operations() -> Handlers {
             )))
         })
         .buffer("call-back", |ctx, payload: Bytes| async move {
-            Ok::<_, HandlerError>(ctx.peer().request("reverse", payload).await?)
+            // Over HTTP there is no connection to call back.
+            let peer = ctx.try_peer().ok_or_else(|| {
+                HandlerError::new("call-back: needs a gotalk connection to call back (not HTTP)")
+            })?;
+            Ok::<_, HandlerError>(peer.request("reverse", payload).await?)
         })
 }
 
@@ -136,7 +140,9 @@ fn relay_notifications(handlers: Handlers, connections: Connections) -> Handlers
             // (`gotalk listen` relies on that).
             let conn = conn_of(&ctx);
             async move {
-                if let Err(e) = ctx.peer().notify("pong", payload).await {
+                // Over HTTP there is nobody to answer.
+                let Some(peer) = ctx.try_peer() else { return };
+                if let Err(e) = peer.notify("pong", payload).await {
                     tracing::debug!(conn, error = %e, "could not answer ping");
                 }
             }

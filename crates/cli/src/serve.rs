@@ -16,7 +16,7 @@ use crate::{
     static_files,
     text::{OptDuration, parse_optional_duration, parse_size},
     trace::{Dir, TraceEvent, Tracer, event_text},
-    websocket::{self, WsListen},
+    websocket::{self, HttpListen, WsListen},
 };
 
 pub(crate) const SERVE_HELP: &str = "\
@@ -33,6 +33,15 @@ gotalk.js say so; the original gotalk.js cannot take them). --static DIR serves 
 on the WebSocket port at every other path (/ is DIR/index.html), so a page there and the
 endpoint are same-origin; only files under DIR, no hidden ones (.git), no directory listings.
 A page of another origin admitted by --ws-allow-origin may load /gotalk/gotalk.js too (CORS).
+HTTP (--http HOST:PORT): the same operations as plain HTTP calls, printed as `listening on
+http://HOST:PORT/gotalk/` (the mount is --ws-path): POST PATH/call/OP with the payload as
+body answers 200 with the result (application/json for JSON operations, else
+application/octet-stream), 422 with the text of an error result, 503 with Retry-After for a
+retry result, 404 for an unknown operation, 413 for a body over --max-payload, 500 if the
+handler panicked; a stream operation's parts come as a chunked response, each as it is
+sent. POST PATH/notify/NAME answers 204 once the handler has run (notifications are relayed
+to the connected clients as usual). Same origin policy as WebSocket (--ws-allow-origin).
+Try: curl -d hello http://HOST:PORT/gotalk/call/echo. Plain HTTP only, even with --tls-cert.
 TLS (--tls-cert and --tls-key, PEM files: the certificate chain, leaf first, and its private
 key): the TCP listener speaks TLS (clients use tls://HOST:PORT) and --ws serves wss://.
 With --trace, prints every frame in and out, one line each:
@@ -49,6 +58,7 @@ bound or the certificate or key cannot be used.";
 
 /// Arguments of `gotalk serve`.
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("web").args(["ws", "http"]).multiple(true)))]
 pub(crate) struct ServeArgs {
     /// Address to listen on: host:port (port 0 picks one) or unix:PATH
     #[arg(long, default_value = "127.0.0.1:1234", conflicts_with = "unix")]
@@ -81,11 +91,17 @@ pub(crate) struct ServeArgs {
     /// Also serve gotalk over WebSocket (and the browser client) on host:port (port 0 picks one)
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
     ws: Option<String>,
-    /// With --ws, the mount path of the WebSocket endpoint and the browser client
-    #[arg(long, default_value = websocket::DEFAULT_MOUNT, value_name = "PATH", value_parser = websocket::parse_mount, requires = "ws")]
+    /// Also serve the operations as plain HTTP calls on host:port (port 0 picks one):
+    /// POST PATH/call/OP and POST PATH/notify/NAME, PATH being --ws-path
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    http: Option<String>,
+    /// With --ws or --http, the mount path of the WebSocket endpoint and the browser
+    /// client, and of the HTTP calls
+    #[arg(long, default_value = websocket::DEFAULT_MOUNT, value_name = "PATH", value_parser = websocket::parse_mount, requires = "web")]
     ws_path: String,
-    /// With --ws, also let browser pages from this origin connect (repeatable), e.g. <https://app.example.com>
-    #[arg(long, value_name = "ORIGIN", value_parser = websocket::parse_origin, requires = "ws")]
+    /// With --ws or --http, also let browser pages from this origin connect or call
+    /// (repeatable), e.g. <https://app.example.com>
+    #[arg(long, value_name = "ORIGIN", value_parser = websocket::parse_origin, requires = "web")]
     ws_allow_origin: Vec<String>,
     /// With --ws, also serve the files of DIR (index.html for a directory) on the WebSocket
     /// port, at every path outside --ws-path: pages that are same-origin with the endpoint
@@ -169,6 +185,11 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         Some(Ok(dir)) => Some(dir),
         None => None,
     };
+    let http = args.http.map(|addr| HttpListen {
+        addr,
+        mount: args.ws_path.clone(),
+        allow_origins: args.ws_allow_origin.clone(),
+    });
     let ws = args.ws.map(|addr| WsListen {
         addr,
         mount: args.ws_path,
@@ -189,6 +210,7 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         extra: None,
         tls,
         ws,
+        http,
         hub,
     };
     let running = match server::start(&addr, options).await {
@@ -215,6 +237,9 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
             println!("serving {} at {origin}/", dir.display());
         }
     }
+    if let Some(url) = running.http_url() {
+        println!("listening on {url}");
+    }
     if std::io::stderr().is_terminal() {
         let ca = if running.local_addr().starts_with("tls://") {
             " --ca CA.pem"
@@ -229,6 +254,10 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
             eprintln!("     gotalk request {url} echo hello{ca}");
             let http = url.replacen("ws", "http", 1);
             eprintln!("     browser client: {http}gotalk.js");
+        }
+        if let Some(url) = running.http_url() {
+            eprintln!("     gotalk request {url} echo hello");
+            eprintln!("     curl -d hello {url}call/echo");
         }
     }
     shutdown_signal().await;

@@ -20,6 +20,7 @@ use gotalk_hub::Hub;
 use gotalk_peer::{
     BoxedIo, Config, ConnectionInfo, Connections, Handlers, LocalAddr, Server, ServerHandle,
     TcpListener, TransportKind,
+    http::HttpServer,
     tls::{TlsListener, rustls},
     ws::WsListener,
 };
@@ -29,7 +30,7 @@ use crate::{
     addr::Address,
     ops,
     trace::{Traced, Tracer},
-    websocket::WsListen,
+    websocket::{HttpListen, WsListen},
 };
 
 /// Adds handlers to the standard set (the demo's `flaky` operation).
@@ -50,6 +51,8 @@ pub(crate) struct ServeOptions {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Also serve WebSocket.
     pub(crate) ws: Option<WsListen>,
+    /// Also serve the operations over plain HTTP (`--http`).
+    pub(crate) http: Option<HttpListen>,
     /// Serve publish/subscribe (`--hub`); replaces the notification relay.
     pub(crate) hub: Option<Hub>,
 }
@@ -78,6 +81,8 @@ impl std::error::Error for StartError {
 /// A server accepting connections in the background.
 pub(crate) struct RunningServer {
     handle: ServerHandle,
+    /// The HTTP endpoint of `--http`.
+    http: Option<HttpServer>,
 }
 
 /// Binds `addr` (and the WebSocket address of `options.ws`) and accepts
@@ -100,6 +105,22 @@ pub(crate) async fn start(
         source,
     };
     let unsupported = |what: String| failed(io::Error::new(io::ErrorKind::Unsupported, what));
+    let http = match &options.http {
+        Some(listen) => Some(
+            HttpServer::bind(
+                listen.addr.as_str(),
+                handlers.clone(),
+                config.clone(),
+                listen.http_config(),
+            )
+            .await
+            .map_err(|source| StartError {
+                addr: listen.describe(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let mut server = match (addr, options.tls.clone()) {
         (Address::Tcp(a), None) => {
             let listener = TcpListener::bind(a.as_str()).await.map_err(failed)?;
@@ -130,6 +151,11 @@ pub(crate) async fn start(
                 "{url}: serve WebSocket with --ws HOST:PORT (and --ws-path)"
             )));
         }
+        (Address::Http(url), _) => {
+            return Err(unsupported(format!(
+                "{url}: serve HTTP with --http HOST:PORT (and --ws-path)"
+            )));
+        }
     };
     if let Some(listen) = &options.ws {
         let ws = listen.ws_config();
@@ -149,7 +175,7 @@ pub(crate) async fn start(
         server = hub.attach(server);
     }
     let handle = server.with_connections(connections).spawn();
-    Ok(RunningServer { handle })
+    Ok(RunningServer { handle, http })
 }
 
 /// Removes the socket file at `path` when no server listens on it any more
@@ -203,12 +229,23 @@ impl RunningServer {
             .map(ToString::to_string)
     }
 
+    /// The HTTP endpoint's URL (`http://HOST:PORT/gotalk/`), when serving
+    /// HTTP.
+    pub(crate) fn http_url(&self) -> Option<String> {
+        self.http.as_ref().map(HttpServer::url)
+    }
+
     /// Stops accepting and closes every connection gracefully (each lets its
-    /// requests in flight finish, up to its close timeout). Returns how many
-    /// connections were open.
+    /// requests in flight finish, up to its close timeout), and lets HTTP
+    /// calls in flight finish. Returns how many connections were open.
     pub(crate) async fn shutdown(self) -> usize {
         let open = self.handle.connection_count();
-        self.handle.shutdown().await;
+        match self.http {
+            Some(http) => {
+                tokio::join!(self.handle.shutdown(), http.shutdown());
+            }
+            None => self.handle.shutdown().await,
+        }
         open
     }
 }

@@ -1,5 +1,5 @@
-//! WebSocket options of `gotalk serve --ws`: where to listen, the mount
-//! path and the admitted origins.
+//! WebSocket and HTTP options of `gotalk serve --ws` and `--http`: where to
+//! listen, the mount path and the admitted origins.
 //!
 //! Everything WebSocket (the HTTP server, origin policy, capability
 //! negotiation, message limits, the browser client) is gotalk-peer's
@@ -8,7 +8,10 @@
 
 use std::path::PathBuf;
 
-use gotalk_peer::ws::{OriginPolicy, WsConfig};
+use gotalk_peer::{
+    http::HttpConfig,
+    ws::{OriginPolicy, WsConfig},
+};
 
 /// Where and how `gotalk serve --ws` listens.
 #[derive(Clone, Debug)]
@@ -41,18 +44,49 @@ impl WsListen {
 
     /// The listener's settings: mount path and origin policy.
     pub(crate) fn ws_config(&self) -> WsConfig {
-        let origin = self
-            .allow_origins
-            .iter()
-            .fold(OriginPolicy::same_origin(), |policy, origin| {
-                policy.allow(origin)
-            });
+        let origin = origin_policy(&self.allow_origins);
         WsConfig {
             mount: self.mount.clone(),
             origin,
             fallback: self.static_dir.clone().map(crate::static_files::router),
             ..WsConfig::default()
         }
+    }
+}
+
+/// Same-origin pages, clients that send no `Origin`, and `allow_origins`.
+fn origin_policy(allow_origins: &[String]) -> OriginPolicy {
+    allow_origins
+        .iter()
+        .fold(OriginPolicy::same_origin(), |policy, origin| {
+            policy.allow(origin)
+        })
+}
+
+/// Where and how `gotalk serve --http` listens: the operations as plain
+/// HTTP calls, `POST {mount}call/OP` and `POST {mount}notify/NAME`.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpListen {
+    /// `host:port` to bind.
+    pub(crate) addr: String,
+    /// The mount path (`--ws-path`): starts and ends with `/`.
+    pub(crate) mount: String,
+    /// Browser origins admitted besides same-origin pages
+    /// (`--ws-allow-origin`, the same policy as WebSocket's).
+    pub(crate) allow_origins: Vec<String>,
+}
+
+impl HttpListen {
+    /// The URL form of the address to bind, for messages.
+    pub(crate) fn describe(&self) -> String {
+        format!("http://{}{}", self.addr, self.mount)
+    }
+
+    /// The endpoint's settings: mount path and origin policy.
+    pub(crate) fn http_config(&self) -> HttpConfig {
+        HttpConfig::default()
+            .mount(self.mount.clone())
+            .origin(origin_policy(&self.allow_origins))
     }
 }
 

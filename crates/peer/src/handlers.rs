@@ -59,6 +59,9 @@ type NameMap<V> = HashMap<Box<str>, V, BuildHasherDefault<NameHasher>>;
 #[derive(Clone, Default)]
 struct Registry {
     requests: NameMap<RequestHandler>,
+    /// Operations registered with [`Handlers::json`]: their results are
+    /// JSON (HTTP serves them as `application/json`).
+    json: NameMap<()>,
     notifications: NameMap<Arc<NotificationFn>>,
 }
 
@@ -119,7 +122,9 @@ impl Handlers {
             let fut = handler(ctx, payload);
             Box::pin(async move { fut.await.map(Into::into).map_err(Into::into) })
         });
-        self.registry()
+        let registry = self.registry();
+        registry.json.remove(op);
+        registry
             .requests
             .insert(op.into(), RequestHandler::Buffer(f));
         self
@@ -137,7 +142,7 @@ impl Handlers {
         E: Into<HandlerError>,
     {
         let handler = Arc::new(handler);
-        self.buffer(op, move |ctx, payload: Bytes| {
+        let mut this = self.buffer(op, move |ctx, payload: Bytes| {
             let input = parse_json::<I>(&payload);
             let handler = handler.clone();
             async move {
@@ -147,7 +152,9 @@ impl Handlers {
                     .map_err(|e| HandlerError::new(format!("cannot encode result: {e}")))?;
                 Ok::<_, HandlerError>(Bytes::from(bytes))
             }
-        })
+        });
+        this.registry().json.insert(op.into(), ());
+        this
     }
 
     /// Handles `op` as a stream: request parts arrive on `RequestParts`,
@@ -163,7 +170,9 @@ impl Handlers {
             let fut = handler(ctx, parts, results);
             Box::pin(async move { fut.await.map_err(Into::into) })
         });
-        self.registry()
+        let registry = self.registry();
+        registry.json.remove(op);
+        registry
             .requests
             .insert(op.into(), RequestHandler::Stream(f));
         self
@@ -214,6 +223,18 @@ impl Handlers {
         requests.get(op).or_else(|| requests.get(""))
     }
 
+    /// True when the handler [`request_handler`](Self::request_handler)
+    /// finds for `op` was registered with [`Handlers::json`].
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn is_json(&self, op: &str) -> bool {
+        let registry = &self.inner;
+        if registry.requests.contains_key(op) {
+            registry.json.contains_key(op)
+        } else {
+            registry.json.contains_key("")
+        }
+    }
+
     pub(crate) fn notification_handler(&self, name: &str) -> Option<&NotificationHandler> {
         let notes = &self.inner.notifications;
         notes.get(name).or_else(|| notes.get(""))
@@ -242,9 +263,17 @@ fn parse_json<T: DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
 }
 
 /// What a handler knows about the message it handles.
+///
+/// A message that came in on a gotalk connection has that connection's
+/// [`Peer`]. A call made over plain HTTP (feature `http`, see
+/// `gotalk_peer::http`) has none: HTTP has no way back to the caller, so
+/// [`try_peer`](Self::try_peer) is `None` there. Handlers served over both
+/// use `try_peer`; [`peer`](Self::peer) is for handlers that only serve
+/// connections.
 #[derive(Clone, Debug)]
 pub struct Context {
-    peer: Peer,
+    /// `None` for a call over HTTP.
+    peer: Option<Peer>,
     /// The name as decoded: a slice of the read buffer, no copy.
     name: Text<Bytes>,
     id: Option<RequestId>,
@@ -252,13 +281,45 @@ pub struct Context {
 
 impl Context {
     pub(crate) fn new(peer: Peer, name: Text<Bytes>, id: Option<RequestId>) -> Self {
-        Self { peer, name, id }
+        Self {
+            peer: Some(peer),
+            name,
+            id,
+        }
+    }
+
+    /// The context of a call with no connection behind it (HTTP).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn without_peer(name: Text<Bytes>) -> Self {
+        Self {
+            peer: None,
+            name,
+            id: None,
+        }
     }
 
     /// A handle to the connection the message came in on: call the other
     /// side from inside a handler, or notify it.
+    ///
+    /// # Panics
+    /// When the call came over HTTP, which has no connection (see
+    /// [`try_peer`](Self::try_peer)). Served over HTTP, the panic is
+    /// answered like any handler panic: `500 Internal Server Error`.
     pub fn peer(&self) -> &Peer {
-        &self.peer
+        match &self.peer {
+            Some(peer) => peer,
+            None => panic!(
+                "Context::peer: {:?} was called over HTTP, which has no connection; \
+                 use Context::try_peer in handlers served over HTTP",
+                self.name()
+            ),
+        }
+    }
+
+    /// The connection the message came in on, or `None` for a call over
+    /// HTTP (no connection, nothing to call back).
+    pub fn try_peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
     }
 
     /// The operation (for requests) or notification name.
@@ -266,7 +327,7 @@ impl Context {
         self.name.as_str()
     }
 
-    /// The request ID (`None` for notifications).
+    /// The request ID (`None` for notifications and for calls over HTTP).
     pub fn request_id(&self) -> Option<RequestId> {
         self.id
     }
@@ -278,7 +339,9 @@ impl Context {
     /// database). Without it, a handler still running when its connection
     /// closes is cancelled: its future is dropped at its next `.await`.
     /// Only the handler's own future is concerned (call it from there, not
-    /// from a task it spawned); returns false when called from elsewhere.
+    /// from a task it spawned); returns false when called from elsewhere,
+    /// and for a call over HTTP (it ends with its HTTP request: a client
+    /// that goes away cancels it).
     pub fn keep_running_after_close(&self) -> bool {
         use crate::connection::KEEP_INLINE;
         if KEEP_INLINE.get().is_some() {
@@ -291,9 +354,9 @@ impl Context {
     }
 
     /// The connection's user data of type `T`, if set with
-    /// [`Peer::set_user_data`].
+    /// [`Peer::set_user_data`]; always `None` for a call over HTTP.
     pub fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        self.peer.user_data()
+        self.peer.as_ref()?.user_data()
     }
 }
 

@@ -19,7 +19,8 @@
 //!   slow handler never holds up the connection, and a panicking one is
 //!   answered with an error result.
 //! - [`transport`]: listeners and `connect` for TCP, Unix sockets, TLS
-//!   (`tls`) and WebSocket (`ws`), one [`ConnectError`] for them all.
+//!   (`tls`) and WebSocket (`ws`), one [`ConnectError`] for them all; the
+//!   same handlers over plain HTTP (`http`).
 //! - [`ReconnectingPeer`] ([`reconnect`]): a client over a connect
 //!   function that connects again with backoff when its connection is
 //!   lost, queueing calls meanwhile.
@@ -165,6 +166,8 @@ pub use stream::{RequestParts, ResultSender, ResultStream, StreamWriter};
 pub use transport::UnixListener;
 #[cfg(feature = "websocket")]
 pub use transport::WebSocketInfo;
+#[cfg(feature = "http")]
+pub use transport::http;
 #[cfg(feature = "tls")]
 pub use transport::tls;
 #[cfg(feature = "websocket")]

@@ -177,6 +177,9 @@ impl std::fmt::Debug for ResultStream {
 
 enum PartsInner {
     Once(Option<Bytes>),
+    /// Parts from elsewhere than a connection: an HTTP request body.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Stream(futures::stream::BoxStream<'static, Result<Bytes, Error>>),
     /// `held` keeps the bytes of the part the handler took last charged to
     /// the byte budget until it takes the next (or the stream ends, or the
     /// handler drops it): a handler holds its part while it works on it.
@@ -201,6 +204,19 @@ impl RequestParts {
         }
     }
 
+    /// Parts taken from `parts` (an HTTP request body); empty items are
+    /// skipped, as on a connection.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn from_stream(
+        parts: impl Stream<Item = Result<Bytes, Error>> + Send + 'static,
+    ) -> Self {
+        use futures::{StreamExt, future::ready};
+        let parts = parts.filter(|part| ready(!matches!(part, Ok(p) if p.is_empty())));
+        Self {
+            inner: PartsInner::Stream(parts.boxed()),
+        }
+    }
+
     pub(crate) fn channel(rx: PartRx, conn: Arc<Connection>) -> Self {
         Self {
             inner: PartsInner::Channel {
@@ -217,6 +233,7 @@ impl Stream for RequestParts {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         match &mut self.inner {
             PartsInner::Once(part) => Poll::Ready(part.take().map(Ok)),
+            PartsInner::Stream(parts) => parts.as_mut().poll_next(cx),
             PartsInner::Channel { rx, held } => match rx.poll_recv(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(Part::Data(bytes, guard))) => {
@@ -256,26 +273,60 @@ impl std::fmt::Debug for RequestParts {
 /// sends an error result after whatever parts were sent.
 #[derive(Debug)]
 pub struct ResultSender {
-    conn: Arc<Connection>,
-    id: RequestId,
+    inner: SenderInner,
+}
+
+#[derive(Debug)]
+enum SenderInner {
+    /// Result parts of a request on a connection.
+    Connection {
+        conn: Arc<Connection>,
+        id: RequestId,
+    },
+    /// Result parts of a call over HTTP: the response body's channel. It
+    /// holds one part, so a handler runs at most one part ahead of the
+    /// client.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Channel(tokio::sync::mpsc::Sender<Bytes>),
 }
 
 impl ResultSender {
     pub(crate) fn new(conn: Arc<Connection>, id: RequestId) -> Self {
-        Self { conn, id }
+        Self {
+            inner: SenderInner::Connection { conn, id },
+        }
+    }
+
+    /// A sender whose parts go to `tx` (an HTTP response body).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn channel(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        Self {
+            inner: SenderInner::Channel(tx),
+        }
     }
 
     /// Sends one result part. Empty parts are skipped (an empty part would
     /// end the stream early).
+    ///
+    /// Over HTTP a part is sent when the response body has taken the one
+    /// before; a client that went away fails it with
+    /// `Error::Closed(CloseReason::PeerClosed)`.
     pub async fn send(&mut self, part: impl Into<Bytes>) -> Result<(), Error> {
         let payload = part.into();
         if payload.is_empty() {
             return Ok(());
         }
-        let id = self.id;
-        let mut part = Some(payload);
-        self.conn
-            .send(|core| core.send_result_part(id, part.take().unwrap_or_default()))
-            .await
+        match &self.inner {
+            SenderInner::Connection { conn, id } => {
+                let id = *id;
+                let mut part = Some(payload);
+                conn.send(|core| core.send_result_part(id, part.take().unwrap_or_default()))
+                    .await
+            }
+            SenderInner::Channel(tx) => tx
+                .send(payload)
+                .await
+                .map_err(|_| Error::Closed(crate::CloseReason::PeerClosed)),
+        }
     }
 }

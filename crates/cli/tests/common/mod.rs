@@ -83,6 +83,7 @@ pub(crate) struct Server {
     child: Child,
     addr: String,
     ws_url: Option<String>,
+    http_url: Option<String>,
     pub(crate) stdout: mpsc::Receiver<String>,
     stderr: Option<ChildStderr>,
 }
@@ -109,6 +110,7 @@ impl Server {
             child,
             addr: String::new(),
             ws_url: None,
+            http_url: None,
             stdout,
             stderr,
         };
@@ -119,8 +121,10 @@ impl Server {
         };
         let addr = listening();
         let ws_url = extra.contains(&"--ws").then(listening);
+        let http_url = extra.contains(&"--http").then(listening);
         server.addr = addr;
         server.ws_url = ws_url;
+        server.http_url = http_url;
         server
     }
 
@@ -132,6 +136,12 @@ impl Server {
     /// The WebSocket URL, when started with `--ws`.
     pub(crate) fn ws_url(&self) -> &str {
         self.ws_url.as_deref().expect("started with --ws")
+    }
+
+    /// The HTTP endpoint's URL, when started with `--http`.
+    #[allow(dead_code)] // Not every test binary serves HTTP.
+    pub(crate) fn http_url(&self) -> &str {
+        self.http_url.as_deref().expect("started with --http")
     }
 
     /// Sends a signal and waits for the process to exit; returns its exit code and stderr.

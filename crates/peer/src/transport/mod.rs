@@ -20,6 +20,8 @@
 
 mod addr;
 mod connect_error;
+#[cfg(feature = "http")]
+pub mod http;
 mod info;
 #[cfg(all(feature = "tls", feature = "websocket"))]
 pub(crate) mod lazy_tls;
