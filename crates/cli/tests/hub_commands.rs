@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::process::{Command as StdCommand, Stdio};
-
-use common::{BIN, Kill, Server, lines_of, run, wait_for};
+use common::{Kill, Server, run, spawn_ready, wait_for};
 use serde_json::Value;
 
 const SECRET: &str = "correct horse battery staple";
@@ -24,20 +22,7 @@ fn token(user: &str, channels: &[&str]) -> String {
 
 /// `gotalk subscribe ARGS...` once subscribed: the process, and its stdout.
 fn subscribe(args: &[&str]) -> (Kill, std::sync::mpsc::Receiver<String>) {
-    let mut child = StdCommand::new(BIN)
-        .arg("subscribe")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines_of(child.stderr.take().unwrap());
-    let stdout = lines_of(child.stdout.take().unwrap());
-    let child = Kill(child);
-    wait_for(&stderr, |l| l.starts_with("subscribed to "))
-        .unwrap_or_else(|seen| panic!("subscribe never got ready: {seen:?}"));
-    (child, stdout)
+    spawn_ready("subscribe", args, "subscribed to ")
 }
 
 fn json(line: &str) -> Value {

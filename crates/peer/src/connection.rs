@@ -68,6 +68,19 @@ impl Locked {
     }
 }
 
+/// Runs a command that queues a frame, then wakes the driver (after the
+/// lock is released) to write it.
+fn push<R>(mut l: MutexGuard<'_, Locked>, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {
+    let r = command(&mut l.core);
+    l.pushes += 1;
+    let driver = l.wake_driver();
+    drop(l);
+    if let Some(driver) = driver {
+        driver.wake();
+    }
+    r
+}
+
 /// Per-connection data for handlers: the remote address and user data.
 #[derive(Debug, Default)]
 pub(crate) struct Meta {
@@ -196,32 +209,17 @@ impl Connection {
     }
 
     fn try_send<R>(&self, command: &mut impl FnMut(&mut Core<Runtime>) -> R) -> Option<R> {
-        let mut l = self.lock();
+        let l = self.lock();
         if !l.core.has_room() && l.core.close_reason().is_none() {
             return None;
         }
-        let r = command(&mut l.core);
-        l.pushes += 1;
-        let driver = l.wake_driver();
-        drop(l);
-        if let Some(driver) = driver {
-            driver.wake();
-        }
-        Some(r)
+        Some(push(l, command))
     }
 
     /// Runs a command that queues a frame now, whatever the room (the
     /// command decides what a full queue means), and wakes the driver.
     pub(crate) fn push_now<R>(&self, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {
-        let mut l = self.lock();
-        let r = command(&mut l.core);
-        l.pushes += 1;
-        let driver = l.wake_driver();
-        drop(l);
-        if let Some(driver) = driver {
-            driver.wake();
-        }
-        r
+        push(self.lock(), command)
     }
 
     /// Runs a command that may give the driver work (events to dispatch,

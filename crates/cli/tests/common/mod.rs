@@ -194,18 +194,28 @@ impl Drop for Kill {
 /// `gotalk listen --count N ADDR NAME...` once it is ready (its ping was
 /// answered): the process and its stdout lines.
 pub(crate) fn listen_ready(args: &[&str]) -> (Kill, mpsc::Receiver<String>) {
-    let mut listen = StdCommand::new(BIN)
-        .arg("listen")
+    spawn_ready("listen", args, "listening on")
+}
+
+/// `gotalk COMMAND ARGS...` once it printed a line starting with `ready`
+/// to stderr: the process and its stdout lines.
+pub(crate) fn spawn_ready(
+    command: &str,
+    args: &[&str],
+    ready: &str,
+) -> (Kill, mpsc::Receiver<String>) {
+    let mut child = StdCommand::new(BIN)
+        .arg(command)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = lines_of(listen.stderr.take().unwrap());
-    let stdout = lines_of(listen.stdout.take().unwrap());
-    let listen = Kill(listen);
-    wait_for(&stderr, |l| l.starts_with("listening on"))
-        .unwrap_or_else(|seen| panic!("listen never got ready: {seen:?}"));
-    (listen, stdout)
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let child = Kill(child);
+    wait_for(&stderr, |l| l.starts_with(ready))
+        .unwrap_or_else(|seen| panic!("{command} never got ready: {seen:?}"));
+    (child, stdout)
 }
