@@ -192,6 +192,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    trim::keep_freed_memory();
     let cli = Cli::parse();
     init_logging();
     if let Command::Decode(args) = &cli.command {
