@@ -366,7 +366,31 @@ impl std::error::Error for Error {
     }
 }
 
+/// The payload of the retry result (wait 0) that refuses a request because
+/// the connection is closing: the request was not run.
+pub(crate) const CLOSING_REFUSAL: &[u8] = b"connection closing";
+
 impl Error {
+    /// True when the remote refused the call because it is closing the
+    /// connection (the retry result `connection closing`): the call was not
+    /// run, so making it again on another connection is safe whether or not
+    /// the operation is idempotent. [`ReconnectingPeer`](crate::ReconnectingPeer)
+    /// does so by itself.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use gotalk_peer::Error;
+    /// let refused = Error::RetryExhausted {
+    ///     attempts: 1,
+    ///     wait: Duration::ZERO,
+    ///     message: "connection closing".into(),
+    /// };
+    /// assert!(refused.is_refused_by_closing());
+    /// ```
+    pub fn is_refused_by_closing(&self) -> bool {
+        matches!(self, Self::RetryExhausted { message, .. } if message.as_bytes() == CLOSING_REFUSAL)
+    }
+
     /// True when the connection is gone (the call may succeed on a new one).
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed(_))

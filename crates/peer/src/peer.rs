@@ -14,7 +14,9 @@ use crate::{
     CloseReason, Config, Error, Handlers, RemoteError, ResultStream, StreamWriter, UsageError,
     connection::{Connection, HandleGuard},
     core::{CloseMode, Outcome, RetryDecision, RetryPolicy},
-    driver, handshake,
+    driver,
+    error::CLOSING_REFUSAL,
+    handshake,
 };
 
 /// Per-call settings that override the connection's [`Config`].
@@ -202,7 +204,17 @@ impl Peer {
                 Outcome::Error(payload) => return Err(Error::Remote(RemoteError::new(payload))),
                 Outcome::Retry { wait_ms, payload } => {
                     let wait = Duration::from_millis(u64::from(wait_ms));
-                    match policy.on_retry(wait) {
+                    // A closing connection refuses every new request the
+                    // same way: asking it again only delays the caller, who
+                    // can go to another connection (the request did not run).
+                    let decision = if &payload[..] == CLOSING_REFUSAL {
+                        RetryDecision::GiveUp {
+                            attempts: policy.attempt(),
+                        }
+                    } else {
+                        policy.on_retry(wait)
+                    };
+                    match decision {
                         RetryDecision::GiveUp { attempts } => {
                             return Err(Error::RetryExhausted {
                                 attempts,
