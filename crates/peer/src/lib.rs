@@ -135,6 +135,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod balance;
 mod buffer_gauge;
 mod config;
 mod connection;
@@ -145,6 +146,7 @@ mod error;
 mod handlers;
 mod handshake;
 mod latch;
+mod load;
 mod peer;
 mod read_buffer;
 pub mod reconnect;
@@ -158,6 +160,7 @@ pub use error::{
 };
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
+pub use load::RemoteLoad;
 pub use peer::{Peer, RequestOptions};
 pub use reconnect::ReconnectingPeer;
 pub use server::{Connections, Rejection, Server, ServerHandle};
