@@ -82,7 +82,9 @@ impl RemoteLoadCell {
     }
 
     pub(crate) fn record(&self, load: u16) {
-        let micros = Instant::now().saturating_duration_since(self.base).as_micros();
+        let micros = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_micros();
         let stamp = (micros as u64).min((1 << 48) - 2) + 1;
         self.word
             .store(stamp << 16 | u64::from(load), Ordering::Relaxed);

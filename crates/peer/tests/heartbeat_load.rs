@@ -60,8 +60,9 @@ async fn next_load(client: &Peer) -> u16 {
 async fn requests_over_the_connection_limit_set_the_load() {
     let gate = Arc::new(Semaphore::new(0));
     let limit = HandlerLimit::new(1000);
-    let (client, _server) =
-        Peer::pair(Handlers::new(), holding(&gate), config(4, &limit)).await.unwrap();
+    let (client, _server) = Peer::pair(Handlers::new(), holding(&gate), config(4, &limit))
+        .await
+        .unwrap();
     assert_eq!(client.remote_load(), None, "no heartbeat yet");
     let start = Instant::now();
     assert_eq!(next_load(&client).await, 0, "idle");
@@ -116,7 +117,9 @@ async fn a_configured_load_function_wins() {
         heartbeat_load: Some(Arc::new(|| 1234)),
         ..config(4, &HandlerLimit::new(10))
     };
-    let (client, _server) = Peer::pair(Handlers::new(), holding(&gate), config).await.unwrap();
+    let (client, _server) = Peer::pair(Handlers::new(), holding(&gate), config)
+        .await
+        .unwrap();
     let calls = hold(&client, 3);
     assert_eq!(next_load(&client).await, 1234);
     gate.add_permits(3);

@@ -212,7 +212,9 @@ impl Shared {
     }
 
     fn endpoints_lock(&self) -> MutexGuard<'_, Arc<[Arc<Endpoint>]>> {
-        self.endpoints.lock().unwrap_or_else(PoisonError::into_inner)
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn bump(&self) {

@@ -97,7 +97,10 @@ mod tests {
         let costs = [cost(0, Some(0)), cost(0, Some(40_000)), cost(0, Some(100))];
         let counts = counts(&costs, 3000, 9);
         assert_eq!(counts[1], 0, "{counts:?}");
-        assert!(counts[0] > counts[2], "the idler of the others wins: {counts:?}");
+        assert!(
+            counts[0] > counts[2],
+            "the idler of the others wins: {counts:?}"
+        );
     }
 
     #[test]

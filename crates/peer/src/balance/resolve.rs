@@ -98,7 +98,10 @@ mod tests {
         assert_eq!(found, ["127.0.0.1:4000"]);
         let localhost = Dns::new("localhost:4000").resolve().await.unwrap();
         assert!(!localhost.is_empty());
-        assert!(localhost.iter().all(|a| a.ends_with(":4000")), "{localhost:?}");
+        assert!(
+            localhost.iter().all(|a| a.ends_with(":4000")),
+            "{localhost:?}"
+        );
         assert!(Dns::new("no port").resolve().await.is_err());
     }
 
