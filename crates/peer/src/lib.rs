@@ -24,6 +24,10 @@
 //! - [`ReconnectingPeer`] ([`reconnect`]): a client over a connect
 //!   function that connects again with backoff when its connection is
 //!   lost, queueing calls meanwhile.
+//! - [`balance::Balancer`]: a client over several servers (a fixed list,
+//!   DNS, or a resolver of your own) that sends each call to one of them by
+//!   power of two choices on the calls in flight and the load each server
+//!   reports in its heartbeats, and leaves out servers that fail.
 //! - One [`Server`] serves any mix of listeners: one accept loop, one
 //!   registry of live connections ([`Connections`]), the same hooks
 //!   ([`Server::on_connect`] to admit or refuse, [`Server::wrap_io`],
@@ -124,6 +128,8 @@
 //! 9. **Reconnecting**: [`ReconnectingPeer`] connects again by itself when
 //!    the connection is lost, with backoff, queueing calls made meanwhile
 //!    (see [`reconnect`]).
+//! 10. **Balancing**: [`balance::Balancer`] spreads calls over several
+//!     servers, away from slow and loaded ones (see [`balance`]).
 //!
 //!
 //! [gotalk]: https://github.com/rsms/gotalk

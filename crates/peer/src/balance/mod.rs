@@ -76,7 +76,7 @@
 //! // Waits for a first connection, then goes to one of the two.
 //! assert_eq!(client.request("echo", "hi").await?, "hi");
 //! for endpoint in client.endpoints() {
-//!     println!("{} {:?} in flight {}", endpoint.addr, endpoint.state, endpoint.in_flight);
+//!     tracing::info!(addr = %endpoint.addr, state = ?endpoint.state, in_flight = endpoint.in_flight);
 //! }
 //! client.close().await;
 //! # Ok(()) }
