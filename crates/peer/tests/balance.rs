@@ -44,6 +44,8 @@ struct Backend {
     delay: Duration,
     hang: bool,
     limit: HandlerLimit,
+    /// The load its heartbeats report, instead of the measured one.
+    reported_load: Option<u16>,
 }
 
 impl Backend {
@@ -54,6 +56,7 @@ impl Backend {
             delay: Duration::ZERO,
             hang: false,
             limit: HandlerLimit::new(1024),
+            reported_load: None,
         }
     }
 
@@ -93,6 +96,9 @@ impl Backend {
             heartbeat_interval: Some(ms(20)),
             close_timeout: ms(100),
             handler_limit: self.limit.clone(),
+            heartbeat_load: self
+                .reported_load
+                .map(|load| Arc::new(move || load) as gotalk_peer::LoadFn),
             ..Config::default()
         }
     }
@@ -489,4 +495,88 @@ async fn an_idempotent_call_goes_to_another_server() {
     })
     .await;
     assert_eq!(result.unwrap(), "other");
+}
+
+/// Calls that keep timing out on a connected server eject it; the others
+/// take every call meanwhile; once the ejection is over it is probed with
+/// one call, and a probe that times out too ejects it for longer. The
+/// server is stuck but says it is idle (a deadlock its heartbeats do not
+/// see), so only ejection keeps calls away from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_calls_keep_failing_is_ejected_then_probed() {
+    let mut hanging = Backend::new("hanging");
+    hanging.hang = true;
+    hanging.reported_load = Some(0);
+    let other = Backend::new("other");
+    let (hanging_server, other_server) = (hanging.serve().await, other.serve().await);
+    let ejection = ms(400);
+    let client = balancer(
+        &[&hanging_server, &other_server],
+        BalanceOptions {
+            max_failures: 2,
+            ejection: Backoff {
+                initial: ejection,
+                max: ms(5000),
+                multiplier: 2.0,
+                jitter: 0.0,
+            },
+            ..fast_options()
+        },
+    );
+    all_up(&client, 2).await;
+    let quick = RequestOptions {
+        timeout: Some(ms(30)),
+        ..RequestOptions::default()
+    };
+    let state = || status(&client, hanging_server.addr).unwrap().state;
+    // Sequential calls: each lands on either server; two timeouts eject.
+    for _ in 0..200 {
+        if matches!(state(), EndpointState::Ejected { .. }) {
+            break;
+        }
+        match client.request_with("who", "", quick).await {
+            Ok(who) => assert_eq!(who, "other"),
+            Err(e) => assert!(matches!(e, Error::Timeout), "{e:?}"),
+        }
+    }
+    let EndpointState::Ejected { until } = state() else {
+        panic!("not ejected: {:?}", client.endpoints());
+    };
+    assert_eq!(hanging.calls(), 2);
+    assert_eq!(
+        status(&client, hanging_server.addr)
+            .unwrap()
+            .consecutive_failures,
+        2
+    );
+    // While it is out, every call goes to the other server.
+    for _ in 0..20 {
+        if Instant::now() + ms(50) >= until {
+            break;
+        }
+        assert_eq!(
+            client.request_with("who", "", quick).await.unwrap(),
+            "other"
+        );
+    }
+    assert_eq!(hanging.calls(), 2);
+    // Probed once its time is up: a probe that fails ejects it again, for
+    // twice as long.
+    tokio::time::sleep_until(until).await;
+    eventually(WAIT, "the probe sent", || {
+        let client = client.clone();
+        tokio::spawn(async move { client.request_with("who", "", quick).await });
+        hanging.calls() == 3
+    })
+    .await;
+    eventually(WAIT, "ejected again", || {
+        matches!(state(), EndpointState::Ejected { .. })
+    })
+    .await;
+    let EndpointState::Ejected { until: again } = state() else {
+        unreachable!()
+    };
+    assert!(again - until >= ejection * 2, "{:?}", again - until);
+    assert_eq!(hanging.calls(), 3, "one probe at a time");
+    client.close().await;
 }

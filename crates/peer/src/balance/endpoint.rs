@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -65,6 +65,9 @@ pub(crate) struct Endpoint {
     pub(crate) client: ReconnectingPeer,
     in_flight: AtomicUsize,
     calls: AtomicU64,
+    /// Set while `health` has failures: a healthy endpoint is picked and
+    /// answered without taking its lock.
+    troubled: AtomicBool,
     health: Mutex<Health>,
 }
 
@@ -73,6 +76,9 @@ pub(crate) struct Candidate {
     pub(crate) endpoint: Arc<Endpoint>,
     pub(crate) peer: Peer,
     pub(crate) cost: f64,
+    /// The call is the probe of an endpoint back from ejection: when it
+    /// ends, calls waiting for an endpoint should look again.
+    pub(crate) probe: bool,
 }
 
 /// Counts a call in flight on an endpoint until dropped.
@@ -91,6 +97,7 @@ impl Endpoint {
             client,
             in_flight: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
+            troubled: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
         }
     }
@@ -108,9 +115,15 @@ impl Endpoint {
         load_max_age: Duration,
     ) -> Option<Candidate> {
         let in_flight = self.in_flight.load(Ordering::Acquire);
-        if !self.health().admits(now, in_flight) {
-            return None;
-        }
+        let probe = if self.troubled.load(Ordering::Acquire) {
+            let health = self.health();
+            if !health.admits(now, in_flight) {
+                return None;
+            }
+            health.admission(now) == Admission::Probing
+        } else {
+            false
+        };
         let peer = self.client.current()?;
         let load = peer
             .remote_load()
@@ -120,11 +133,15 @@ impl Endpoint {
             endpoint: Arc::clone(self),
             peer,
             cost: pick::cost(in_flight, load),
+            probe,
         })
     }
 
     /// When its ejection ends, if it is ejected and connected.
     pub(crate) fn ejected_until(&self, now: Instant) -> Option<Instant> {
+        if !self.troubled.load(Ordering::Acquire) {
+            return None;
+        }
         match self.health().admission(now) {
             Admission::Ejected { until } => Some(until),
             _ => None,
@@ -139,7 +156,11 @@ impl Endpoint {
     }
 
     pub(crate) fn succeeded(&self) {
-        self.health().succeeded();
+        if self.troubled.load(Ordering::Acquire) {
+            let mut health = self.health();
+            health.succeeded();
+            self.troubled.store(false, Ordering::Release);
+        }
     }
 
     /// Records a failure; returns until when it is ejected, if this ejects it.
@@ -149,8 +170,9 @@ impl Endpoint {
         backoff: &reconnect::Backoff,
         unit: f64,
     ) -> Option<Instant> {
-        self.health()
-            .failed(Instant::now(), max_failures, backoff, unit)
+        let mut health = self.health();
+        self.troubled.store(true, Ordering::Release);
+        health.failed(Instant::now(), max_failures, backoff, unit)
     }
 
     pub(crate) fn status(&self) -> EndpointStatus {

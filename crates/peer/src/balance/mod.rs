@@ -339,6 +339,17 @@ async fn follow(mut state: watch::Receiver<crate::reconnect::State>, shared: Wea
     }
 }
 
+/// Wakes the calls waiting for an endpoint when a probe ends, after its
+/// outcome is recorded: the endpoint may take calls again (its admission
+/// changes without a connection state change or an ejection to time).
+struct BumpOnDrop<'a>(&'a Shared);
+
+impl Drop for BumpOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.bump();
+    }
+}
+
 /// A call's place among those waiting, given back when it stops waiting.
 struct WaitSlot(Arc<Shared>);
 
@@ -588,13 +599,19 @@ impl Balancer {
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut resent = false;
         loop {
-            let Candidate { endpoint, peer, .. } = self.checkout(&tried).await?;
+            let Candidate {
+                endpoint,
+                peer,
+                probe,
+                ..
+            } = self.checkout(&tried).await?;
             let may_have_run = AtomicBool::new(false);
             let result = {
                 let _in_flight = endpoint.start();
                 peer.request_tracked(op, payload.clone(), options, &may_have_run)
                     .await
             };
+            let _look_again = probe.then(|| BumpOnDrop(shared));
             let attempts_left = tried.len() + 1 < shared.options.max_attempts as usize;
             let again = match &result {
                 Ok(_)
@@ -707,12 +724,22 @@ impl Balancer {
     {
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         loop {
-            let Candidate { endpoint, peer, .. } = self.checkout(&tried).await?;
+            let Candidate {
+                endpoint,
+                peer,
+                probe,
+                ..
+            } = self.checkout(&tried).await?;
             let result = {
                 let _in_flight = endpoint.start();
                 send(peer).await
             };
+            let _look_again = probe.then(|| BumpOnDrop(&self.shared));
             match result {
+                Ok(sent) => {
+                    endpoint.succeeded();
+                    return Ok(sent);
+                }
                 Err(Error::Closed(reason))
                     if tried.len() + 1 < self.shared.options.max_attempts as usize
                         && !self.is_closed() =>
