@@ -22,7 +22,7 @@ use std::{
 
 use bytes::Bytes;
 use common::{WAIT, eventually, within};
-use futures::future::BoxFuture;
+use futures::{StreamExt, future::BoxFuture};
 use gotalk_peer::{
     Config, Error, HandlerError, HandlerLimit, Handlers, RequestOptions, Server, ServerHandle,
     Unavailable,
@@ -41,6 +41,7 @@ fn ms(n: u64) -> Duration {
 struct Backend {
     name: &'static str,
     calls: Arc<AtomicU64>,
+    notes: Arc<AtomicU64>,
     delay: Duration,
     hang: bool,
     limit: HandlerLimit,
@@ -53,6 +54,7 @@ impl Backend {
         Self {
             name,
             calls: Arc::default(),
+            notes: Arc::default(),
             delay: Duration::ZERO,
             hang: false,
             limit: HandlerLimit::new(1024),
@@ -88,6 +90,26 @@ impl Backend {
             .buffer("hold", |_ctx, _p: Bytes| async move {
                 std::future::pending::<()>().await;
                 Ok::<_, HandlerError>(Bytes::new())
+            })
+            .json("add", |_ctx, (a, b): (i64, i64)| async move {
+                Ok::<_, HandlerError>(a + b)
+            })
+            .stream("upper", |_ctx, mut parts, mut results| async move {
+                while let Some(part) = parts.next().await {
+                    let part = part.map_err(|e| HandlerError::new(e.to_string()))?;
+                    results
+                        .send(part.to_ascii_uppercase())
+                        .await
+                        .map_err(|e| HandlerError::new(e.to_string()))?;
+                }
+                Ok::<_, HandlerError>(())
+            })
+            .notification("note", {
+                let notes = Arc::clone(&self.notes);
+                move |_ctx, _p| {
+                    notes.fetch_add(1, Ordering::Relaxed);
+                    async {}
+                }
             })
     }
 
@@ -578,5 +600,36 @@ async fn a_server_whose_calls_keep_failing_is_ejected_then_probed() {
     };
     assert!(again - until >= ejection * 2, "{:?}", again - until);
     assert_eq!(hanging.calls(), 3, "one probe at a time");
+    client.close().await;
+}
+
+/// JSON requests, streams and notifications go through the balancer like
+/// buffer requests, spread over the servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_streams_and_notifications_are_balanced_too() {
+    let backends = [Backend::new("a"), Backend::new("b")];
+    let running = futures::future::join_all(backends.iter().map(Backend::serve)).await;
+    let client = balancer(&running.iter().collect::<Vec<_>>(), fast_options());
+    all_up(&client, 2).await;
+    for i in 0..20_i64 {
+        let sum: i64 = client.request_json("add", &(i, 1)).await.unwrap();
+        assert_eq!(sum, i + 1);
+        let (mut parts, results) = client.stream_request("upper").await.unwrap();
+        parts.send("abc").await.unwrap();
+        parts.end().await.unwrap();
+        assert_eq!(results.collect_bytes(1024).await.unwrap(), "ABC");
+        client.notify_json("note", &i).await.unwrap();
+    }
+    eventually(WAIT, "every notification handled", || {
+        backends
+            .iter()
+            .map(|b| b.notes.load(Ordering::Relaxed))
+            .sum::<u64>()
+            == 20
+    })
+    .await;
+    let sent: Vec<u64> = client.endpoints().iter().map(|e| e.calls).collect();
+    assert_eq!(sent.iter().sum::<u64>(), 60, "{sent:?}");
+    assert!(sent.iter().all(|n| *n > 0), "both servers used: {sent:?}");
     client.close().await;
 }
