@@ -82,6 +82,7 @@ pub(crate) struct Candidate {
 }
 
 /// Counts a call in flight on an endpoint until dropped.
+#[must_use]
 pub(crate) struct InFlight(Arc<Endpoint>);
 
 impl Drop for InFlight {
@@ -148,11 +149,19 @@ impl Endpoint {
         }
     }
 
-    /// Counts a call going out on it.
-    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    /// Counts a call going out on it, or `None` if the call is to be its
+    /// probe and another call got there first: one probe at a time, even
+    /// when calls pick at the same instant.
+    pub(crate) fn start(self: &Arc<Self>, probe: bool) -> Option<InFlight> {
+        if probe {
+            self.in_flight
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .ok()?;
+        } else {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
         self.calls.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+        Some(InFlight(Arc::clone(self)))
     }
 
     pub(crate) fn succeeded(&self) {
@@ -198,5 +207,30 @@ impl Endpoint {
             calls: self.calls.load(Ordering::Relaxed),
             consecutive_failures: failures,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnectError, reconnect::ReconnectOptions};
+
+    #[tokio::test]
+    async fn one_probe_at_a_time() {
+        let client = ReconnectingPeer::new(
+            futures::future::pending::<Result<Peer, ConnectError>>,
+            ReconnectOptions::default(),
+        );
+        let endpoint = Arc::new(Endpoint::new("x:1".into(), client.clone()));
+        let probe = endpoint.start(true).expect("the first probe");
+        assert!(endpoint.start(true).is_none(), "a second probe at once");
+        let call = endpoint
+            .start(false)
+            .expect("ordinary calls are not limited");
+        assert_eq!(endpoint.status().in_flight, 2);
+        assert_eq!(endpoint.status().calls, 2);
+        drop((probe, call));
+        assert!(endpoint.start(true).is_some(), "the next probe");
+        client.close().await;
     }
 }

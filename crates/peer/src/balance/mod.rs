@@ -92,6 +92,7 @@ use std::{
     collections::HashMap,
     fmt,
     future::Future,
+    io,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, Weak,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -107,7 +108,7 @@ use tokio::{sync::watch, time::Instant};
 pub use endpoint::{EndpointState, EndpointStatus};
 pub use resolve::{Dns, Resolve, StaticList};
 
-use endpoint::{Candidate, Endpoint};
+use endpoint::{Candidate, Endpoint, InFlight};
 
 use crate::{
     CloseReason, Config, ConnectError, Error, Handlers, Peer, ReconnectingPeer, RequestOptions,
@@ -225,9 +226,26 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
-    /// A candidate for a call, by power of two choices, preferring the
-    /// endpoints not `tried` yet for it.
-    fn pick(&self, tried: &[Arc<Endpoint>]) -> Option<Candidate> {
+    /// An endpoint for a call, counted in flight there, by power of two
+    /// choices, preferring the endpoints not `tried` yet for it.
+    fn pick(&self, tried: &[Arc<Endpoint>]) -> Option<Checkout> {
+        // A lost race for a probe makes that endpoint inadmissible: the
+        // next round picks among the others.
+        for _ in 0..4 {
+            let candidate = self.pick_candidate(tried)?;
+            if let Some(in_flight) = candidate.endpoint.start(candidate.probe) {
+                return Some(Checkout {
+                    endpoint: candidate.endpoint,
+                    peer: candidate.peer,
+                    probe: candidate.probe,
+                    in_flight,
+                });
+            }
+        }
+        None
+    }
+
+    fn pick_candidate(&self, tried: &[Arc<Endpoint>]) -> Option<Candidate> {
         let now = Instant::now();
         let age = self.options.load_max_age;
         let endpoints = self.endpoints();
@@ -323,6 +341,16 @@ impl Shared {
             .map_err(|_| Unavailable::QueueFull { limit })?;
         Ok(WaitSlot(Arc::clone(self)))
     }
+}
+
+/// An endpoint given to a call: its connection, and the call counted in
+/// flight there until this is dropped.
+struct Checkout {
+    endpoint: Arc<Endpoint>,
+    peer: Peer,
+    /// The call is the probe of an endpoint back from ejection.
+    probe: bool,
+    in_flight: InFlight,
 }
 
 /// Wakes waiting calls whenever an endpoint's connection changes state,
@@ -474,7 +502,8 @@ impl Balancer {
     /// [`BalanceOptions::wait_timeout`]: wrap it in a timeout); fails with
     /// [`Error::Closed`] once the balancer is closed.
     pub async fn ready(&self) -> Result<(), Error> {
-        self.wait_for_candidate(&[]).await.map(drop)
+        self.wait_until(|| self.shared.pick_candidate(&[]).map(drop))
+            .await
     }
 
     /// True once [`close`](Self::close) was called.
@@ -495,7 +524,7 @@ impl Balancer {
 
     /// An endpoint for a call, not one of `tried` if another takes calls,
     /// waiting as [`BalanceOptions::when_unavailable`] says.
-    async fn checkout(&self, tried: &[Arc<Endpoint>]) -> Result<Candidate, Error> {
+    async fn checkout(&self, tried: &[Arc<Endpoint>]) -> Result<Checkout, Error> {
         if self.is_closed() {
             return Err(Error::Closed(CloseReason::Local));
         }
@@ -507,14 +536,16 @@ impl Balancer {
             WhenDisconnected::Queue => {
                 let _slot = self.shared.wait_slot()?;
                 let limit = self.shared.options.wait_timeout;
-                tokio::time::timeout(limit, self.wait_for_candidate(tried))
+                tokio::time::timeout(limit, self.wait_until(|| self.shared.pick(tried)))
                     .await
                     .map_err(|_| Unavailable::QueueTimeout { waited: limit })?
             }
         }
     }
 
-    async fn wait_for_candidate(&self, tried: &[Arc<Endpoint>]) -> Result<Candidate, Error> {
+    /// Waits until `look` finds something, looking again whenever an
+    /// endpoint changes and when an ejection ends.
+    async fn wait_until<T>(&self, mut look: impl FnMut() -> Option<T>) -> Result<T, Error> {
         let mut changed = self.shared.changed.subscribe();
         loop {
             // Marked seen before looking: a change after this wakes us.
@@ -522,8 +553,8 @@ impl Balancer {
             if self.is_closed() {
                 return Err(Error::Closed(CloseReason::Local));
             }
-            if let Some(candidate) = self.shared.pick(tried) {
-                return Ok(candidate);
+            if let Some(found) = look() {
+                return Ok(found);
             }
             let probe = self.shared.next_probe();
             tokio::select! {
@@ -599,18 +630,17 @@ impl Balancer {
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut resent = false;
         loop {
-            let Candidate {
+            let Checkout {
                 endpoint,
                 peer,
                 probe,
-                ..
+                in_flight,
             } = self.checkout(&tried).await?;
             let may_have_run = AtomicBool::new(false);
-            let result = {
-                let _in_flight = endpoint.start();
-                peer.request_tracked(op, payload.clone(), options, &may_have_run)
-                    .await
-            };
+            let result = peer
+                .request_tracked(op, payload.clone(), options, &may_have_run)
+                .await;
+            drop(in_flight);
             let _look_again = probe.then(|| BumpOnDrop(shared));
             let attempts_left = tried.len() + 1 < shared.options.max_attempts as usize;
             let again = match &result {
@@ -724,16 +754,14 @@ impl Balancer {
     {
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         loop {
-            let Candidate {
+            let Checkout {
                 endpoint,
                 peer,
                 probe,
-                ..
+                in_flight,
             } = self.checkout(&tried).await?;
-            let result = {
-                let _in_flight = endpoint.start();
-                send(peer).await
-            };
+            let result = send(peer).await;
+            drop(in_flight);
             let _look_again = probe.then(|| BumpOnDrop(&self.shared));
             match result {
                 Ok(sent) => {
@@ -761,6 +789,10 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The longest a resolver may take to answer before the attempt counts as
+/// failed (a system resolver can hang for minutes on a dead DNS server).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Resolves once the balancer is told to stop.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -771,8 +803,9 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 async fn run(shared: Arc<Shared>, resolver: Box<dyn Resolve>) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
+        let resolving = tokio::time::timeout(RESOLVE_TIMEOUT, resolver.resolve());
         tokio::select! {
-            found = resolver.resolve() => match found {
+            found = resolving => match found.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
                 Ok(addrs) if !addrs.is_empty() => shared.update(addrs),
                 Ok(_) => tracing::warn!(
                     kept = shared.endpoints().len(),

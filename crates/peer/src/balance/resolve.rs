@@ -12,9 +12,10 @@ use futures::future::BoxFuture;
 /// are closed (their calls in flight finish first).
 ///
 /// An endpoint is an address the balancer's connect function understands
-/// (`host:port` for [`Balancer::tcp`](super::Balancer::tcp)). An error, or
-/// an empty list, keeps the endpoints the balancer has: a resolver that
-/// stumbles (a DNS server timing out) must not take every server away.
+/// (`host:port` for [`Balancer::tcp`](super::Balancer::tcp)). An error, an
+/// empty list, or no answer within 30 s keeps the endpoints the balancer
+/// has: a resolver that stumbles (a DNS server timing out) must not take
+/// every server away.
 ///
 /// ```
 /// use std::{io, sync::{Arc, Mutex}};
