@@ -51,7 +51,8 @@
 //! [`BalanceOptions::max_attempts`] endpoints in all) when its server
 //! certainly did not run it: its connection was closed before it went
 //! out, or the server kept answering with retry results (overloaded or
-//! closing). A request whose connection was lost while it was out may
+//! closing) through the connection's own retries
+//! ([`Config::max_attempts`]). A request whose connection was lost while it was out may
 //! have been run, and fails with [`Error::Closed`], unless the caller
 //! marked it idempotent with [`RequestOptions::retry_on_disconnect`] (or
 //! [`Balancer::request_idempotent`]): then it is sent once more, to
