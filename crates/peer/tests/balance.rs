@@ -44,6 +44,8 @@ struct Backend {
     notes: Arc<AtomicU64>,
     delay: Duration,
     hang: bool,
+    /// `who` answers with a retry result (a server shedding load).
+    refuse: bool,
     limit: HandlerLimit,
     /// The load its heartbeats report, instead of the measured one.
     reported_load: Option<u16>,
@@ -57,6 +59,7 @@ impl Backend {
             notes: Arc::default(),
             delay: Duration::ZERO,
             hang: false,
+            refuse: false,
             limit: HandlerLimit::new(1024),
             reported_load: None,
         }
@@ -80,6 +83,9 @@ impl Backend {
                     this.calls.fetch_add(1, Ordering::Relaxed);
                     if this.hang {
                         std::future::pending::<()>().await;
+                    }
+                    if this.refuse {
+                        return Err(HandlerError::retry(ms(1), "shedding load"));
                     }
                     if !this.delay.is_zero() {
                         tokio::time::sleep(this.delay).await;
@@ -631,5 +637,31 @@ async fn json_streams_and_notifications_are_balanced_too() {
     let sent: Vec<u64> = client.endpoints().iter().map(|e| e.calls).collect();
     assert_eq!(sent.iter().sum::<u64>(), 60, "{sent:?}");
     assert!(sent.iter().all(|n| *n > 0), "both servers used: {sent:?}");
+    client.close().await;
+}
+
+/// A server that answers every call with a retry result did not run it:
+/// the call goes to another server (after the connection's own retries),
+/// and the refusing server is not counted as failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_refused_with_retry_results_goes_to_another_server() {
+    let mut refusing = Backend::new("refusing");
+    refusing.refuse = true;
+    let other = Backend::new("other");
+    let (refusing_server, other_server) = (refusing.serve().await, other.serve().await);
+    let client = balancer(&[&refusing_server, &other_server], fast_options());
+    all_up(&client, 2).await;
+    for _ in 0..30 {
+        assert_eq!(client.request("who", "").await.unwrap(), "other");
+    }
+    assert!(refusing.calls() >= 3, "some calls were refused first");
+    assert_eq!(
+        refusing.calls() % 3,
+        0,
+        "three attempts each (max_attempts)"
+    );
+    let refusing_status = status(&client, refusing_server.addr).unwrap();
+    assert_eq!(refusing_status.state, EndpointState::Up);
+    assert_eq!(refusing_status.consecutive_failures, 0);
     client.close().await;
 }
