@@ -4,7 +4,12 @@
 //! ```text
 //! cargo run --release -p gotalk-peer --example balance                  # 3 rounds of 3000 calls, 16 at a time
 //! cargo run --release -p gotalk-peer --example balance -- 5 3000 16     # ROUNDS CALLS CONCURRENCY
+//! cargo run --release -p gotalk-peer --example balance -- overhead 5 100000 64
 //! ```
+//!
+//! `overhead` measures what the balancer itself costs: one server that
+//! answers at once, called through a balancer over that one endpoint and
+//! through a plain [`Peer`], in alternating rounds.
 //!
 //! Two servers answer `work` after 1 ms, the third after 20 ms (a server
 //! with a noisy neighbour). Each server runs at most 64 handlers at once
@@ -41,8 +46,13 @@ const SERVERS: [(&str, Duration); 3] = [
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let overhead_only = args.first().is_some_and(|a| a == "overhead");
+    if overhead_only {
+        args.remove(0);
+    }
+    let args: Vec<usize> = args
+        .iter()
         .map(|a| a.parse())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("usage: balance [ROUNDS CALLS CONCURRENCY]: {e}"))?;
@@ -52,6 +62,9 @@ async fn main() -> Result<(), BoxError> {
         _ => return Err("usage: balance [ROUNDS CALLS CONCURRENCY]".into()),
     };
 
+    if overhead_only {
+        return overhead(rounds, calls, concurrency).await;
+    }
     let mut servers = Vec::new();
     for (name, delay) in SERVERS {
         servers.push(serve(name, delay).await?);
@@ -91,7 +104,7 @@ async fn main() -> Result<(), BoxError> {
         let b = balancer.clone();
         report(
             "balancer",
-            run(calls, concurrency, move || {
+            run(calls, concurrency, true, move || {
                 let b = b.clone();
                 async move { b.request("work", "").await }
             })
@@ -100,7 +113,7 @@ async fn main() -> Result<(), BoxError> {
         let rr = round_robin.clone();
         report(
             "round robin",
-            run(calls, concurrency, move || {
+            run(calls, concurrency, true, move || {
                 let rr = rr.clone();
                 async move { rr.request("work").await }
             })
@@ -127,10 +140,62 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The balancer's own cost: one server answering at once, a balancer
+/// over it against a plain connection to it.
+async fn overhead(rounds: usize, calls: usize, concurrency: usize) -> Result<(), BoxError> {
+    let server = serve("echo", Duration::ZERO).await?;
+    let addr = server.local_addr().to_string();
+    let config = Config {
+        heartbeat_interval: None,
+        ..Config::default()
+    };
+    let balancer = Balancer::tcp(
+        StaticList::new([addr.clone()]),
+        Handlers::new(),
+        config.clone(),
+        BalanceOptions::default(),
+    );
+    balancer.ready().await?;
+    let peer = Peer::connect(addr.as_str(), Handlers::new(), config).await?;
+    println!(
+        "{rounds} rounds of {calls} calls, {concurrency} at a time, one server answering at once"
+    );
+    println!(
+        "{:<12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "client", "", "mean", "p50", "p90", "p99", "calls/s"
+    );
+    for _ in 0..rounds {
+        let b = balancer.clone();
+        report(
+            "balancer",
+            run(calls, concurrency, false, move || {
+                let b = b.clone();
+                async move { b.request("work", "").await }
+            })
+            .await?,
+        );
+        let p = peer.clone();
+        report(
+            "peer",
+            run(calls, concurrency, false, move || {
+                let p = p.clone();
+                async move { p.request("work", "").await }
+            })
+            .await?,
+        );
+    }
+    balancer.close().await;
+    peer.close().await;
+    server.shutdown().await;
+    Ok(())
+}
+
 /// A server answering `work` with its name after `delay`.
 async fn serve(name: &'static str, delay: Duration) -> Result<ServerHandle, BoxError> {
     let handlers = Handlers::new().buffer("work", move |_ctx, _p: Bytes| async move {
-        tokio::time::sleep(delay).await;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Ok::<_, HandlerError>(Bytes::from_static(name.as_bytes()))
     });
     let config = Config {
@@ -158,13 +223,20 @@ impl RoundRobin {
 }
 
 struct Round {
-    slow: usize,
+    /// Calls answered by the slow server (`None`: no slow server).
+    slow: Option<usize>,
     latencies: Vec<Duration>,
     elapsed: Duration,
 }
 
-/// `calls` calls of `call`, `concurrency` at a time.
-async fn run<F, Fut>(calls: usize, concurrency: usize, call: F) -> Result<Round, BoxError>
+/// `calls` calls of `call`, `concurrency` at a time, counting the answers
+/// from the slow server if `count_slow`.
+async fn run<F, Fut>(
+    calls: usize,
+    concurrency: usize,
+    count_slow: bool,
+    call: F,
+) -> Result<Round, BoxError>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<Bytes, Error>> + Send,
@@ -190,13 +262,15 @@ where
         })
         .collect();
     let mut round = Round {
-        slow: 0,
+        slow: count_slow.then_some(0),
         latencies: Vec::with_capacity(calls),
         elapsed: Duration::ZERO,
     };
     for worker in workers {
         let (slow, latencies) = worker.await??;
-        round.slow += slow;
+        if let Some(total) = &mut round.slow {
+            *total += slow;
+        }
         round.latencies.extend(latencies);
     }
     round.elapsed = start.elapsed();
@@ -208,9 +282,11 @@ fn report(name: &str, round: Round) {
     let n = round.latencies.len();
     let at = |q: f64| round.latencies[((n as f64 * q) as usize).min(n - 1)];
     let mean = round.latencies.iter().sum::<Duration>() / n as u32;
+    let share = round.slow.map_or("-".into(), |slow| {
+        format!("{:.1}%", 100.0 * slow as f64 / n as f64)
+    });
     println!(
-        "{name:<12} {:>9.1}% {:>9.2?} {:>9.2?} {:>9.2?} {:>9.2?} {:>9.0}",
-        100.0 * round.slow as f64 / n as f64,
+        "{name:<12} {share:>10} {:>9.2?} {:>9.2?} {:>9.2?} {:>9.2?} {:>9.0}",
         mean,
         at(0.50),
         at(0.90),

@@ -250,6 +250,23 @@ impl Shared {
         let now = Instant::now();
         let age = self.options.load_max_age;
         let endpoints = self.endpoints();
+        // The usual case, without allocating: the two drawn among all
+        // endpoints both take calls. Otherwise draw again among those that
+        // do; either way each pair of those is as likely.
+        if tried.is_empty() {
+            match &endpoints[..] {
+                [] => return None,
+                [only] => return only.candidate(now, age),
+                all => {
+                    let (a, b) = RNG.with(|rng| pick::two(all.len(), &mut rng.borrow_mut()));
+                    if let (Some(a), Some(b)) =
+                        (all[a].candidate(now, age), all[b].candidate(now, age))
+                    {
+                        return Some(if b.cost < a.cost { b } else { a });
+                    }
+                }
+            }
+        }
         let fresh = |e: &&Arc<Endpoint>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
         let mut candidates: Vec<Candidate> = endpoints
             .iter()

@@ -26,11 +26,7 @@ pub(crate) fn choose(costs: &[f64], rng: &mut Rng) -> Option<usize> {
         0 => None,
         1 => Some(0),
         n => {
-            let first = rng.below(n);
-            let mut second = rng.below(n - 1);
-            if second >= first {
-                second += 1;
-            }
+            let (first, second) = two(n, rng);
             Some(if costs[second] < costs[first] {
                 second
             } else {
@@ -38,6 +34,16 @@ pub(crate) fn choose(costs: &[f64], rng: &mut Rng) -> Option<usize> {
             })
         }
     }
+}
+
+/// Two different indices in `0..n` (`n` at least 2), each pair as likely.
+pub(crate) fn two(n: usize, rng: &mut Rng) -> (usize, usize) {
+    let first = rng.below(n);
+    let mut second = rng.below(n - 1);
+    if second >= first {
+        second += 1;
+    }
+    (first, second)
 }
 
 #[cfg(test)]
@@ -101,6 +107,28 @@ mod tests {
             counts[0] > counts[2],
             "the idler of the others wins: {counts:?}"
         );
+    }
+
+    #[test]
+    fn two_draws_differ_and_cover_every_pair() {
+        let mut rng = Rng::from_seed(11);
+        let mut seen = [[0; 4]; 4];
+        for _ in 0..4000 {
+            let (a, b) = two(4, &mut rng);
+            assert_ne!(a, b);
+            seen[a][b] += 1;
+        }
+        for (a, row) in seen.iter().enumerate() {
+            for (b, n) in row.iter().enumerate() {
+                if a != b {
+                    assert!((250..=420).contains(n), "{seen:?}");
+                }
+            }
+        }
+        for _ in 0..10 {
+            let (a, b) = two(2, &mut rng);
+            assert_eq!(a + b, 1, "of two, both");
+        }
     }
 
     #[test]
