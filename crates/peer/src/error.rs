@@ -198,7 +198,8 @@ pub enum Error {
     /// Connecting failed (see [`ConnectError`](crate::ConnectError)).
     Connect(crate::ConnectError),
     /// A [`ReconnectingPeer`](crate::ReconnectingPeer) had no connection
-    /// for the call and could not make it wait for one: the call was never
+    /// for the call (a [`Balancer`](crate::balance::Balancer) no endpoint
+    /// taking calls) and could not make it wait for one: the call was never
     /// sent.
     Unavailable(Unavailable),
     /// The call cannot be made as asked.
@@ -206,8 +207,10 @@ pub enum Error {
 }
 
 /// Why a [`ReconnectingPeer`](crate::ReconnectingPeer) could not give a
-/// call a connection (see [`Error::Unavailable`]). The call was never sent,
-/// so it is always safe to make it again.
+/// call a connection, or a [`Balancer`](crate::balance::Balancer) an
+/// endpoint (see [`Error::Unavailable`]; the balancer's bounds are its
+/// [`BalanceOptions`](crate::balance::BalanceOptions)). The call was never
+/// sent, so it is always safe to make it again.
 ///
 /// ```
 /// use gotalk_peer::{Error, Unavailable};

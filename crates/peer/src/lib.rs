@@ -24,6 +24,10 @@
 //! - [`ReconnectingPeer`] ([`reconnect`]): a client over a connect
 //!   function that connects again with backoff when its connection is
 //!   lost, queueing calls meanwhile.
+//! - [`balance::Balancer`]: a client over several servers (a fixed list,
+//!   DNS, or a resolver of your own) that sends each call to one of them by
+//!   power of two choices on the calls in flight and the load each server
+//!   reports in its heartbeats, and leaves out servers that fail.
 //! - One [`Server`] serves any mix of listeners: one accept loop, one
 //!   registry of live connections ([`Connections`]), the same hooks
 //!   ([`Server::on_connect`] to admit or refuse, [`Server::wrap_io`],
@@ -124,6 +128,8 @@
 //! 9. **Reconnecting**: [`ReconnectingPeer`] connects again by itself when
 //!    the connection is lost, with backoff, queueing calls made meanwhile
 //!    (see [`reconnect`]).
+//! 10. **Balancing**: [`balance::Balancer`] spreads calls over several
+//!     servers, away from slow and loaded ones (see [`balance`]).
 //!
 //!
 //! [gotalk]: https://github.com/rsms/gotalk
@@ -135,6 +141,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod balance;
 mod buffer_gauge;
 mod config;
 mod connection;
@@ -145,6 +152,7 @@ mod error;
 mod handlers;
 mod handshake;
 mod latch;
+mod load;
 mod peer;
 mod read_buffer;
 pub mod reconnect;
@@ -158,6 +166,7 @@ pub use error::{
 };
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
+pub use load::RemoteLoad;
 pub use peer::{Peer, RequestOptions};
 pub use reconnect::ReconnectingPeer;
 pub use server::{Connections, Rejection, Server, ServerHandle};

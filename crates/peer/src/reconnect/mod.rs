@@ -88,7 +88,7 @@ use tokio::{
 };
 
 pub use backoff::Backoff;
-use backoff::Rng;
+pub(crate) use backoff::Rng;
 pub use state::{Event, State};
 
 use crate::{
