@@ -149,6 +149,7 @@ mod peer;
 mod read_buffer;
 pub mod reconnect;
 mod server;
+pub mod service;
 mod stream;
 pub mod transport;
 
@@ -172,4 +173,8 @@ pub use transport::http;
 pub use transport::tls;
 #[cfg(feature = "websocket")]
 pub use transport::ws;
+/// Turns a trait into a typed gotalk service (feature `macros`): see
+/// [`service`](mod@service) for what it accepts and generates.
+#[cfg(feature = "macros")]
+pub use gotalk_macros::service;
 pub use transport::{BoxedIo, ConnectError, ConnectionInfo, LocalAddr, TcpListener, TransportKind};
