@@ -5,8 +5,8 @@
 //! the same handlers written by hand cost.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
-use syn::{ReturnType, TraitItem, Type};
+use quote::{format_ident, quote, quote_spanned};
+use syn::{ReturnType, TraitItem, Type, spanned::Spanned};
 
 use crate::model::{Method, Payload, Service};
 
@@ -55,7 +55,9 @@ fn trait_item(service: &Service) -> TokenStream {
 /// `Into<HandlerError>` first, else the typed (JSON) encoding.
 fn error_encoder(error: &Type) -> TokenStream {
     let p = private();
-    quote! {{
+    // Spanned at the type, so an error type that fits neither way is
+    // reported where it is written.
+    quote_spanned! {error.span()=> {
         #[allow(unused_imports)]
         use #p::{PlainError as _, TypedError as _};
         (&#p::ErrorKind::<#error>::new()).encoder()
@@ -65,7 +67,7 @@ fn error_encoder(error: &Type) -> TokenStream {
 /// `fn(&[u8]) -> Option<E>`: the typed error in an error result, if any.
 fn error_decoder(error: &Type) -> TokenStream {
     let p = private();
-    quote! {{
+    quote_spanned! {error.span()=> {
         #[allow(unused_imports)]
         use #p::{PlainError as _, TypedError as _};
         (&#p::ErrorKind::<#error>::new()).decoder()
@@ -165,9 +167,17 @@ fn ctx_name(method: &Method) -> TokenStream {
     }
 }
 
+/// `handlers.json` (or another registration), spanned at the method: a
+/// type that does not fit the registration's bounds is reported there.
+fn head(method: &Method, function: &str) -> TokenStream {
+    let function = syn::Ident::new(function, method.ident.span());
+    quote_spanned!(method.ident.span()=> handlers.#function)
+}
+
 /// `handlers = handlers.json(...)` (or `buffer`, `stream`, `notification`).
 fn register(method: &Method) -> TokenStream {
     let p = private();
+    let (json_notification, notification) = (head(method, "json_notification"), head(method, "notification"));
     let name = &method.name;
     let ctx = ctx_name(method);
     let registration = if method.notification {
@@ -176,20 +186,20 @@ fn register(method: &Method) -> TokenStream {
             Some(input) if !input.raw => {
                 let ty = &input.ty;
                 quote! {
-                    handlers.json_notification(#name, move |#ctx: ::gotalk_peer::Context, input: #ty| {
+                    #json_notification(#name, move |#ctx: ::gotalk_peer::Context, input: #ty| {
                         let service = ::std::sync::Arc::clone(&service);
                         async move { #call }
                     })
                 }
             }
             Some(_) => quote! {
-                handlers.notification(#name, move |#ctx: ::gotalk_peer::Context, input: #p::Bytes| {
+                #notification(#name, move |#ctx: ::gotalk_peer::Context, input: #p::Bytes| {
                     let service = ::std::sync::Arc::clone(&service);
                     async move { #call }
                 })
             },
             None => quote! {
-                handlers.notification(#name, move |#ctx: ::gotalk_peer::Context, _payload: #p::Bytes| {
+                #notification(#name, move |#ctx: ::gotalk_peer::Context, _payload: #p::Bytes| {
                     let service = ::std::sync::Arc::clone(&service);
                     async move { #call }
                 })
@@ -221,8 +231,9 @@ fn single_registration(method: &Method) -> TokenStream {
             Some(input) => (quote!(input), input.ty.clone()),
             None => (quote!(_input), syn::parse_quote!(())),
         };
+        let json = head(method, "json");
         return quote! {
-            handlers.json(#name, move |#ctx: ::gotalk_peer::Context, #param: #ty| {
+            #json(#name, move |#ctx: ::gotalk_peer::Context, #param: #ty| {
                 let service = ::std::sync::Arc::clone(&service);
                 async move { #outcome }
             })
@@ -245,8 +256,9 @@ fn single_registration(method: &Method) -> TokenStream {
         let ty = &output.ty;
         quote!(#p::encode_json::<#ty>(&output))
     };
+    let buffer = head(method, "buffer");
     quote! {
-        handlers.buffer(#name, move |#ctx: ::gotalk_peer::Context, #param: #p::Bytes| {
+        #buffer(#name, move |#ctx: ::gotalk_peer::Context, #param: #p::Bytes| {
             let service = ::std::sync::Arc::clone(&service);
             async move {
                 #decode
@@ -301,8 +313,9 @@ fn stream_registration(method: &Method) -> TokenStream {
             ::core::result::Result::<(), ::gotalk_peer::HandlerError>::Ok(())
         }
     };
+    let stream = head(method, "stream");
     quote! {
-        handlers.stream(#name, move |#ctx: ::gotalk_peer::Context, parts: ::gotalk_peer::RequestParts, mut results: ::gotalk_peer::ResultSender| {
+        #stream(#name, move |#ctx: ::gotalk_peer::Context, parts: ::gotalk_peer::RequestParts, mut results: ::gotalk_peer::ResultSender| {
             let service = ::std::sync::Arc::clone(&service);
             async move {
                 #input
@@ -507,7 +520,7 @@ fn description(service: &Service) -> TokenStream {
         let error = m.error.as_ref().map(|e| {
             let type_name = type_name(e);
             let schema = service.schema.then(|| {
-                quote! {
+                quote_spanned! {e.span()=>
                     .with_schema_fn({
                         #[allow(unused_imports)]
                         use #p::{PlainErrorSchema as _, TypedErrorSchema as _};
@@ -515,13 +528,12 @@ fn description(service: &Service) -> TokenStream {
                     })
                 }
             });
-            quote! {
-                .error(#p::ErrorDescription::new(#type_name, {
-                    #[allow(unused_imports)]
-                    use #p::{PlainError as _, TypedError as _};
-                    (&#p::ErrorKind::<#e>::new()).is_typed()
-                }) #schema)
-            }
+            let typed = quote_spanned! {e.span()=> {
+                #[allow(unused_imports)]
+                use #p::{PlainError as _, TypedError as _};
+                (&#p::ErrorKind::<#e>::new()).is_typed()
+            }};
+            quote!(.error(#p::ErrorDescription::new(#type_name, #typed) #schema))
         });
         quote! {
             .operation(
