@@ -15,8 +15,10 @@ mod http_client;
 mod hub_client;
 mod hub_serve;
 mod ops;
+mod schema_check;
 mod serve;
 mod server;
+mod services;
 mod signal;
 mod static_files;
 mod text;
@@ -126,6 +128,12 @@ enum Command {
     /// Send one notification
     #[command(after_help = client::NOTIFY_HELP)]
     Notify(client::NotifyArgs),
+    /// List the operations a server offers (its `gotalk.list` listing)
+    #[command(after_help = services::LIST_HELP)]
+    List(services::ListArgs),
+    /// Describe one operation of a server's listing: kind, JSON Schemas
+    #[command(after_help = services::DESCRIBE_HELP)]
+    Describe(services::DescribeArgs),
     /// Print the notifications a server sends, one per line, until Ctrl-C
     #[command(after_help = client::LISTEN_HELP)]
     Listen(client::ListenArgs),
@@ -160,6 +168,8 @@ impl Command {
             Self::Stream(a) => a.runtime.threads,
             Self::Notify(a) => a.runtime.threads,
             Self::Listen(a) => a.runtime.threads,
+            Self::List(a) => a.threads(),
+            Self::Describe(a) => a.threads(),
             Self::Bench(a) => a.runtime.threads,
             Self::Subscribe(a) => a.runtime.threads,
             Self::Publish(a) => a.runtime.threads,
@@ -217,6 +227,8 @@ fn main() -> ExitCode {
             Command::Stream(args) => client::stream(args).await,
             Command::Notify(args) => client::notify(args).await,
             Command::Listen(args) => client::listen(args).await,
+            Command::List(args) => services::list(args).await,
+            Command::Describe(args) => services::describe(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Subscribe(args) => hub_client::subscribe(args).await,
             Command::Publish(args) => hub_client::publish(args).await,
@@ -348,6 +360,15 @@ mod tests {
                 "stream-echo",
             ],
             &["notify", "127.0.0.1:1", "chat", "hi"],
+            &[
+                "list",
+                "ws://127.0.0.1:1/gotalk/",
+                "--json",
+                "--timeout",
+                "2s",
+            ],
+            &["describe", "http://127.0.0.1:1/gotalk/", "greet", "--trace"],
+            &["request", "--check", "127.0.0.1:1", "greet", "{}"],
             &["listen", "--count", "2", "127.0.0.1:1", "a", "b"],
             &["decode", "--hex", "-"],
             &["serve", "--threads", "1", "--max-payload", "32MiB"],
@@ -439,6 +460,8 @@ mod tests {
             &["request", "tls://h", "echo"],
             &["bench", "127.0.0.1:1", "--ws"],
             &["decode", "--threads", "2"],
+            &["list"],
+            &["describe", "127.0.0.1:1"],
             &["--threads", "2", "serve"],
             &["request", "--max-attempts", "0", "127.0.0.1:1", "echo"],
             &["request", "--timeout", "0", "127.0.0.1:1", "echo"],

@@ -30,8 +30,10 @@ pub(crate) fn service(service: &Service) -> TokenStream {
 /// (so handlers can run on any task); impls still write `async fn`.
 fn trait_item(service: &Service) -> TokenStream {
     let mut item = service.item.clone();
-    item.supertraits.push(syn::parse_quote!(::core::marker::Send));
-    item.supertraits.push(syn::parse_quote!(::core::marker::Sync));
+    item.supertraits
+        .push(syn::parse_quote!(::core::marker::Send));
+    item.supertraits
+        .push(syn::parse_quote!(::core::marker::Sync));
     item.supertraits.push(syn::parse_quote!('static));
     if item.colon_token.is_none() {
         item.colon_token = Some(Default::default());
@@ -177,7 +179,10 @@ fn head(method: &Method, function: &str) -> TokenStream {
 /// `handlers = handlers.json(...)` (or `buffer`, `stream`, `notification`).
 fn register(method: &Method) -> TokenStream {
     let p = private();
-    let (json_notification, notification) = (head(method, "json_notification"), head(method, "notification"));
+    let (json_notification, notification) = (
+        head(method, "json_notification"),
+        head(method, "notification"),
+    );
     let name = &method.name;
     let ctx = ctx_name(method);
     let registration = if method.notification {
@@ -276,7 +281,10 @@ fn server_codec(payload: &Payload) -> (TokenStream, TokenStream) {
     if payload.raw {
         (quote!(#p::decode_raw), quote!(#p::encode_raw))
     } else {
-        (quote!(#p::decode_json::<#ty>), quote!(#p::encode_json::<#ty>))
+        (
+            quote!(#p::decode_json::<#ty>),
+            quote!(#p::encode_json::<#ty>),
+        )
     }
 }
 
@@ -482,7 +490,9 @@ fn type_name(ty: &Type) -> String {
     ] {
         s = s.replace(from, to);
     }
-    s
+    // The default error of `Outgoing<T>`, named as users write it.
+    s.strip_prefix("::gotalk_peer::")
+        .map_or(s.clone(), str::to_owned)
 }
 
 fn payload_description(payload: &Payload, schema: bool) -> TokenStream {

@@ -26,8 +26,8 @@ use proc_macro::TokenStream;
 /// `gotalk_peer::service` for the signatures accepted.
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
-    let expanded = model::Service::parse(args.into(), item.into())
-        .map(|service| expand::service(&service));
+    let expanded =
+        model::Service::parse(args.into(), item.into()).map(|service| expand::service(&service));
     match expanded {
         Ok(tokens) => tokens.into(),
         Err(error) => error.to_compile_error().into(),

@@ -89,9 +89,8 @@ impl Service {
                 schema = true;
                 Ok(())
             } else {
-                Err(meta.error(
-                    "unknown #[service] argument: expected `prefix = \"...\"` or `schema`",
-                ))
+                Err(meta
+                    .error("unknown #[service] argument: expected `prefix = \"...\"` or `schema`"))
             }
         });
         parser.parse2(args)?;
@@ -264,9 +263,11 @@ impl Method {
             let (output, error, returns_result) = match types::outgoing(&output_ty) {
                 Some(Ok((item, error))) => (
                     Payload::new(item, true),
-                    Some(error.cloned().unwrap_or_else(
-                        || syn::parse_quote!(::gotalk_peer::HandlerError),
-                    )),
+                    Some(
+                        error
+                            .cloned()
+                            .unwrap_or_else(|| syn::parse_quote!(::gotalk_peer::HandlerError)),
+                    ),
                     false,
                 ),
                 Some(Err(())) => {
@@ -326,10 +327,16 @@ fn check_shape(sig: &Signature) -> Result<(), Error> {
         ));
     }
     if let Some(c) = &sig.constness {
-        return Err(Error::new(c.span(), "a #[service] method cannot be `const`"));
+        return Err(Error::new(
+            c.span(),
+            "a #[service] method cannot be `const`",
+        ));
     }
     if let Some(u) = &sig.unsafety {
-        return Err(Error::new(u.span(), "a #[service] method cannot be `unsafe`"));
+        return Err(Error::new(
+            u.span(),
+            "a #[service] method cannot be `unsafe`",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         return Err(Error::new(
@@ -338,7 +345,10 @@ fn check_shape(sig: &Signature) -> Result<(), Error> {
         ));
     }
     if let Some(v) = &sig.variadic {
-        return Err(Error::new(v.span(), "a #[service] method cannot be variadic"));
+        return Err(Error::new(
+            v.span(),
+            "a #[service] method cannot be variadic",
+        ));
     }
     match sig.inputs.first() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => Ok(()),

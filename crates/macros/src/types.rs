@@ -96,7 +96,10 @@ mod tests {
         assert!(is_unit(&ty("()")));
         assert!(matches!(incoming(&ty("Incoming<Msg>")), Some(Ok(_))));
         assert!(matches!(incoming(&ty("Incoming")), Some(Err(()))));
-        assert!(matches!(outgoing(&ty("service::Outgoing<Msg, E>")), Some(Ok((_, Some(_))))));
+        assert!(matches!(
+            outgoing(&ty("service::Outgoing<Msg, E>")),
+            Some(Ok((_, Some(_))))
+        ));
         assert!(matches!(result(&ty("std::io::Result<u8>")), Some(Err(()))));
         assert!(result(&ty("Option<u8>")).is_none());
     }

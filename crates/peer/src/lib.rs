@@ -157,6 +157,10 @@ pub use config::{Config, HandlerLimit, HeartbeatCallback, LoadFn, WriteCeiling};
 pub use error::{
     CloseReason, Error, HandshakeError, RemoteError, Unavailable, UsageError, Violation,
 };
+/// Turns a trait into a typed gotalk service (feature `macros`): see
+/// [`service`](mod@service) for what it accepts and generates.
+#[cfg(feature = "macros")]
+pub use gotalk_macros::service;
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
 pub use peer::{Peer, RequestOptions};
@@ -173,8 +177,4 @@ pub use transport::http;
 pub use transport::tls;
 #[cfg(feature = "websocket")]
 pub use transport::ws;
-/// Turns a trait into a typed gotalk service (feature `macros`): see
-/// [`service`](mod@service) for what it accepts and generates.
-#[cfg(feature = "macros")]
-pub use gotalk_macros::service;
 pub use transport::{BoxedIo, ConnectError, ConnectionInfo, LocalAddr, TcpListener, TransportKind};

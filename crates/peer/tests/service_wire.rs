@@ -203,7 +203,10 @@ async fn a_typed_service_answers_as_handlers_written_by_hand() {
     assert_eq!(typed.len(), steps().len());
     // A few answers spelled out, so the comparison cannot pass on two
     // servers that both answer nothing useful.
-    assert_eq!(typed[0], [b"R00010000001b{\"greeting\":\"Hello Rasmus\"}".to_vec()]);
+    assert_eq!(
+        typed[0],
+        [b"R00010000001b{\"greeting\":\"Hello Rasmus\"}".to_vec()]
+    );
     assert_eq!(typed[3], [b"R000400000005hello".to_vec()]);
     assert_eq!(typed[5], [b"E000600000002no".to_vec()]);
     assert_eq!(

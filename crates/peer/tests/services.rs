@@ -105,11 +105,9 @@ impl Chat for Room {
     async fn history(&self, room: String) -> Outgoing<Message, ChatError> {
         let messages = self.messages.lock().unwrap().clone();
         let fail = room != "lobby";
-        Outgoing::new(
-            futures::stream::iter(messages.into_iter().map(Ok)).chain(futures::stream::iter(
-                fail.then(|| Err(ChatError::NoSuchRoom(room))),
-            )),
-        )
+        Outgoing::new(futures::stream::iter(messages.into_iter().map(Ok)).chain(
+            futures::stream::iter(fail.then(|| Err(ChatError::NoSuchRoom(room)))),
+        ))
     }
 
     async fn refuse(&self) -> Result<(), HandlerError> {
@@ -159,7 +157,10 @@ async fn every_kind_of_operation_through_the_typed_client() {
     let room = Arc::new(Room::default());
     let (chat, _server) = pair(room.clone()).await;
 
-    assert_eq!(chat.send(&message("lobby", "hi")).await.unwrap(), Ack { id: 1 });
+    assert_eq!(
+        chat.send(&message("lobby", "hi")).await.unwrap(),
+        Ack { id: 1 }
+    );
     assert_eq!(chat.who().await.unwrap(), ["chat.who"]);
     assert_eq!(chat.reverse("abc").await.unwrap(), "cba");
 
@@ -170,7 +171,12 @@ async fn every_kind_of_operation_through_the_typed_client() {
     assert_eq!(result.single().await.unwrap(), 9);
 
     chat.send(&message("lobby", "again")).await.unwrap();
-    let history: Vec<_> = chat.history(&"lobby".to_owned()).await.unwrap().collect().await;
+    let history: Vec<_> = chat
+        .history(&"lobby".to_owned())
+        .await
+        .unwrap()
+        .collect()
+        .await;
     let history: Vec<Message> = history.into_iter().map(Result::unwrap).collect();
     assert_eq!(history, [message("lobby", "hi"), message("lobby", "again")]);
 
@@ -207,7 +213,10 @@ async fn a_typed_error_reaches_the_client_as_the_same_type() {
     // A typed error in a result stream ends it, after the parts before it.
     chat.send(&message("lobby", "one")).await.unwrap();
     let mut history = chat.history(&"attic".to_owned()).await.unwrap();
-    assert_eq!(history.next().await.unwrap().unwrap(), message("lobby", "one"));
+    assert_eq!(
+        history.next().await.unwrap().unwrap(),
+        message("lobby", "one")
+    );
     match history.next().await {
         Some(Err(CallError::Service(ChatError::NoSuchRoom(room)))) => assert_eq!(room, "attic"),
         other => panic!("{other:?}"),
@@ -224,7 +233,9 @@ async fn plain_errors_and_bad_input_arrive_as_call_errors() {
         other => panic!("{other:?}"),
     }
     // Bad JSON from an untyped client: the same text as Handlers::json.
-    let e = Peer::request(chat.caller(), "chat.send", "{").await.unwrap_err();
+    let e = Peer::request(chat.caller(), "chat.send", "{")
+        .await
+        .unwrap_err();
     assert!(
         e.remote().unwrap().message().starts_with("invalid input: "),
         "{e}"
@@ -287,7 +298,10 @@ fn the_listing_describes_every_operation_with_shared_schemas() {
     assert_eq!(send["error"]["typed"], true);
     assert_eq!(send["error"]["schema"]["$ref"], "#/$defs/ChatError");
     // Message is used by send and history, defined once.
-    assert_eq!(op("chat.history")["output"]["schema"]["$ref"], "#/$defs/Message");
+    assert_eq!(
+        op("chat.history")["output"]["schema"]["$ref"],
+        "#/$defs/Message"
+    );
     assert_eq!(op("chat.history")["kind"], "stream");
     assert_eq!(op("chat.history")["output"]["stream"], true);
     assert!(json["$defs"]["Message"]["properties"]["room"].is_object());
@@ -305,7 +319,9 @@ fn the_listing_describes_every_operation_with_shared_schemas() {
 async fn the_listing_is_an_operation_any_client_can_call() {
     let listing = Listing::new().service(ChatServer::<Room>::description());
     let handlers = listing.register(ChatServer::new(Room::default()).into_handlers());
-    let (client, _server) = Peer::pair(Handlers::new(), handlers, quiet()).await.unwrap();
+    let (client, _server) = Peer::pair(Handlers::new(), handlers, quiet())
+        .await
+        .unwrap();
     let got: serde_json::Value = client.request_json("gotalk.list", &()).await.unwrap();
     assert_eq!(got, listing.to_json());
 }
