@@ -157,7 +157,7 @@ fn main() {
         let (mut hand, mut typed) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             runtime.block_on(async {
-                let mut turn = |typed_first: bool| {
+                let turn = |typed_first: bool| {
                     if typed_first {
                         BenchServer::new(Impl).into_handlers()
                     } else {

@@ -104,6 +104,11 @@
 //! kind, input, output and error types, and JSON Schemas with the `schema`
 //! feature. `docs/services.md` has its JSON shape.
 
+/// The guide's examples (`docs/services.md`), compiled and run as doctests.
+#[cfg(all(doctest, feature = "macros", feature = "schema"))]
+#[doc = include_str!("../../../../docs/services.md")]
+struct ServicesGuide;
+
 mod caller;
 mod describe;
 mod parts;
