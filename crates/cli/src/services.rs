@@ -141,25 +141,46 @@ fn parse_listing(bytes: &[u8]) -> Result<Value, NoListing> {
 
 /// Connects (any address) and reads the listing.
 async fn fetch(addr: &Address, common: &Common) -> Result<Value, NoListing> {
+    fetch_with(addr, &common.trust, common.trace, common.timeout.0).await
+}
+
+/// Reads the listing for `gotalk gen ts`: the listing, or the exit code
+/// after saying why not.
+pub(crate) async fn fetch_for(
+    addr: &Address,
+    trust: &TrustArgs,
+    timeout: Option<Duration>,
+) -> Result<Value, u8> {
+    fetch_with(addr, trust, false, timeout)
+        .await
+        .map_err(|why| report(addr, why))
+}
+
+async fn fetch_with(
+    addr: &Address,
+    trust: &TrustArgs,
+    trace: bool,
+    timeout: Option<Duration>,
+) -> Result<Value, NoListing> {
     let work = async {
         if let Address::Http(url) = addr {
-            return listing_over_http(url, common.trace).await;
+            return listing_over_http(url, trace).await;
         }
         let peer = connect_with(
             addr,
-            &common.trust,
-            common.trace,
+            trust,
+            trace,
             ops::client_handlers(),
             Config::default(),
-            common.timeout.0,
+            timeout,
         )
         .await
         .map_err(NoListing::Failed)?;
-        let listing = listing_over(&peer, common.timeout.0).await;
+        let listing = listing_over(&peer, timeout).await;
         peer.close().await;
         listing
     };
-    match common.timeout.0 {
+    match timeout {
         Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
             eprintln!("gotalk: no listing within {limit:?} (--timeout)");
             Err(NoListing::Failed(exit::TROUBLE))
