@@ -352,7 +352,7 @@ fn client(service: &Service) -> TokenStream {
     let vis = &service.item.vis;
     let trait_ident = &service.item.ident;
     let client = format_ident!("{}Client", trait_ident);
-    let methods = service.methods.iter().map(client_method);
+    let methods = service.methods.iter().map(|m| client_method(m, vis));
     let doc = format!(
         "Calls a [`{trait_ident}`] service over a [`Caller`](::gotalk_peer::service::Caller): \
          a `Peer`, a `ReconnectingPeer`, or `ctx.peer()` inside a handler (a call back to the \
@@ -386,7 +386,7 @@ fn client(service: &Service) -> TokenStream {
     }
 }
 
-fn client_method(method: &Method) -> TokenStream {
+fn client_method(method: &Method, vis: &syn::Visibility) -> TokenStream {
     let p = private();
     let ident = &method.ident;
     let name = &method.name;
@@ -414,7 +414,7 @@ fn client_method(method: &Method) -> TokenStream {
     if method.notification {
         return quote! {
             #[doc = #doc]
-            pub async fn #ident(&self, #param) -> ::core::result::Result<(), ::gotalk_peer::Error> {
+            #vis async fn #ident(&self, #param) -> ::core::result::Result<(), ::gotalk_peer::Error> {
                 #p::Caller::notify(&self.caller, #name, #payload).await
             }
         };
@@ -435,7 +435,7 @@ fn client_method(method: &Method) -> TokenStream {
             let (encode, _) = client_codec(input);
             return quote! {
                 #[doc = #doc]
-                pub async fn #ident(&self) -> ::core::result::Result<(#p::PartWriter<#in_ty>, #p::PartReader<#out_ty, #error_ty>), ::gotalk_peer::Error> {
+                #vis async fn #ident(&self) -> ::core::result::Result<(#p::PartWriter<#in_ty>, #p::PartReader<#out_ty, #error_ty>), ::gotalk_peer::Error> {
                     let (writer, results) = #p::Caller::stream_request(&self.caller, #name).await?;
                     ::core::result::Result::Ok((#p::PartWriter::new(writer, #encode), #reader))
                 }
@@ -443,7 +443,7 @@ fn client_method(method: &Method) -> TokenStream {
         }
         return quote! {
             #[doc = #doc]
-            pub async fn #ident(&self, #param) -> ::core::result::Result<#p::PartReader<#out_ty, #error_ty>, ::gotalk_peer::Error> {
+            #vis async fn #ident(&self, #param) -> ::core::result::Result<#p::PartReader<#out_ty, #error_ty>, ::gotalk_peer::Error> {
                 let payload = #payload;
                 let (mut writer, results) = #p::Caller::stream_request(&self.caller, #name).await?;
                 writer.send(payload).await?;
@@ -455,7 +455,7 @@ fn client_method(method: &Method) -> TokenStream {
     if method.returns_result {
         quote! {
             #[doc = #doc]
-            pub async fn #ident(&self, #param) -> ::core::result::Result<#out_ty, #p::CallError<#error_ty>> {
+            #vis async fn #ident(&self, #param) -> ::core::result::Result<#out_ty, #p::CallError<#error_ty>> {
                 let payload = #payload;
                 let result = #p::Caller::request(&self.caller, #name, payload)
                     .await
@@ -466,7 +466,7 @@ fn client_method(method: &Method) -> TokenStream {
     } else {
         quote! {
             #[doc = #doc]
-            pub async fn #ident(&self, #param) -> ::core::result::Result<#out_ty, ::gotalk_peer::Error> {
+            #vis async fn #ident(&self, #param) -> ::core::result::Result<#out_ty, ::gotalk_peer::Error> {
                 let payload = #payload;
                 let result = #p::Caller::request(&self.caller, #name, payload).await?;
                 #decode(result)

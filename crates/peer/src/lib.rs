@@ -124,7 +124,10 @@
 //! 9. **Reconnecting**: [`ReconnectingPeer`] connects again by itself when
 //!    the connection is lost, with backoff, queueing calls made meanwhile
 //!    (see [`reconnect`]).
-//!
+//! 10. **Typed services**: `#[gotalk_peer::service]` (feature `macros`)
+//!     turns a trait into handlers, a typed client over any [`Caller`](service::Caller)
+//!     and a description for the listing operation (see [`service`](mod@service)
+//!     and `docs/services.md`).
 //!
 //! [gotalk]: https://github.com/rsms/gotalk
 

@@ -87,6 +87,7 @@ impl PayloadDescription {
     }
 
     fn to_json(&self, schemas: &mut Schemas) -> Value {
+        #[cfg_attr(not(feature = "schema"), allow(unused_mut))]
         let mut v = json!({
             "type": self.type_name,
             "encoding": if self.raw { "buffer" } else { "json" },
@@ -140,6 +141,7 @@ impl ErrorDescription {
     }
 
     fn to_json(&self, schemas: &mut Schemas) -> Value {
+        #[cfg_attr(not(feature = "schema"), allow(unused_mut))]
         let mut v = json!({ "type": self.type_name, "typed": self.typed });
         #[cfg(feature = "schema")]
         if let Some(schema) = self.schema {
