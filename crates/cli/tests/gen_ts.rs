@@ -7,6 +7,8 @@
 //! After changing the generator: `GOTALK_BLESS=1 cargo test -p gotalk-cli
 //! --test gen_ts`, then read the diff.
 
+#![allow(clippy::print_stderr)] // the skip message
+
 mod common;
 
 use std::{path::PathBuf, process::Command, sync::Mutex};

@@ -106,7 +106,7 @@ impl Chat for Room {
         let messages = self.messages.lock().unwrap().clone();
         let fail = room != "lobby";
         Outgoing::new(futures::stream::iter(messages.into_iter().map(Ok)).chain(
-            futures::stream::iter(fail.then(|| Err(ChatError::NoSuchRoom(room)))),
+            futures::stream::iter(fail.then_some(Err(ChatError::NoSuchRoom(room)))),
         ))
     }
 

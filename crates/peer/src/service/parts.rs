@@ -37,12 +37,9 @@ impl<T> Stream for Incoming<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let decode = self.decode;
-        self.parts.poll_next_unpin(cx).map(|part| {
-            part.map(|part| {
-                part.map_err(HandlerError::from)
-                    .and_then(|bytes| decode(bytes))
-            })
-        })
+        self.parts
+            .poll_next_unpin(cx)
+            .map(|part| part.map(|part| part.map_err(HandlerError::from).and_then(decode)))
     }
 }
 
