@@ -1,8 +1,8 @@
 //! `gotalk gen ts`: the TypeScript written from a typed service's listing
 //! is the one committed under crates/peer/js/test-support/typed/ (type-checked by
-//! `tsc` in .ci/run), and the generated client works: node runs it on
-//! gotalk.js against the Rust service over a real WebSocket (every kind of
-//! operation, a typed error as `ServiceError`).
+//! `tsc` in .ci/run), and the generated client works: node, and a page in
+//! headless Chromium, run it on gotalk.js against the Rust service over a
+//! real WebSocket (every kind of operation, a typed error as `ServiceError`).
 //!
 //! After changing the generator: `GOTALK_BLESS=1 cargo test -p gotalk-cli
 //! --test gen_ts`, then read the diff.
@@ -199,5 +199,85 @@ fn the_generated_client_calls_the_service_from_node() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "node failed:\n{stdout}\n{stderr}");
     assert_eq!(stdout.trim(), "ok 7", "{stderr}");
+    runtime.block_on(server.shutdown());
+}
+
+/// The page of the browser check: the generated client on gotalk.js, as a
+/// page would use it, running the checks of `checks.mjs`.
+const PAGE: &str = r#"<!doctype html>
+<script type="module">
+  import { connect } from '/gotalk.js';
+  import { client, ServiceError } from '/t/typed/chat.js';
+  import { runChecks } from '/t/typed/checks.mjs';
+  const conn = connect(`ws://${location.host}/gotalk/`, { keepAlive: false });
+  runChecks(client(conn), ServiceError)
+    .then((passed) => { window.__results = { passed }; },
+          (e) => { window.__results = { error: String(e) }; })
+    .finally(() => { conn.close(); window.__done = true; });
+</script>
+"#;
+
+#[test]
+fn the_generated_client_runs_in_chromium() {
+    let browser_dir = js_dir().join("../tests/browser");
+    let ready = std::path::Path::new("/usr/bin/chromium").exists()
+        && browser_dir.join("node_modules/playwright-core").exists();
+    if !ready {
+        let why = "needs /usr/bin/chromium and crates/peer/tests/browser/node_modules: \
+                   run `bash crates/peer/tests/browser/setup.sh`";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    use axum::{Router, http::header, routing::get};
+    use gotalk_peer::ws;
+    let typed = js_dir().join("test-support/typed");
+    let chat_js = std::fs::read_to_string(typed.join("chat.js")).unwrap();
+    let checks_js = std::fs::read_to_string(typed.join("checks.mjs")).unwrap();
+    let js = |body: String| ([(header::CONTENT_TYPE, "text/javascript")], body);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, server) = runtime.block_on(async {
+        let handlers = listing().register(ChatServer::new(Rooms::default()).into_handlers());
+        let (listener, routes) = ws::router(WsConfig::default());
+        let server = Server::new(listener, handlers, Config::default()).spawn();
+        // chat.js imports "../../gotalk.js": served at /t/typed/, that is /gotalk.js.
+        let app: Router = Router::new()
+            .route("/", get(|| async { axum::response::Html(PAGE) }))
+            .route(
+                "/gotalk.js",
+                get(move || async move { js(ws::GOTALK_JS.to_owned()) }),
+            )
+            .route("/t/typed/chat.js", get(move || async move { js(chat_js) }))
+            .route(
+                "/t/typed/checks.mjs",
+                get(move || async move { js(checks_js) }),
+            )
+            .merge(routes);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let _ = axum::serve(tcp, app).await;
+        });
+        (addr, server)
+    });
+    let o = Command::new("node")
+        .current_dir(&browser_dir)
+        .arg("run.mjs")
+        .arg(format!("http://{addr}/"))
+        .arg("60000")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "chromium run failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(stdout.trim(), r#"{"passed":7}"#, "{stderr}");
     runtime.block_on(server.shutdown());
 }
