@@ -1,9 +1,8 @@
 //! What a service offers, and the listing operation any client can call
 //! to read it (name and JSON shape in `docs/services.md`).
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::{HandlerError, Handlers};
@@ -360,13 +359,26 @@ impl Listing {
         })
     }
 
-    /// Adds the listing operation to `handlers`. Its JSON is made once,
-    /// here; each call answers with the same bytes.
+    /// Adds the listing operation to `handlers`: a JSON operation (served
+    /// as `application/json` over HTTP) taking no input. Its JSON is made
+    /// once, here; each call writes it out again.
     pub fn register(&self, handlers: Handlers) -> Handlers {
-        let json = Bytes::from(self.to_json().to_string());
-        handlers.buffer(LISTING_OPERATION, move |_ctx, _payload| {
-            let json = json.clone();
-            async move { Ok::<_, HandlerError>(json) }
-        })
+        let json = Arc::new(self.to_json());
+        handlers.json(
+            LISTING_OPERATION,
+            move |_ctx, _input: serde::de::IgnoredAny| {
+                let json = Shared(Arc::clone(&json));
+                async move { Ok::<_, HandlerError>(json) }
+            },
+        )
+    }
+}
+
+/// The listing's JSON, shared by every call.
+struct Shared(Arc<Value>);
+
+impl serde::Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
