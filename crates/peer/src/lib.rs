@@ -130,7 +130,10 @@
 //!    (see [`reconnect`]).
 //! 10. **Balancing**: [`balance::Balancer`] spreads calls over several
 //!     servers, away from slow and loaded ones (see [`balance`]).
-//!
+//! 11. **Typed services**: `#[gotalk_peer::service]` (feature `macros`)
+//!     turns a trait into handlers, a typed client over any [`Caller`](service::Caller)
+//!     and a description for the listing operation (see [`service`](mod@service)
+//!     and `docs/services.md`).
 //!
 //! [gotalk]: https://github.com/rsms/gotalk
 
@@ -157,6 +160,7 @@ mod peer;
 mod read_buffer;
 pub mod reconnect;
 mod server;
+pub mod service;
 mod stream;
 pub mod transport;
 
@@ -164,6 +168,10 @@ pub use config::{Config, HandlerLimit, HeartbeatCallback, LoadFn, WriteCeiling};
 pub use error::{
     CloseReason, Error, HandshakeError, RemoteError, Unavailable, UsageError, Violation,
 };
+/// Turns a trait into a typed gotalk service (feature `macros`): see
+/// [`service`](mod@service) for what it accepts and generates.
+#[cfg(feature = "macros")]
+pub use gotalk_macros::service;
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
 pub use load::RemoteLoad;
