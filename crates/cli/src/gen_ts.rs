@@ -314,6 +314,11 @@ fn object_type(o: &Map<String, Value>, depth: usize) -> String {
     }
     match o.get("additionalProperties") {
         Some(Value::Bool(false)) => {}
+        // An index signature must admit the named fields too (TypeScript
+        // refuses `{ name: string; [key: string]: number }`).
+        Some(Value::Object(_)) if !fields.is_empty() => {
+            fields.push("[key: string]: unknown".into())
+        }
         Some(extra @ Value::Object(_)) => {
             fields.push(format!("[key: string]: {}", ts_type(extra, depth + 1)))
         }
@@ -675,6 +680,10 @@ mod tests {
             (
                 json!({"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]}),
                 "A | null",
+            ),
+            (
+                json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"], "additionalProperties": {"type": "number"}}),
+                "{ id: string; [key: string]: unknown }",
             ),
             (json!(true), "unknown"),
             (json!({"$ref": "http://elsewhere"}), "unknown"),
