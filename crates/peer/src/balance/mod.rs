@@ -629,31 +629,46 @@ impl Balancer {
         payload: impl Into<Bytes>,
         options: RequestOptions,
     ) -> Result<Bytes, Error> {
-        let call = self.request_balanced(op, payload.into(), options);
-        match options.timeout {
-            Some(limit) => Box::pin(tokio::time::timeout(limit, call))
-                .await
-                .map_err(|_| Error::Timeout)?,
-            None => call.await,
-        }
+        let deadline = options.timeout.map(|limit| Instant::now() + limit);
+        self.request_balanced(op, payload.into(), options, deadline)
+            .await
     }
 
+    /// The deadline bounds the wait for an endpoint here and each sending
+    /// through the connection's own timeout, never by dropping a call in
+    /// flight: a call that runs out of time must still be counted as its
+    /// endpoint's failure (and end its probe), which a dropped future cannot.
     async fn request_balanced(
         &self,
         op: &str,
         payload: Bytes,
-        options: RequestOptions,
+        mut options: RequestOptions,
+        deadline: Option<Instant>,
     ) -> Result<Bytes, Error> {
         let shared = &self.shared;
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut resent = false;
         loop {
+            let checkout = self.checkout(&tried);
             let Checkout {
                 endpoint,
                 peer,
                 probe,
                 in_flight,
-            } = self.checkout(&tried).await?;
+            } = match deadline {
+                // Boxed: a timer is large, and only calls with a deadline pay.
+                Some(deadline) => Box::pin(tokio::time::timeout_at(deadline, checkout))
+                    .await
+                    .map_err(|_| Error::Timeout)??,
+                None => checkout.await?,
+            };
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout);
+                }
+                options.timeout = Some(left);
+            }
             let may_have_run = AtomicBool::new(false);
             let result = peer
                 .request_tracked(op, payload.clone(), options, &may_have_run)
