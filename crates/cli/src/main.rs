@@ -14,6 +14,7 @@ mod demo;
 mod http_client;
 mod hub_client;
 mod hub_serve;
+mod metrics;
 mod ops;
 mod serve;
 mod server;
