@@ -66,6 +66,8 @@
 //! ```
 //!
 //! [`tower`]: https://docs.rs/tower
+//! [`Handlers::layer`]: crate::Handlers::layer
+//! [`Handlers::layer_for`]: crate::Handlers::layer_for
 
 mod authorize;
 mod identity;

@@ -351,14 +351,15 @@ impl Endpoint {
     /// A place under [`Config::handler_limit`], or the `503` a connection's
     /// caller would get as a retry result.
     fn permit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
-        self.config
-            .handler_limit
-            .try_take()
-            .ok_or(Refusal::Busy(self.config.rate_limit_wait.1))
+        self.config.handler_limit.try_take().ok_or_else(|| {
+            crate::runtime_metrics::refused_busy();
+            Refusal::Busy(self.config.rate_limit_wait.1)
+        })
     }
 
     async fn call(&self, op: String, headers: &HeaderMap, body: Body) -> Response {
         let Some(handler) = self.handlers.request_handler(&op).cloned() else {
+            crate::runtime_metrics::unknown_operation();
             return text(StatusCode::NOT_FOUND, format!("unknown operation {op:?}\n"));
         };
         let permit = match self.permit() {

@@ -1,0 +1,209 @@
+//! The cost of layers per request: the same echo server with no layer, an
+//! empty layer (`tower_layer::Identity`: what boxing an operation's stack
+//! costs), `TraceLayer` and `MetricsLayer`, 64 requests in flight on one
+//! loopback TCP connection, in one process and one run, the four
+//! interleaved round after round so that they see the same noise.
+//!
+//! Run: `cargo bench -p gotalk-peer --features metrics --bench middleware`
+//!
+//! The process installs a Prometheus recorder first (as `gotalk serve
+//! --metrics` does), so the runtime's own counters (bytes, connections)
+//! count in every scenario alike, and `MetricsLayer` records into a real
+//! recorder. A `tracing` subscriber at `INFO` is installed too, as a
+//! service would run: `TraceLayer`'s `DEBUG` spans are then off, which is
+//! its cost in production; `MW_BENCH_TRACE=debug` records the spans (into a
+//! subscriber that keeps them in memory and prints nothing).
+//!
+//! - `MW_BENCH_SECS` (default 2): measured seconds per scenario and round.
+//! - `MW_BENCH_ROUNDS` (default 5): rounds; the median req/s is shown.
+//! - `MW_BENCH_RUNTIME`: `current` (default: client and server on one
+//!   thread) or `multi` (2 workers).
+//!
+//! Without `--bench` (as under `cargo test --benches`) each scenario runs
+//! for a few milliseconds, as a smoke test.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use gotalk_peer::{
+    Config, HandlerError, Handlers, Peer, Server,
+    middleware::{MetricsLayer, TraceLayer},
+};
+use tokio::runtime::Runtime;
+
+const IN_FLIGHT: usize = 64;
+const PAYLOAD: usize = 32;
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    NoLayer,
+    Empty,
+    Trace,
+    Metrics,
+}
+
+const SCENARIOS: [Scenario; 4] = [
+    Scenario::NoLayer,
+    Scenario::Empty,
+    Scenario::Trace,
+    Scenario::Metrics,
+];
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::NoLayer => "no layer",
+            Scenario::Empty => "empty layer (Identity)",
+            Scenario::Trace => "TraceLayer",
+            Scenario::Metrics => "MetricsLayer",
+        }
+    }
+
+    fn handlers(self) -> Handlers {
+        let h = Handlers::new().buffer("echo", |_ctx, p: Bytes| async move {
+            Ok::<_, HandlerError>(p)
+        });
+        match self {
+            Scenario::NoLayer => h,
+            Scenario::Empty => h.layer(tower_layer::Identity::new()),
+            Scenario::Trace => h.layer(TraceLayer::new()),
+            Scenario::Metrics => h.layer(MetricsLayer::new()),
+        }
+    }
+}
+
+/// Requests per second of `IN_FLIGHT` callers looping on one connection.
+async fn run(scenario: Scenario, warmup: Duration, measure: Duration) -> f64 {
+    let server = Server::bind("127.0.0.1:0", scenario.handlers(), Config::default())
+        .await
+        .expect("bind")
+        .spawn();
+    let peer = Peer::connect(server.local_addr().to_string(), Handlers::new(), Config::default())
+        .await
+        .expect("connect");
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let body = Bytes::from(vec![b'x'; PAYLOAD]);
+    let callers: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let (peer, body, phase) = (peer.clone(), body.clone(), phase.clone());
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                loop {
+                    let echoed = peer.request("echo", body.clone()).await.expect("echo");
+                    assert_eq!(echoed.len(), PAYLOAD);
+                    match phase.load(Ordering::Acquire) {
+                        WARMUP => {}
+                        MEASURE => done += 1,
+                        _ => return done,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(warmup).await;
+    phase.store(MEASURE, Ordering::Release);
+    let start = Instant::now();
+    tokio::time::sleep(measure).await;
+    phase.store(STOP, Ordering::Release);
+    let elapsed = start.elapsed();
+    let mut requests = 0;
+    for c in callers {
+        requests += c.await.expect("caller");
+    }
+    peer.close().await;
+    server.shutdown().await;
+    requests as f64 / elapsed.as_secs_f64()
+}
+
+fn env_u64(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn runtime() -> Runtime {
+    match std::env::var("MW_BENCH_RUNTIME").as_deref() {
+        Ok("multi") => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+    .expect("runtime")
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let (warmup, measure, rounds) = if bench_mode {
+        (
+            Duration::from_millis(300),
+            Duration::from_secs(env_u64("MW_BENCH_SECS", 2)),
+            env_u64("MW_BENCH_ROUNDS", 5).max(1) as usize,
+        )
+    } else {
+        (Duration::from_millis(5), Duration::from_millis(20), 1)
+    };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder");
+    let spans = std::env::var("MW_BENCH_TRACE").as_deref() == Ok("debug");
+    if spans {
+        use tracing_subscriber::{filter::LevelFilter, layer::SubscriberExt};
+        let subscriber = tracing_subscriber::registry().with(LevelFilter::DEBUG);
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    } else {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let rt = runtime();
+    let mut rates: Vec<Vec<f64>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        // Rotate the order each round: no scenario always runs first.
+        for i in 0..SCENARIOS.len() {
+            let k = (i + round) % SCENARIOS.len();
+            let rate = rt.block_on(run(SCENARIOS[k], warmup, measure));
+            eprintln!("round {round}: {}: {rate:.0} req/s", SCENARIOS[k].name());
+            rates[k].push(rate);
+        }
+    }
+    let base = median(&mut rates[0].clone());
+    println!(
+        "\n64 in flight, 32 B echo, one loopback TCP connection, {rounds} round(s) of {measure:?}; \
+         median req/s; spans {}\n",
+        if spans { "recorded" } else { "off (subscriber at INFO)" }
+    );
+    println!("| layer | req/s (median) | min–max | vs no layer | ns per request vs no layer |");
+    println!("|---|---:|---:|---:|---:|");
+    for (s, rs) in SCENARIOS.iter().zip(&mut rates) {
+        let m = median(rs);
+        let (lo, hi) = (rs[0], rs[rs.len() - 1]);
+        let extra_ns = (1e9 / m - 1e9 / base).max(0.0);
+        println!(
+            "| {} | {m:.0} | {lo:.0}–{hi:.0} | {:.3}x | {extra_ns:.0} |",
+            s.name(),
+            m / base
+        );
+    }
+}
