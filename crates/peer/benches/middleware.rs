@@ -6,10 +6,11 @@
 //!
 //! Run: `cargo bench -p gotalk-peer --features metrics --bench middleware`
 //!
-//! The process installs a Prometheus recorder first (as `gotalk serve
-//! --metrics` does), so the runtime's own counters (bytes, connections)
-//! count in every scenario alike, and `MetricsLayer` records into a real
-//! recorder. A `tracing` subscriber at `INFO` is installed too, as a
+//! The process installs a Prometheus recorder first, as `gotalk serve
+//! --metrics` does (latency buckets, upkeep folding samples into them every
+//! second on a thread of its own), so the runtime's own counters (bytes,
+//! connections) count in every scenario alike, and `MetricsLayer` records
+//! into a real recorder. A `tracing` subscriber at `INFO` is installed too, as a
 //! service would run: `TraceLayer`'s `DEBUG` spans are then off, which is
 //! its cost in production; `MW_BENCH_TRACE=debug` records the spans (into a
 //! subscriber that keeps them in memory and prints nothing).
@@ -18,6 +19,8 @@
 //! - `MW_BENCH_ROUNDS` (default 5): rounds; the median req/s is shown.
 //! - `MW_BENCH_RUNTIME`: `current` (default: client and server on one
 //!   thread) or `multi` (2 workers).
+//! - Positional arguments pick scenarios by a substring of their names
+//!   (`no`, `empty`, `Trace`, `Metrics`); the first picked is the baseline.
 //!
 //! Without `--bench` (as under `cargo test --benches`) each scenario runs
 //! for a few milliseconds, as a smoke test.
@@ -84,8 +87,31 @@ impl Scenario {
     }
 }
 
+/// The process's CPU time so far (user + system), from `/proc/self/stat`
+/// (clock ticks of 10 ms: under 1 % of a 2 s measurement); `None` where
+/// there is no such file.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// What one run measured.
+struct Measured {
+    /// Requests per second of wall time.
+    rate: f64,
+    /// Requests per second of the process's CPU time: what the machine
+    /// would do undisturbed, and far less sensitive than `rate` to other
+    /// processes taking the CPU.
+    per_cpu_second: Option<f64>,
+}
+
 /// Requests per second of `IN_FLIGHT` callers looping on one connection.
-async fn run(scenario: Scenario, warmup: Duration, measure: Duration) -> f64 {
+async fn run(scenario: Scenario, warmup: Duration, measure: Duration) -> Measured {
     let server = Server::bind("127.0.0.1:0", scenario.handlers(), Config::default())
         .await
         .expect("bind")
@@ -115,16 +141,23 @@ async fn run(scenario: Scenario, warmup: Duration, measure: Duration) -> f64 {
     tokio::time::sleep(warmup).await;
     phase.store(MEASURE, Ordering::Release);
     let start = Instant::now();
+    let cpu_start = cpu_time();
     tokio::time::sleep(measure).await;
     phase.store(STOP, Ordering::Release);
     let elapsed = start.elapsed();
+    let cpu = cpu_time().zip(cpu_start).map(|(end, start)| end - start);
     let mut requests = 0;
     for c in callers {
         requests += c.await.expect("caller");
     }
     peer.close().await;
     server.shutdown().await;
-    requests as f64 / elapsed.as_secs_f64()
+    Measured {
+        rate: requests as f64 / elapsed.as_secs_f64(),
+        per_cpu_second: cpu
+            .filter(|c| !c.is_zero())
+            .map(|c| requests as f64 / c.as_secs_f64()),
+    }
 }
 
 fn env_u64(var: &str, default: u64) -> u64 {
@@ -153,7 +186,19 @@ fn median(xs: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench_mode = args.iter().any(|a| a == "--bench");
+    // Positional arguments pick scenarios by substring of their names
+    // (`no`, `Trace`, `Metrics`); none: all four.
+    let filters: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let scenarios: Vec<Scenario> = SCENARIOS
+        .into_iter()
+        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name().contains(f)))
+        .collect();
     let (warmup, measure, rounds) = if bench_mode {
         (
             Duration::from_millis(300),
@@ -163,9 +208,22 @@ fn main() {
     } else {
         (Duration::from_millis(5), Duration::from_millis(20), 1)
     };
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("gotalk_request_duration_seconds".into()),
+            &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1, 1.0, 10.0],
+        )
+        .expect("valid buckets")
         .install_recorder()
         .expect("the only recorder");
+    // As `gotalk serve --metrics` does: samples are folded into the
+    // histograms every few seconds, not kept.
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            prometheus.run_upkeep();
+        }
+    });
     let spans = std::env::var("MW_BENCH_TRACE").as_deref() == Ok("debug");
     if spans {
         use tracing_subscriber::{filter::LevelFilter, layer::SubscriberExt};
@@ -178,30 +236,51 @@ fn main() {
             .init();
     }
     let rt = runtime();
-    let mut rates: Vec<Vec<f64>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
+    let mut rates: Vec<Vec<f64>> = scenarios.iter().map(|_| Vec::new()).collect();
+    let mut per_cpu: Vec<Vec<f64>> = scenarios.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
         // Rotate the order each round: no scenario always runs first.
-        for i in 0..SCENARIOS.len() {
-            let k = (i + round) % SCENARIOS.len();
-            let rate = rt.block_on(run(SCENARIOS[k], warmup, measure));
-            eprintln!("round {round}: {}: {rate:.0} req/s", SCENARIOS[k].name());
-            rates[k].push(rate);
+        for i in 0..scenarios.len() {
+            let k = (i + round) % scenarios.len();
+            let m = rt.block_on(run(scenarios[k], warmup, measure));
+            eprintln!(
+                "round {round}: {}: {:.0} req/s, {:.0} req per CPU second",
+                scenarios[k].name(),
+                m.rate,
+                m.per_cpu_second.unwrap_or(f64::NAN)
+            );
+            rates[k].push(m.rate);
+            per_cpu[k].extend(m.per_cpu_second);
         }
     }
+    // The first scenario wanted is the baseline (normally "no layer").
     let base = median(&mut rates[0].clone());
+    let cpu_base = (!per_cpu[0].is_empty()).then(|| median(&mut per_cpu[0].clone()));
     println!(
         "\n64 in flight, 32 B echo, one loopback TCP connection, {rounds} round(s) of {measure:?}; \
          median req/s; spans {}\n",
         if spans { "recorded" } else { "off (subscriber at INFO)" }
     );
-    println!("| layer | req/s (median) | min–max | vs no layer | ns per request vs no layer |");
-    println!("|---|---:|---:|---:|---:|");
-    for (s, rs) in SCENARIOS.iter().zip(&mut rates) {
+    println!(
+        "| layer | req/s (median) | min–max | vs no layer | req per CPU second (median) | vs no layer | CPU ns per request more |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for ((s, rs), cs) in scenarios.iter().zip(&mut rates).zip(&mut per_cpu) {
         let m = median(rs);
         let (lo, hi) = (rs[0], rs[rs.len() - 1]);
-        let extra_ns = (1e9 / m - 1e9 / base).max(0.0);
+        let (cpu, cpu_ratio, extra_ns) = match (cpu_base, cs.is_empty()) {
+            (Some(cb), false) => {
+                let c = median(cs);
+                (
+                    format!("{c:.0}"),
+                    format!("{:.3}x", c / cb),
+                    format!("{:.0}", 1e9 / c - 1e9 / cb),
+                )
+            }
+            _ => ("-".into(), "-".into(), "-".into()),
+        };
         println!(
-            "| {} | {m:.0} | {lo:.0}–{hi:.0} | {:.3}x | {extra_ns:.0} |",
+            "| {} | {m:.0} | {lo:.0}–{hi:.0} | {:.3}x | {cpu} | {cpu_ratio} | {extra_ns} |",
             s.name(),
             m / base
         );

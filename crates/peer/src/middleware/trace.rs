@@ -140,8 +140,9 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let start = Instant::now();
         let span = request_span(self.level, &req);
+        // No clock read for a span nobody records.
+        let start = (!span.is_disabled()).then(Instant::now);
         let inner = {
             let _entered = span.enter();
             self.inner.call(req)
@@ -162,7 +163,7 @@ pin_project_lite::pin_project! {
         inner: F,
         span: Span,
         level: Level,
-        start: Instant,
+        start: Option<Instant>,
     }
 }
 
@@ -189,9 +190,9 @@ where
             Poll::Ready(result) => result.map_err(Into::into),
             Poll::Pending => return Poll::Pending,
         };
-        if !this.span.is_disabled() {
+        if let Some(start) = this.start {
             let outcome = outcome_of(&result);
-            let duration_us = this.start.elapsed().as_micros() as u64;
+            let duration_us = start.elapsed().as_micros() as u64;
             this.span.record("outcome", outcome);
             this.span.record("duration_us", duration_us);
             at_level!(
