@@ -100,7 +100,9 @@ use crate::{
 /// connection, the request ID, the identity) and the payload.
 pub struct Request {
     ctx: Context,
-    route: Arc<str>,
+    /// Served by the fallback (`""`): the route is then `""`, else the
+    /// operation's own name (no copy of it per request).
+    fallback: bool,
     body: Body,
 }
 
@@ -112,23 +114,23 @@ enum Body {
 }
 
 impl Request {
-    pub(crate) fn buffer(ctx: Context, route: Arc<str>, payload: Bytes) -> Self {
+    pub(crate) fn buffer(ctx: Context, fallback: bool, payload: Bytes) -> Self {
         Self {
             ctx,
-            route,
+            fallback,
             body: Body::Bytes(payload),
         }
     }
 
     pub(crate) fn stream(
         ctx: Context,
-        route: Arc<str>,
+        fallback: bool,
         parts: RequestParts,
         results: ResultSender,
     ) -> Self {
         Self {
             ctx,
-            route,
+            fallback,
             body: Body::Stream(parts, results),
         }
     }
@@ -148,7 +150,7 @@ impl Request {
     /// [`operation`](Self::operation), the caller cannot make up new ones,
     /// which makes it the safe label for metrics.
     pub fn route(&self) -> &str {
-        &self.route
+        if self.fallback { "" } else { self.ctx.name() }
     }
 
     /// The payload of a buffer or JSON operation; `None` for a stream
@@ -262,7 +264,7 @@ impl Service<Request> for HandlerService {
             }
             (Inner::Layered(service), body) => service.call(Request {
                 ctx: req.ctx,
-                route: req.route,
+                fallback: req.fallback,
                 body,
             }),
             (_, _) => {
@@ -278,7 +280,8 @@ impl Service<Request> for HandlerService {
 pub(crate) struct Route {
     service: Box<dyn CloneService>,
     stream: bool,
-    name: Arc<str>,
+    /// Registered as the fallback (`""`).
+    fallback: bool,
 }
 
 impl Route {
@@ -295,7 +298,7 @@ impl Route {
         payload: Bytes,
     ) -> BoxFuture<Result<Bytes, HandlerError>> {
         self.service
-            .oneshot(Request::buffer(ctx, self.name.clone(), payload))
+            .oneshot(Request::buffer(ctx, self.fallback, payload))
     }
 
     /// Calls a stream operation.
@@ -306,7 +309,7 @@ impl Route {
         results: ResultSender,
     ) -> BoxFuture<Result<Bytes, HandlerError>> {
         self.service
-            .oneshot(Request::stream(ctx, self.name.clone(), parts, results))
+            .oneshot(Request::stream(ctx, self.fallback, parts, results))
     }
 }
 
@@ -374,6 +377,6 @@ where
     Arc::new(Route {
         service: Box::new(Boxed(service)),
         stream,
-        name: name.into(),
+        fallback: name.is_empty(),
     })
 }
