@@ -22,6 +22,11 @@
 //! - Positional arguments pick scenarios by a substring of their names
 //!   (`no`, `empty`, `Trace`, `Metrics`); the first picked is the baseline.
 //!
+//! Instructions per request, which a loaded machine does not blur: run one
+//! scenario for 1 s and for 3 s under `valgrind --tool=callgrind` and divide
+//! the difference of the instruction totals by the difference of the
+//! request counts printed last (`docs/benchmarks.md` has the loop).
+//!
 //! Without `--bench` (as under `cargo test --benches`) each scenario runs
 //! for a few milliseconds, as a smoke test.
 
@@ -30,7 +35,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -44,6 +49,13 @@ use tokio::runtime::Runtime;
 
 const IN_FLIGHT: usize = 64;
 const PAYLOAD: usize = 32;
+
+/// Every request answered in the process, warm-up included, printed at the
+/// end: under `valgrind --tool=callgrind`, two runs of one scenario of
+/// different lengths give instructions per request (the difference of the
+/// totals over the difference of the counts, setup cancelled out), a
+/// figure other processes on the machine do not disturb.
+static TOTAL_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
@@ -125,14 +137,15 @@ async fn run(scenario: Scenario, warmup: Duration, measure: Duration) -> Measure
         .map(|_| {
             let (peer, body, phase) = (peer.clone(), body.clone(), phase.clone());
             tokio::spawn(async move {
-                let mut done = 0u64;
+                let (mut done, mut all) = (0u64, 0u64);
                 loop {
                     let echoed = peer.request("echo", body.clone()).await.expect("echo");
                     assert_eq!(echoed.len(), PAYLOAD);
+                    all += 1;
                     match phase.load(Ordering::Acquire) {
                         WARMUP => {}
                         MEASURE => done += 1,
-                        _ => return done,
+                        _ => return (done, all),
                     }
                 }
             })
@@ -146,10 +159,13 @@ async fn run(scenario: Scenario, warmup: Duration, measure: Duration) -> Measure
     phase.store(STOP, Ordering::Release);
     let elapsed = start.elapsed();
     let cpu = cpu_time().zip(cpu_start).map(|(end, start)| end - start);
-    let mut requests = 0;
+    let (mut requests, mut all) = (0, 0);
     for c in callers {
-        requests += c.await.expect("caller");
+        let (done, total) = c.await.expect("caller");
+        requests += done;
+        all += total;
     }
+    TOTAL_REQUESTS.fetch_add(all, Ordering::Relaxed);
     peer.close().await;
     server.shutdown().await;
     Measured {
@@ -285,4 +301,8 @@ fn main() {
             m / base
         );
     }
+    eprintln!(
+        "requests answered in all (warm-up included): {}",
+        TOTAL_REQUESTS.load(Ordering::Relaxed)
+    );
 }
