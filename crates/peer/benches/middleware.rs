@@ -87,9 +87,10 @@ impl Scenario {
     }
 
     fn handlers(self) -> Handlers {
-        let h = Handlers::new().buffer("echo", |_ctx, p: Bytes| async move {
-            Ok::<_, HandlerError>(p)
-        });
+        let h = Handlers::new().buffer(
+            "echo",
+            |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
+        );
         match self {
             Scenario::NoLayer => h,
             Scenario::Empty => h.layer(tower_layer::Identity::new()),
@@ -128,9 +129,13 @@ async fn run(scenario: Scenario, warmup: Duration, measure: Duration) -> Measure
         .await
         .expect("bind")
         .spawn();
-    let peer = Peer::connect(server.local_addr().to_string(), Handlers::new(), Config::default())
-        .await
-        .expect("connect");
+    let peer = Peer::connect(
+        server.local_addr().to_string(),
+        Handlers::new(),
+        Config::default(),
+    )
+    .await
+    .expect("connect");
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let body = Bytes::from(vec![b'x'; PAYLOAD]);
     let callers: Vec<_> = (0..IN_FLIGHT)
@@ -227,7 +232,9 @@ fn main() {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full("gotalk_request_duration_seconds".into()),
-            &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1, 1.0, 10.0],
+            &[
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1, 1.0, 10.0,
+            ],
         )
         .expect("valid buckets")
         .install_recorder()
@@ -275,7 +282,11 @@ fn main() {
     println!(
         "\n64 in flight, 32 B echo, one loopback TCP connection, {rounds} round(s) of {measure:?}; \
          median req/s; spans {}\n",
-        if spans { "recorded" } else { "off (subscriber at INFO)" }
+        if spans {
+            "recorded"
+        } else {
+            "off (subscriber at INFO)"
+        }
     );
     println!(
         "| layer | req/s (median) | min–max | vs no layer | req per CPU second (median) | vs no layer | CPU ns per request more |"

@@ -20,8 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Spans at INFO so that they show; `RUST_LOG` overrides.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .init();
@@ -37,7 +36,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok::<_, HandlerError>("finally")
         })
         .buffer("purge", |ctx, _payload: Bytes| async move {
-            let who = ctx.identity().map(|i| i.subject().to_owned()).unwrap_or_default();
+            let who = ctx
+                .identity()
+                .map(|i| i.subject().to_owned())
+                .unwrap_or_default();
             Ok::<_, HandlerError>(format!("purged by {who}"))
         })
         // A login operation sets the connection's identity: a real one would
@@ -68,7 +70,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::bind("127.0.0.1:0", handlers, Config::default())
         .await?
         .spawn();
-    let client = Peer::connect(server.local_addr().to_string(), Handlers::new(), Config::default()).await?;
+    let client = Peer::connect(
+        server.local_addr().to_string(),
+        Handlers::new(),
+        Config::default(),
+    )
+    .await?;
 
     let show = |what: &str, result: Result<Bytes, Error>| match result {
         Ok(b) => println!("{what:<22} -> {}", String::from_utf8_lossy(&b)),
@@ -85,7 +92,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.close().await;
     server.shutdown().await;
     println!("\nmetrics:");
-    for line in prometheus.render().lines().filter(|l| l.starts_with("gotalk_requests_total")) {
+    for line in prometheus
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("gotalk_requests_total"))
+    {
         println!("  {line}");
     }
     Ok(())

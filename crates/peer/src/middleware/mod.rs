@@ -37,7 +37,7 @@
 //! task, and a request whose layers and handler all finish without waiting
 //! costs no task. An operation with layers costs one more allocation per
 //! request (the service stack's clone and future, boxed together);
-//! operations without layers cost nothing more. `docs/middleware.md` has
+//! operations without layers cost nothing more. `docs/benchmarks.md` has
 //! measurements.
 //!
 //! ```
