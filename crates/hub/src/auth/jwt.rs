@@ -664,6 +664,34 @@ mod tests {
     }
 
     #[test]
+    fn scopes_round_trip_and_a_malformed_scope_claim_is_refused() {
+        let v = verifier();
+        let token = v
+            .sign(
+                &Claims::new("alice")
+                    .expires_in(Duration::from_secs(60))
+                    .scope("admin")
+                    .scope("billing:read"),
+            )
+            .unwrap();
+        let identity = v.verify_token(&token).unwrap();
+        assert_eq!(identity.scopes, ["admin", "billing:read"]);
+        let peer = identity.to_peer_identity();
+        assert_eq!(peer.subject(), "alice");
+        assert!(peer.has("admin") && peer.has("billing:read") && !peer.has("billing"));
+        // Without the claim: no scopes.
+        let plain = v
+            .sign(&Claims::new("bob").expires_in(Duration::from_secs(60)))
+            .unwrap();
+        assert!(v.verify_token(&plain).unwrap().scopes.is_empty());
+        let bad = raw_token(
+            Algorithm::HS256,
+            &json!({"sub": "eve", "exp": now() + 60, "scope": ["admin"]}),
+        );
+        assert!(invalid(v.verify_token(&bad)).contains("`scope` claim"));
+    }
+
+    #[test]
     fn a_signed_token_yields_user_expiry_and_permissions() {
         let v = verifier();
         let exp = now() + 3600;
