@@ -17,12 +17,12 @@ use tower::ServiceBuilder;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Spans at INFO so that they show; `RUST_LOG` overrides.
+    // Spans at INFO so that their `request finished` events show, with the
+    // span's fields; `RUST_LOG` overrides.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .init();
     // The recorder first: the runtime's counters bind to it at their first use.
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
