@@ -22,7 +22,7 @@ use tokio::{io::AsyncReadExt, sync::mpsc};
 use crate::{
     addr::{Address, Connector, TrustArgs},
     addr::{answers_http, http_hint},
-    exit, http_client, ops,
+    exit, http_client, ops, services,
     signal::shutdown_signal,
     text::{
         OptDuration, escape_text, human_size, parse_optional_duration, parse_size, pretty_json,
@@ -38,6 +38,9 @@ With an http:// address (gotalk serve --http), the call is one plain HTTP reques
 POST ADDR/call/OP: 200 is the result, 422 and 404 an error result, 503 a retry result
 (retried after Retry-After, up to --max-attempts); --trace prints the request and status
 lines. There is nothing to call back over HTTP.
+Schemas: after an error result, if the server offers a listing (`gotalk list ADDR`) whose
+JSON Schema for OP the payload breaks, says where and how. With --check the payload is
+checked before it is sent, and not sent (exit code 2) if it does not match.
 Exit codes:
   0  the result was printed
   1  the remote answered with an error result (its message goes to stderr), or still asked
@@ -95,6 +98,11 @@ pub(crate) struct RequestArgs {
     /// Print every frame in and out to stderr
     #[arg(long)]
     trace: bool,
+    /// Check the payload against the input schema of the server's listing
+    /// (`gotalk.list`) before sending it; without it, the schema is read
+    /// only to explain an error result
+    #[arg(long)]
+    check: bool,
     #[command(flatten)]
     trust: TrustArgs,
     #[command(flatten)]
@@ -336,13 +344,29 @@ pub(crate) async fn request(mut args: RequestArgs) -> u8 {
         max_attempts: Some(args.max_attempts),
         ..RequestOptions::default()
     };
-    let result = peer.request_with(&args.op, payload, options).await;
+    if args.check {
+        let listing = services::listing_over(&peer, Some(LISTING_WAIT)).await;
+        if let Err(code) = check_before_sending(listing, &args, &payload) {
+            peer.close().await;
+            return code;
+        }
+    }
+    let result = peer.request_with(&args.op, payload.clone(), options).await;
+    let explanation = if matches!(result, Err(Error::Remote(_))) {
+        let listing = services::listing_over(&peer, Some(LISTING_WAIT)).await;
+        services::explain(listing, &args.addr, &args.op, &payload)
+    } else {
+        None
+    };
     // Lets a call-back this side is answering finish, then says goodbye.
     peer.close().await;
     match result {
         Ok(bytes) => print_result(&bytes, &args),
         Err(e) => {
             eprintln!("gotalk: {}", describe(&e));
+            if let Some(explanation) = explanation {
+                eprintln!("{explanation}");
+            }
             exit_code(&e)
         }
     }
@@ -354,10 +378,16 @@ async fn request_http(url: &str, args: &RequestArgs, payload: Bytes) -> u8 {
     if args.trust.ca.is_some() {
         eprintln!("gotalk: note: --ca only applies to tls:// and wss:// addresses");
     }
+    if args.check {
+        let listing = services::listing_over_http(url, args.trace).await;
+        if let Err(code) = check_before_sending(listing, args, &payload) {
+            return code;
+        }
+    }
     let call = http_client::call(
         url,
         &args.op,
-        payload,
+        payload.clone(),
         args.max_attempts,
         args.max_payload,
         args.trace,
@@ -373,11 +403,43 @@ async fn request_http(url: &str, args: &RequestArgs, payload: Bytes) -> u8 {
         None => call.await,
     };
     if let Some(code) = http_client::report(&outcome) {
+        if matches!(outcome, Ok(http_client::HttpOutcome::ErrorResult(_))) {
+            let listing = services::listing_over_http(url, false).await;
+            if let Some(explanation) = services::explain(listing, &args.addr, &args.op, &payload) {
+                eprintln!("{explanation}");
+            }
+        }
         return code;
     }
     match outcome {
         Ok(http_client::HttpOutcome::Result(bytes)) => print_result(&bytes, args),
         _ => exit::TROUBLE,
+    }
+}
+
+/// How long `request` waits for a listing it reads on the side.
+const LISTING_WAIT: Duration = Duration::from_secs(2);
+
+/// `--check`: the payload against the listing's input schema. A server
+/// without a listing gets the request unchecked, with a note.
+fn check_before_sending(
+    listing: Result<serde_json::Value, services::NoListing>,
+    args: &RequestArgs,
+    payload: &[u8],
+) -> Result<(), u8> {
+    match listing {
+        Ok(listing) => services::check_input(&listing, &args.op, payload).map_err(|why| {
+            eprintln!(
+                "gotalk: not sent: {why}\n  `gotalk describe {} {}` shows the schema",
+                args.addr, args.op
+            );
+            exit::TROUBLE
+        }),
+        Err(services::NoListing::Failed(code)) => Err(code),
+        Err(_) => {
+            eprintln!("gotalk: note: the server offers no listing to check the input against");
+            Ok(())
+        }
     }
 }
 

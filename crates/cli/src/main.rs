@@ -11,13 +11,16 @@ mod bench;
 mod client;
 mod decode;
 mod demo;
+mod gen_ts;
 mod http_client;
 mod hub_client;
 mod hub_serve;
 mod metrics;
 mod ops;
+mod schema_check;
 mod serve;
 mod server;
+mod services;
 mod signal;
 mod static_files;
 mod text;
@@ -127,6 +130,15 @@ enum Command {
     /// Send one notification
     #[command(after_help = client::NOTIFY_HELP)]
     Notify(client::NotifyArgs),
+    /// List the operations a server offers (its `gotalk.list` listing)
+    #[command(after_help = services::LIST_HELP)]
+    List(services::ListArgs),
+    /// Describe one operation of a server's listing: kind, JSON Schemas
+    #[command(after_help = services::DESCRIBE_HELP)]
+    Describe(services::DescribeArgs),
+    /// Generate code from a server's listing (`gen ts`: TypeScript for gotalk.js)
+    #[command(subcommand)]
+    Gen(GenCommand),
     /// Print the notifications a server sends, one per line, until Ctrl-C
     #[command(after_help = client::LISTEN_HELP)]
     Listen(client::ListenArgs),
@@ -151,6 +163,14 @@ enum Command {
     Token(hub_client::TokenArgs),
 }
 
+/// What `gotalk gen` writes.
+#[derive(Subcommand)]
+enum GenCommand {
+    /// TypeScript declarations and a typed gotalk.js client module
+    #[command(after_help = gen_ts::GEN_TS_HELP)]
+    Ts(gen_ts::TsArgs),
+}
+
 impl Command {
     /// The `--threads` of a command that runs an async runtime.
     fn threads(&self) -> Option<u16> {
@@ -161,6 +181,9 @@ impl Command {
             Self::Stream(a) => a.runtime.threads,
             Self::Notify(a) => a.runtime.threads,
             Self::Listen(a) => a.runtime.threads,
+            Self::List(a) => a.threads(),
+            Self::Describe(a) => a.threads(),
+            Self::Gen(GenCommand::Ts(a)) => a.runtime.threads,
             Self::Bench(a) => a.runtime.threads,
             Self::Subscribe(a) => a.runtime.threads,
             Self::Publish(a) => a.runtime.threads,
@@ -218,6 +241,9 @@ fn main() -> ExitCode {
             Command::Stream(args) => client::stream(args).await,
             Command::Notify(args) => client::notify(args).await,
             Command::Listen(args) => client::listen(args).await,
+            Command::List(args) => services::list(args).await,
+            Command::Describe(args) => services::describe(args).await,
+            Command::Gen(GenCommand::Ts(args)) => gen_ts::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Subscribe(args) => hub_client::subscribe(args).await,
             Command::Publish(args) => hub_client::publish(args).await,
@@ -349,6 +375,24 @@ mod tests {
                 "stream-echo",
             ],
             &["notify", "127.0.0.1:1", "chat", "hi"],
+            &[
+                "list",
+                "ws://127.0.0.1:1/gotalk/",
+                "--json",
+                "--timeout",
+                "2s",
+            ],
+            &["describe", "http://127.0.0.1:1/gotalk/", "greet", "--trace"],
+            &["request", "--check", "127.0.0.1:1", "greet", "{}"],
+            &["gen", "ts", "127.0.0.1:1", "--out", "web", "--name", "chat"],
+            &[
+                "gen",
+                "ts",
+                "--listing",
+                "l.json",
+                "--gotalk-js",
+                "/gotalk/gotalk.js",
+            ],
             &["listen", "--count", "2", "127.0.0.1:1", "a", "b"],
             &["decode", "--hex", "-"],
             &["serve", "--threads", "1", "--max-payload", "32MiB"],
@@ -440,6 +484,11 @@ mod tests {
             &["request", "tls://h", "echo"],
             &["bench", "127.0.0.1:1", "--ws"],
             &["decode", "--threads", "2"],
+            &["list"],
+            &["gen", "ts"],
+            &["gen", "ts", "127.0.0.1:1", "--listing", "l.json"],
+            &["gen", "ts", "--listing", "l.json", "--name", "a/b"],
+            &["describe", "127.0.0.1:1"],
             &["--threads", "2", "serve"],
             &["request", "--max-attempts", "0", "127.0.0.1:1", "echo"],
             &["request", "--timeout", "0", "127.0.0.1:1", "echo"],

@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use gotalk_peer::{ConnectionInfo, Connections, HandlerError, Handlers};
+use gotalk_peer::{
+    ConnectionInfo, Connections, Context, HandlerError, Handlers,
+    service::{Incoming, Listing, Outgoing},
+};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Longest wait `slow` accepts, so a typo cannot park a handler for hours.
@@ -21,18 +25,106 @@ Operations:
   stream-echo  stream handler: echoes each request part as a result part
   stream-fail  stream handler: echoes the first part, then fails with an error result
   call-back    asks the requester for `reverse` of the payload and returns its answer
+  gotalk.list  the listing: these operations and their JSON Schemas (`gotalk list ADDR`)
 Notifications:
   ping         answered with a `pong` notification carrying the same payload
   any other    relayed to every other connection (so `gotalk listen` sees `gotalk notify`)";
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize, JsonSchema)]
 struct GreetIn {
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, JsonSchema)]
 struct GreetOut {
     greeting: String,
+}
+
+/// The test operations, as a typed service: the listing (`gotalk list`)
+/// describes them from this definition.
+#[gotalk_peer::service(schema)]
+trait TestOps {
+    /// Returns the payload.
+    async fn echo(&self, payload: Bytes) -> Bytes;
+    /// {"name":"X"} -> {"greeting":"Hello X"}.
+    async fn greet(&self, input: GreetIn) -> GreetOut;
+    /// Always an error result: the payload, or "fail: this operation always fails".
+    async fn fail(&self, payload: Bytes) -> Result<Bytes, HandlerError>;
+    /// The payload is a number of milliseconds (at most 60000): waits, then echoes it.
+    async fn slow(&self, payload: Bytes) -> Result<Bytes, HandlerError>;
+    /// Returns the payload's bytes reversed.
+    async fn reverse(&self, payload: Bytes) -> Bytes;
+    /// Echoes each request part as a result part.
+    #[op(name = "stream-echo")]
+    async fn stream_echo(&self, parts: Incoming<Bytes>) -> Outgoing<Bytes>;
+    /// Echoes the first part, then fails with an error result.
+    #[op(name = "stream-fail")]
+    async fn stream_fail(&self, parts: Incoming<Bytes>) -> Outgoing<Bytes>;
+    /// Asks the requester for `reverse` of the payload and returns its answer.
+    #[op(name = "call-back")]
+    async fn call_back(&self, ctx: Context, payload: Bytes) -> Result<Bytes, HandlerError>;
+}
+
+struct Ops;
+
+impl TestOps for Ops {
+    async fn echo(&self, payload: Bytes) -> Bytes {
+        payload
+    }
+
+    async fn greet(&self, input: GreetIn) -> GreetOut {
+        GreetOut {
+            greeting: format!("Hello {}", input.name),
+        }
+    }
+
+    async fn fail(&self, payload: Bytes) -> Result<Bytes, HandlerError> {
+        Err(if payload.is_empty() {
+            HandlerError::new("fail: this operation always fails")
+        } else {
+            HandlerError::with_payload(payload)
+        })
+    }
+
+    async fn slow(&self, payload: Bytes) -> Result<Bytes, HandlerError> {
+        tokio::time::sleep(slow_wait(&payload)?).await;
+        Ok(payload)
+    }
+
+    async fn reverse(&self, payload: Bytes) -> Bytes {
+        reversed(&payload)
+    }
+
+    async fn stream_echo(&self, parts: Incoming<Bytes>) -> Outgoing<Bytes> {
+        Outgoing::new(parts)
+    }
+
+    async fn stream_fail(&self, mut parts: Incoming<Bytes>) -> Outgoing<Bytes> {
+        let first = match parts.next().await {
+            Some(Ok(part)) => Some(part),
+            Some(Err(e)) => return Outgoing::fail(e),
+            None => None,
+        };
+        let mut count = usize::from(first.is_some());
+        let rest = async move {
+            while let Some(part) = parts.next().await {
+                part?;
+                count += 1;
+            }
+            Err::<Bytes, _>(HandlerError::new(format!(
+                "stream-fail: failing on purpose after {count} part(s)"
+            )))
+        };
+        Outgoing::new(futures::stream::iter(first.map(Ok)).chain(futures::stream::once(rest)))
+    }
+
+    async fn call_back(&self, ctx: Context, payload: Bytes) -> Result<Bytes, HandlerError> {
+        // Over HTTP there is no connection to call back.
+        let peer = ctx.try_peer().ok_or_else(|| {
+            HandlerError::new("call-back: needs a gotalk connection to call back (not HTTP)")
+        })?;
+        Ok(peer.request("reverse", payload).await?)
+    }
 }
 
 /// `slow`'s wait, from its payload.
@@ -77,57 +169,12 @@ pub(crate) fn server_handlers(connections: Connections, relay: bool) -> Handlers
     }
 }
 
-/// The operations of `OPERATIONS_HELP` (without the relay).
+/// The operations of `OPERATIONS_HELP` (without the relay), and the
+/// listing that describes them (`gotalk list`).
 fn test_operations() -> Handlers {
-    Handlers::new()
-        .buffer("echo", |_ctx, payload: Bytes| async move {
-            Ok::<_, HandlerError>(payload)
-        })
-        .json("greet", |_ctx, input: GreetIn| async move {
-            Ok::<_, HandlerError>(GreetOut {
-                greeting: format!("Hello {}", input.name),
-            })
-        })
-        .buffer("fail", |_ctx, payload: Bytes| async move {
-            Err::<Bytes, _>(if payload.is_empty() {
-                HandlerError::new("fail: this operation always fails")
-            } else {
-                HandlerError::with_payload(payload)
-            })
-        })
-        .buffer("slow", |_ctx, payload: Bytes| async move {
-            tokio::time::sleep(slow_wait(&payload)?).await;
-            Ok::<_, HandlerError>(payload)
-        })
-        .buffer("reverse", |_ctx, payload: Bytes| async move {
-            Ok::<_, HandlerError>(reversed(&payload))
-        })
-        .stream("stream-echo", |_ctx, mut parts, mut out| async move {
-            while let Some(part) = parts.next().await {
-                out.send(part?).await?;
-            }
-            Ok::<_, HandlerError>(())
-        })
-        .stream("stream-fail", |_ctx, mut parts, mut out| async move {
-            let mut count = 0usize;
-            while let Some(part) = parts.next().await {
-                let part = part?;
-                if count == 0 {
-                    out.send(part).await?;
-                }
-                count += 1;
-            }
-            Err::<(), _>(HandlerError::new(format!(
-                "stream-fail: failing on purpose after {count} part(s)"
-            )))
-        })
-        .buffer("call-back", |ctx, payload: Bytes| async move {
-            // Over HTTP there is no connection to call back.
-            let peer = ctx.try_peer().ok_or_else(|| {
-                HandlerError::new("call-back: needs a gotalk connection to call back (not HTTP)")
-            })?;
-            Ok::<_, HandlerError>(peer.request("reverse", payload).await?)
-        })
+    Listing::new()
+        .service(TestOpsServer::<Ops>::description())
+        .register(TestOpsServer::new(Ops).into_handlers())
 }
 
 /// Adds the relay: every notification other than `ping` goes to every

@@ -76,9 +76,17 @@ pub struct Config {
     /// Interval between heartbeats we send; `None` disables them. Default
     /// 20 s, like the Go client and gotalk.js.
     pub heartbeat_interval: Option<Duration>,
-    /// Load value for our heartbeats. Default: always 0.
+    /// Load value for our heartbeats, replacing the measured one. Default
+    /// `None`: the fuller of the two limits a new request from the peer
+    /// could hit, scaled to 0 (idle) … 65535 (refusing work): requests of
+    /// this connection being handled over
+    /// [`max_inbound_requests`](Self::max_inbound_requests), or handlers
+    /// running in the process over [`handler_limit`](Self::handler_limit).
+    /// A [`Balancer`](crate::balance::Balancer) steers calls away from a
+    /// server whose heartbeats report a high load.
     pub heartbeat_load: Option<LoadFn>,
-    /// Called with `(load, unix_time)` for each heartbeat received.
+    /// Called with `(load, unix_time)` for each heartbeat received (the last
+    /// load is also kept: [`Peer::remote_load`](crate::Peer::remote_load)).
     pub on_heartbeat: Option<HeartbeatCallback>,
     /// Attempts per request when the peer answers with retry results,
     /// the first included. Default 3.
@@ -144,7 +152,10 @@ pub struct Config {
 /// # let _ = config;
 /// ```
 #[derive(Clone)]
-pub struct HandlerLimit(Arc<tokio::sync::Semaphore>);
+pub struct HandlerLimit {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
 
 impl HandlerLimit {
     /// The size of the process-wide cap [`Config::default`] uses.
@@ -152,9 +163,11 @@ impl HandlerLimit {
 
     /// A new cap of `max` running handlers (at least 1).
     pub fn new(max: usize) -> Self {
-        Self(Arc::new(tokio::sync::Semaphore::new(
-            max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-        )))
+        let max = max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
     }
 
     /// The one cap shared by every [`Config::default`] of this process.
@@ -167,22 +180,32 @@ impl HandlerLimit {
 
     /// Handlers that may still start.
     pub fn available(&self) -> usize {
-        self.0.available_permits()
+        self.permits.available_permits()
+    }
+
+    /// The cap: the most handlers that may run at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Handlers running now (the cap less what is available).
+    pub fn running(&self) -> usize {
+        self.max.saturating_sub(self.available())
     }
 
     /// True when no handler may start now.
     pub(crate) fn is_reached(&self) -> bool {
-        self.0.available_permits() == 0
+        self.permits.available_permits() == 0
     }
 
     /// A place, if one is free.
     pub(crate) fn try_take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.0.clone().try_acquire_owned().ok()
+        self.permits.clone().try_acquire_owned().ok()
     }
 
     /// A place, once one is free.
     pub(crate) async fn take(&self) -> tokio::sync::OwnedSemaphorePermit {
-        self.0
+        self.permits
             .clone()
             .acquire_owned()
             .await

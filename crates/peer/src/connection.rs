@@ -21,6 +21,7 @@ use crate::{
     CloseReason, Config, Error, Handlers, Peer,
     core::{Charge, CloseMode, Core, Credit, Outcome, Tokens},
     latch::Latch,
+    load::RemoteLoadCell,
 };
 
 /// One item for a stream consumer (a stream handler reading request parts,
@@ -112,6 +113,8 @@ pub(crate) struct Connection {
     /// Set when the core has closed: spawned handlers stop (see
     /// [`Connection::until_closed`]).
     stop: Latch,
+    /// The load the peer's last heartbeat reported.
+    pub(crate) remote_load: RemoteLoadCell,
 }
 
 /// Closes the connection when the last [`Peer`] handle is dropped.
@@ -154,6 +157,7 @@ impl Connection {
             finish_hook: Mutex::new(None),
             stop: Latch::default(),
             handle: OnceLock::new(),
+            remote_load: RemoteLoadCell::new(),
             meta: Meta {
                 remote_addr,
                 ..Meta::default()

@@ -198,7 +198,8 @@ pub enum Error {
     /// Connecting failed (see [`ConnectError`](crate::ConnectError)).
     Connect(crate::ConnectError),
     /// A [`ReconnectingPeer`](crate::ReconnectingPeer) had no connection
-    /// for the call and could not make it wait for one: the call was never
+    /// for the call (a [`Balancer`](crate::balance::Balancer) no endpoint
+    /// taking calls) and could not make it wait for one: the call was never
     /// sent.
     Unavailable(Unavailable),
     /// The call cannot be made as asked.
@@ -206,8 +207,10 @@ pub enum Error {
 }
 
 /// Why a [`ReconnectingPeer`](crate::ReconnectingPeer) could not give a
-/// call a connection (see [`Error::Unavailable`]). The call was never sent,
-/// so it is always safe to make it again.
+/// call a connection, or a [`Balancer`](crate::balance::Balancer) an
+/// endpoint (see [`Error::Unavailable`]; the balancer's bounds are its
+/// [`BalanceOptions`](crate::balance::BalanceOptions)). The call was never
+/// sent, so it is always safe to make it again.
 ///
 /// ```
 /// use gotalk_peer::{Error, Unavailable};
@@ -366,7 +369,31 @@ impl std::error::Error for Error {
     }
 }
 
+/// The payload of the retry result (wait 0) that refuses a request because
+/// the connection is closing: the request was not run.
+pub(crate) const CLOSING_REFUSAL: &[u8] = b"connection closing";
+
 impl Error {
+    /// True when the remote refused the call because it is closing the
+    /// connection (the retry result `connection closing`): the call was not
+    /// run, so making it again on another connection is safe whether or not
+    /// the operation is idempotent. [`ReconnectingPeer`](crate::ReconnectingPeer)
+    /// does so by itself.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use gotalk_peer::Error;
+    /// let refused = Error::RetryExhausted {
+    ///     attempts: 1,
+    ///     wait: Duration::ZERO,
+    ///     message: "connection closing".into(),
+    /// };
+    /// assert!(refused.is_refused_by_closing());
+    /// ```
+    pub fn is_refused_by_closing(&self) -> bool {
+        matches!(self, Self::RetryExhausted { message, .. } if message.as_bytes() == CLOSING_REFUSAL)
+    }
+
     /// True when the connection is gone (the call may succeed on a new one).
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed(_))

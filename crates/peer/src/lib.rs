@@ -24,6 +24,10 @@
 //! - [`ReconnectingPeer`] ([`reconnect`]): a client over a connect
 //!   function that connects again with backoff when its connection is
 //!   lost, queueing calls meanwhile.
+//! - [`balance::Balancer`]: a client over several servers (a fixed list,
+//!   DNS, or a resolver of your own) that sends each call to one of them by
+//!   power of two choices on the calls in flight and the load each server
+//!   reports in its heartbeats, and leaves out servers that fail.
 //! - One [`Server`] serves any mix of listeners: one accept loop, one
 //!   registry of live connections ([`Connections`]), the same hooks
 //!   ([`Server::on_connect`] to admit or refuse, [`Server::wrap_io`],
@@ -124,7 +128,12 @@
 //! 9. **Reconnecting**: [`ReconnectingPeer`] connects again by itself when
 //!    the connection is lost, with backoff, queueing calls made meanwhile
 //!    (see [`reconnect`]).
-//!
+//! 10. **Balancing**: [`balance::Balancer`] spreads calls over several
+//!     servers, away from slow and loaded ones (see [`balance`]).
+//! 11. **Typed services**: `#[gotalk_peer::service]` (feature `macros`)
+//!     turns a trait into handlers, a typed client over any [`Caller`](service::Caller)
+//!     and a description for the listing operation (see [`service`](mod@service)
+//!     and `docs/services.md`).
 //!
 //! [gotalk]: https://github.com/rsms/gotalk
 
@@ -135,6 +144,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod balance;
 mod buffer_gauge;
 mod config;
 mod connection;
@@ -145,12 +155,14 @@ mod error;
 mod handlers;
 mod handshake;
 mod latch;
+mod load;
 pub mod middleware;
 mod peer;
 mod read_buffer;
 pub mod reconnect;
 mod runtime_metrics;
 mod server;
+pub mod service;
 mod stream;
 pub mod transport;
 
@@ -158,8 +170,13 @@ pub use config::{Config, HandlerLimit, HeartbeatCallback, LoadFn, WriteCeiling};
 pub use error::{
     CloseReason, Error, HandshakeError, RemoteError, Unavailable, UsageError, Violation,
 };
+/// Turns a trait into a typed gotalk service (feature `macros`): see
+/// [`service`](mod@service) for what it accepts and generates.
+#[cfg(feature = "macros")]
+pub use gotalk_macros::service;
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
 pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
+pub use load::RemoteLoad;
 pub use peer::{Peer, RequestOptions};
 pub use reconnect::ReconnectingPeer;
 pub use server::{Connections, Rejection, Server, ServerHandle};

@@ -1,6 +1,12 @@
 //! The handle to one connection: call the other side, notify it, close.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use gotalk_proto::RequestId;
@@ -11,10 +17,13 @@ use tokio::{
 };
 
 use crate::{
-    CloseReason, Config, Error, Handlers, RemoteError, ResultStream, StreamWriter, UsageError,
+    CloseReason, Config, Error, Handlers, RemoteError, RemoteLoad, ResultStream, StreamWriter,
+    UsageError,
     connection::{Connection, HandleGuard},
     core::{CloseMode, Outcome, RetryDecision, RetryPolicy},
-    driver, handshake,
+    driver,
+    error::CLOSING_REFUSAL,
+    handshake,
 };
 
 /// Per-call settings that override the connection's [`Config`].
@@ -174,8 +183,23 @@ impl Peer {
         payload: impl Into<Bytes>,
         options: RequestOptions,
     ) -> Result<Bytes, Error> {
-        let payload = payload.into();
-        let call = self.request_attempts(op, &payload, options.max_attempts);
+        self.request_tracked(op, payload.into(), options, &AtomicBool::new(false))
+            .await
+    }
+
+    /// [`request_with`](Self::request_with), also telling through
+    /// `may_have_run` whether the remote may have run the request: set while
+    /// a sending is out and not refused with a retry result. A call that
+    /// failed with it unset was never run, so a balancer may send it to
+    /// another server.
+    pub(crate) async fn request_tracked(
+        &self,
+        op: &str,
+        payload: Bytes,
+        options: RequestOptions,
+        may_have_run: &AtomicBool,
+    ) -> Result<Bytes, Error> {
+        let call = self.request_attempts(op, &payload, options.max_attempts, may_have_run);
         match options.timeout.or(self.conn.config.request_timeout) {
             // Boxed: a timer is large, and every call's future would carry one.
             Some(limit) => Box::pin(tokio::time::timeout(limit, call))
@@ -190,6 +214,7 @@ impl Peer {
         op: &str,
         payload: &Bytes,
         max_attempts: Option<u32>,
+        may_have_run: &AtomicBool,
     ) -> Result<Bytes, Error> {
         let config = &self.conn.config;
         let mut policy = RetryPolicy::new(
@@ -197,12 +222,24 @@ impl Peer {
             config.retry_backoff,
         );
         loop {
-            match self.request_once(op, payload).await? {
+            match self.request_once(op, payload, may_have_run).await? {
                 Outcome::Value(bytes) => return Ok(bytes),
                 Outcome::Error(payload) => return Err(Error::Remote(RemoteError::new(payload))),
                 Outcome::Retry { wait_ms, payload } => {
+                    // Refused: the remote did not run it.
+                    may_have_run.store(false, Ordering::Relaxed);
                     let wait = Duration::from_millis(u64::from(wait_ms));
-                    match policy.on_retry(wait) {
+                    // A closing connection refuses every new request the
+                    // same way: asking it again only delays the caller, who
+                    // can go to another connection (the request did not run).
+                    let decision = if &payload[..] == CLOSING_REFUSAL {
+                        RetryDecision::GiveUp {
+                            attempts: policy.attempt(),
+                        }
+                    } else {
+                        policy.on_retry(wait)
+                    };
+                    match decision {
                         RetryDecision::GiveUp { attempts } => {
                             return Err(Error::RetryExhausted {
                                 attempts,
@@ -226,7 +263,12 @@ impl Peer {
         }
     }
 
-    async fn request_once(&self, op: &str, payload: &Bytes) -> Result<Outcome, Error> {
+    async fn request_once(
+        &self,
+        op: &str,
+        payload: &Bytes,
+        may_have_run: &AtomicBool,
+    ) -> Result<Outcome, Error> {
         let (tx, rx) = oneshot::channel();
         let mut caller = Some(tx);
         // The name is copied once, into the write buffer.
@@ -234,6 +276,7 @@ impl Peer {
             .conn
             .send(|core| core.request(op, payload, caller.take().expect("sent once")))
             .await?;
+        may_have_run.store(true, Ordering::Relaxed);
         let mut cancel = CancelOnDrop {
             conn: &self.conn,
             id,
@@ -341,6 +384,26 @@ impl Peer {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as u32);
         self.conn.send(|core| core.heartbeat(load, time)).await
+    }
+
+    /// The load the remote side reported in its last heartbeat, and when it
+    /// came; `None` until one arrives (the Go server sends none). Reads one
+    /// atomic word: cheap enough for every call.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), gotalk_peer::Error> {
+    /// use std::time::Duration;
+    /// use gotalk_peer::{Config, Handlers, Peer};
+    /// let config = Config { heartbeat_interval: Some(Duration::from_secs(1)), ..Config::default() };
+    /// let (client, _server) = Peer::pair(Handlers::new(), Handlers::new(), config).await?;
+    /// assert_eq!(client.remote_load(), None);
+    /// tokio::time::sleep(Duration::from_millis(1100)).await;
+    /// assert_eq!(client.remote_load().map(|l| l.load), Some(0), "an idle server");
+    /// # Ok(()) }
+    /// ```
+    pub fn remote_load(&self) -> Option<RemoteLoad> {
+        self.conn.remote_load.get()
     }
 
     /// Closes gracefully: refuses new requests (the peer's get a retry

@@ -48,13 +48,30 @@ struct Counters {
     hang: Arc<AtomicUsize>,
     /// `once`: the first call is never answered, the later ones are.
     once: Arc<AtomicUsize>,
+    /// `count`: calls run.
+    count: Arc<AtomicUsize>,
+    /// A `gated` call waits for a notification.
+    gate: Arc<tokio::sync::Notify>,
 }
 
 impl Counters {
     fn handlers(&self) -> Handlers {
         let hang = self.hang.clone();
         let once = self.once.clone();
+        let count = self.count.clone();
+        let gate = self.gate.clone();
         Handlers::new()
+            .buffer("count", move |_ctx, payload: Bytes| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async move { Ok::<_, HandlerError>(payload) }
+            })
+            .buffer("gated", move |_ctx, payload: Bytes| {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    Ok::<_, HandlerError>(payload)
+                }
+            })
             .buffer("echo", |_ctx, payload: Bytes| async move {
                 Ok::<_, HandlerError>(payload)
             })
@@ -387,6 +404,81 @@ async fn an_idempotent_request_is_sent_again_once_on_the_next_connection() {
         .unwrap();
     tokio::time::sleep(ms(50)).await;
     assert_eq!(counters.hang.load(Ordering::SeqCst), 2, "not a third time");
+
+    client.close().await;
+    server.shutdown().await;
+}
+
+/// A server shutting down refuses new calls with `connection closing`: such
+/// a call did not run, so it goes to the next connection although it is not
+/// idempotent, and runs there exactly once.
+#[tokio::test]
+async fn a_call_refused_by_a_closing_server_runs_once_on_the_next_connection() {
+    let counters = Counters::default();
+    // A long close timeout: the old connection stays in its closing state
+    // until the test lets its last handler finish.
+    let config = Config {
+        close_timeout: WAIT,
+        ..quiet()
+    };
+    let server = Server::bind(("127.0.0.1", 0), counters.handlers(), config)
+        .await
+        .unwrap()
+        .spawn();
+    let port = server
+        .local_addr()
+        .to_string()
+        .parse::<SocketAddr>()
+        .unwrap()
+        .port();
+    let client = client(port, fast());
+    within(WAIT, "connected", client.connected()).await.unwrap();
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("gated", "held").await }
+    });
+    let old = client.current().expect("connected");
+    eventually(WAIT, "the gated call runs", || old.pending_requests() == 1).await;
+    let shutdown = tokio::spawn(server.shutdown());
+    // The server refuses new calls once its close has begun.
+    let once = RequestOptions {
+        max_attempts: Some(1),
+        ..RequestOptions::default()
+    };
+    let refusal = loop {
+        match old.request_with("echo", "probe", once).await {
+            Ok(_) => tokio::time::sleep(ms(5)).await,
+            Err(e) => break e,
+        }
+    };
+    assert!(refusal.is_refused_by_closing(), "{refusal:?}");
+
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("count", "x").await }
+    });
+    // Refused, it waits for the old connection to go instead of failing.
+    tokio::time::sleep(ms(100)).await;
+    assert!(!call.is_finished(), "{:?}", call.await);
+    assert_eq!(counters.count.load(Ordering::SeqCst), 0);
+
+    counters.gate.notify_one();
+    assert_eq!(
+        within(WAIT, "the held call", held).await.unwrap().unwrap(),
+        "held"
+    );
+    within(WAIT, "the old server stops", shutdown)
+        .await
+        .unwrap();
+    let server = serve_on(port, counters.handlers()).await;
+    assert_eq!(
+        within(WAIT, "the refused call", call)
+            .await
+            .unwrap()
+            .unwrap(),
+        "x"
+    );
+    assert_eq!(counters.count.load(Ordering::SeqCst), 1, "run exactly once");
 
     client.close().await;
     server.shutdown().await;

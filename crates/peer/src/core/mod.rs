@@ -52,7 +52,10 @@ use self::{
     tables::{Admission, Outbound, PartTarget, Tables},
     timers::{Expired, Timers},
 };
-use crate::{CloseReason, Config, Error, RemoteError, error::Violation};
+use crate::{
+    CloseReason, Config, Error, RemoteError,
+    error::{CLOSING_REFUSAL, Violation},
+};
 
 /// What the runtime keeps per request: opaque to the core, which only
 /// stores and hands them back.
@@ -494,7 +497,7 @@ impl<T: Tokens> Core<T> {
         } else {
             Reply::Retry {
                 wait: Duration::ZERO,
-                payload: Bytes::from_static(b"connection closing"),
+                payload: Bytes::from_static(CLOSING_REFUSAL),
             }
         };
         self.respond(id, stream, reply, charge);
@@ -648,11 +651,8 @@ impl<T: Tokens> Core<T> {
             Admission::RateLimited if stream => self.rate_limited(id, "stream rate limit"),
             Admission::RateLimited => self.rate_limited(id, "request rate limit"),
             Admission::Closing => {
-                let msg = self.retry_or_error(
-                    id,
-                    Duration::ZERO,
-                    Bytes::from_static(b"connection closing"),
-                );
+                let msg =
+                    self.retry_or_error(id, Duration::ZERO, Bytes::from_static(CLOSING_REFUSAL));
                 self.queue_reply(&msg);
             }
         }

@@ -137,12 +137,16 @@ impl Dispatch {
             } => notifications::run(self, conn, name, payload, charge),
             Event::Heartbeat { load, time } => {
                 tracing::trace!(load, time, "heartbeat received");
+                conn.remote_load.record(load);
                 if let Some(on_heartbeat) = &conn.config.on_heartbeat {
                     on_heartbeat(load, time);
                 }
             }
             Event::HeartbeatDue => {
-                let load = conn.config.heartbeat_load.as_ref().map_or(0, |f| f());
+                let load = match &conn.config.heartbeat_load {
+                    Some(load) => load(),
+                    None => measured_load(conn),
+                };
                 let time = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs() as u32);
@@ -172,6 +176,20 @@ impl Dispatch {
             self.ops.push(Op::PartTaken(credit));
         }
     }
+}
+
+/// The load figure of [`crate::load::measured`] for this connection. Takes
+/// the core's lock briefly: dispatching does not hold it, and this runs
+/// once per heartbeat interval.
+fn measured_load(conn: &Connection) -> u16 {
+    let inbound = conn.lock().core.stats().inbound;
+    let limit = &conn.config.handler_limit;
+    crate::load::measured(
+        inbound,
+        conn.config.max_inbound_requests,
+        limit.running(),
+        limit.max(),
+    )
 }
 
 /// Runs `poll` (a handler's first poll) where

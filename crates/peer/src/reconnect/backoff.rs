@@ -121,6 +121,17 @@ impl Rng {
         Self(hasher.finish() | 1)
     }
 
+    /// A generator that always draws the same numbers: for tests.
+    #[cfg(test)]
+    pub(crate) fn from_seed(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// A number in `0..n` (`n` at least 1).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        ((self.unit() * n as f64) as usize).min(n.saturating_sub(1))
+    }
+
     /// A number in `0.0..1.0`.
     pub(crate) fn unit(&mut self) -> f64 {
         let mut x = self.0;

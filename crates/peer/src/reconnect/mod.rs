@@ -19,7 +19,9 @@
 //! may have run it. Mark the calls that may safely run twice with
 //! [`RequestOptions::retry_on_disconnect`] (or use
 //! [`request_idempotent`](ReconnectingPeer::request_idempotent)): those are
-//! sent once more on the next connection.
+//! sent once more on the next connection. A request the server refused
+//! because it was closing (see [`Error::is_refused_by_closing`]) did not
+//! run, and goes to the next connection in any case.
 //!
 //! # Noticing a dead connection
 //!
@@ -86,7 +88,7 @@ use tokio::{
 };
 
 pub use backoff::Backoff;
-use backoff::Rng;
+pub(crate) use backoff::Rng;
 pub use state::{Event, State};
 
 use crate::{
@@ -186,6 +188,10 @@ struct Shared {
 
 /// Events buffered per subscriber before the oldest are dropped.
 const EVENT_CAPACITY: usize = 64;
+
+/// How many connections a call refused with `connection closing` is taken
+/// to, unless its [`RequestOptions::max_attempts`] says otherwise.
+const MAX_CLOSING_REFUSALS: u32 = 3;
 
 impl Shared {
     fn current(&self) -> MutexGuard<'_, Option<Peer>> {
@@ -602,6 +608,13 @@ impl ReconnectingPeer {
     /// for a connection, the request, and its second sending if it is
     /// [`retry_on_disconnect`](RequestOptions::retry_on_disconnect).
     ///
+    /// A call the server refuses because it is closing the connection (the
+    /// retry result `connection closing`, see
+    /// [`Error::is_refused_by_closing`]) did not run, so it is sent on the
+    /// next connection whatever the options, up to
+    /// [`max_attempts`](RequestOptions::max_attempts) connections (3 by
+    /// default).
+    ///
     /// ```no_run
     /// # async fn f(client: gotalk_peer::ReconnectingPeer) -> Result<(), gotalk_peer::Error> {
     /// use std::time::Duration;
@@ -638,9 +651,24 @@ impl ReconnectingPeer {
         options: RequestOptions,
     ) -> Result<Bytes, Error> {
         let mut may_resend = options.retry_on_disconnect;
+        // A request the server refused because it is closing did not run:
+        // it goes to the next connection, idempotent or not, a bounded
+        // number of times (a server that never stops closing is an error).
+        let mut refusals_left = options.max_attempts.unwrap_or(MAX_CLOSING_REFUSALS);
         loop {
             let peer = self.checkout().await?;
             match peer.request_with(op, payload.clone(), options).await {
+                Err(e) if e.is_refused_by_closing() && refusals_left > 1 && !self.is_closed() => {
+                    refusals_left -= 1;
+                    tracing::debug!(
+                        op,
+                        "the server is closing the connection and did not run the \
+                         request; sending it on the next connection"
+                    );
+                    // The refusing connection is on its way out; checking out
+                    // again before it is gone would get the same answer.
+                    let _ = peer.closed().await;
+                }
                 Err(Error::Closed(reason)) if may_resend && !self.is_closed() => {
                     tracing::debug!(
                         op,

@@ -1,0 +1,6 @@
+#[gotalk_peer::service]
+trait Chat {
+    async fn send(&mut self, text: String) -> u64;
+}
+
+fn main() {}
