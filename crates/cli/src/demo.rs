@@ -197,6 +197,7 @@ pub(crate) async fn run(_args: DemoArgs) -> u8 {
         ws: None,
         http: None,
         hub: None,
+        metrics: false,
         extra: Some(Arc::new(move |h| {
             let warmed = warmed.clone();
             h.buffer("flaky", move |_ctx, payload: Bytes| {

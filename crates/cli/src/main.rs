@@ -15,6 +15,7 @@ mod gen_ts;
 mod http_client;
 mod hub_client;
 mod hub_serve;
+mod metrics;
 mod ops;
 mod schema_check;
 mod serve;

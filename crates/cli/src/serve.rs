@@ -42,6 +42,12 @@ handler panicked; a stream operation's parts come as a chunked response, each as
 sent. POST PATH/notify/NAME answers 204 once the handler has run (notifications are relayed
 to the connected clients as usual). Same origin policy as WebSocket (--ws-allow-origin).
 Try: curl -d hello http://HOST:PORT/gotalk/call/echo. Plain HTTP only, even with --tls-cert.
+Metrics (--metrics HOST:PORT): Prometheus text at http://HOST:PORT/metrics, printed last as
+`metrics on URL`: gotalk_requests_total by operation and outcome (ok, error, retry; unknown
+and busy without an operation), gotalk_request_duration_seconds, gotalk_bytes_received_total,
+gotalk_bytes_sent_total, gotalk_connections_open, gotalk_connections_accepted_total,
+gotalk_stream_requests_total, gotalk_notifications_received_total and
+gotalk_protocol_violations_total by code (docs/middleware.md).
 TLS (--tls-cert and --tls-key, PEM files: the certificate chain, leaf first, and its private
 key): the TCP listener speaks TLS (clients use tls://HOST:PORT) and --ws serves wss://.
 With --trace, prints every frame in and out, one line each:
@@ -118,6 +124,11 @@ pub(crate) struct ServeArgs {
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics (requests per operation and outcome, latency, bytes,
+    /// connections, streams, notifications, protocol violations) at
+    /// http://HOST:PORT/metrics (port 0 picks one)
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    metrics: Option<String>,
     #[command(flatten)]
     hub: HubArgs,
     #[command(flatten)]
@@ -196,6 +207,18 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         allow_origins: args.ws_allow_origin,
         static_dir: static_dir.clone(),
     });
+    // Before any connection: the runtime's counters bind to the recorder
+    // installed when they are first used.
+    let metrics_addr = match &args.metrics {
+        Some(addr) => match crate::metrics::serve(addr).await {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                eprintln!("gotalk: cannot serve --metrics {addr}: {e}");
+                return exit::TROUBLE;
+            }
+        },
+        None => None,
+    };
     let hub = match args.hub.build().await {
         Ok(hub) => hub,
         Err(e) => {
@@ -212,6 +235,7 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         ws,
         http,
         hub,
+        metrics: metrics_addr.is_some(),
     };
     let running = match server::start(&addr, options).await {
         Ok(s) => s,
@@ -239,6 +263,9 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
     }
     if let Some(url) = running.http_url() {
         println!("listening on {url}");
+    }
+    if let Some(addr) = metrics_addr {
+        println!("metrics on http://{addr}/metrics");
     }
     if std::io::stderr().is_terminal() {
         let ca = if running.local_addr().starts_with("tls://") {

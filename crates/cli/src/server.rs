@@ -55,6 +55,8 @@ pub(crate) struct ServeOptions {
     pub(crate) http: Option<HttpListen>,
     /// Serve publish/subscribe (`--hub`); replaces the notification relay.
     pub(crate) hub: Option<Hub>,
+    /// Count every operation's requests and latency (`--metrics`).
+    pub(crate) metrics: bool,
 }
 
 /// Why [`start`] failed: which listener, and the error.
@@ -98,6 +100,9 @@ pub(crate) async fn start(
     }
     if let Some(hub) = &options.hub {
         handlers = hub.handlers(handlers);
+    }
+    if options.metrics {
+        handlers = handlers.layer(gotalk_peer::middleware::MetricsLayer::new());
     }
     let config = options.config.clone();
     let failed = |source| StartError {

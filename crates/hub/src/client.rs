@@ -127,6 +127,13 @@ impl Session {
     }
 
     pub(crate) fn set_phase(&self, phase: Phase) {
+        // An authenticated connection's identity, for the application's
+        // layers (`Authorize`); anonymous ones get none.
+        if let Phase::Ready(principal) = &phase
+            && let Some(identity) = &principal.identity
+        {
+            self.peer.set_identity(identity.to_peer_identity());
+        }
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
         self.phase_changed.notify_waiters();
     }

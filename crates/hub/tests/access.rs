@@ -554,3 +554,64 @@ async fn c_epoch(hub: &Hub, channel: &str) -> String {
         .position
         .epoch
 }
+
+/// The hub sets the connection's identity when it authenticates (user as
+/// subject, the token's scopes as grants), so the application's own
+/// operations can be guarded with `Authorize` beside the hub's.
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn authentication_sets_the_identity_that_authorize_checks() {
+    use gotalk_hub::auth::{Claims, JwtVerifier};
+    use gotalk_peer::{HandlerError, middleware::Authorize};
+    let verifier = JwtVerifier::new("s3cret").unwrap();
+    let sign = |claims: Claims| {
+        verifier
+            .sign(&claims.expires_in(Duration::from_secs(600)))
+            .unwrap()
+    };
+    let admin = sign(Claims::new("alice").scope("admin").scope("billing"));
+    let plain = sign(Claims::new("bob"));
+    let hub = Hub::builder()
+        .verifier(verifier.clone())
+        .build()
+        .await
+        .unwrap();
+    let app = Handlers::new()
+        .json("purge", |ctx, (): ()| async move {
+            let who = ctx.identity().map(|i| i.subject().to_owned());
+            Ok::<_, HandlerError>(who)
+        })
+        .layer_for("purge", Authorize::grant("admin"));
+    let server = Server::bind("127.0.0.1:0", hub.handlers(app), Config::default())
+        .await
+        .unwrap();
+    let server = hub.attach(server).spawn();
+
+    let c = Client::connect(&server).await;
+    assert_eq!(
+        c.call("purge", json!(null)).await.unwrap_err(),
+        "unauthenticated: operation \"purge\" needs an identity"
+    );
+    c.ok("auth", json!({"token": plain})).await;
+    assert_eq!(
+        c.call("purge", json!(null)).await.unwrap_err(),
+        "forbidden: operation \"purge\" needs the grant \"admin\""
+    );
+
+    let c = Client::connect(&server).await;
+    c.ok("auth", json!({"token": admin})).await;
+    assert_eq!(c.ok("purge", json!(null)).await, json!("alice"));
+    let peer = server
+        .connections()
+        .into_iter()
+        .find(|p| p.identity().is_some_and(|i| i.subject() == "alice"))
+        .expect("alice's connection has her identity");
+    let grants: Vec<_> = peer
+        .identity()
+        .unwrap()
+        .grants()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(grants, ["admin", "billing"]);
+    server.shutdown().await;
+}

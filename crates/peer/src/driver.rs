@@ -55,6 +55,7 @@ pub(crate) async fn run<T>(io: T, conn: Arc<Connection>)
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    crate::runtime_metrics::connection_opened();
     let mut driver = Driver::new(io, conn.clone());
     driver.gauge = buffer_gauge::attach(&conn);
     poll_fn(|cx| driver.poll(cx)).await;
@@ -64,6 +65,7 @@ where
     let reason = driver.closing.map(|(reason, _)| reason);
     drop(driver.io);
     tracing::trace!(reason = ?reason, "connection closed");
+    crate::runtime_metrics::connection_closed(reason.as_ref());
     conn.mark_finished(reason.as_ref());
 }
 
@@ -356,7 +358,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                             self.reader.open = false;
                             return Input::Ended(CloseReason::PeerClosed);
                         }
-                        Poll::Ready(Ok(_)) => self.now = Instant::now(),
+                        Poll::Ready(Ok(n)) => {
+                            crate::runtime_metrics::bytes_received(n);
+                            self.now = Instant::now();
+                        }
                         Poll::Ready(Err(e)) => {
                             self.reader.open = false;
                             return Input::Ended(io_reason(e));
@@ -401,6 +406,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 }
                 Poll::Ready(Ok(0)) => return self.write_failed(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(written)) => {
+                    crate::runtime_metrics::bytes_sent(written);
                     advance(&mut self.batch, written);
                     self.write_deadline = None;
                     progressed = true;

@@ -14,13 +14,19 @@ use bytes::Bytes;
 use gotalk_proto::{RequestId, Text};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{Peer, RequestParts, ResultSender};
+use tower_service::Service;
+
+use crate::{
+    Peer, RequestParts, ResultSender,
+    middleware::{HandlerService, Identity, Layer, Request, Route},
+};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-type BufferFn = dyn Fn(Context, Bytes) -> BoxFuture<Result<Bytes, HandlerError>> + Send + Sync;
-type StreamFn = dyn Fn(Context, RequestParts, ResultSender) -> BoxFuture<Result<(), HandlerError>>
+pub(crate) type BufferFn =
+    dyn Fn(Context, Bytes) -> BoxFuture<Result<Bytes, HandlerError>> + Send + Sync;
+pub(crate) type StreamFn = dyn Fn(Context, RequestParts, ResultSender) -> BoxFuture<Result<(), HandlerError>>
     + Send
     + Sync;
 type NotificationFn = dyn Fn(Context, Bytes) -> BoxFuture<()> + Send + Sync;
@@ -30,6 +36,58 @@ pub(crate) type NotificationHandler = Arc<NotificationFn>;
 pub(crate) enum RequestHandler {
     Buffer(Arc<BufferFn>),
     Stream(Arc<StreamFn>),
+    /// Wrapped in layers (see [`Handlers::layer`]).
+    Layered(Arc<Route>),
+}
+
+impl RequestHandler {
+    /// True for a stream handler (layered or not).
+    pub(crate) fn is_stream(&self) -> bool {
+        match self {
+            Self::Buffer(_) => false,
+            Self::Stream(_) => true,
+            Self::Layered(route) => route.is_stream(),
+        }
+    }
+
+    /// Runs a buffer handler (`is_stream` false): its own future when it
+    /// has no layers, not boxed again.
+    pub(crate) fn call_buffer(
+        &self,
+        ctx: Context,
+        payload: Bytes,
+    ) -> BoxFuture<Result<Bytes, HandlerError>> {
+        match self {
+            Self::Buffer(f) => f(ctx, payload),
+            Self::Layered(route) => route.call_buffer(ctx, payload),
+            Self::Stream(_) => {
+                let e =
+                    HandlerError::new("internal error: a stream handler called as a buffer one");
+                Box::pin(async move { Err(e) })
+            }
+        }
+    }
+
+    /// Runs a stream handler (`is_stream` true).
+    pub(crate) fn call_stream(
+        &self,
+        ctx: Context,
+        parts: RequestParts,
+        results: ResultSender,
+    ) -> BoxFuture<Result<(), HandlerError>> {
+        match self {
+            Self::Stream(f) => f(ctx, parts, results),
+            Self::Layered(route) => {
+                let fut = route.call_stream(ctx, parts, results);
+                Box::pin(async move { fut.await.map(drop) })
+            }
+            Self::Buffer(_) => {
+                let e =
+                    HandlerError::new("internal error: a buffer handler called as a stream one");
+                Box::pin(async move { Err(e) })
+            }
+        }
+    }
 }
 
 /// Names are looked up on every message: hash them with FNV-1a rather than
@@ -218,6 +276,54 @@ impl Handlers {
         })
     }
 
+    /// Wraps every operation registered so far in `layer` (a tower
+    /// [`Layer`]); operations registered after it are not wrapped, as with
+    /// axum's `Router::layer`. The fallback (`""`) is wrapped too. The last
+    /// layer added is the outermost. See [`middleware`](crate::middleware)
+    /// for what applies to stream operations and over HTTP.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use gotalk_peer::{HandlerError, Handlers, middleware::TraceLayer};
+    /// let handlers = Handlers::new()
+    ///     .buffer("echo", |_ctx, p| async move { Ok::<_, HandlerError>(p) })
+    ///     .layer(TraceLayer::new());
+    /// # let _ = handlers;
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService>,
+        L::Service: Service<Request, Response = Bytes> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Error: Into<HandlerError>,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        for (name, handler) in self.registry().requests.iter_mut() {
+            *handler = RequestHandler::Layered(crate::middleware::wrap(name, handler, &layer));
+        }
+        self
+    }
+
+    /// Wraps the operation registered as `op` in `layer` (see
+    /// [`layer`](Self::layer)); `""` is the fallback.
+    ///
+    /// # Panics
+    /// If no handler is registered as `op` (register it first).
+    pub fn layer_for<L>(mut self, op: &str, layer: L) -> Self
+    where
+        L: Layer<HandlerService>,
+        L::Service: Service<Request, Response = Bytes> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Error: Into<HandlerError>,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        let Some(handler) = self.registry().requests.get_mut(op) else {
+            panic!(
+                "Handlers::layer_for: no handler registered as {op:?}; register it before layering it"
+            );
+        };
+        *handler = RequestHandler::Layered(crate::middleware::wrap(op, handler, &layer));
+        self
+    }
+
     pub(crate) fn request_handler(&self, op: &str) -> Option<&RequestHandler> {
         let requests = &self.inner.requests;
         requests.get(op).or_else(|| requests.get(""))
@@ -277,6 +383,8 @@ pub struct Context {
     /// The name as decoded: a slice of the read buffer, no copy.
     name: Text<Bytes>,
     id: Option<RequestId>,
+    /// A call over HTTP's identity (a connection's is its user data).
+    identity: Option<Arc<Identity>>,
 }
 
 impl Context {
@@ -285,16 +393,28 @@ impl Context {
             peer: Some(peer),
             name,
             id,
+            identity: None,
         }
     }
 
     /// The context of a call with no connection behind it (HTTP).
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn without_peer(name: Text<Bytes>) -> Self {
+    pub(crate) fn without_peer(name: Text<Bytes>, identity: Option<Arc<Identity>>) -> Self {
         Self {
             peer: None,
             name,
             id: None,
+            identity,
+        }
+    }
+
+    /// Who the caller is: the connection's [`Identity`], set with
+    /// [`Peer::set_identity`]; for a call over HTTP, what
+    /// `http::HttpConfig::identify` made of it. `None` when nobody said.
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        match &self.peer {
+            Some(peer) => peer.identity(),
+            None => self.identity.clone(),
         }
     }
 
@@ -473,9 +593,15 @@ impl From<crate::Error> for HandlerError {
     }
 }
 
+/// A boxed error (tower's layers return them) that is a `HandlerError`
+/// stays one, retry results included; any other becomes an error result
+/// with its description.
 impl From<Box<dyn std::error::Error + Send + Sync>> for HandlerError {
     fn from(e: Box<dyn std::error::Error + Send + Sync>) -> Self {
-        Self::new(e.to_string())
+        match e.downcast::<HandlerError>() {
+            Ok(e) => *e,
+            Err(e) => Self::new(e.to_string()),
+        }
     }
 }
 

@@ -448,6 +448,20 @@ impl Peer {
         self.conn.set_user_data(value);
     }
 
+    /// Sets who is at the other end (see [`Identity`](crate::middleware::Identity)),
+    /// replacing any identity set before: handlers and layers read it with
+    /// [`Context::identity`](crate::Context::identity), the
+    /// [`Authorize`](crate::middleware::Authorize) layer checks it. Kept as
+    /// the connection's user data of type `Identity`.
+    pub fn set_identity(&self, identity: crate::middleware::Identity) {
+        self.conn.set_user_data(identity);
+    }
+
+    /// The identity set with [`set_identity`](Self::set_identity).
+    pub fn identity(&self) -> Option<Arc<crate::middleware::Identity>> {
+        self.conn.user_data()
+    }
+
     /// The value of type `T` attached with [`set_user_data`](Self::set_user_data).
     pub fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         self.conn.user_data()

@@ -84,6 +84,7 @@ pub(crate) struct Server {
     addr: String,
     ws_url: Option<String>,
     http_url: Option<String>,
+    metrics_url: Option<String>,
     pub(crate) stdout: mpsc::Receiver<String>,
     stderr: Option<ChildStderr>,
 }
@@ -111,6 +112,7 @@ impl Server {
             addr: String::new(),
             ws_url: None,
             http_url: None,
+            metrics_url: None,
             stdout,
             stderr,
         };
@@ -122,6 +124,12 @@ impl Server {
         let addr = listening();
         let ws_url = extra.contains(&"--ws").then(listening);
         let http_url = extra.contains(&"--http").then(listening);
+        let metrics_url = extra.contains(&"--metrics").then(|| {
+            let line = wait_for(&server.stdout, |l| l.starts_with("metrics on "))
+                .unwrap_or_else(|seen| panic!("serve printed no metrics URL; saw {seen:?}"));
+            line["metrics on ".len()..].to_owned()
+        });
+        server.metrics_url = metrics_url;
         server.addr = addr;
         server.ws_url = ws_url;
         server.http_url = http_url;
@@ -142,6 +150,13 @@ impl Server {
     #[allow(dead_code)] // Not every test binary serves HTTP.
     pub(crate) fn http_url(&self) -> &str {
         self.http_url.as_deref().expect("started with --http")
+    }
+
+    /// The metrics URL (`http://HOST:PORT/metrics`), when started with
+    /// `--metrics`.
+    #[allow(dead_code)] // Only the metrics test binary serves them.
+    pub(crate) fn metrics_url(&self) -> &str {
+        self.metrics_url.as_deref().expect("started with --metrics")
     }
 
     /// Sends a signal and waits for the process to exit; returns its exit code and stderr.

@@ -62,6 +62,7 @@ impl Verifier for Nicknames {
             )))
         } else {
             Ok(Identity {
+                scopes: Vec::new(),
                 user: name.to_owned(),
                 expires: None,
                 // Rooms only: read, write and be seen there.

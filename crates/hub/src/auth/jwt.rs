@@ -106,6 +106,7 @@ pub struct Claims {
     issuer: Option<String>,
     audience: Option<String>,
     permissions: Permissions,
+    scopes: Vec<String>,
 }
 
 impl Claims {
@@ -119,6 +120,7 @@ impl Claims {
             issuer: None,
             audience: None,
             permissions: Permissions::none(),
+            scopes: Vec::new(),
         }
     }
 
@@ -160,6 +162,22 @@ impl Claims {
         self
     }
 
+    /// Adds a scope (the `scope` claim, space-separated): a grant of the
+    /// connection's identity once it authenticates (see
+    /// [`Identity::scopes`]).
+    ///
+    /// # Panics
+    /// If `scope` is empty or contains whitespace (it could not be read back).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        let scope = scope.into();
+        assert!(
+            !scope.is_empty() && !scope.contains(char::is_whitespace),
+            "Claims::scope: {scope:?} must be one non-empty word"
+        );
+        self.scopes.push(scope);
+        self
+    }
+
     /// Adds every rule of `permissions` (the `channels` claim).
     pub fn permissions(mut self, permissions: &Permissions) -> Self {
         for (pattern, access) in permissions.rules() {
@@ -185,6 +203,8 @@ struct WireClaims<'a> {
     aud: Option<&'a str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     channels: BTreeMap<&'a str, Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
 }
 
 impl<'a> From<&'a Claims> for WireClaims<'a> {
@@ -206,6 +226,7 @@ impl<'a> From<&'a Claims> for WireClaims<'a> {
                 .into_iter()
                 .map(|(p, a)| (p, a.level_names().collect()))
                 .collect(),
+            scope: (!c.scopes.is_empty()).then(|| c.scopes.join(" ")),
         }
     }
 }
@@ -272,6 +293,7 @@ impl fmt::Debug for JwtSigner {
 /// | `iss`      | if an issuer is set       | must be the configured issuer                        |
 /// | `aud`      | if an audience is set     | must be (or, as an array, contain) the audience      |
 /// | `channels` | no                        | access per channel pattern, see below                |
+/// | `scope`    | no                        | space-separated scopes: [`Identity::scopes`]         |
 ///
 /// `channels` ([`CHANNELS_CLAIM`]) is an object from channel pattern (a
 /// name, a prefix ending in `*`, or `*`) to an array of access level names
@@ -466,10 +488,20 @@ impl JwtVerifier {
             None | Some(Value::Null) => self.default_permissions.clone(),
             Some(value) => parse_channels(value)?,
         };
+        let scopes = match claims.scope {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            Some(_) => {
+                return Err(AuthError::Invalid(
+                    "the `scope` claim must be a string of space-separated scopes".into(),
+                ));
+            }
+        };
         Ok(Identity {
             user,
             expires,
             permissions,
+            scopes,
         })
     }
 
@@ -525,6 +557,7 @@ struct RawClaims {
     sub: Option<Value>,
     exp: Option<Value>,
     channels: Option<Value>,
+    scope: Option<Value>,
 }
 
 fn parse_channels(value: Value) -> Result<Permissions, AuthError> {
@@ -628,6 +661,34 @@ mod tests {
             Err(AuthError::Invalid(message)) => message,
             other => panic!("expected AuthError::Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn scopes_round_trip_and_a_malformed_scope_claim_is_refused() {
+        let v = verifier();
+        let token = v
+            .sign(
+                &Claims::new("alice")
+                    .expires_in(Duration::from_secs(60))
+                    .scope("admin")
+                    .scope("billing:read"),
+            )
+            .unwrap();
+        let identity = v.verify_token(&token).unwrap();
+        assert_eq!(identity.scopes, ["admin", "billing:read"]);
+        let peer = identity.to_peer_identity();
+        assert_eq!(peer.subject(), "alice");
+        assert!(peer.has("admin") && peer.has("billing:read") && !peer.has("billing"));
+        // Without the claim: no scopes.
+        let plain = v
+            .sign(&Claims::new("bob").expires_in(Duration::from_secs(60)))
+            .unwrap();
+        assert!(v.verify_token(&plain).unwrap().scopes.is_empty());
+        let bad = raw_token(
+            Algorithm::HS256,
+            &json!({"sub": "eve", "exp": now() + 60, "scope": ["admin"]}),
+        );
+        assert!(invalid(v.verify_token(&bad)).contains("`scope` claim"));
     }
 
     #[test]

@@ -30,6 +30,21 @@ pub struct Identity {
     pub expires: Option<SystemTime>,
     /// What the user may do, per channel pattern.
     pub permissions: Permissions,
+    /// What else the user may do (a JWT's `scope` claim): the grants of the
+    /// connection's `gotalk_peer::middleware::Identity`, which the hub sets
+    /// when the connection authenticates, so that the application's
+    /// operations served beside the hub's can be guarded with
+    /// `gotalk_peer::middleware::Authorize::grant`.
+    pub scopes: Vec<String>,
+}
+
+impl Identity {
+    /// The connection identity the hub sets for this one: the user as
+    /// subject, the scopes as grants.
+    pub fn to_peer_identity(&self) -> gotalk_peer::middleware::Identity {
+        gotalk_peer::middleware::Identity::new(self.user.clone())
+            .grants_from(self.scopes.iter().cloned())
+    }
 }
 
 /// Why a token was refused. The texts reach the client as the error result

@@ -202,6 +202,7 @@ impl StaticTokens {
             user: entry.user.clone(),
             expires: None,
             permissions: entry.permissions.clone(),
+            scopes: Vec::new(),
         })
     }
 }

@@ -151,6 +151,7 @@ impl TestTokens {
         self.tokens.lock().unwrap().insert(
             token.to_owned(),
             Identity {
+                scopes: Vec::new(),
                 user: user.to_owned(),
                 expires,
                 permissions,

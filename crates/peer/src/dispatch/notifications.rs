@@ -19,6 +19,7 @@ pub(super) fn run(
     payload: Bytes,
     charge: Charge,
 ) {
+    crate::runtime_metrics::notification();
     let handler = conn.handlers.notification_handler(name.as_str());
     let (Some(handler), Some(peer)) = (handler, conn.peer()) else {
         tracing::trace!(name = name.as_str(), "no handler for notification; dropped");

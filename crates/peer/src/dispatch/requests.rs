@@ -14,6 +14,7 @@ use crate::{
     connection::{ChargeGuard, Connection, CreditGuard, Part, PartRx},
     core::{Charge, Delivery, Reply},
     handlers::RequestHandler,
+    runtime_metrics,
 };
 
 /// A request handler's future.
@@ -44,6 +45,7 @@ pub(super) fn single(
     charge: Charge,
 ) {
     let Some((handler, peer)) = lookup(conn, &op) else {
+        runtime_metrics::unknown_operation();
         d.ops.push(Op::UnknownOperation {
             id,
             stream: false,
@@ -53,6 +55,7 @@ pub(super) fn single(
         return;
     };
     if conn.config.handler_limit.is_reached() {
+        runtime_metrics::refused_busy();
         d.ops.push(Op::RefuseBusy {
             id,
             stream: false,
@@ -61,14 +64,14 @@ pub(super) fn single(
         return;
     }
     let ctx = Context::new(peer, op.clone(), Some(id));
-    let work = match handler {
+    let work = if handler.is_stream() {
+        let results = ResultSender::new(conn.clone(), id);
+        let parts = RequestParts::once(payload);
+        let fut = handler.call_stream(ctx, parts, results);
+        Work::Other(fut.map(|r| r.map(|()| None)).boxed())
+    } else {
         // The common case: the handler's own boxed future, not boxed again.
-        RequestHandler::Buffer(f) => Work::Single(f(ctx, payload)),
-        RequestHandler::Stream(f) => {
-            let results = ResultSender::new(conn.clone(), id);
-            let parts = RequestParts::once(payload);
-            Work::Other(f(ctx, parts, results).map(|r| r.map(|()| None)).boxed())
-        }
+        Work::Single(handler.call_buffer(ctx, payload))
     };
     run(d, conn, id, false, op, work, charge);
 }
@@ -81,7 +84,9 @@ pub(super) fn stream(
     op: Text<Bytes>,
     first: Option<Delivery>,
 ) {
+    runtime_metrics::stream_request();
     let Some((handler, peer)) = lookup(conn, &op) else {
+        runtime_metrics::unknown_operation();
         if let Some(first) = first {
             d.ops.push(Op::PartTaken(first.credit));
         }
@@ -94,6 +99,7 @@ pub(super) fn stream(
         return;
     };
     if conn.config.handler_limit.is_reached() {
+        runtime_metrics::refused_busy();
         if let Some(first) = first {
             d.ops.push(Op::PartTaken(first.credit));
         }
@@ -112,27 +118,25 @@ pub(super) fn stream(
     }
     d.ops.push(Op::OpenStream { id, parts: tx });
     let ctx = Context::new(peer, op.clone(), Some(id));
-    let work = match handler {
-        RequestHandler::Buffer(f) => {
-            let conn = conn.clone();
-            Work::Other(
-                async move {
-                    // The parts' bytes stay charged until the handler is
-                    // done with what they were collected into.
-                    let mut kept = ChargeGuard::new(conn.clone());
-                    let whole = collect(rx, &conn, &mut kept).await?;
-                    let result = f(ctx, whole).await.map(Some);
-                    drop(kept);
-                    result
-                }
-                .boxed(),
-            )
-        }
-        RequestHandler::Stream(f) => {
-            let parts = RequestParts::channel(rx, conn.clone());
-            let results = ResultSender::new(conn.clone(), id);
-            Work::Other(f(ctx, parts, results).map(|r| r.map(|()| None)).boxed())
-        }
+    let work = if handler.is_stream() {
+        let parts = RequestParts::channel(rx, conn.clone());
+        let results = ResultSender::new(conn.clone(), id);
+        let fut = handler.call_stream(ctx, parts, results);
+        Work::Other(fut.map(|r| r.map(|()| None)).boxed())
+    } else {
+        let conn = conn.clone();
+        Work::Other(
+            async move {
+                // The parts' bytes stay charged until the handler is
+                // done with what they were collected into.
+                let mut kept = ChargeGuard::new(conn.clone());
+                let whole = collect(rx, &conn, &mut kept).await?;
+                let result = handler.call_buffer(ctx, whole).await.map(Some);
+                drop(kept);
+                result
+            }
+            .boxed(),
+        )
     };
     run(d, conn, id, true, op, work, Charge::NONE);
 }

@@ -70,6 +70,7 @@ pub(crate) async fn run<L: Listener>(mut listener: L, state: Arc<State>) {
         };
         match accepted {
             Ok(conn) => {
+                crate::runtime_metrics::connection_accepted();
                 tokio::spawn(serve(conn, state.clone(), permit));
             }
             Err(e) => {

@@ -21,7 +21,9 @@
 //! [`OriginPolicy`], with CORS for the origins it admits.
 //!
 //! A call over HTTP has no connection: its [`Context`] has no peer
-//! ([`Context::try_peer`] is `None`), no request ID and no user data. The
+//! ([`Context::try_peer`] is `None`), no request ID and no user data; its
+//! identity is what [`HttpConfig::identify`] makes of the request's
+//! headers. Layers added with [`Handlers::layer`] apply as on connections. The
 //! handler runs inside the HTTP request (no task of its own), so a client
 //! that goes away cancels it. Handlers count against
 //! [`Config::handler_limit`] while they run, as on connections; none of the
@@ -72,7 +74,7 @@ use tokio::{
 
 use crate::{
     BoxFuture, CloseReason, Config, Context, Error, HandlerError, Handlers, RequestParts,
-    ResultSender, handlers::RequestHandler, ws::OriginPolicy,
+    ResultSender, middleware::Identity, ws::OriginPolicy,
 };
 
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -89,6 +91,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// as a stream request is not; every other call's body is limited to
 /// [`Config::max_payload`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct HttpConfig {
     /// Where the routes are mounted: `{mount}call/{operation}` and
     /// `{mount}notify/{name}`. Must start and end with `/`. Default
@@ -100,6 +103,23 @@ pub struct HttpConfig {
     /// client that sends no `Origin` (curl, programs) and pages of the same
     /// host and port.
     pub origin: OriginPolicy,
+    /// Who each call is, from its request headers: the
+    /// [`Context::identity`] of its handler and layers (such as
+    /// [`Authorize`](crate::middleware::Authorize)). Default: nobody.
+    pub identify: Option<Identify>,
+}
+
+/// Makes an [`Identity`] of an HTTP request's headers (see
+/// [`HttpConfig::identify`]): check a bearer token, a session cookie.
+#[derive(Clone)]
+pub struct Identify(Arc<IdentifyFn>);
+
+type IdentifyFn = dyn Fn(&HeaderMap) -> Option<Identity> + Send + Sync;
+
+impl fmt::Debug for Identify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Identify(..)")
+    }
 }
 
 impl Default for HttpConfig {
@@ -107,6 +127,7 @@ impl Default for HttpConfig {
         Self {
             mount: "/gotalk/".to_owned(),
             origin: OriginPolicy::default(),
+            identify: None,
         }
     }
 }
@@ -123,6 +144,24 @@ impl HttpConfig {
         self.origin = origin;
         self
     }
+
+    /// Sets [`identify`](Self::identify).
+    ///
+    /// ```
+    /// use gotalk_peer::{http::HttpConfig, middleware::Identity};
+    /// let config = HttpConfig::default().identify(|headers| {
+    ///     let token = headers.get("authorization")?.to_str().ok()?;
+    ///     (token == "Bearer s3cret").then(|| Identity::new("ops").grant("admin"))
+    /// });
+    /// # let _ = config;
+    /// ```
+    pub fn identify<F>(mut self, identify: F) -> Self
+    where
+        F: Fn(&HeaderMap) -> Option<Identity> + Send + Sync + 'static,
+    {
+        self.identify = Some(Identify(Arc::new(identify)));
+        self
+    }
 }
 
 /// What every route shares.
@@ -130,6 +169,7 @@ struct Endpoint {
     handlers: Handlers,
     config: Arc<Config>,
     origin: OriginPolicy,
+    identify: Option<Identify>,
 }
 
 /// The routes of the HTTP endpoint, `{mount}call/{operation}` and
@@ -169,6 +209,7 @@ where
         handlers,
         config: config.into(),
         origin: http.origin.clone(),
+        identify: http.identify.clone(),
     });
     Router::new()
         .route(
@@ -310,14 +351,15 @@ impl Endpoint {
     /// A place under [`Config::handler_limit`], or the `503` a connection's
     /// caller would get as a retry result.
     fn permit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
-        self.config
-            .handler_limit
-            .try_take()
-            .ok_or(Refusal::Busy(self.config.rate_limit_wait.1))
+        self.config.handler_limit.try_take().ok_or_else(|| {
+            crate::runtime_metrics::refused_busy();
+            Refusal::Busy(self.config.rate_limit_wait.1)
+        })
     }
 
     async fn call(&self, op: String, headers: &HeaderMap, body: Body) -> Response {
         let Some(handler) = self.handlers.request_handler(&op).cloned() else {
+            crate::runtime_metrics::unknown_operation();
             return text(StatusCode::NOT_FOUND, format!("unknown operation {op:?}\n"));
         };
         let permit = match self.permit() {
@@ -330,33 +372,37 @@ impl Endpoint {
             OCTET_STREAM
         };
         let name = Text::from(op);
-        let ctx = Context::without_peer(name.clone());
-        match handler {
-            RequestHandler::Buffer(f) => {
-                let payload = match self.read_body(headers, body).await {
-                    Ok(payload) => payload,
-                    Err(refused) => return refused.into_response(),
-                };
-                let outcome = AssertUnwindSafe(f(ctx, payload)).catch_unwind().await;
-                drop(permit);
-                match outcome {
-                    Ok(Ok(result)) => bytes_response(StatusCode::OK, content_type, result),
-                    Ok(Err(e)) => error_response(&e),
-                    Err(panic) => panicked(&name, &panic),
-                }
-            }
-            RequestHandler::Stream(f) => {
-                let parts = RequestParts::from_stream(body_parts(
-                    body.into_data_stream(),
-                    self.config.max_payload as usize,
-                ));
-                // One part in the channel: the handler runs at most one
-                // part ahead of the client.
-                let (tx, rx) = mpsc::channel(1);
-                let handler = f(ctx, parts, ResultSender::channel(tx));
-                stream_response(name, handler, rx, permit, content_type).await
-            }
+        let ctx = Context::without_peer(name.clone(), self.identity(headers));
+        if handler.is_stream() {
+            let parts = RequestParts::from_stream(body_parts(
+                body.into_data_stream(),
+                self.config.max_payload as usize,
+            ));
+            // One part in the channel: the handler runs at most one part
+            // ahead of the client.
+            let (tx, rx) = mpsc::channel(1);
+            let handler = handler.call_stream(ctx, parts, ResultSender::channel(tx));
+            return stream_response(name, handler, rx, permit, content_type).await;
         }
+        let payload = match self.read_body(headers, body).await {
+            Ok(payload) => payload,
+            Err(refused) => return refused.into_response(),
+        };
+        let outcome = AssertUnwindSafe(handler.call_buffer(ctx, payload))
+            .catch_unwind()
+            .await;
+        drop(permit);
+        match outcome {
+            Ok(Ok(result)) => bytes_response(StatusCode::OK, content_type, result),
+            Ok(Err(e)) => error_response(&e),
+            Err(panic) => panicked(&name, &panic),
+        }
+    }
+
+    /// The caller's identity, by [`HttpConfig::identify`].
+    fn identity(&self, headers: &HeaderMap) -> Option<Arc<Identity>> {
+        let identify = self.identify.as_ref()?;
+        (identify.0)(headers).map(Arc::new)
     }
 
     async fn notify(&self, name: String, headers: &HeaderMap, body: Body) -> Response {
@@ -375,7 +421,7 @@ impl Endpoint {
             Err(refused) => return refused.into_response(),
         };
         let name = Text::from(name);
-        let ctx = Context::without_peer(name.clone());
+        let ctx = Context::without_peer(name.clone(), self.identity(headers));
         let outcome = AssertUnwindSafe(handler(ctx, payload)).catch_unwind().await;
         drop(permit);
         match outcome {
