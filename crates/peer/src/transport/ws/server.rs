@@ -675,8 +675,10 @@ impl Endpoint {
 /// its `Uri` shares the connection's read buffer.
 fn owned_uri(uri: &axum::http::Uri) -> axum::http::Uri {
     match uri.path_and_query() {
-        Some(pq) => axum::http::Uri::from_maybe_shared(Bytes::copy_from_slice(pq.as_str().as_bytes()))
-            .unwrap_or_else(|_| uri.clone()),
+        Some(pq) => {
+            axum::http::Uri::from_maybe_shared(Bytes::copy_from_slice(pq.as_str().as_bytes()))
+                .unwrap_or_else(|_| uri.clone())
+        }
         None => uri.clone(),
     }
 }
@@ -699,8 +701,8 @@ fn owned_headers(headers: &header::HeaderMap) -> header::HeaderMap {
     for (name, value) in headers.iter().filter(|(n, _)| kept(n)) {
         // The same bytes, so valid; should that ever fail, the shared
         // value is kept rather than the header lost.
-        let mut copy = header::HeaderValue::from_bytes(value.as_bytes())
-            .unwrap_or_else(|_| value.clone());
+        let mut copy =
+            header::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
         copy.set_sensitive(value.is_sensitive());
         owned.append(name.clone(), copy);
     }
@@ -854,10 +856,14 @@ mod tests {
     #[test]
     fn kept_request_does_not_hold_the_read_buffer() {
         let buffer = Bytes::from(
-            b"/gotalk/?caps=retry,stream\0websocket\0dGhlIHNhbXBsZSBub25jZQ==\0sid=1"
-                .repeat(64),
+            b"/gotalk/?caps=retry,stream\0websocket\0dGhlIHNhbXBsZSBub25jZQ==\0sid=1".repeat(64),
         );
-        let at = |from: &str| buffer.windows(from.len()).position(|w| w == from.as_bytes()).unwrap();
+        let at = |from: &str| {
+            buffer
+                .windows(from.len())
+                .position(|w| w == from.as_bytes())
+                .unwrap()
+        };
         let slice = |from: &str| buffer.slice(at(from)..at(from) + from.len());
         let value = |from: &str| header::HeaderValue::from_maybe_shared(slice(from)).unwrap();
         let mut headers = header::HeaderMap::new();
@@ -868,7 +874,10 @@ mod tests {
 
         let kept = (owned_uri(&uri), owned_headers(&headers));
         drop((uri, headers));
-        assert!(buffer.is_unique(), "the kept request still shares the read buffer");
+        assert!(
+            buffer.is_unique(),
+            "the kept request still shares the read buffer"
+        );
         assert_eq!(kept.0.query(), Some("caps=retry,stream"));
         assert_eq!(kept.1.get(header::COOKIE).unwrap(), "sid=1");
         assert_eq!(kept.1.len(), 1, "the handshake's own headers are not kept");
