@@ -51,9 +51,11 @@ mod client;
 const READ_BUFFER: usize = 8 * 1024;
 
 /// The read chunk of a server's connection: smaller than a client's, since
-/// a server holds one per connection and most of them are idle (it was
-/// 8 KiB of the 16.5 KiB an idle subscribed connection of the hub cost).
-/// A message longer than this is read in several chunks.
+/// a server holds one per connection and most of them are idle (at 8 KiB
+/// it was half of what an idle subscribed connection of the hub cost). A
+/// message longer than this is read in several chunks: 64 KiB requests
+/// over WebSocket run at about 0.7× the rate of an 8 KiB chunk
+/// (`docs/benchmarks.md`).
 const SERVER_READ_BUFFER: usize = 1024;
 mod error;
 mod framing;
