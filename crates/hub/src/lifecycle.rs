@@ -2,6 +2,7 @@
 //! expiry, and the cleanup that leaves nothing behind when it closes.
 
 use std::{
+    pin::Pin,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -30,19 +31,34 @@ pub(crate) enum Preauth {
 
 /// Runs a session from its start until its connection closed and it was
 /// cleaned up.
-pub(crate) async fn run(hub: Hub, session: Arc<Session>, preauth: Preauth) {
-    let peer = session.peer.clone();
-    let closed = peer.closed();
-    tokio::pin!(closed);
-    let reason = tokio::select! {
-        reason = &mut closed => Some(reason),
-        () = start(&hub, &session, preauth) => None,
+///
+/// The task lives as long as its connection, and a task is as large as
+/// the largest state of its future: the start and the cleanup, which run
+/// once, are boxed, so that an idle session's task holds only what
+/// waiting for the close (or the expiry) needs. (An `async` block rather
+/// than an `async fn`, whose future keeps its arguments twice.)
+pub(crate) fn run(
+    hub: Hub,
+    session: Arc<Session>,
+    preauth: Preauth,
+) -> impl Future<Output = ()> + Send {
+    let starting: Pin<Box<dyn Future<Output = ()> + Send>> = {
+        let (hub, session) = (hub.clone(), session.clone());
+        Box::pin(async move { start(&hub, &session, preauth).await })
     };
-    let reason = match reason {
-        Some(reason) => reason,
-        None => watch_expiry(&hub, &session, closed).await,
-    };
-    end(&hub, &session, &reason).await;
+    async move {
+        let closed = session.peer.closed();
+        tokio::pin!(closed);
+        let reason = tokio::select! {
+            reason = &mut closed => Some(reason),
+            () = starting => None,
+        };
+        let reason = match reason {
+            Some(reason) => reason,
+            None => watch_expiry(&hub, &session, closed).await,
+        };
+        Box::pin(end(&hub, &session, &reason)).await;
+    }
 }
 
 async fn start(hub: &Hub, session: &Arc<Session>, preauth: Preauth) {
@@ -114,7 +130,9 @@ async fn watch_expiry(
                     let left = t
                         .duration_since(SystemTime::now())
                         .unwrap_or(Duration::ZERO);
-                    tokio::time::sleep(left).await;
+                    // Boxed: a timer is large, and most sessions have no
+                    // deadline but wait here all their life.
+                    Box::pin(tokio::time::sleep(left)).await;
                 }
                 None => std::future::pending().await,
             }
@@ -124,7 +142,7 @@ async fn watch_expiry(
             // A refreshed token: a new deadline.
             () = changed => {}
             () = expiry => {
-                expire(hub, session).await;
+                Box::pin(expire(hub, session)).await;
                 return closed.await;
             }
         }

@@ -51,22 +51,29 @@ const MAX_IOVECS: usize = 64;
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Runs the connection until it closes.
-pub(crate) async fn run<T>(io: T, conn: Arc<Connection>)
+///
+/// An `async` block, not an `async fn`: the future of an `async fn` keeps
+/// its arguments and the locals they are moved into side by side, for
+/// the connection's whole life (the `io` a second time: 590 bytes per
+/// WebSocket connection). The block holds the driver once.
+pub(crate) fn run<T>(io: T, conn: Arc<Connection>) -> impl Future<Output = ()>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     crate::runtime_metrics::connection_opened();
     let mut driver = Driver::new(io, conn.clone());
     driver.gauge = buffer_gauge::attach(&conn);
-    poll_fn(|cx| driver.poll(cx)).await;
-    // Boxed: the timer would otherwise make every connection's task larger
-    // for its whole life.
-    let _ = Box::pin(timeout(CLOSE_FLUSH, driver.io.shutdown())).await;
-    let reason = driver.closing.map(|(reason, _)| reason);
-    drop(driver.io);
-    tracing::trace!(reason = ?reason, "connection closed");
-    crate::runtime_metrics::connection_closed(reason.as_ref());
-    conn.mark_finished(reason.as_ref());
+    async move {
+        poll_fn(|cx| driver.poll(cx)).await;
+        // Boxed: the timer would otherwise make every connection's task
+        // larger for its whole life.
+        let _ = Box::pin(timeout(CLOSE_FLUSH, driver.io.shutdown())).await;
+        let reason = driver.closing.map(|(reason, _)| reason);
+        drop(driver.io);
+        tracing::trace!(reason = ?reason, "connection closed");
+        crate::runtime_metrics::connection_closed(reason.as_ref());
+        conn.mark_finished(reason.as_ref());
+    }
 }
 
 /// What reading brought.

@@ -121,11 +121,6 @@ async fn open<C: Connecting>(
     }
     let mut config = state.config.clone();
     conn.configure(&mut config);
-    #[cfg(feature = "websocket")]
-    if let Some(ws) = &mut info.websocket {
-        ws.remote_retry_results = config.remote_retry_results;
-        ws.remote_stream_requests = config.remote_stream_requests;
-    }
     let io = match conn.establish(&config).await {
         Ok(io) => io,
         Err(e) => {
@@ -133,6 +128,16 @@ async fn open<C: Connecting>(
             return None;
         }
     };
+    // After `establish`: the `Connecting` that shared the request is gone,
+    // so this changes it in place.
+    #[cfg(feature = "websocket")]
+    if let Some(ws) = &mut info.websocket {
+        let flags = (config.remote_retry_results, config.remote_stream_requests);
+        if (ws.remote_retry_results, ws.remote_stream_requests) != flags {
+            let ws = std::sync::Arc::make_mut(ws);
+            (ws.remote_retry_results, ws.remote_stream_requests) = flags;
+        }
+    }
     let remote = info.remote_label();
     // Runs before the first message is read: every handler sees the
     // connection info, and the connection is in the registry by then.

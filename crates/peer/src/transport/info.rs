@@ -19,11 +19,13 @@ pub struct ConnectionInfo {
     /// The client's address (`None` for Unix sockets, and for WebSocket
     /// endpoints mounted in an HTTP server that does not provide it).
     pub remote_addr: Option<SocketAddr>,
-    /// The WebSocket upgrade request, for WebSocket connections. Boxed:
-    /// every connection keeps its info for its whole life, and most are
-    /// not WebSocket ones.
+    /// The WebSocket upgrade request, for WebSocket connections. Behind an
+    /// `Arc`: every connection keeps its info for its whole life, most are
+    /// not WebSocket ones, and the copies of a WebSocket connection's info
+    /// (the connection's user data, the server's hooks, a hub session)
+    /// share one request.
     #[cfg(feature = "websocket")]
-    pub websocket: Option<Box<WebSocketInfo>>,
+    pub websocket: Option<std::sync::Arc<WebSocketInfo>>,
 }
 
 impl ConnectionInfo {
@@ -67,7 +69,9 @@ impl ConnectionInfo {
 pub struct WebSocketInfo {
     /// The upgrade request's URI (path and query).
     pub uri: http::Uri,
-    /// The upgrade request's headers (cookies, `Origin`, `Authorization`, ...).
+    /// The upgrade request's headers (cookies, `Origin`, `Authorization`,
+    /// ...), less those of the WebSocket handshake itself (`Connection`,
+    /// `Upgrade`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version`).
     pub headers: http::HeaderMap,
     /// Whether the connection sends retry results (see
     /// [`Config::remote_retry_results`](crate::Config::remote_retry_results)).

@@ -43,12 +43,20 @@
 mod adapters;
 mod client;
 
-/// The WebSocket library's read chunk, on both sides. Its default, 128 KiB,
+/// The WebSocket library's read chunk of a client. Its default, 128 KiB,
 /// is zero-filled before every read (even one that finds nothing) and held
 /// by every connection for its whole life: with a thousand subscribers it
 /// was most of a server's heap, and a third of its CPU went to `memset`.
 /// Longer messages take several reads.
 const READ_BUFFER: usize = 8 * 1024;
+
+/// The read chunk of a server's connection: smaller than a client's, since
+/// a server holds one per connection and most of them are idle (at 8 KiB
+/// it was half of what an idle subscribed connection of the hub cost). A
+/// message longer than this is read in several chunks: 64 KiB requests
+/// over WebSocket run at about 0.7× the rate of an 8 KiB chunk
+/// (`docs/benchmarks.md`).
+const SERVER_READ_BUFFER: usize = 1024;
 mod error;
 mod framing;
 mod io;

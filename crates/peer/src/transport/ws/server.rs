@@ -21,6 +21,7 @@ use axum::{
     routing::any,
     serve::ListenerExt,
 };
+use bytes::Bytes;
 use gotalk_proto::MAX_HEADER_LEN;
 use tokio::{
     net::ToSocketAddrs,
@@ -611,9 +612,11 @@ impl Endpoint {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
         let mut info = ConnectionInfo::new(self.local_addr.clone(), remote_addr);
-        info.websocket = Some(Box::new(WebSocketInfo {
-            uri: parts.uri,
-            headers: parts.headers,
+        // Copies: hyper's values are slices of its 16 KiB read buffer,
+        // which they would keep alive for the connection's whole life.
+        info.websocket = Some(Arc::new(WebSocketInfo {
+            uri: owned_uri(&parts.uri),
+            headers: owned_headers(&parts.headers),
             // Set by the server once the connection's settings are known.
             remote_retry_results: false,
             remote_stream_requests: false,
@@ -630,7 +633,7 @@ impl Endpoint {
         }
         match verdict_rx.await {
             Ok(Verdict::Accept { limit, socket }) => upgrade
-                .read_buffer_size(super::READ_BUFFER)
+                .read_buffer_size(super::SERVER_READ_BUFFER)
                 .max_message_size(limit)
                 .max_frame_size(limit)
                 .on_upgrade(move |ws| async move {
@@ -666,6 +669,44 @@ impl Endpoint {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         }
     }
+}
+
+/// `uri` in memory of its own. hyper parses the request target in place:
+/// its `Uri` shares the connection's read buffer.
+fn owned_uri(uri: &axum::http::Uri) -> axum::http::Uri {
+    match uri.path_and_query() {
+        Some(pq) => {
+            axum::http::Uri::from_maybe_shared(Bytes::copy_from_slice(pq.as_str().as_bytes()))
+                .unwrap_or_else(|_| uri.clone())
+        }
+        None => uri.clone(),
+    }
+}
+
+/// The headers of the WebSocket handshake itself, not kept: they mean
+/// nothing once the connection is upgraded.
+const HANDSHAKE_HEADERS: [header::HeaderName; 4] = [
+    header::CONNECTION,
+    header::UPGRADE,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+];
+
+/// `headers` less [`HANDSHAKE_HEADERS`], in memory of their own, sized to
+/// fit. hyper's header values are slices of the connection's read buffer;
+/// names of standard headers are static and others are already copies.
+fn owned_headers(headers: &header::HeaderMap) -> header::HeaderMap {
+    let kept = |name: &header::HeaderName| !HANDSHAKE_HEADERS.contains(name);
+    let mut owned = header::HeaderMap::with_capacity(headers.keys().filter(|n| kept(n)).count());
+    for (name, value) in headers.iter().filter(|(n, _)| kept(n)) {
+        // The same bytes, so valid; should that ever fail, the shared
+        // value is kept rather than the header lost.
+        let mut copy =
+            header::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
 }
 
 fn text_response(status: StatusCode, body: impl Into<Body>) -> Response {
@@ -807,6 +848,39 @@ mod tests {
         assert!(!p.allows(None, None));
         assert!(OriginPolicy::any().allows(Some("http://x"), Some("y")));
         assert!(!OriginPolicy::any().require_origin().allows(None, Some("y")));
+    }
+
+    /// hyper parses a request in place: its header values and URI are
+    /// slices of the connection's 8–16 KiB read buffer. What a connection
+    /// keeps must not hold that buffer.
+    #[test]
+    fn kept_request_does_not_hold_the_read_buffer() {
+        let buffer = Bytes::from(
+            b"/gotalk/?caps=retry,stream\0websocket\0dGhlIHNhbXBsZSBub25jZQ==\0sid=1".repeat(64),
+        );
+        let at = |from: &str| {
+            buffer
+                .windows(from.len())
+                .position(|w| w == from.as_bytes())
+                .unwrap()
+        };
+        let slice = |from: &str| buffer.slice(at(from)..at(from) + from.len());
+        let value = |from: &str| header::HeaderValue::from_maybe_shared(slice(from)).unwrap();
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::UPGRADE, value("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_KEY, value("dGhlIHNhbXBsZSBub25jZQ=="));
+        headers.insert(header::COOKIE, value("sid=1"));
+        let uri = axum::http::Uri::from_maybe_shared(slice("/gotalk/?caps=retry,stream")).unwrap();
+
+        let kept = (owned_uri(&uri), owned_headers(&headers));
+        drop((uri, headers));
+        assert!(
+            buffer.is_unique(),
+            "the kept request still shares the read buffer"
+        );
+        assert_eq!(kept.0.query(), Some("caps=retry,stream"));
+        assert_eq!(kept.1.get(header::COOKIE).unwrap(), "sid=1");
+        assert_eq!(kept.1.len(), 1, "the handshake's own headers are not kept");
     }
 
     #[test]
