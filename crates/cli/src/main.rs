@@ -76,7 +76,7 @@ Start with `gotalk demo`, then run `gotalk serve` in one terminal and
 #[command(
     name = "gotalk",
     version,
-    about = "Talk to gotalk services: demo, serve, request, stream, notify, listen, decode, bench",
+    about = "Talk to gotalk services: demo, serve, request, stream, notify, listen, list, describe, gen, hub commands, decode, bench",
     long_about = LONG_ABOUT,
     after_help = EXIT_CODES,
     propagate_version = true
