@@ -152,9 +152,21 @@ pub(crate) struct TokenArgs {
     /// Access to the channels matching PATTERN (repeatable), e.g. 'chat:*=read,write'
     #[arg(long = "channel", value_name = "PATTERN=LEVELS")]
     channels: Vec<String>,
+    /// A grant for the application's own operations (repeatable; the `scope` claim),
+    /// checked by `gotalk_peer::middleware::Authorize::grant`, e.g. 'admin'
+    #[arg(long = "scope", value_name = "GRANT", value_parser = parse_scope)]
+    scopes: Vec<String>,
     /// How long the token is valid
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     ttl: Duration,
+}
+
+/// A `--scope`: one word, as the space-separated `scope` claim holds them.
+fn parse_scope(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err("a scope is one non-empty word (no spaces)".into());
+    }
+    Ok(s.to_owned())
 }
 
 /// A position in a channel: `OFFSET:EPOCH`.
@@ -538,9 +550,12 @@ pub(crate) fn token(args: &TokenArgs) -> u8 {
             }
         };
     }
-    let claims = Claims::new(args.user.clone())
-        .expires_in(args.ttl)
-        .permissions(&permissions);
+    let claims = args.scopes.iter().fold(
+        Claims::new(args.user.clone())
+            .expires_in(args.ttl)
+            .permissions(&permissions),
+        |claims, scope| claims.scope(scope.clone()),
+    );
     match JwtSigner::new(&args.secret).and_then(|s| s.sign(&claims)) {
         Ok(token) => {
             let _ = write_stdout(format!("{token}\n").as_bytes());

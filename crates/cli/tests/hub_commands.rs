@@ -199,3 +199,44 @@ fn channel_names_and_option_combinations_are_checked() {
     let dangling = run(&["serve", "--redis", "redis://127.0.0.1:1"], b"");
     assert_eq!(dangling.code, 2, "--redis needs --hub: {}", dangling.stderr);
 }
+
+/// `--scope` puts grants in the token's `scope` claim, which the hub's
+/// verifier reads back as the identity's scopes (what `Authorize` checks).
+#[test]
+fn tokens_carry_scopes() {
+    let out = run(
+        &[
+            "token",
+            "--secret",
+            SECRET,
+            "--user",
+            "ann",
+            "--scope",
+            "admin",
+            "--scope",
+            "billing:read",
+        ],
+        b"",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let verifier = gotalk_hub::auth::JwtVerifier::new(SECRET).unwrap();
+    let identity = verifier.verify_token(out.stdout.trim()).unwrap();
+    assert_eq!(identity.scopes, ["admin", "billing:read"]);
+    let peer = identity.to_peer_identity();
+    assert!(peer.has("admin") && !peer.has("billing"));
+
+    let bad = run(
+        &[
+            "token",
+            "--secret",
+            SECRET,
+            "--user",
+            "ann",
+            "--scope",
+            "two words",
+        ],
+        b"",
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("one non-empty word"), "{}", bad.stderr);
+}
