@@ -812,7 +812,7 @@ fn the_browser_quickstart_runs_in_chromium() {
         (async () => {
           const dataDir = require('fs').mkdtempSync(require('path').join(require('os').tmpdir(), 'gotalk-qs-'));
           const context = await chromium.launchPersistentContext(dataDir, {
-            executablePath: '/usr/bin/chromium', headless: true, timeout: 30000,
+            executablePath: '/usr/bin/chromium', headless: true, timeout: 60000,
             args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
           });

@@ -18,7 +18,7 @@ const WAIT = { timeout: 20000, polling: 20 };
   const context = await chromium.launchPersistentContext(dataDir, {
     executablePath: '/usr/bin/chromium',
     headless: true,
-    timeout: 30000,
+    timeout: 60000,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });

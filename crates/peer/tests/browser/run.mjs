@@ -26,7 +26,9 @@ try {
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath,
     headless: true,
-    timeout: 30000,
+    // Starting Chromium took over 30 s once on a 2-core machine busy with
+    // builds: the launch gets the run's whole allowance.
+    timeout: timeoutMs,
     args: [
       '--headless',
       '--no-sandbox',

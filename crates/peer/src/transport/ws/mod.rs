@@ -42,6 +42,7 @@
 
 mod adapters;
 mod client;
+mod elastic;
 
 /// The WebSocket library's read chunk of a client. Its default, 128 KiB,
 /// is zero-filled before every read (even one that finds nothing) and held
@@ -53,8 +54,9 @@ const READ_BUFFER: usize = 8 * 1024;
 /// The read chunk of a server's connection: smaller than a client's, since
 /// a server holds one per connection and most of them are idle (at 8 KiB
 /// it was half of what an idle subscribed connection of the hub cost). A
-/// message longer than this is read in several chunks: 64 KiB requests
-/// over WebSocket run at about 0.7× the rate of an 8 KiB chunk
+/// message longer than this is read in several chunks, served from one
+/// large read by [`elastic::ElasticRead`] under the library: alone, the
+/// small chunk made 64 KiB requests about 0.7× as fast
 /// (`docs/benchmarks.md`).
 const SERVER_READ_BUFFER: usize = 1024;
 mod error;

@@ -442,7 +442,7 @@ impl WsListener {
             // Not fatal: only latency suffers without it.
             let _ = s.set_nodelay(true);
         });
-        listener.http = Some(Http::spawn(tcp, router));
+        listener.http = Some(Http::spawn(super::elastic::ElasticListener(tcp), router));
         Ok(listener)
     }
 
@@ -473,7 +473,7 @@ impl WsListener {
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
             limit,
         };
-        listener.http = Some(Http::spawn(tls, router));
+        listener.http = Some(Http::spawn(super::elastic::ElasticListener(tls), router));
         Ok(listener)
     }
 }
