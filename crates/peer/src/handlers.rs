@@ -201,14 +201,11 @@ impl Handlers {
     {
         let handler = Arc::new(handler);
         let mut this = self.buffer(op, move |ctx, payload: Bytes| {
-            let input = parse_json::<I>(&payload);
+            let input = json_input::<I>(&payload);
             let handler = handler.clone();
             async move {
-                let input = input.map_err(|e| HandlerError::new(format!("invalid input: {e}")))?;
-                let output = handler(ctx, input).await.map_err(Into::into)?;
-                let bytes = serde_json::to_vec(&output)
-                    .map_err(|e| HandlerError::new(format!("cannot encode result: {e}")))?;
-                Ok::<_, HandlerError>(Bytes::from(bytes))
+                let output = handler(ctx, input?).await.map_err(Into::into)?;
+                json_output(&output)
             }
         });
         this.registry().json.insert(op.into(), ());
@@ -360,7 +357,22 @@ impl fmt::Debug for Handlers {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
+/// A handler's JSON input, as [`Handlers::json`] reads it: an empty
+/// payload is `null`; one that does not parse is the error result
+/// `invalid input: ...`.
+pub(crate) fn json_input<T: DeserializeOwned>(payload: &[u8]) -> Result<T, HandlerError> {
+    parse_json(payload).map_err(|e| HandlerError::new(format!("invalid input: {e}")))
+}
+
+/// A handler's JSON result, as [`Handlers::json`] writes it.
+pub(crate) fn json_output<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, HandlerError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| HandlerError::new(format!("cannot encode result: {e}")))
+}
+
+/// JSON as handlers read it: an empty (or all-whitespace) payload is `null`.
+pub(crate) fn parse_json<T: DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         serde_json::from_slice(b"null")
     } else {

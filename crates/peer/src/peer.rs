@@ -307,9 +307,8 @@ impl Peer {
         I: Serialize + ?Sized,
         O: DeserializeOwned,
     {
-        let payload = serde_json::to_vec(input).map_err(UsageError::InvalidInput)?;
-        let result = self.request(op, payload).await?;
-        serde_json::from_slice(&result).map_err(Error::InvalidResult)
+        let result = self.request(op, json_input(input)?).await?;
+        json_result(&result)
     }
 
     /// Opens a stream request: send parts with the returned
@@ -373,8 +372,7 @@ impl Peer {
         name: &str,
         value: &T,
     ) -> Result<(), Error> {
-        let payload = serde_json::to_vec(value).map_err(UsageError::InvalidInput)?;
-        self.notify(name, payload).await
+        self.notify(name, json_input(value)?).await
     }
 
     /// Sends a heartbeat now with the given load (the driver also sends them
@@ -501,4 +499,19 @@ impl Peer {
     pub fn downgrade_for_leak_check(&self) -> std::sync::Weak<impl Sized + use<>> {
         Arc::downgrade(&self.conn)
     }
+}
+
+/// A call's JSON input; a value that does not serialise is the caller's
+/// mistake ([`UsageError::InvalidInput`]), nothing is sent. Shared by every
+/// client: [`Peer`], [`ReconnectingPeer`](crate::ReconnectingPeer), the
+/// balancer and the typed clients of `#[service]`.
+pub(crate) fn json_input<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| UsageError::InvalidInput(e).into())
+}
+
+/// A call's JSON result.
+pub(crate) fn json_result<T: DeserializeOwned>(result: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(result).map_err(Error::InvalidResult)
 }

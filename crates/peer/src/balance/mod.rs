@@ -113,7 +113,8 @@ use endpoint::{Candidate, Endpoint, InFlight};
 
 use crate::{
     CloseReason, Config, ConnectError, Error, Handlers, Peer, ReconnectingPeer, RequestOptions,
-    ResultStream, StreamWriter, Unavailable, UsageError,
+    ResultStream, StreamWriter, Unavailable,
+    peer::{json_input, json_result},
     reconnect::{Backoff, ReconnectOptions, Rng, WhenDisconnected},
 };
 
@@ -741,9 +742,8 @@ impl Balancer {
         I: Serialize + ?Sized,
         O: DeserializeOwned,
     {
-        let payload = serde_json::to_vec(input).map_err(UsageError::InvalidInput)?;
-        let result = self.request_with(op, payload, options).await?;
-        serde_json::from_slice(&result).map_err(Error::InvalidResult)
+        let result = self.request_with(op, json_input(input)?, options).await?;
+        json_result(&result)
     }
 
     /// Opens a stream request on an endpoint, as [`Peer::stream_request`]
@@ -773,8 +773,7 @@ impl Balancer {
         name: &str,
         value: &T,
     ) -> Result<(), Error> {
-        let payload = serde_json::to_vec(value).map_err(UsageError::InvalidInput)?;
-        self.notify(name, payload).await
+        self.notify(name, json_input(value)?).await
     }
 
     /// Runs `send` on an endpoint's connection; on another one if it

@@ -93,7 +93,8 @@ pub use state::{Event, State};
 
 use crate::{
     CloseReason, Config, ConnectError, Error, Handlers, Peer, RequestOptions, ResultStream,
-    StreamWriter, Unavailable, UsageError,
+    StreamWriter, Unavailable,
+    peer::{json_input, json_result},
 };
 
 /// What a [`ReconnectingPeer`] does with a call made while it has no
@@ -721,9 +722,8 @@ impl ReconnectingPeer {
         I: Serialize + ?Sized,
         O: DeserializeOwned,
     {
-        let payload = serde_json::to_vec(input).map_err(UsageError::InvalidInput)?;
-        let result = self.request_with(op, payload, options).await?;
-        serde_json::from_slice(&result).map_err(Error::InvalidResult)
+        let result = self.request_with(op, json_input(input)?, options).await?;
+        json_result(&result)
     }
 
     /// Opens a stream request on the current connection (or the next one),
@@ -770,8 +770,7 @@ impl ReconnectingPeer {
         name: &str,
         value: &T,
     ) -> Result<(), Error> {
-        let payload = serde_json::to_vec(value).map_err(UsageError::InvalidInput)?;
-        self.notify(name, payload).await
+        self.notify(name, json_input(value)?).await
     }
 }
 

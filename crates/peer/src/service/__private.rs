@@ -14,25 +14,15 @@ pub use super::{
         ServiceDescription,
     },
 };
-use crate::{Error, HandlerError, RequestParts, ResultSender, UsageError};
+use crate::{Error, HandlerError, RequestParts, ResultSender};
 
 /// The largest single input a stream handler collects for a method that
 /// takes one value: 16 MiB, the default payload limit.
 const WHOLE_INPUT_LIMIT: usize = 16 * 1024 * 1024;
 
-/// An empty (or all-whitespace) payload reads as `null`, as in
-/// `Handlers::json`: `()` and `Option<T>` take no input.
-fn parse<T: DeserializeOwned>(payload: &[u8]) -> serde_json::Result<T> {
-    if payload.iter().all(u8::is_ascii_whitespace) {
-        serde_json::from_slice(b"null")
-    } else {
-        serde_json::from_slice(payload)
-    }
-}
-
-/// A JSON input, with `Handlers::json`'s error text.
+/// A JSON input, read as `Handlers::json` reads it.
 pub fn decode_json<T: DeserializeOwned>(payload: Bytes) -> Result<T, HandlerError> {
-    parse(&payload).map_err(|e| HandlerError::new(format!("invalid input: {e}")))
+    crate::handlers::json_input(&payload)
 }
 
 /// A raw input.
@@ -40,11 +30,9 @@ pub fn decode_raw(payload: Bytes) -> Result<Bytes, HandlerError> {
     Ok(payload)
 }
 
-/// A JSON result, with `Handlers::json`'s error text.
+/// A JSON result, written as `Handlers::json` writes it.
 pub fn encode_json<T: Serialize>(value: &T) -> Result<Bytes, HandlerError> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|e| HandlerError::new(format!("cannot encode result: {e}")))
+    crate::handlers::json_output(value)
 }
 
 /// A raw result.
@@ -54,9 +42,7 @@ pub fn encode_raw(value: &Bytes) -> Result<Bytes, HandlerError> {
 
 /// A JSON input sent by a client.
 pub fn client_encode_json<T: Serialize>(value: &T) -> Result<Bytes, Error> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|e| UsageError::InvalidInput(e).into())
+    crate::peer::json_input(value)
 }
 
 /// A raw input sent by a client.
@@ -66,7 +52,7 @@ pub fn client_encode_raw(value: &Bytes) -> Result<Bytes, Error> {
 
 /// A JSON result read by a client.
 pub fn client_decode_json<T: DeserializeOwned>(payload: Bytes) -> Result<T, Error> {
-    parse(&payload).map_err(Error::InvalidResult)
+    crate::handlers::parse_json(&payload).map_err(Error::InvalidResult)
 }
 
 /// A raw result read by a client.
