@@ -35,7 +35,7 @@ Prints the result followed by a newline (--raw: the exact bytes; --json: pretty-
 as is with a warning on stderr if it is not JSON). While waiting, this side answers `reverse`
 requests from the server, so `call-back` works.
 With an http:// address (gotalk serve --http), the call is one plain HTTP request,
-POST ADDR/call/OP: 200 is the result, 422 and 404 an error result, 503 a retry result
+POST ADDR/call/OP: 200 is the result, 422, 401, 403 and 404 an error result, 503 a retry result
 (retried after Retry-After, up to --max-attempts); --trace prints the request and status
 lines. There is nothing to call back over HTTP.
 Schemas: after an error result, if the server offers a listing (`gotalk list ADDR`) whose

@@ -3,7 +3,8 @@
 //! hyper's client.
 //!
 //! The statuses map back to what a gotalk call gives: 200 a result, 422 an
-//! error result, 404 an unknown operation (an error result over gotalk too),
+//! error result (401 and 403 too: an `Authorize` refusal, an error result
+//! over gotalk), 404 an unknown operation (an error result over gotalk too),
 //! 503 with `Retry-After` a retry result, retried up to `--max-attempts`.
 
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::{exit, text::escape_text};
 pub(crate) enum HttpOutcome {
     /// `200`: the result.
     Result(Bytes),
-    /// `422` or `404`: the error result's text.
+    /// `422`, `401`, `403` or `404`: the error result's text.
     ErrorResult(Bytes),
     /// `503` on the last attempt: the retry result's text.
     RetryExhausted { attempts: u32, message: Bytes },
@@ -125,7 +126,10 @@ pub(crate) async fn call(
             .to_bytes();
         match status {
             StatusCode::OK => return Ok(HttpOutcome::Result(body)),
-            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND => {
+            StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::NOT_FOUND => {
                 return Ok(HttpOutcome::ErrorResult(body));
             }
             StatusCode::SERVICE_UNAVAILABLE if attempts < max_attempts => {

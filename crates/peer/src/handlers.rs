@@ -7,7 +7,6 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
     pin::Pin,
     sync::Arc,
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tower_service::Service;
 
 use crate::{
-    Peer, RequestParts, ResultSender,
+    HandlerError, Peer, RequestParts, ResultSender,
     middleware::{HandlerService, Identity, Layer, Request, Route},
 };
 
@@ -29,8 +28,48 @@ pub(crate) type BufferFn =
 pub(crate) type StreamFn = dyn Fn(Context, RequestParts, ResultSender) -> BoxFuture<Result<(), HandlerError>>
     + Send
     + Sync;
-type NotificationFn = dyn Fn(Context, Bytes) -> BoxFuture<()> + Send + Sync;
-pub(crate) type NotificationHandler = Arc<NotificationFn>;
+pub(crate) type NotificationFn = dyn Fn(Context, Bytes) -> BoxFuture<()> + Send + Sync;
+
+/// A notification's handler, as registered or wrapped in layers.
+#[derive(Clone)]
+pub(crate) enum NotificationHandler {
+    Plain(Arc<NotificationFn>),
+    Layered(Arc<Route>),
+}
+
+impl NotificationHandler {
+    /// Runs the handler through its layers. An error is a layer's refusal:
+    /// the handler was not called, and a notification has nobody to tell.
+    pub(crate) fn call(&self, ctx: Context, payload: Bytes) -> NotificationCall {
+        match self {
+            Self::Plain(f) => NotificationCall::Plain(f(ctx, payload)),
+            Self::Layered(route) => {
+                NotificationCall::Layered(route.call_notification(ctx, payload))
+            }
+        }
+    }
+}
+
+/// The future of [`NotificationHandler::call`]: the handler's own boxed
+/// future, not boxed again.
+pub(crate) enum NotificationCall {
+    Plain(BoxFuture<()>),
+    Layered(BoxFuture<Result<Bytes, HandlerError>>),
+}
+
+impl Future for NotificationCall {
+    type Output = Result<(), HandlerError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut *self {
+            Self::Plain(f) => f.as_mut().poll(cx).map(Ok),
+            Self::Layered(f) => f.as_mut().poll(cx).map(|r| r.map(drop)),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub(crate) enum RequestHandler {
@@ -38,6 +77,11 @@ pub(crate) enum RequestHandler {
     Stream(Arc<StreamFn>),
     /// Wrapped in layers (see [`Handlers::layer`]).
     Layered(Arc<Route>),
+    /// `MetricsLayer` as the outermost layer: counted by the runtime around
+    /// the call, with no service clone or box of its own (see
+    /// `middleware::metrics`).
+    #[cfg(feature = "metrics")]
+    Metered(Arc<crate::middleware::Metered>),
 }
 
 impl RequestHandler {
@@ -47,46 +91,146 @@ impl RequestHandler {
             Self::Buffer(_) => false,
             Self::Stream(_) => true,
             Self::Layered(route) => route.is_stream(),
+            #[cfg(feature = "metrics")]
+            Self::Metered(metered) => metered.inner().is_stream(),
         }
     }
 
     /// Runs a buffer handler (`is_stream` false): its own future when it
-    /// has no layers, not boxed again.
-    pub(crate) fn call_buffer(
-        &self,
-        ctx: Context,
-        payload: Bytes,
-    ) -> BoxFuture<Result<Bytes, HandlerError>> {
+    /// has no layers, not boxed again. Takes the handler by value so that a
+    /// metered one moves its handle into the call instead of cloning it.
+    /// Inlined into the dispatcher: the plain case is the hot one, and the
+    /// context is moved once, not through a chain of calls.
+    #[inline(always)]
+    pub(crate) fn call_buffer(self, ctx: Context, payload: Bytes) -> HandlerCall<Bytes> {
         match self {
-            Self::Buffer(f) => f(ctx, payload),
-            Self::Layered(route) => route.call_buffer(ctx, payload),
+            Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
+            other => other.call_buffer_other(ctx, payload),
+        }
+    }
+
+    fn call_buffer_other(self, ctx: Context, payload: Bytes) -> HandlerCall<Bytes> {
+        match self {
+            Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
+            Self::Layered(route) => HandlerCall::new(route.call_buffer(ctx, payload)),
+            #[cfg(feature = "metrics")]
+            Self::Metered(metered) => {
+                let meter = crate::middleware::Meter::start();
+                // The inner handler by reference: no reference count per call.
+                let call = match metered.inner() {
+                    Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
+                    Self::Layered(route) => HandlerCall::new(route.call_buffer(ctx, payload)),
+                    inner => inner.clone().call_buffer(ctx, payload),
+                };
+                call.metered(meter.of(metered))
+            }
             Self::Stream(_) => {
                 let e =
                     HandlerError::new("internal error: a stream handler called as a buffer one");
-                Box::pin(async move { Err(e) })
+                HandlerCall::new(Box::pin(async move { Err(e) }))
             }
         }
     }
 
     /// Runs a stream handler (`is_stream` true).
     pub(crate) fn call_stream(
-        &self,
+        self,
         ctx: Context,
         parts: RequestParts,
         results: ResultSender,
-    ) -> BoxFuture<Result<(), HandlerError>> {
+    ) -> HandlerCall<()> {
         match self {
-            Self::Stream(f) => f(ctx, parts, results),
+            Self::Stream(f) => HandlerCall::new(f(ctx, parts, results)),
             Self::Layered(route) => {
                 let fut = route.call_stream(ctx, parts, results);
-                Box::pin(async move { fut.await.map(drop) })
+                HandlerCall::new(Box::pin(async move { fut.await.map(drop) }))
+            }
+            #[cfg(feature = "metrics")]
+            Self::Metered(metered) => {
+                let meter = crate::middleware::Meter::start();
+                let call = match metered.inner() {
+                    Self::Stream(f) => HandlerCall::new(f(ctx, parts, results)),
+                    inner => inner.clone().call_stream(ctx, parts, results),
+                };
+                call.metered(meter.of(metered))
             }
             Self::Buffer(_) => {
                 let e =
                     HandlerError::new("internal error: a buffer handler called as a stream one");
-                Box::pin(async move { Err(e) })
+                HandlerCall::new(Box::pin(async move { Err(e) }))
             }
         }
+    }
+}
+
+/// A handler's future as the runtime polls it: the handler's own boxed
+/// future and, for a metered operation, its meter, recorded when the
+/// future completes (not when it is dropped unfinished, as
+/// `MetricsLayer`'s service does).
+pub(crate) struct HandlerCall<T> {
+    fut: BoxFuture<Result<T, HandlerError>>,
+    #[cfg(feature = "metrics")]
+    meter: Option<crate::middleware::RunningMeter>,
+}
+
+impl<T> HandlerCall<T> {
+    #[inline(always)]
+    fn new(fut: BoxFuture<Result<T, HandlerError>>) -> Self {
+        Self {
+            fut,
+            #[cfg(feature = "metrics")]
+            meter: None,
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn metered(mut self, meter: crate::middleware::RunningMeter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// The handler's future and the meter apart, for the dispatcher's hot
+    /// path: it polls the future as is and records the meter itself.
+    #[inline(always)]
+    pub(crate) fn into_parts(self) -> (BoxFuture<Result<T, HandlerError>>, CallMeter) {
+        #[cfg(feature = "metrics")]
+        return (self.fut, CallMeter(self.meter));
+        #[cfg(not(feature = "metrics"))]
+        return (self.fut, CallMeter(()));
+    }
+}
+
+/// The meter of a [`HandlerCall`] taken apart ([`HandlerCall::into_parts`]):
+/// recorded with the call's result, once.
+pub(crate) struct CallMeter(
+    #[cfg(feature = "metrics")] Option<crate::middleware::RunningMeter>,
+    #[cfg(not(feature = "metrics"))] (),
+);
+
+impl CallMeter {
+    #[inline(always)]
+    pub(crate) fn record<T>(self, _result: &Result<T, HandlerError>) {
+        #[cfg(feature = "metrics")]
+        if let Some(meter) = self.0 {
+            meter.record(_result);
+        }
+    }
+}
+
+impl<T> Future for HandlerCall<T> {
+    type Output = Result<T, HandlerError>;
+
+    #[inline(always)]
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let out = std::task::ready!(self.fut.as_mut().poll(cx));
+        #[cfg(feature = "metrics")]
+        if let Some(meter) = self.meter.take() {
+            meter.record(&out);
+        }
+        std::task::Poll::Ready(out)
     }
 }
 
@@ -120,7 +264,7 @@ struct Registry {
     /// Operations registered with [`Handlers::json`]: their results are
     /// JSON (HTTP serves them as `application/json`).
     json: NameMap<()>,
-    notifications: NameMap<Arc<NotificationFn>>,
+    notifications: NameMap<NotificationHandler>,
 }
 
 /// The operations and notifications one side of a connection handles.
@@ -248,7 +392,9 @@ impl Handlers {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let f: Arc<NotificationFn> = Arc::new(move |ctx, payload| Box::pin(handler(ctx, payload)));
-        self.registry().notifications.insert(name.into(), f);
+        self.registry()
+            .notifications
+            .insert(name.into(), NotificationHandler::Plain(f));
         self
     }
 
@@ -273,11 +419,12 @@ impl Handlers {
         })
     }
 
-    /// Wraps every operation registered so far in `layer` (a tower
-    /// [`Layer`]); operations registered after it are not wrapped, as with
-    /// axum's `Router::layer`. The fallback (`""`) is wrapped too. The last
-    /// layer added is the outermost. See [`middleware`](crate::middleware)
-    /// for what applies to stream operations and over HTTP.
+    /// Wraps every operation and notification handler registered so far in
+    /// `layer` (a tower [`Layer`]); those registered after it are not
+    /// wrapped, as with axum's `Router::layer`. The fallbacks (`""`) are
+    /// wrapped too. The last layer added is the outermost. See
+    /// [`middleware`](crate::middleware) for what applies to stream
+    /// operations, to notifications and over HTTP.
     ///
     /// ```
     /// use std::time::Duration;
@@ -289,13 +436,17 @@ impl Handlers {
     /// ```
     pub fn layer<L>(mut self, layer: L) -> Self
     where
-        L: Layer<HandlerService>,
+        L: Layer<HandlerService> + 'static,
         L::Service: Service<Request, Response = Bytes> + Clone + Send + Sync + 'static,
         <L::Service as Service<Request>>::Error: Into<HandlerError>,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
-        for (name, handler) in self.registry().requests.iter_mut() {
-            *handler = RequestHandler::Layered(crate::middleware::wrap(name, handler, &layer));
+        let registry = self.registry();
+        for (name, handler) in registry.requests.iter_mut() {
+            *handler = crate::middleware::wrap(name, handler, &layer);
+        }
+        for (name, handler) in registry.notifications.iter_mut() {
+            *handler = crate::middleware::wrap_notification(name, handler, &layer);
         }
         self
     }
@@ -307,7 +458,7 @@ impl Handlers {
     /// If no handler is registered as `op` (register it first).
     pub fn layer_for<L>(mut self, op: &str, layer: L) -> Self
     where
-        L: Layer<HandlerService>,
+        L: Layer<HandlerService> + 'static,
         L::Service: Service<Request, Response = Bytes> + Clone + Send + Sync + 'static,
         <L::Service as Service<Request>>::Error: Into<HandlerError>,
         <L::Service as Service<Request>>::Future: Send + 'static,
@@ -317,7 +468,38 @@ impl Handlers {
                 "Handlers::layer_for: no handler registered as {op:?}; register it before layering it"
             );
         };
-        *handler = RequestHandler::Layered(crate::middleware::wrap(op, handler, &layer));
+        *handler = crate::middleware::wrap(op, handler, &layer);
+        self
+    }
+
+    /// Wraps the handler of the notifications called `name` in `layer` (see
+    /// [`layer`](Self::layer)); `""` is the fallback. A layer's refusal
+    /// (an [`Authorize`](crate::middleware::Authorize) without the grant, say)
+    /// drops the notification unhandled, logged at `DEBUG`.
+    ///
+    /// ```
+    /// use gotalk_peer::{Handlers, middleware::Authorize};
+    /// let handlers = Handlers::new()
+    ///     .notification("shutdown", |_ctx, _p| async move { /* ... */ })
+    ///     .layer_for_notification("shutdown", Authorize::grant("admin"));
+    /// # let _ = handlers;
+    /// ```
+    ///
+    /// # Panics
+    /// If no handler is registered for `name` (register it first).
+    pub fn layer_for_notification<L>(mut self, name: &str, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + 'static,
+        L::Service: Service<Request, Response = Bytes> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Error: Into<HandlerError>,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        let Some(handler) = self.registry().notifications.get_mut(name) else {
+            panic!(
+                "Handlers::layer_for_notification: no handler registered for {name:?}; register it before layering it"
+            );
+        };
+        *handler = crate::middleware::wrap_notification(name, handler, &layer);
         self
     }
 
@@ -489,136 +671,5 @@ impl Context {
     /// [`Peer::set_user_data`]; always `None` for a call over HTTP.
     pub fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         self.peer.as_ref()?.user_data()
-    }
-}
-
-/// A handler's failure, sent to the requester as an error result (`E`) or,
-/// for [`HandlerError::retry`], a retry result (`e`).
-///
-/// ```
-/// use std::time::Duration;
-/// use gotalk_peer::HandlerError;
-/// let e: HandlerError = "no such user".into();
-/// assert_eq!(e.message(), "no such user");
-/// assert!(HandlerError::retry(Duration::from_secs(1), "busy").is_retry());
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct HandlerError {
-    message: Bytes,
-    retry_after: Option<Duration>,
-}
-
-impl HandlerError {
-    /// An error result with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: Bytes::from(message.into()),
-            retry_after: None,
-        }
-    }
-
-    /// An error result with a raw payload.
-    pub fn with_payload(payload: impl Into<Bytes>) -> Self {
-        Self {
-            message: payload.into(),
-            retry_after: None,
-        }
-    }
-
-    /// A retry result: the requester may try again after `wait`.
-    pub fn retry(wait: Duration, message: impl Into<String>) -> Self {
-        Self {
-            message: Bytes::from(message.into()),
-            retry_after: Some(wait),
-        }
-    }
-
-    /// True for [`HandlerError::retry`].
-    pub fn is_retry(&self) -> bool {
-        self.retry_after.is_some()
-    }
-
-    /// The wait of a retry result.
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
-    }
-
-    /// The message as text.
-    pub fn message(&self) -> String {
-        String::from_utf8_lossy(&self.message).into_owned()
-    }
-
-    pub(crate) fn payload(&self) -> &Bytes {
-        &self.message
-    }
-}
-
-impl fmt::Debug for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerError")
-            .field("message", &self.message())
-            .field("retry_after", &self.retry_after)
-            .finish()
-    }
-}
-
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message())
-    }
-}
-
-impl std::error::Error for HandlerError {}
-
-impl From<&str> for HandlerError {
-    fn from(s: &str) -> Self {
-        Self::new(s)
-    }
-}
-
-impl From<String> for HandlerError {
-    fn from(s: String) -> Self {
-        Self::new(s)
-    }
-}
-
-impl From<std::io::Error> for HandlerError {
-    fn from(e: std::io::Error) -> Self {
-        Self::new(e.to_string())
-    }
-}
-
-impl From<serde_json::Error> for HandlerError {
-    fn from(e: serde_json::Error) -> Self {
-        Self::new(e.to_string())
-    }
-}
-
-/// A failed call to the other side inside a handler becomes this handler's
-/// error result (its remote error text, or the failure's description).
-impl From<crate::Error> for HandlerError {
-    fn from(e: crate::Error) -> Self {
-        match e {
-            crate::Error::Remote(r) => Self::with_payload(r.payload().clone()),
-            other => Self::new(other.to_string()),
-        }
-    }
-}
-
-/// A boxed error (tower's layers return them) that is a `HandlerError`
-/// stays one, retry results included; any other becomes an error result
-/// with its description.
-impl From<Box<dyn std::error::Error + Send + Sync>> for HandlerError {
-    fn from(e: Box<dyn std::error::Error + Send + Sync>) -> Self {
-        match e.downcast::<HandlerError>() {
-            Ok(e) => *e,
-            Err(e) => Self::new(e.to_string()),
-        }
-    }
-}
-
-impl From<std::convert::Infallible> for HandlerError {
-    fn from(e: std::convert::Infallible) -> Self {
-        match e {}
     }
 }

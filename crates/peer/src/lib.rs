@@ -152,6 +152,7 @@ pub mod core;
 mod dispatch;
 mod driver;
 mod error;
+mod handler_error;
 mod handlers;
 mod handshake;
 mod latch;
@@ -175,7 +176,8 @@ pub use error::{
 #[cfg(feature = "macros")]
 pub use gotalk_macros::service;
 pub use gotalk_proto::{self as proto, ProtocolErrorCode, RequestId};
-pub use handlers::{BoxFuture, Context, HandlerError, Handlers};
+pub use handler_error::{ErrorKind, HandlerError};
+pub use handlers::{BoxFuture, Context, Handlers};
 pub use load::RemoteLoad;
 pub use peer::{Peer, RequestOptions};
 pub use reconnect::ReconnectingPeer;

@@ -273,6 +273,60 @@ async fn authorize_reads_the_connection_identity() {
     assert_eq!(conn.server.identity().unwrap().subject(), "alice");
 }
 
+/// A layer that adds `suffix` to every payload it sees.
+fn payload_suffix(
+    suffix: &'static str,
+) -> tower::util::MapRequestLayer<
+    impl Fn(gotalk_peer::middleware::Request) -> gotalk_peer::middleware::Request + Clone,
+> {
+    tower::util::MapRequestLayer::new(move |mut req: gotalk_peer::middleware::Request| {
+        if let Some(p) = req.payload_mut() {
+            *p = Bytes::from([&p[..], suffix.as_bytes()].concat());
+        }
+        req
+    })
+}
+
+/// `login_handlers` and a notification `announce` for admins, whose
+/// payloads go to `heard`; every handler under a layer adding `!` to
+/// payloads.
+fn announce_handlers(heard: tokio::sync::mpsc::UnboundedSender<Bytes>) -> Handlers {
+    login_handlers(Arc::new(AtomicUsize::new(0)))
+        .notification("announce", move |_ctx, p| {
+            let _ = heard.send(p);
+            async {}
+        })
+        .layer_for_notification("announce", Authorize::grant("admin"))
+        .layer(payload_suffix("!"))
+}
+
+/// Notifications go through layers too: `layer` wraps them, and one that a
+/// layer refuses is dropped before its handler.
+#[tokio::test]
+async fn layers_wrap_notifications() {
+    init();
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let conn = connect(
+        Transport::Tcp,
+        Handlers::new(),
+        announce_handlers(tx),
+        quiet(),
+        quiet(),
+    )
+    .await;
+    let c = &conn.client;
+    c.notify("announce", "unauthenticated").await.unwrap();
+    c.request("login", "bob reader").await.unwrap();
+    c.notify("announce", "forbidden").await.unwrap();
+    // The `!` lands on the last grant.
+    c.request("login", "alice admin more").await.unwrap();
+    c.notify("announce", "allowed").await.unwrap();
+    let first = within(WAIT, "the allowed notification", heard.recv()).await;
+    assert_eq!(first.unwrap(), "allowed!");
+    // The refused ones came first on the connection and were dropped.
+    assert!(heard.try_recv().is_err());
+}
+
 /// With `inline_handlers`, a layered operation that finishes without
 /// waiting runs on the connection's own task: no task per request. One
 /// whose layer waits moves to a task of its own.
@@ -443,6 +497,10 @@ mod over_http {
         .await
         .unwrap();
         let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            // A 401 must say how to authenticate.
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        }
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
     }
@@ -466,13 +524,13 @@ mod over_http {
             .unwrap();
         let url = |op: &str| format!("{}call/{op}", server.url());
         let (status, body) = post(url("purge"), None).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(
             body,
             "unauthenticated: operation \"purge\" needs an identity"
         );
         let (status, body) = post(url("purge"), Some("guest")).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(
             body,
             "forbidden: operation \"purge\" needs the grant \"admin\""
@@ -491,7 +549,7 @@ mod over_http {
         assert_eq!(
             (status, body.as_str()),
             (
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::UNAUTHORIZED,
                 "unauthenticated: operation \"tail\" needs an identity"
             )
         );
@@ -499,6 +557,42 @@ mod over_http {
             post(url("tail"), Some("guest")).await,
             (StatusCode::OK, "line".to_owned())
         );
+        server.shutdown().await;
+    }
+
+    /// A notification refused by a layer gets the refusal's status.
+    #[tokio::test]
+    async fn refused_notifications_over_http() {
+        init();
+        let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        let http = HttpConfig::default().identify(|headers| {
+            match headers.get("authorization")?.to_str().ok()? {
+                "Bearer root" => Some(Identity::new("root").grant("admin")),
+                "Bearer guest" => Some(Identity::new("guest")),
+                _ => None,
+            }
+        });
+        let server = HttpServer::bind(
+            "127.0.0.1:0",
+            announce_handlers(tx),
+            Config::default(),
+            http,
+        )
+        .await
+        .unwrap();
+        let url = format!("{}notify/announce", server.url());
+        assert_eq!(post(url.clone(), None).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            post(url.clone(), Some("guest")).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(post(url, Some("root")).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(
+            heard.recv().await.unwrap(),
+            "!",
+            "the empty body, through the layer"
+        );
+        assert!(heard.try_recv().is_err());
         server.shutdown().await;
     }
 }
@@ -606,12 +700,27 @@ async fn metrics_are_recorded() {
             let n = n.clone();
             async move { n.notify_one() }
         })
-        .layer(MetricsLayer::new());
+        .layer(MetricsLayer::new())
+        // Where the counting sits among other layers: inside a refusing
+        // layer (never reached), outside it (the refusal counted), twice
+        // (counted twice, as two layers would).
+        .buffer("m-inner", echo)
+        .layer_for("m-inner", MetricsLayer::new())
+        .layer_for("m-inner", Authorize::grant("nobody-has-it"))
+        .buffer("m-outer", echo)
+        .layer_for("m-outer", Authorize::grant("nobody-has-it"))
+        .layer_for("m-outer", MetricsLayer::new())
+        .buffer("m-twice", echo)
+        .layer_for("m-twice", MetricsLayer::new())
+        .layer_for("m-twice", MetricsLayer::new());
     let conn = connect(Transport::Tcp, Handlers::new(), server, quiet(), quiet()).await;
     let c = &conn.client;
     for _ in 0..3 {
         c.request("m-ok", "12345").await.unwrap();
     }
+    c.request("m-inner", "").await.unwrap_err();
+    c.request("m-outer", "").await.unwrap_err();
+    c.request("m-twice", "").await.unwrap();
     c.request("m-fail", "").await.unwrap_err();
     let once = gotalk_peer::RequestOptions {
         max_attempts: Some(1),
@@ -642,6 +751,9 @@ async fn metrics_are_recorded() {
     assert_eq!(requests("m-retry", "retry"), 1);
     assert_eq!(requests("m-ok", "error"), 0);
     assert_eq!(requests("m-stream", "ok"), 1);
+    assert_eq!(requests("m-inner", "error") + requests("m-inner", "ok"), 0);
+    assert_eq!(requests("m-outer", "error"), 1);
+    assert_eq!(requests("m-twice", "ok"), 2);
     assert_eq!(
         after
             .histogram("gotalk_request_duration_seconds", &[("operation", "m-ok")])

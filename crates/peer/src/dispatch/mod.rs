@@ -12,13 +12,13 @@
 mod notifications;
 mod requests;
 
-use std::{panic::AssertUnwindSafe, sync::Arc, task::Poll};
+use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, task::Poll};
 
 use bytes::Bytes;
 use gotalk_proto::{RequestId, Text};
 
 use crate::{
-    BoxFuture, CloseReason,
+    CloseReason,
     connection::{Connection, CreditGuard, KEEP_INLINE, Part, PartTx, Runtime},
     core::{Charge, Core, Credit, Delivery, Event, Reply, StreamItem},
 };
@@ -207,9 +207,9 @@ pub(crate) fn poll_inline<T>(poll: impl FnOnce() -> Poll<T>) -> (Poll<T>, bool) 
 /// Polls a handler's future once, catching a panic. The waker is a no-op: a
 /// future still pending is spawned, and its task's first poll registers the
 /// task's own waker (futures must use the waker of their latest poll).
-pub(crate) fn poll_once<T>(fut: &mut BoxFuture<T>) -> Poll<std::thread::Result<T>> {
+pub(crate) fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<std::thread::Result<F::Output>> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *fut).poll(&mut cx))) {
         Ok(Poll::Pending) => Poll::Pending,
         Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
         Err(panic) => Poll::Ready(Err(panic)),

@@ -7,7 +7,7 @@ use futures::FutureExt;
 use gotalk_proto::Text;
 
 use super::{Dispatch, Op, panic_message, poll_inline, poll_once};
-use crate::{Context, connection::Connection, core::Charge};
+use crate::{Context, HandlerError, connection::Connection, core::Charge};
 
 /// Runs the handler for a notification, polled once here first like request
 /// handlers; its slot and `charge` are given back when it ends. A
@@ -27,7 +27,7 @@ pub(super) fn run(
         return;
     };
     let ctx = Context::new(peer, name.clone(), None);
-    let mut fut = handler(ctx, payload);
+    let mut fut = handler.call(ctx, payload);
     let limit = &conn.config.handler_limit;
     let mut started = false;
     let mut kept = false;
@@ -37,9 +37,7 @@ pub(super) fn run(
     if conn.config.inline_handlers && !limit.is_reached() {
         let (poll, keep) = poll_inline(|| poll_once(&mut fut));
         if let Poll::Ready(outcome) = poll {
-            if let Err(panic) = outcome {
-                panicked(&name, &panic);
-            }
+            ended(&name, outcome);
             d.ops.push(Op::NotificationDone(charge));
             return;
         }
@@ -65,17 +63,28 @@ pub(super) fn run(
             },
         };
         // Cancelled when the connection closes.
-        if let Some(Err(panic)) = conn
+        if let Some(outcome) = conn
             .until_closed(kept, AssertUnwindSafe(fut).catch_unwind())
             .await
         {
-            panicked(&name, &panic);
+            ended(&name, outcome);
         }
         drop(permit);
         conn.command(|core| core.notification_done(charge));
     });
 }
 
-fn panicked(name: &Text<Bytes>, panic: &Box<dyn std::any::Any + Send>) {
-    tracing::error!(name = name.as_str(), panic = %panic_message(panic), "notification handler panicked");
+/// Logs what a notification's handler came to when it was not just done: a
+/// panic (an error), or a layer's refusal (at `DEBUG`: a peer can send any
+/// number of notifications it may not send).
+fn ended(name: &Text<Bytes>, outcome: std::thread::Result<Result<(), HandlerError>>) {
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(refused)) => {
+            tracing::debug!(name = name.as_str(), reason = %refused, "notification refused by a layer; dropped");
+        }
+        Err(panic) => {
+            tracing::error!(name = name.as_str(), panic = %panic_message(&panic), "notification handler panicked");
+        }
+    }
 }

@@ -13,14 +13,15 @@ use crate::{
     BoxFuture, Context, HandlerError, Peer, RequestParts, ResultSender,
     connection::{ChargeGuard, Connection, CreditGuard, Part, PartRx},
     core::{Charge, Delivery, Reply},
-    handlers::RequestHandler,
+    handlers::{CallMeter, RequestHandler},
     runtime_metrics,
 };
 
 /// A request handler's future.
 enum Work {
-    /// A buffer handler answering a single request: its result is the `R`.
-    Single(BoxFuture<Result<Bytes, HandlerError>>),
+    /// A buffer handler answering a single request: its result is the `R`,
+    /// recorded in the meter (a metered operation's) once known.
+    Single(BoxFuture<Result<Bytes, HandlerError>>, CallMeter),
     /// Anything else: `Some` is a single result, `None` ends a result stream.
     Other(BoxFuture<Result<Option<Bytes>, HandlerError>>),
 }
@@ -36,6 +37,7 @@ fn lookup(conn: &Arc<Connection>, op: &Text<Bytes>) -> Option<(RequestHandler, P
 }
 
 /// The peer's single request `id`.
+#[inline]
 pub(super) fn single(
     d: &mut Dispatch,
     conn: &Arc<Connection>,
@@ -71,7 +73,8 @@ pub(super) fn single(
         Work::Other(fut.map(|r| r.map(|()| None)).boxed())
     } else {
         // The common case: the handler's own boxed future, not boxed again.
-        Work::Single(handler.call_buffer(ctx, payload))
+        let (fut, meter) = handler.call_buffer(ctx, payload).into_parts();
+        Work::Single(fut, meter)
     };
     run(d, conn, id, false, op, work, charge);
 }
@@ -159,6 +162,9 @@ fn run(
     if conn.config.inline_handlers {
         let (poll, keep) = poll_inline(|| poll_work(&mut work));
         if let Poll::Ready(outcome) = poll {
+            if let (Work::Single(_, meter), Ok(result)) = (work, &outcome) {
+                meter.record(result);
+            }
             let reply = reply_for(&op, outcome);
             d.ops.push(Op::Respond {
                 id,
@@ -178,7 +184,13 @@ fn run(
     tokio::spawn(async move {
         let work = async move {
             match work {
-                Work::Single(f) => AssertUnwindSafe(f).catch_unwind().await.map(single_result),
+                Work::Single(f, meter) => {
+                    let outcome = AssertUnwindSafe(f).catch_unwind().await;
+                    if let Ok(result) = &outcome {
+                        meter.record(result);
+                    }
+                    outcome.map(single_result)
+                }
                 Work::Other(f) => AssertUnwindSafe(f).catch_unwind().await,
             }
         };
@@ -205,7 +217,7 @@ fn single_result(r: Result<Bytes, HandlerError>) -> Result<Option<Bytes>, Handle
 /// [`poll_once`] for a request handler.
 fn poll_work(work: &mut Work) -> Poll<HandlerOutcome> {
     match work {
-        Work::Single(f) => poll_once(f).map(|r| r.map(single_result)),
+        Work::Single(f, _) => poll_once(f).map(|r| r.map(single_result)),
         Work::Other(f) => poll_once(f),
     }
 }

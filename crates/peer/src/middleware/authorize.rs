@@ -32,6 +32,9 @@ enum Policy {
 ///   connection has none;
 /// - `forbidden: operation "OP" needs the grant "G"` when it lacks the grant.
 ///
+/// Their [`ErrorKind`](crate::ErrorKind)s are `Unauthenticated` and
+/// `Forbidden`: over HTTP (`http`) the caller gets `401` and `403`.
+///
 /// Per operation with [`Handlers::layer_for`](crate::Handlers::layer_for),
 /// or for all with [`Handlers::layer`](crate::Handlers::layer). The hub sets
 /// a connection's identity when it authenticates (its user as subject, its
@@ -96,12 +99,12 @@ impl Authorize {
         let op = req.operation();
         match (&*self.policy, identity.as_deref()) {
             (Policy::Check(check), identity) => check(identity, req),
-            (_, None) => Err(HandlerError::new(format!(
+            (_, None) => Err(HandlerError::unauthenticated(format!(
                 "unauthenticated: operation {op:?} needs an identity"
             ))),
             (Policy::Authenticated, Some(_)) => Ok(()),
             (Policy::Grant(grant), Some(identity)) if identity.has(grant) => Ok(()),
-            (Policy::Grant(grant), Some(_)) => Err(HandlerError::new(format!(
+            (Policy::Grant(grant), Some(_)) => Err(HandlerError::forbidden(format!(
                 "forbidden: operation {op:?} needs the grant {grant:?}"
             ))),
         }

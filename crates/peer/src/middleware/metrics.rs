@@ -15,8 +15,8 @@ use quanta::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{Request, trace::outcome_of};
-use crate::HandlerError;
+use super::{HandlerService, Request, trace::outcome_of};
+use crate::{HandlerError, handlers::RequestHandler};
 
 /// `gotalk_requests_total`, by operation and outcome.
 const REQUESTS: &str = "gotalk_requests_total";
@@ -38,6 +38,13 @@ const DURATION: &str = "gotalk_request_duration_seconds";
 /// unknown operations, and the runtime's own figures (bytes, connections,
 /// streams, notifications, protocol violations), are counted without a
 /// layer: see `docs/middleware.md`.
+///
+/// As the outermost layer of an operation (the usual place: added last, to
+/// count what callers see), it is not run as a service: the runtime reads
+/// the clock and counts around the call itself, the same figures without a
+/// clone of the operation's service stack or a boxed future per request.
+/// Added below other layers, it runs as [`MetricsService`]. Notifications
+/// pass through uncounted.
 ///
 /// ```
 /// use gotalk_peer::{HandlerError, Handlers, middleware::MetricsLayer};
@@ -65,6 +72,97 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             handles: Arc::default(),
+        }
+    }
+}
+
+/// An operation whose outermost layer is [`MetricsLayer`]: the runtime
+/// counts its requests around the call ([`RunningMeter`]) instead of
+/// running a service for it. Same figures as [`MetricsService`] (the two
+/// share the handles when a layer is added on top later), at a fraction of
+/// the cost: no clone of the operation's service stack, no boxed future of
+/// its own, no reference count per request.
+pub(crate) struct Metered {
+    /// The handler, with the layers below, if any.
+    inner: RequestHandler,
+    handles: Arc<OnceLock<Handles>>,
+    /// The name it was registered under (`""`: the fallback).
+    route: Box<str>,
+}
+
+impl Metered {
+    pub(crate) fn inner(&self) -> &RequestHandler {
+        &self.inner
+    }
+
+    fn handles(&self) -> &Handles {
+        self.handles.get_or_init(|| Handles::register(&self.route))
+    }
+
+    /// The same counting as a service, for a layer added on top of it.
+    pub(crate) fn as_service(&self) -> MetricsService<HandlerService> {
+        MetricsService {
+            inner: HandlerService {
+                inner: super::inner_of(&self.inner),
+            },
+            handles: self.handles.clone(),
+        }
+    }
+}
+
+/// `MetricsLayer` around the operation registered as `name`.
+pub(crate) fn metered(name: &str, handler: &RequestHandler) -> RequestHandler {
+    let inner = match handler {
+        // Counted twice, as two layers would: the one there already becomes
+        // a service below the new one.
+        RequestHandler::Metered(metered) => {
+            super::route(name, metered.inner.is_stream(), metered.as_service())
+        }
+        other => other.clone(),
+    };
+    RequestHandler::Metered(Arc::new(Metered {
+        inner,
+        handles: Arc::default(),
+        route: name.into(),
+    }))
+}
+
+/// The clock of a metered call, read before the handler is called.
+pub(crate) struct Meter {
+    start: Instant,
+}
+
+impl Meter {
+    pub(crate) fn start() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    /// Ties the clock to the operation (the handle the call took from the
+    /// registry, moved rather than cloned).
+    pub(crate) fn of(self, metered: Arc<Metered>) -> RunningMeter {
+        RunningMeter {
+            metered,
+            start: self.start,
+        }
+    }
+}
+
+/// A metered call under way: recorded once, when its future completes.
+pub(crate) struct RunningMeter {
+    metered: Arc<Metered>,
+    start: Instant,
+}
+
+impl RunningMeter {
+    pub(crate) fn record<T>(self, result: &Result<T, HandlerError>) {
+        let h = self.metered.handles();
+        h.duration.record(self.start.elapsed().as_secs_f64());
+        match outcome_of(result) {
+            "ok" => h.ok.increment(1),
+            "retry" => h.retry.increment(1),
+            _ => h.error.increment(1),
         }
     }
 }
@@ -118,12 +216,16 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let start = Instant::now();
-        if self.handles.get().is_none() {
-            let _ = self.handles.set(Handles::register(req.route()));
-        }
+        // Requests only: the runtime counts notifications itself.
+        let handles = (!req.is_notification()).then(|| {
+            if self.handles.get().is_none() {
+                let _ = self.handles.set(Handles::register(req.route()));
+            }
+            self.handles.clone()
+        });
         MetricsFuture {
             inner: self.inner.call(req),
-            handles: self.handles.clone(),
+            handles,
             start,
         }
     }
@@ -134,7 +236,7 @@ pin_project_lite::pin_project! {
     pub struct MetricsFuture<F> {
         #[pin]
         inner: F,
-        handles: Arc<OnceLock<Handles>>,
+        handles: Option<Arc<OnceLock<Handles>>>,
         start: Instant,
     }
 }
@@ -152,7 +254,7 @@ where
             Poll::Ready(result) => result.map_err(Into::into),
             Poll::Pending => return Poll::Pending,
         };
-        if let Some(h) = this.handles.get() {
+        if let Some(h) = this.handles.as_ref().and_then(|h| h.get()) {
             h.duration.record(this.start.elapsed().as_secs_f64());
             match outcome_of(&result) {
                 "ok" => h.ok.increment(1),
@@ -161,5 +263,41 @@ where
             }
         }
         Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Handlers;
+
+    fn echo(_ctx: crate::Context, p: Bytes) -> futures::future::Ready<Result<Bytes, HandlerError>> {
+        futures::future::ready(Ok(p))
+    }
+
+    /// The outermost `MetricsLayer` is counted by the runtime (no service
+    /// stack to clone per request); a layer added on top turns it back into
+    /// a service inside that layer.
+    #[test]
+    fn outermost_metrics_layer_is_counted_by_the_runtime() {
+        let handlers = Handlers::new()
+            .buffer("a", echo)
+            .buffer("b", echo)
+            .layer(MetricsLayer::new());
+        for op in ["a", "b"] {
+            assert!(matches!(
+                handlers.request_handler(op),
+                Some(RequestHandler::Metered(_))
+            ));
+        }
+        let handlers = handlers.layer_for("b", tower_layer::Identity::new());
+        assert!(matches!(
+            handlers.request_handler("b"),
+            Some(RequestHandler::Layered(_))
+        ));
+        assert!(matches!(
+            handlers.request_handler("a"),
+            Some(RequestHandler::Metered(_))
+        ));
     }
 }

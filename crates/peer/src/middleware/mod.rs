@@ -6,27 +6,28 @@
 //!
 //! A request is a [`Request`] (the operation, its [`Context`], the
 //! payload); the response is the result's bytes, or a [`HandlerError`].
-//! [`Handlers::layer`] wraps every operation registered so far (as axum's
-//! `Router::layer` does: register first, then layer); [`Handlers::layer_for`]
-//! wraps one. The last layer added is the outermost. A layer's error becomes
+//! [`Handlers::layer`] wraps every operation and notification handler
+//! registered so far (as axum's `Router::layer` does: register first, then
+//! layer); [`Handlers::layer_for`] wraps one operation and
+//! [`Handlers::layer_for_notification`] one notification's handler. The last layer added is the outermost. A layer's error becomes
 //! the caller's error result through `Into<HandlerError>` (tower's boxed
 //! errors included: a [`HandlerError`] inside the box keeps its kind, so a
 //! layer may refuse with a retry result).
 //!
 //! # What applies to which kind
 //!
-//! | | buffer and JSON operations | stream operations |
-//! |---|---|---|
-//! | runs the layers | yes, once per request | yes, once per request |
-//! | [`Request::payload`] | the whole payload (a stream request is collected first) | `None`: parts arrive in the handler |
-//! | response | the result's bytes | empty: results go out through the handler's `ResultSender` |
-//! | a timeout covers | the handler | the whole stream, parts included |
-//! | over HTTP (`http`) | the same layers | the same layers |
+//! | | buffer and JSON operations | stream operations | notifications |
+//! |---|---|---|---|
+//! | runs the layers | yes, once per request | yes, once per request | yes, once per notification |
+//! | [`Request::payload`] | the whole payload (a stream request is collected first) | `None`: parts arrive in the handler | the payload |
+//! | response | the result's bytes | empty: results go out through the handler's `ResultSender` | empty, dropped |
+//! | a refusal | the caller's error result | the caller's error result | the notification dropped, logged at `DEBUG` |
+//! | over HTTP (`http`) | the same layers | the same layers | the same layers; a refusal gets its status |
 //!
 //! So layers that decide per call (authorization, tracing, metrics,
 //! timeouts, concurrency and rate limits, load shedding) work the same for
-//! both kinds; a layer that rewrites payloads sees only buffer requests'.
-//! Notifications have no reply to refuse with and do not go through layers.
+//! every kind. `MetricsLayer` counts requests only (the runtime counts
+//! notifications itself).
 //!
 //! # Costs
 //!
@@ -37,7 +38,9 @@
 //! task, and a request whose layers and handler all finish without waiting
 //! costs no task. An operation with layers costs one more allocation per
 //! request (the service stack's clone and future, boxed together);
-//! operations without layers cost nothing more. `docs/benchmarks.md` has
+//! operations without layers cost nothing more. `MetricsLayer` as the
+//! outermost layer of an operation is no service at all: the runtime counts
+//! around the call (no clone, no box), with the same figures. `docs/benchmarks.md` has
 //! measurements.
 //!
 //! ```
@@ -68,6 +71,7 @@
 //! [`tower`]: https://docs.rs/tower
 //! [`Handlers::layer`]: crate::Handlers::layer
 //! [`Handlers::layer_for`]: crate::Handlers::layer_for
+//! [`Handlers::layer_for_notification`]: crate::Handlers::layer_for_notification
 
 mod authorize;
 mod identity;
@@ -87,13 +91,15 @@ use tower_service::Service;
 pub use authorize::{Authorize, AuthorizeService};
 pub use identity::Identity;
 #[cfg(feature = "metrics")]
+pub(crate) use metrics::{Meter, Metered, RunningMeter};
+#[cfg(feature = "metrics")]
 pub use metrics::{MetricsLayer, MetricsService};
 pub use tower_layer::Layer;
 pub use trace::{TraceLayer, TraceService};
 
 use crate::{
     BoxFuture, Context, HandlerError, RequestParts, ResultSender,
-    handlers::{BufferFn, StreamFn},
+    handlers::{BufferFn, NotificationFn, NotificationHandler, StreamFn},
 };
 
 /// One request, as layers see it: the operation, the [`Context`] (the
@@ -111,6 +117,7 @@ pub struct Request {
 enum Body {
     Bytes(Bytes),
     Stream(RequestParts, ResultSender),
+    Notification(Bytes),
 }
 
 impl Request {
@@ -135,6 +142,14 @@ impl Request {
         }
     }
 
+    pub(crate) fn notification(ctx: Context, fallback: bool, payload: Bytes) -> Self {
+        Self {
+            ctx,
+            fallback,
+            body: Body::Notification(payload),
+        }
+    }
+
     /// The handler's context: connection, request ID, identity.
     pub fn context(&self) -> &Context {
         &self.ctx
@@ -153,11 +168,11 @@ impl Request {
         if self.fallback { "" } else { self.ctx.name() }
     }
 
-    /// The payload of a buffer or JSON operation; `None` for a stream
-    /// operation, whose parts arrive in the handler.
+    /// The payload of a buffer or JSON operation or of a notification;
+    /// `None` for a stream operation, whose parts arrive in the handler.
     pub fn payload(&self) -> Option<&Bytes> {
         match &self.body {
-            Body::Bytes(payload) => Some(payload),
+            Body::Bytes(payload) | Body::Notification(payload) => Some(payload),
             Body::Stream(..) => None,
         }
     }
@@ -165,7 +180,7 @@ impl Request {
     /// The payload, to rewrite it (see [`payload`](Self::payload)).
     pub fn payload_mut(&mut self) -> Option<&mut Bytes> {
         match &mut self.body {
-            Body::Bytes(payload) => Some(payload),
+            Body::Bytes(payload) | Body::Notification(payload) => Some(payload),
             Body::Stream(..) => None,
         }
     }
@@ -173,6 +188,12 @@ impl Request {
     /// True for a stream operation.
     pub fn is_stream(&self) -> bool {
         matches!(self.body, Body::Stream(..))
+    }
+
+    /// True for a notification: [`operation`](Self::operation) is its
+    /// name, there is no request ID, and the response (empty) goes nowhere.
+    pub fn is_notification(&self) -> bool {
+        matches!(self.body, Body::Notification(..))
     }
 
     /// The connection's identity ([`Context::identity`]).
@@ -189,6 +210,7 @@ impl fmt::Debug for Request {
             .field("request_id", &self.ctx.request_id())
             .field("payload_len", &self.payload().map(Bytes::len))
             .field("stream", &self.is_stream())
+            .field("notification", &self.is_notification())
             .finish()
     }
 }
@@ -207,6 +229,7 @@ pub struct HandlerService {
 enum Inner {
     Buffer(Arc<BufferFn>),
     Stream(Arc<StreamFn>),
+    Notification(Arc<NotificationFn>),
     /// Layers added before: a clone of their stack of its own.
     Layered(Box<dyn CloneService>),
 }
@@ -216,6 +239,7 @@ impl Clone for Inner {
         match self {
             Self::Buffer(f) => Self::Buffer(f.clone()),
             Self::Stream(f) => Self::Stream(f.clone()),
+            Self::Notification(f) => Self::Notification(f.clone()),
             Self::Layered(service) => Self::Layered(service.clone_box()),
         }
     }
@@ -226,6 +250,7 @@ impl fmt::Debug for HandlerService {
         let kind = match &self.inner {
             Inner::Buffer(_) => "buffer",
             Inner::Stream(_) => "stream",
+            Inner::Notification(_) => "notification",
             Inner::Layered(_) => "layered",
         };
         f.debug_struct("HandlerService")
@@ -251,7 +276,7 @@ impl Service<Request> for HandlerService {
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), HandlerError>> {
         match &mut self.inner {
             Inner::Layered(service) => service.poll_ready(cx),
-            Inner::Buffer(_) | Inner::Stream(_) => Poll::Ready(Ok(())),
+            Inner::Buffer(_) | Inner::Stream(_) | Inner::Notification(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -261,6 +286,13 @@ impl Service<Request> for HandlerService {
             (Inner::Stream(f), Body::Stream(parts, results)) => {
                 let fut = f(req.ctx, parts, results);
                 Box::pin(async move { fut.await.map(|()| Bytes::new()) })
+            }
+            (Inner::Notification(f), Body::Notification(payload)) => {
+                let fut = f(req.ctx, payload);
+                Box::pin(async move {
+                    fut.await;
+                    Ok(Bytes::new())
+                })
             }
             (Inner::Layered(service), body) => service.call(Request {
                 ctx: req.ctx,
@@ -313,6 +345,18 @@ impl Route {
     }
 }
 
+impl Route {
+    /// Calls a notification's handler through its layers.
+    pub(crate) fn call_notification(
+        &self,
+        ctx: Context,
+        payload: Bytes,
+    ) -> BoxFuture<Result<Bytes, HandlerError>> {
+        self.service
+            .oneshot(Request::notification(ctx, self.fallback, payload))
+    }
+}
+
 /// A layered service behind a box, cloneable.
 trait CloneService: Send + Sync {
     fn clone_box(&self) -> Box<dyn CloneService>;
@@ -355,28 +399,89 @@ where
     }
 }
 
-/// `layer` around the operation registered as `name`.
+/// `layer` around the operation registered as `name`. `MetricsLayer` as
+/// the outermost layer is not a service: the runtime counts around the call
+/// itself (see `metrics`), which costs a fraction of a layer.
 pub(crate) fn wrap<L>(
     name: &str,
     handler: &crate::handlers::RequestHandler,
     layer: &L,
-) -> Arc<Route>
+) -> crate::handlers::RequestHandler
 where
-    L: Layer<HandlerService>,
+    L: Layer<HandlerService> + 'static,
     L::Service: Service<Request, Response = Bytes> + Clone + Send + Sync + 'static,
     <L::Service as Service<Request>>::Error: Into<HandlerError>,
     <L::Service as Service<Request>>::Future: Send + 'static,
 {
-    use crate::handlers::RequestHandler;
-    let (inner, stream) = match handler {
-        RequestHandler::Buffer(f) => (Inner::Buffer(f.clone()), false),
-        RequestHandler::Stream(f) => (Inner::Stream(f.clone()), true),
-        RequestHandler::Layered(route) => (Inner::Layered(route.service.clone_box()), route.stream),
+    #[cfg(feature = "metrics")]
+    if (layer as &dyn std::any::Any).is::<MetricsLayer>() {
+        return metrics::metered(name, handler);
+    }
+    let service = layer.layer(HandlerService {
+        inner: inner_of(handler),
+    });
+    route(name, handler.is_stream(), service)
+}
+
+/// `layer` around the handler of the notifications called `name`.
+/// `MetricsLayer` counts requests only: it leaves notifications as they are
+/// (the runtime counts them, `gotalk_notifications_received_total`).
+pub(crate) fn wrap_notification<L>(
+    name: &str,
+    handler: &NotificationHandler,
+    layer: &L,
+) -> NotificationHandler
+where
+    L: Layer<HandlerService> + 'static,
+    L::Service: Service<Request, Response = Bytes> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Error: Into<HandlerError>,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
+    #[cfg(feature = "metrics")]
+    if (layer as &dyn std::any::Any).is::<MetricsLayer>() {
+        return handler.clone();
+    }
+    let inner = match handler {
+        NotificationHandler::Plain(f) => Inner::Notification(f.clone()),
+        NotificationHandler::Layered(route) => Inner::Layered(route.service.clone_box()),
     };
     let service = layer.layer(HandlerService { inner });
+    NotificationHandler::Layered(boxed_route(name, false, service))
+}
+
+/// An operation's service stack, boxed as the registry keeps it.
+fn route<S>(name: &str, stream: bool, service: S) -> crate::handlers::RequestHandler
+where
+    S: Service<Request, Response = Bytes> + Clone + Send + Sync + 'static,
+    S::Error: Into<HandlerError>,
+    S::Future: Send + 'static,
+{
+    crate::handlers::RequestHandler::Layered(boxed_route(name, stream, service))
+}
+
+fn boxed_route<S>(name: &str, stream: bool, service: S) -> Arc<Route>
+where
+    S: Service<Request, Response = Bytes> + Clone + Send + Sync + 'static,
+    S::Error: Into<HandlerError>,
+    S::Future: Send + 'static,
+{
     Arc::new(Route {
         service: Box::new(Boxed(service)),
         stream,
         fallback: name.is_empty(),
     })
+}
+
+/// What a layer added to `handler` wraps.
+fn inner_of(handler: &crate::handlers::RequestHandler) -> Inner {
+    use crate::handlers::RequestHandler;
+    match handler {
+        RequestHandler::Buffer(f) => Inner::Buffer(f.clone()),
+        RequestHandler::Stream(f) => Inner::Stream(f.clone()),
+        RequestHandler::Layered(route) => Inner::Layered(route.service.clone_box()),
+        // Another layer goes on top: the counting becomes the service it
+        // stands for, so that it stays inside the new layer.
+        #[cfg(feature = "metrics")]
+        RequestHandler::Metered(metered) => Inner::Layered(Box::new(Boxed(metered.as_service()))),
+    }
 }

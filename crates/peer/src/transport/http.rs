@@ -7,11 +7,14 @@
 //! |---|---|
 //! | `POST {mount}call/{operation}`, the payload as body | `200 OK`, the result as body |
 //! | … a handler's error result | `422 Unprocessable Content`, the error text |
+//! | … one of [`ErrorKind::Unauthenticated`] ([`Authorize`](crate::middleware::Authorize) with no identity) | `401 Unauthorized`, `WWW-Authenticate: Bearer`, the text |
+//! | … one of [`ErrorKind::Forbidden`] (`Authorize` refusing the identity) | `403 Forbidden`, the text |
 //! | … a retry result | `503 Service Unavailable`, `Retry-After` (seconds, rounded up), the text |
 //! | … no handler for the operation | `404 Not Found` |
 //! | … a body over [`Config::max_payload`] | `413 Content Too Large` |
 //! | … a handler that panicked | `500 Internal Server Error` |
 //! | `POST {mount}notify/{name}` | `204 No Content` once the handler has run |
+//! | … refused by a layer | the status of the refusal, as for a call |
 //!
 //! Results of [`Handlers::json`] operations are `application/json`, all
 //! others `application/octet-stream`; error texts are `text/plain`. A stream
@@ -73,8 +76,8 @@ use tokio::{
 };
 
 use crate::{
-    BoxFuture, CloseReason, Config, Context, Error, HandlerError, Handlers, RequestParts,
-    ResultSender, middleware::Identity, ws::OriginPolicy,
+    BoxFuture, CloseReason, Config, Context, Error, ErrorKind, HandlerError, Handlers,
+    RequestParts, ResultSender, handlers::HandlerCall, middleware::Identity, ws::OriginPolicy,
 };
 
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -422,10 +425,15 @@ impl Endpoint {
         };
         let name = Text::from(name);
         let ctx = Context::without_peer(name.clone(), self.identity(headers));
-        let outcome = AssertUnwindSafe(handler(ctx, payload)).catch_unwind().await;
+        let outcome = AssertUnwindSafe(handler.call(ctx, payload))
+            .catch_unwind()
+            .await;
         drop(permit);
         match outcome {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+            // A layer refused it (over a connection it would be dropped;
+            // here the caller can be told).
+            Ok(Err(e)) => error_response(&e),
             Err(panic) => panicked(&name, &panic),
         }
     }
@@ -504,7 +512,7 @@ type StreamOutcome = std::thread::Result<Result<(), HandlerError>>;
 /// which HTTP clients report as an incomplete body.
 async fn stream_response(
     op: Text<Bytes>,
-    handler: BoxFuture<Result<(), HandlerError>>,
+    handler: HandlerCall<()>,
     mut rx: mpsc::Receiver<Bytes>,
     permit: OwnedSemaphorePermit,
     content_type: &'static str,
@@ -645,12 +653,25 @@ fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -
         .expect("static response")
 }
 
-/// `422` for an error result, `503` with `Retry-After` for a retry result.
+/// `503` with `Retry-After` for a retry result; for an error result, the
+/// status of its [`ErrorKind`]: `401` (with `WWW-Authenticate: Bearer`,
+/// which a `401` must carry), `403`, or `422`.
 fn error_response(e: &HandlerError) -> Response {
-    match e.retry_after() {
-        Some(wait) => retry_response(wait, e.payload().clone()),
-        None => bytes_response(StatusCode::UNPROCESSABLE_ENTITY, TEXT, e.payload().clone()),
+    if let Some(wait) = e.retry_after() {
+        return retry_response(wait, e.payload().clone());
     }
+    let status = match e.kind() {
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let mut response = bytes_response(status, TEXT, e.payload().clone());
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 fn retry_response(wait: Duration, message: Bytes) -> Response {
