@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# User-space instructions per request of `gotalk serve`, counted by callgrind:
+# a figure the load of the machine does not change (the same binary and
+# traffic give the same count, run after run).
+#
+#   scripts/server-instructions.sh N1 N2 GOTALK [serve args...]
+#
+# Runs `GOTALK serve --threads 1 [serve args]` under callgrind twice, sends it
+# N1 and then N2 requests (64 in flight, 32 B) with `CLIENT bench --threads 1`
+# (CLIENT defaults to GOTALK), and prints (total(N2) - total(N1)) / (N2 - N1):
+# start-up and shut-down cancel out. Loopback only; stops by itself.
+set -uo pipefail
+n1=$1 n2=$2 bin=$3
+shift 3
+client=${CLIENT:-$bin}
+total() {
+  local n=$1
+  shift
+  local port=$((20000 + RANDOM % 10000)) out
+  out=$(mktemp)
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" serve --threads 1 \
+    --addr "127.0.0.1:$port" "$@" >/dev/null 2>"$out" &
+  local pid=$!
+  for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  "$client" bench --threads 1 -c 64 --size 32 -n "$n" "127.0.0.1:$port" >/dev/null 2>&1
+  kill -INT "$pid"
+  wait "$pid"
+  grep -oP 'Collected : \K[0-9]+' "$out"
+  rm -f "$out"
+}
+a=$(total "$n1" "$@")
+b=$(total "$n2" "$@")
+echo "$bin serve $*: $(( (b - a) / (n2 - n1) )) instructions per request"
