@@ -77,8 +77,12 @@ pub(crate) fn parse_word(word: u64, width: u32) -> Option<u32> {
     if digit | letter != HIGH {
         return None;
     }
-    // Low nibble of the byte, plus 9 for letters ('a' is 0x61).
-    let nibbles = (x & ONES * 0x0f) + (letter >> 7) * 9;
+    // Low nibble of the byte, plus 9 for letters ('a' is 0x61), which are
+    // the valid digits with bit 6 set. Taken from `x`, not from `letter`:
+    // the checks above only feed a predicted branch, so the value does not
+    // wait for them (in a stream of frames the next frame's address waits
+    // for this value).
+    let nibbles = (x & ONES * 0x0f) + ((x >> 6) & ONES) * 9;
     // Merge neighbours, the first byte in memory being the most significant
     // digit: nibble pairs into bytes, byte pairs into 16 bits, then 32.
     let v = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
