@@ -5,10 +5,12 @@
 //! split off a larger chunk, as the peer's driver has it, and drops each
 //! message at once.
 //!
-//! Run: `cargo bench -p gotalk-proto --bench steady` (a few seconds). For
-//! instruction counts, which do not depend on the load:
-//! `valgrind --tool=callgrind --toggle-collect='steady::run_*' target/release/deps/steady-* 100`
-//! (then divide by 100 × 1 024 frames per path).
+//! Run: `cargo bench -p gotalk-proto --bench steady` (a few seconds;
+//! arguments after `--`: a number of runs per path, a word to keep only
+//! the paths whose label contains it). For instruction counts, which do not
+//! depend on the load, one path at a time:
+//! `valgrind --tool=callgrind --toggle-collect='steady::run_*' target/release/deps/steady-HASH 100 request/codec`
+//! (then divide the total by 100 × 1 024 frames).
 
 use std::{hint::black_box, time::Instant};
 
@@ -91,11 +93,14 @@ fn measure(label: &str, stream: &[u8], runs: usize) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a number sets the runs per path.
-    let runs = std::env::args()
+    // `cargo bench` passes `--bench`; a number sets the runs per path, any
+    // other word keeps only the paths whose label contains it.
+    let args: Vec<String> = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3000);
+        .filter(|a| a != "--bench")
+        .collect();
+    let runs = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3000);
+    let filter = args.iter().find(|a| a.parse::<usize>().is_err());
     let payload = Bytes::from_static(b"{\"message\":\"Hello gotalk world\"}");
     let id = RequestId::new(*b"0001");
     let request = Message::SingleRequest {
@@ -107,7 +112,10 @@ fn main() {
     for (kind, msg) in [("request", request), ("result", result)] {
         let stream = msg.to_vec().unwrap().repeat(FRAMES);
         for path in ["slice", "decode_bytes", "codec"] {
-            measure(&format!("{kind}/{path}"), &stream, runs);
+            let label = format!("{kind}/{path}");
+            if filter.is_none_or(|f| label.contains(f.as_str())) {
+                measure(&label, &stream, runs);
+            }
         }
     }
 }
