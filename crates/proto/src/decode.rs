@@ -7,6 +7,13 @@
 //! are judged, so the outcome for a prefix of the input never contradicts the
 //! outcome for the whole input: feeding bytes in any chunking gives the same
 //! messages and the same errors.
+//!
+//! Two parsers share that contract. A whole, well-formed header (nearly
+//! every frame in a read buffer) takes `fast_header`: each hex field is one
+//! 8-byte load converted as a word, with no bookkeeping for error reports.
+//! Anything it turns down goes to `parse_header_exact`, which judges field
+//! by field and says what is missing or wrong, and where. A proptest checks
+//! that both accept exactly the same headers.
 
 use core::ops::Range;
 
