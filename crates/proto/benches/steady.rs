@@ -12,6 +12,9 @@
 //! `valgrind --tool=callgrind --toggle-collect='steady::run_*' target/release/deps/steady-HASH 100 request/codec`
 //! (then divide the total by 100 × 1 024 frames).
 
+// A bench reports on stdout.
+#![allow(clippy::print_stdout)]
+
 use std::{hint::black_box, time::Instant};
 
 use bytes::{Bytes, BytesMut};

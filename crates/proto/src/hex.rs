@@ -64,7 +64,7 @@ pub(crate) fn parse_word(word: u64, width: u32) -> Option<u32> {
     debug_assert!((1..=8).contains(&width));
     // The checks see the ignored low bytes as '0'.
     let filler = u64::MAX.checked_shr(8 * width).unwrap_or(0);
-    let x = (word & !filler) | (ONES * u64::from(b'0') & filler);
+    let x = (word & !filler) | ((ONES * u64::from(b'0')) & filler);
     // For a byte b below 0x80, b >= lo when b + (0x80 - lo) has its high
     // bit set, and b <= hi when b + (0x7f - hi) does not; no sum carries
     // into the next byte. A byte of 0x80 or more fails both checks itself
@@ -72,7 +72,7 @@ pub(crate) fn parse_word(word: u64, width: u32) -> Option<u32> {
     // next byte's checks, the word is refused because of it.
     // (Wrapping: a carry out of the top byte only comes from a refused byte.)
     let digit = x.wrapping_add(ONES * 0x50) & !x.wrapping_add(ONES * 0x46) & HIGH; // '0'..='9'
-    let lower = x | ONES * 0x20; // 'A'..='F' -> 'a'..='f'
+    let lower = x | (ONES * 0x20); // 'A'..='F' -> 'a'..='f'
     let letter = lower.wrapping_add(ONES * 0x1f) & !lower.wrapping_add(ONES * 0x19) & HIGH; // 'a'..='f'
     if digit | letter != HIGH {
         return None;
@@ -84,7 +84,7 @@ pub(crate) fn parse_word(word: u64, width: u32) -> Option<u32> {
     // 0x61), which are the valid digits with bit 6 set; the masks (constant
     // once inlined) leave the ignored bytes out at no cost.
     let digits = !filler;
-    let nibbles = (word & (ONES * 0x0f & digits)) + ((word >> 6) & (ONES & digits)) * 9;
+    let nibbles = (word & ((ONES * 0x0f) & digits)) + ((word >> 6) & (ONES & digits)) * 9;
     // Merge neighbours, the first byte in memory being the most significant
     // digit: nibble pairs into bytes, byte pairs into 16 bits, then 32.
     let v = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
