@@ -47,6 +47,51 @@ pub(crate) fn parse(digits: &[u8]) -> Result<u32, usize> {
     }
 }
 
+/// `0x01` in every byte of a word.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of every byte of a word.
+const HIGH: u64 = ONES * 0x80;
+
+/// Parses the `width` hex digits in the most significant bytes of `word`,
+/// eight bytes read little-endian (so the last of them in memory order):
+/// a SWAR version of [`parse`] that checks and converts all digits at once,
+/// without a table lookup per digit. `None` if any of them is not a hex
+/// digit ([`parse`] then says which).
+///
+/// `width` is 1 to 8; the bytes below the digits are ignored.
+#[inline(always)]
+pub(crate) fn parse_word(word: u64, width: u32) -> Option<u32> {
+    debug_assert!((1..=8).contains(&width));
+    // The checks see the ignored low bytes as '0'.
+    let filler = u64::MAX.checked_shr(8 * width).unwrap_or(0);
+    let x = (word & !filler) | ((ONES * u64::from(b'0')) & filler);
+    // For a byte b below 0x80, b >= lo when b + (0x80 - lo) has its high
+    // bit set, and b <= hi when b + (0x7f - hi) does not; no sum carries
+    // into the next byte. A byte of 0x80 or more fails both checks itself
+    // (whatever carry comes in), and whatever its own carry does to the
+    // next byte's checks, the word is refused because of it.
+    // (Wrapping: a carry out of the top byte only comes from a refused byte.)
+    let digit = x.wrapping_add(ONES * 0x50) & !x.wrapping_add(ONES * 0x46) & HIGH; // '0'..='9'
+    let lower = x | (ONES * 0x20); // 'A'..='F' -> 'a'..='f'
+    let letter = lower.wrapping_add(ONES * 0x1f) & !lower.wrapping_add(ONES * 0x19) & HIGH; // 'a'..='f'
+    if digit | letter != HIGH {
+        return None;
+    }
+    // The value is computed from `word` itself, not from `x` or the checks:
+    // those only feed a predicted branch, and in a stream of frames the
+    // next frame's address waits for this value, so its latency is the
+    // decoder's speed. Low nibble of each byte, plus 9 for letters ('a' is
+    // 0x61), which are the valid digits with bit 6 set; the masks (constant
+    // once inlined) leave the ignored bytes out at no cost.
+    let digits = !filler;
+    let nibbles = (word & ((ONES * 0x0f) & digits)) + ((word >> 6) & (ONES & digits)) * 9;
+    // Merge neighbours, the first byte in memory being the most significant
+    // digit: nibble pairs into bytes, byte pairs into 16 bits, then 32.
+    let v = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = ((v << 8) | (v >> 16)) & 0x0000_ffff_0000_ffff;
+    Some(((v << 16) | (v >> 32)) as u32)
+}
+
 /// Writes `value` as lower-case, zero-padded hex filling all of `dst`.
 ///
 /// The caller guarantees that `value` fits in `dst.len()` digits.
@@ -79,6 +124,57 @@ mod tests {
         assert_eq!(parse(b"0x000005"), Err(1));
         assert_eq!(parse(b"0000000g"), Err(7));
         assert_eq!(parse(b"00-1"), Err(2));
+    }
+
+    /// `digits` placed at the top of a word whose low bytes are junk.
+    fn word_of(digits: &[u8]) -> u64 {
+        let mut w = *b"\xff\x00zz\x80 g-";
+        w[8 - digits.len()..].copy_from_slice(digits);
+        u64::from_le_bytes(w)
+    }
+
+    #[test]
+    fn parse_word_agrees_with_parse_on_every_byte_in_every_position() {
+        // Each byte value at each position of an otherwise valid field.
+        for width in 1..=8usize {
+            for pos in 0..width {
+                for b in 0..=255u8 {
+                    let mut digits = *b"9aF07bE1";
+                    let digits = &mut digits[..width];
+                    digits[pos] = b;
+                    assert_eq!(
+                        parse_word(word_of(digits), width as u32),
+                        parse(digits).ok(),
+                        "{digits:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(parse_word(word_of(b"ffffffff"), 8), Some(u32::MAX));
+        assert_eq!(parse_word(word_of(b"00000000"), 8), Some(0));
+        assert_eq!(parse_word(word_of(b"12345678"), 8), Some(0x1234_5678));
+        assert_eq!(parse_word(word_of(b"ABC"), 3), Some(0xabc));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        /// Any word, any width: the digits are its top bytes, whatever the
+        /// bytes below them hold. Hex-heavy bytes so that many words pass.
+        #[test]
+        fn parse_word_agrees_with_parse_on_any_word(
+            bytes in proptest::array::uniform8(proptest::prop_oneof![
+                3 => proptest::sample::select(b"0123456789abcdefABCDEF".to_vec()),
+                1 => proptest::prelude::any::<u8>(),
+            ]),
+            width in 1u32..=8,
+        ) {
+            let digits = &bytes[8 - width as usize..];
+            proptest::prop_assert_eq!(
+                parse_word(u64::from_le_bytes(bytes), width),
+                parse(digits).ok()
+            );
+        }
     }
 
     #[test]
