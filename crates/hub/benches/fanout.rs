@@ -53,6 +53,9 @@
 //!   `FANOUT_ROUNDS` (3), `FANOUT_SERVER_THREADS` (1: tokio worker threads
 //!   of a hub server; Node runs JavaScript on one), `FANOUT_SIO_READ_BUFFER`
 //!   (8192: the read buffer of our Socket.IO client, see `socketio_connect`);
+//! - `FANOUT_SUBS_ON` `all` (subscribers spread over every node) or
+//!   `others` (only on the nodes the publisher is not connected to; with
+//!   two nodes or more);
 //! - `FANOUT_MODE` `throughput`, `memory` or `all`; `FANOUT_MEM_CONNS`
 //!   (`1000,10000`): memory per idle subscribed connection, as the growth
 //!   of the server's RSS (`VmRSS`) over a fresh server that already has 16
@@ -451,6 +454,10 @@ struct Load {
     rate: usize,
     window: usize,
     threads: usize,
+    /// Subscribers only on the nodes the publisher is not connected to
+    /// (`FANOUT_SUBS_ON=others`): shows what the publishing node's own
+    /// fan-out costs its publishers.
+    subs_on_others: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -460,6 +467,10 @@ struct RunResult {
     received: u64,
     expected: u64,
     secs: f64,
+    /// From the first publication to the last answer: when it is well
+    /// under `secs`, the deliveries trail the publisher (the fan-out is
+    /// the bottleneck); when close to it, the publisher's window is.
+    publish_secs: f64,
     rate: f64,
     p50_us: u64,
     p99_us: u64,
@@ -484,6 +495,11 @@ fn orchestrate() {
         rate: env_num("FANOUT_RATE", 0, 0),
         window: env_num("FANOUT_WINDOW", 16, 4),
         threads: env_num("FANOUT_SERVER_THREADS", 1, 1),
+        subs_on_others: match env_or("FANOUT_SUBS_ON", "all", "all").as_str() {
+            "all" => false,
+            "others" => true,
+            other => panic!("unknown FANOUT_SUBS_ON {other:?} (all or others)"),
+        },
     };
     assert!(load.channels > 0 && load.subs > 0 && load.window > 0);
     let targets: Vec<Target> = match env_or("FANOUT_TARGET", "both", "gotalk").as_str() {
@@ -582,6 +598,7 @@ fn median_result(runs: &[&RunResult]) -> RunResult {
     let mut m = runs[0].clone();
     m.rate = median_by(runs, |r| r.rate);
     m.secs = median_by(runs, |r| r.secs);
+    m.publish_secs = median_by(runs, |r| r.publish_secs);
     m.p50_us = median_by(runs, |r| r.p50_us);
     m.p99_us = median_by(runs, |r| r.p99_us);
     m.max_us = median_by(runs, |r| r.max_us);
@@ -596,12 +613,13 @@ fn median_result(runs: &[&RunResult]) -> RunResult {
 
 fn print_row(label: &str, r: &RunResult) {
     println!(
-        "  {label:<8} {:<8} {} node(s): {:>9.0} deliveries/s ({} in {:.2} s), p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {}, closed {}; CPU s: servers {:.2}, redis {:.2}, subscribers {:.2}; server CPU {:.2} us/delivery",
+        "  {label:<8} {:<8} {} node(s): {:>9.0} deliveries/s ({} in {:.2} s, published in {:.2} s), p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {}, closed {}; CPU s: servers {:.2}, redis {:.2}, subscribers {:.2}; server CPU {:.2} us/delivery",
         r.target.name(),
         r.nodes,
         r.rate,
         r.received,
         r.secs,
+        r.publish_secs,
         r.p50_us as f64 / 1000.0,
         r.p99_us as f64 / 1000.0,
         r.max_us as f64 / 1000.0,
@@ -659,7 +677,13 @@ fn throughput_run(
         .map(|i| start_server(target, i, redis, load.threads))
         .collect();
     let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
-    let mut subs = spawn_subscribers(target, &urls, load.subs, load, &prefix);
+    // The publisher talks to `urls[0]`.
+    let sub_urls = if load.subs_on_others && urls.len() > 1 {
+        &urls[1..]
+    } else {
+        &urls[..]
+    };
+    let mut subs = spawn_subscribers(target, sub_urls, load.subs, load, &prefix);
     subs.expect("ready");
     // Let the servers finish what the subscriptions started.
     std::thread::sleep(Duration::from_millis(300));
@@ -707,6 +731,7 @@ fn throughput_run(
         received,
         expected: num(&report, "expected"),
         secs,
+        publish_secs: (num(&published, "end_us").max(start) - start) as f64 / 1e6,
         rate: received as f64 / secs,
         p50_us: num(&report, "p50"),
         p99_us: num(&report, "p99"),
