@@ -9,6 +9,7 @@
 mod addr;
 mod bench;
 mod client;
+mod compact_heap;
 mod decode;
 mod demo;
 mod gen_ts;
@@ -219,6 +220,10 @@ fn main() -> ExitCode {
     trim::keep_freed_memory();
     let cli = Cli::parse();
     init_logging();
+    if let Command::Serve(_) = &cli.command {
+        // Before the runtime starts its threads (may re-execute the process).
+        compact_heap::for_server();
+    }
     if let Command::Decode(args) = &cli.command {
         // Pure gotalk-proto: no runtime needed.
         return ExitCode::from(decode::run(args));
