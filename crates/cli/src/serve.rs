@@ -59,10 +59,10 @@ traced the same way: the gotalk bytes inside the WebSocket messages.
 --unix PATH: a socket file left behind by a server that is gone (nothing accepts on it) is
 removed first; one that a running server still listens on is left alone, and serve exits 2.
 Memory (Linux, glibc): serve restarts itself once at start (same process) with
-GLIBC_TUNABLES=glibc.malloc.tcache_count=0 added, and uses one malloc arena, so that memory
-freed by closed connections goes back to the system; setting glibc.malloc.tcache_count
-yourself in GLIBC_TUNABLES keeps glibc's per-thread cache (4-8 % less CPU per small
-request, measured; docs/benchmarks.md).
+GLIBC_TUNABLES=glibc.malloc.tcache_count=1 added (glibc's default is 7), and uses one malloc
+arena, so that memory freed by closed connections goes back to the system (at no cost per
+request, measured; docs/benchmarks.md); setting glibc.malloc.tcache_count yourself in
+GLIBC_TUNABLES chooses another size.
 Ctrl-C (or SIGTERM) stops accepting (TCP and WebSocket), lets requests in flight finish (up
 to 5 s), and exits 0; a second Ctrl-C exits at once. Exit code 2 if an address cannot be
 bound or the certificate or key cannot be used.";

@@ -1,4 +1,4 @@
-//! `gotalk serve` restarts itself once without glibc's per-thread cache
+//! `gotalk serve` restarts itself once with a one-block glibc per-thread cache
 //! (`src/compact_heap.rs`): same process, the tunable in its environment,
 //! and a `GLIBC_TUNABLES` that already sets the cache left alone.
 
@@ -55,12 +55,12 @@ fn stop(mut child: Child) {
 }
 
 #[test]
-fn serve_runs_without_the_thread_cache() {
+fn serve_runs_with_a_one_block_thread_cache() {
     let (child, seen) = serve_with(None);
     stop(child);
     assert_eq!(
         seen.tunables.as_deref(),
-        Some("glibc.malloc.tcache_count=0")
+        Some("glibc.malloc.tcache_count=1")
     );
     assert!(seen.restarted);
 }
