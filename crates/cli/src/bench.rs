@@ -54,7 +54,9 @@ pub(crate) struct BenchArgs {
     /// Server address: host:port, tls://host:port, unix:PATH, ws://host:port/path or wss://… (not with --self)
     #[arg(required_unless_present = "self_serve", conflicts_with = "self_serve")]
     addr: Option<Address>,
-    /// Start an in-process server on an ephemeral loopback port and bench it
+    /// Start an in-process server on an ephemeral loopback port and bench it, on one
+    /// thread unless --threads says otherwise (client and server share the runtime: on
+    /// one worker per core a request's tasks hop between cores, 0.6x the rate)
     #[arg(long = "self")]
     self_serve: bool,
     /// With --self: serve and bench over WebSocket (ws://) instead of TCP
@@ -92,6 +94,15 @@ pub(crate) struct BenchArgs {
     trust: TrustArgs,
     #[command(flatten)]
     pub(crate) runtime: crate::RuntimeArgs,
+}
+
+impl BenchArgs {
+    /// The runtime's threads: `--threads`, else one for `--self` (measured:
+    /// one worker per core ran 0.60x of one thread at 64 in flight and
+    /// 0.88x at 1, `docs/benchmarks.md`), else one worker per core.
+    pub(crate) fn threads(&self) -> Option<u16> {
+        self.runtime.threads.or(self.self_serve.then_some(1))
+    }
 }
 
 /// What one task measured.

@@ -185,7 +185,7 @@ impl Command {
             Self::List(a) => a.threads(),
             Self::Describe(a) => a.threads(),
             Self::Gen(GenCommand::Ts(a)) => a.runtime.threads,
-            Self::Bench(a) => a.runtime.threads,
+            Self::Bench(a) => a.threads(),
             Self::Subscribe(a) => a.runtime.threads,
             Self::Publish(a) => a.runtime.threads,
             Self::Presence(a) => a.runtime.threads,
@@ -267,6 +267,22 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    fn threads_of(args: &[&str]) -> Option<u16> {
+        Cli::try_parse_from(std::iter::once("gotalk").chain(args.iter().copied()))
+            .unwrap()
+            .command
+            .threads()
+    }
+
+    #[test]
+    fn bench_self_runs_on_one_thread_unless_told() {
+        assert_eq!(threads_of(&["bench", "--self"]), Some(1));
+        assert_eq!(threads_of(&["bench", "--self", "--threads", "2"]), Some(2));
+        // Against a server elsewhere (or `serve`): one worker per core.
+        assert_eq!(threads_of(&["bench", "127.0.0.1:1"]), None);
+        assert_eq!(threads_of(&["serve"]), None);
+    }
 
     #[test]
     fn cli_definition_is_consistent() {
