@@ -15,7 +15,7 @@ use quanta::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{HandlerService, Request, trace::outcome_of};
+use super::{HandlerService, Request};
 use crate::{HandlerError, handlers::RequestHandler};
 
 /// `gotalk_requests_total`, by operation and outcome.
@@ -157,13 +157,7 @@ pub(crate) struct RunningMeter {
 
 impl RunningMeter {
     pub(crate) fn record<T>(self, result: &Result<T, HandlerError>) {
-        let h = self.metered.handles();
-        h.duration.record(self.start.elapsed().as_secs_f64());
-        match outcome_of(result) {
-            "ok" => h.ok.increment(1),
-            "retry" => h.retry.increment(1),
-            _ => h.error.increment(1),
-        }
+        self.metered.handles().record(self.start, result);
     }
 }
 
@@ -177,6 +171,17 @@ struct Handles {
 }
 
 impl Handles {
+    /// One request that completed: its latency since `start` and its
+    /// outcome (matched on the result itself, no label compared).
+    fn record<T>(&self, start: Instant, result: &Result<T, HandlerError>) {
+        self.duration.record(start.elapsed().as_secs_f64());
+        match result {
+            Ok(_) => self.ok.increment(1),
+            Err(e) if e.is_retry() => self.retry.increment(1),
+            Err(_) => self.error.increment(1),
+        }
+    }
+
     fn register(route: &str) -> Self {
         let operation = if route.is_empty() {
             "*".to_owned()
@@ -255,12 +260,7 @@ where
             Poll::Pending => return Poll::Pending,
         };
         if let Some(h) = this.handles.as_ref().and_then(|h| h.get()) {
-            h.duration.record(this.start.elapsed().as_secs_f64());
-            match outcome_of(&result) {
-                "ok" => h.ok.increment(1),
-                "retry" => h.retry.increment(1),
-                _ => h.error.increment(1),
-            }
+            h.record(*this.start, &result);
         }
         Poll::Ready(result)
     }
