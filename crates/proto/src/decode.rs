@@ -102,20 +102,6 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// A header of `message_type` with only its fixed length known yet.
-    #[inline(always)]
-    fn of(message_type: MessageType) -> Self {
-        Self {
-            message_type,
-            header_len: message_type.fixed_header_len(),
-            payload_len: 0,
-            id: RequestId::default(),
-            name: 0..0,
-            aux: 0,
-            time: 0,
-        }
-    }
-
     /// Total frame length: header plus payload.
     pub fn frame_len(&self) -> usize {
         self.header_len + self.payload_len as usize
@@ -214,7 +200,15 @@ fn fast_header(buf: &[u8], limits: &DecodeLimits) -> Option<FrameHeader> {
     let first = word(0)?;
     let id = RequestId::new(((first >> 8) as u32).to_le_bytes());
     let message_type = MessageType::from_byte(first as u8)?;
-    let mut header = FrameHeader::of(message_type);
+    let mut header = FrameHeader {
+        message_type,
+        header_len: message_type.fixed_header_len(),
+        payload_len: 0,
+        id: RequestId::default(),
+        name: 0..0,
+        aux: 0,
+        time: 0,
+    };
     match message_type {
         SingleRequest | StreamRequest | Notification => {
             // The name size's three digits, moved to the top of the word.
@@ -286,7 +280,15 @@ fn parse_header_exact(
         byte: tag,
         offset: 0,
     })?;
-    let mut header = FrameHeader::of(message_type);
+    let mut header = FrameHeader {
+        message_type,
+        header_len: message_type.fixed_header_len(),
+        payload_len: 0,
+        id: RequestId::default(),
+        name: 0..0,
+        aux: 0,
+        time: 0,
+    };
     match header_fields(buf, &mut header)? {
         Some(()) => {
             if header.payload_len > limits.max_payload {
