@@ -9,9 +9,6 @@ use std::{
 
 use bytes::Bytes;
 use metrics::{Counter, Histogram, counter, histogram};
-// Read per request twice: the TSC in user space is several times cheaper
-// than `std::time::Instant` (clock_gettime) on common hosts.
-use quanta::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -59,9 +56,42 @@ pub struct MetricsLayer {
 }
 
 impl MetricsLayer {
-    /// The layer.
+    /// The layer. The first one calibrates the clock the latencies are read
+    /// from (a few milliseconds, once per process), so that no request pays
+    /// for it.
     pub fn new() -> Self {
+        let _ = clock();
         Self::default()
+    }
+}
+
+/// The clock of every latency: raw ticks read per request (the TSC where
+/// the CPU has an invariant one, else the monotonic clock), scaled to
+/// nanoseconds once per request. `quanta::Instant::now()` scales at every
+/// read and checks for a mocked clock first; read twice per request that
+/// came to 190 instructions, against about 20 here (callgrind, the whole
+/// server: `scripts/server-instructions.sh` with `--metrics`).
+fn clock() -> &'static quanta::Clock {
+    static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// A point in time on [`clock`], in its raw ticks.
+#[derive(Clone, Copy, Debug)]
+struct Ticks(u64);
+
+impl Ticks {
+    #[inline]
+    fn now() -> Self {
+        Self(clock().raw())
+    }
+
+    /// Seconds from `self` to now (0 if the clock did not move forward,
+    /// as two cores' counters may disagree by a few ticks).
+    #[inline]
+    fn elapsed_secs(self) -> f64 {
+        let clock = clock();
+        clock.delta_as_nanos(self.0, clock.raw()) as f64 * 1e-9
     }
 }
 
@@ -129,13 +159,13 @@ pub(crate) fn metered(name: &str, handler: &RequestHandler) -> RequestHandler {
 
 /// The clock of a metered call, read before the handler is called.
 pub(crate) struct Meter {
-    start: Instant,
+    start: Ticks,
 }
 
 impl Meter {
     pub(crate) fn start() -> Self {
         Self {
-            start: Instant::now(),
+            start: Ticks::now(),
         }
     }
 
@@ -152,7 +182,7 @@ impl Meter {
 /// A metered call under way: recorded once, when its future completes.
 pub(crate) struct RunningMeter {
     metered: Arc<Metered>,
-    start: Instant,
+    start: Ticks,
 }
 
 impl RunningMeter {
@@ -173,8 +203,8 @@ struct Handles {
 impl Handles {
     /// One request that completed: its latency since `start` and its
     /// outcome (matched on the result itself, no label compared).
-    fn record<T>(&self, start: Instant, result: &Result<T, HandlerError>) {
-        self.duration.record(start.elapsed().as_secs_f64());
+    fn record<T>(&self, start: Ticks, result: &Result<T, HandlerError>) {
+        self.duration.record(start.elapsed_secs());
         match result {
             Ok(_) => self.ok.increment(1),
             Err(e) if e.is_retry() => self.retry.increment(1),
@@ -220,7 +250,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let start = Instant::now();
+        let start = Ticks::now();
         // Requests only: the runtime counts notifications itself.
         let handles = (!req.is_notification()).then(|| {
             if self.handles.get().is_none() {
@@ -242,7 +272,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         handles: Option<Arc<OnceLock<Handles>>>,
-        start: Instant,
+        start: Ticks,
     }
 }
 
@@ -270,6 +300,19 @@ where
 mod tests {
     use super::*;
     use crate::Handlers;
+
+    /// Raw ticks scale to the seconds that passed (bounds wide enough for
+    /// a loaded machine; what is checked is the scale, not the speed).
+    #[test]
+    fn ticks_measure_seconds() {
+        let start = Ticks::now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let secs = start.elapsed_secs();
+        assert!((0.019..5.0).contains(&secs), "{secs}");
+        // A start after the end is 0, not a wrapped huge figure.
+        let later = Ticks(u64::MAX);
+        assert_eq!(later.elapsed_secs(), 0.0);
+    }
 
     fn echo(_ctx: crate::Context, p: Bytes) -> futures::future::Ready<Result<Bytes, HandlerError>> {
         futures::future::ready(Ok(p))

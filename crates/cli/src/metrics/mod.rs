@@ -2,10 +2,15 @@
 //! runtime's, and `MetricsLayer`'s on every operation) as Prometheus text
 //! at `http://HOST:PORT/metrics`.
 
-use std::{io, net::SocketAddr, time::Duration};
+mod histogram;
+mod recorder;
+mod render;
+
+use std::{io, net::SocketAddr};
 
 use axum::{Router, http::header, routing::get};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use recorder::{PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets of `gotalk_request_duration_seconds`, in seconds: from
 /// a handler answered inline (tens of microseconds) to a slow one.
@@ -14,32 +19,16 @@ const LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 
-/// How often histogram samples are folded into the rendered buckets (the
-/// recorder keeps them until then).
-const UPKEEP: Duration = Duration::from_secs(5);
-
 /// Installs the Prometheus recorder for the whole process (before any
 /// connection counts anything) and serves it on `addr`; returns the address
 /// bound.
 pub(crate) async fn serve(addr: &str) -> io::Result<SocketAddr> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("gotalk_request_duration_seconds".to_owned()),
-            LATENCY_BUCKETS,
-        )
-        .map_err(io::Error::other)?
-        .install_recorder()
-        .map_err(io::Error::other)?;
+    let handle = PrometheusBuilder::default()
+        .buckets_for("gotalk_request_duration_seconds", LATENCY_BUCKETS)
+        .install()
+        .map_err(|_| io::Error::other("a metrics recorder is installed already"))?;
     let tcp = tokio::net::TcpListener::bind(addr).await?;
     let local = tcp.local_addr()?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(UPKEEP);
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
     let app = Router::new().route("/metrics", get(move || render(handle.clone())));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(tcp, app).await {
@@ -50,7 +39,6 @@ pub(crate) async fn serve(addr: &str) -> io::Result<SocketAddr> {
 }
 
 async fn render(handle: PrometheusHandle) -> ([(header::HeaderName, &'static str); 1], String) {
-    handle.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),
