@@ -6,9 +6,10 @@
 //!
 //! Run: `cargo bench -p gotalk-peer --features metrics --bench middleware`
 //!
-//! The process installs a Prometheus recorder first, as `gotalk serve
-//! --metrics` does (latency buckets, upkeep folding samples into them every
-//! second on a thread of its own), so the runtime's own counters (bytes,
+//! The process installs `metrics-exporter-prometheus`'s recorder first, as
+//! an application of its own would (latency buckets, upkeep folding samples
+//! into them every second on a thread of its own; `gotalk serve --metrics`
+//! has a cheaper recorder of its own), so the runtime's own counters (bytes,
 //! connections) count in every scenario alike, and `MetricsLayer` records
 //! into a real recorder. A `tracing` subscriber at `INFO` is installed too, as a
 //! service would run: `TraceLayer`'s `DEBUG` spans are then off, which is
