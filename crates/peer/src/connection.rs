@@ -7,6 +7,7 @@
 
 use std::{
     any::{Any, TypeId},
+    collections::VecDeque,
     sync::{Arc, Mutex, MutexGuard, OnceLock, Weak},
     task::Waker,
 };
@@ -19,7 +20,7 @@ use tokio::{
 
 use crate::{
     CloseReason, Config, Error, Handlers, Peer,
-    core::{Charge, CloseMode, Core, Credit, Outcome, Tokens},
+    core::{Charge, CloseMode, Core, Credit, Event, Outcome, StreamItem, Tokens},
     latch::Latch,
     load::RemoteLoadCell,
 };
@@ -323,6 +324,40 @@ impl Connection {
         }
     }
 
+    /// The driver's future was dropped before it finished (see
+    /// [`FinishGuard`]): closes the core as abandoned, answers every call
+    /// still waiting with that, stops the handlers and finishes, so that no
+    /// caller, `closed()` waiter or server registry waits for a driver that
+    /// is gone.
+    fn abandoned(&self) {
+        let mut events = VecDeque::new();
+        let reason = {
+            let mut l = self.lock();
+            l.core.abandon();
+            l.core.take_events(&mut events);
+            l.core.close_reason().cloned()
+        };
+        for event in events {
+            match event {
+                Event::Answer { caller, answer } => {
+                    let _ = caller.send(answer);
+                }
+                Event::ResultPart {
+                    reader,
+                    item: StreamItem::Failed(e),
+                } => {
+                    let _ = reader.send(Part::Failed(e));
+                }
+                // Nothing runs for the peer any more: the rest is dropped
+                // (a stream consumer's channel closes with it).
+                _ => {}
+            }
+        }
+        self.stop_handlers();
+        crate::runtime_metrics::connection_closed(reason.as_ref());
+        self.mark_finished(reason.as_ref());
+    }
+
     /// Sets what runs once the connection is finished (at most one hook;
     /// set before the driver starts).
     pub(crate) fn on_finished(&self, hook: impl FnOnce(Option<&CloseReason>) + Send + 'static) {
@@ -463,4 +498,29 @@ fn seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     t ^ 0x2545_f491_4f6c_dd1d
+}
+
+/// Held by the driver's future for the connection's whole life: if the
+/// future is dropped unfinished (its runtime shut down, its task aborted),
+/// the connection is finished as [`CloseReason::Abandoned`] instead of
+/// leaving callers on other runtimes waiting for answers that cannot come.
+pub(crate) struct FinishGuard(Option<Arc<Connection>>);
+
+impl FinishGuard {
+    pub(crate) fn new(conn: Arc<Connection>) -> Self {
+        Self(Some(conn))
+    }
+
+    /// The driver finishes the connection itself: its handle back.
+    pub(crate) fn disarm(mut self) -> Arc<Connection> {
+        self.0.take().expect("armed until disarmed")
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.abandoned();
+        }
+    }
 }

@@ -31,7 +31,7 @@ use tokio::{
 use crate::{
     CloseReason,
     buffer_gauge::{self, ReadGauge},
-    connection::{Connection, Runtime},
+    connection::{Connection, FinishGuard, Runtime},
     core::{Core, Event},
     dispatch::Dispatch,
     error::Violation,
@@ -64,6 +64,8 @@ where
     let mut driver = Driver::new(io, conn.clone());
     driver.gauge = buffer_gauge::attach(&conn);
     async move {
+        // Dropped with this future if it never finishes (see `FinishGuard`).
+        let guard = FinishGuard::new(conn);
         poll_fn(|cx| driver.poll(cx)).await;
         // Boxed: the timer would otherwise make every connection's task
         // larger for its whole life.
@@ -71,6 +73,7 @@ where
         let reason = driver.closing.map(|(reason, _)| reason);
         drop(driver.io);
         tracing::trace!(reason = ?reason, "connection closed");
+        let conn = guard.disarm();
         crate::runtime_metrics::connection_closed(reason.as_ref());
         conn.mark_finished(reason.as_ref());
     }

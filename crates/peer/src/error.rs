@@ -48,6 +48,10 @@ pub enum CloseReason {
         /// Bytes that were waiting to be written.
         queued: usize,
     },
+    /// The task that drove the connection was dropped before the connection
+    /// finished (its runtime shut down, or the task was aborted): nothing
+    /// more is read or written, and calls waiting for an answer fail.
+    Abandoned,
 }
 
 impl fmt::Display for CloseReason {
@@ -69,6 +73,9 @@ impl fmt::Display for CloseReason {
             Self::OutOfMemory { requested } => {
                 write!(f, "out of memory: no {requested} bytes for the read buffer")
             }
+            Self::Abandoned => f.write_str(
+                "connection abandoned: the task driving it was dropped (did its runtime shut down?)",
+            ),
         }
     }
 }

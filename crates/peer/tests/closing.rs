@@ -896,3 +896,52 @@ async fn dropping_every_handle_closes_and_frees_the_connection() {
     })
     .await;
 }
+
+/// The runtime that drives a connection shuts down while a caller on
+/// another runtime waits for an answer: the caller fails with
+/// `Abandoned`, and `closed()` returns, instead of both waiting forever.
+#[test]
+fn a_runtime_shut_down_under_a_connection_fails_its_waiting_callers() {
+    let driving = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let handlers = {
+        let started = started.clone();
+        Handlers::new().buffer("hang", move |_ctx, _p| {
+            started.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<Bytes, HandlerError>>()
+        })
+    };
+    let (client, _server) = driving
+        .block_on(Peer::pair(Handlers::new(), handlers, Config::default()))
+        .unwrap();
+
+    let calling = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    calling.block_on(async move {
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { client.request("hang", "x").await }
+        });
+        eventually(WAIT, "the handler runs", || {
+            started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        driving.shutdown_background();
+        let result = within(PROMPT, "the caller fails", call).await.unwrap();
+        assert!(
+            matches!(result, Err(Error::Closed(CloseReason::Abandoned))),
+            "{result:?}"
+        );
+        let reason = within(PROMPT, "closed() returns", client.closed()).await;
+        assert!(matches!(reason, CloseReason::Abandoned), "{reason:?}");
+        assert!(client.is_closed());
+        let late = within(PROMPT, "a late call fails", client.request("hang", "y")).await;
+        assert!(matches!(late, Err(Error::Closed(_))), "{late:?}");
+    });
+}

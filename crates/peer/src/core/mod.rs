@@ -587,6 +587,13 @@ impl<T: Tokens> Core<T> {
         }
     }
 
+    /// The runtime stops driving the connection without having closed it
+    /// (its task was dropped): closes with [`CloseReason::Abandoned`], so
+    /// that the events taken next fail every call still waiting.
+    pub fn abandon(&mut self) {
+        self.close_with(CloseReason::Abandoned, None);
+    }
+
     // ---- the rules ------------------------------------------------------
 
     fn check_open(&self) -> Result<(), Error> {
