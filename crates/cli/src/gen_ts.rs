@@ -156,20 +156,7 @@ fn identifier(s: &str) -> String {
 
 /// A definition's name as a TypeScript type name.
 fn type_name(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
+    crate::text::identifier(s, |_| false)
 }
 
 fn is_plain_key(k: &str) -> bool {

@@ -18,6 +18,26 @@ pub(crate) fn escape_bytes(bytes: &[u8], quote: bool, out: &mut String) {
     }
 }
 
+/// `s` as an identifier of the usual shape (`[A-Za-z_][A-Za-z0-9_]*`, plus
+/// the characters `also` admits): every other character becomes `_`, and
+/// `_` goes first when it would start with a digit or be empty.
+pub(crate) fn identifier(s: &str, also: impl Fn(char) -> bool) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || also(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
 /// [`escape_bytes`] into a new string.
 pub(crate) fn escaped(bytes: &[u8], quote: bool) -> String {
     let mut s = String::with_capacity(bytes.len());

@@ -113,29 +113,12 @@ fn number(v: f64) -> String {
 
 /// Metric names are `[a-zA-Z_:][a-zA-Z0-9_:]*`: anything else becomes `_`.
 fn metric_name(name: &str) -> String {
-    sanitize(name, |c| c == ':')
+    crate::text::identifier(name, |c| c == ':')
 }
 
 /// Label names are `[a-zA-Z_][a-zA-Z0-9_]*`.
 fn label_name(name: &str) -> String {
-    sanitize(name, |_| false)
-}
-
-fn sanitize(name: &str, also: impl Fn(char) -> bool) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || also(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
+    crate::text::identifier(name, |_| false)
 }
 
 /// Label values escape `\`, `"` and newlines.
