@@ -186,7 +186,7 @@ fn run(
     // the last place it runs uncounted (see `HandlerLimit`).
     let permit = conn.config.handler_limit.try_take();
     let conn = conn.clone();
-    tokio::spawn(tracked(wake, async move {
+    tokio::spawn(tracked(conn.clone(), wake, async move {
         let work = async move {
             match work {
                 Work::Single(f, meter) => {

@@ -21,7 +21,7 @@ use std::{
     future::{Future, poll_fn},
     pin::pin,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst},
     },
     task::{Context, Wake, Waker},
@@ -115,7 +115,9 @@ const DONE: u8 = 2;
 /// A spawned handler's waker: counts the wake on its connection, then
 /// wakes the handler's task.
 pub(crate) struct HandlerWake {
-    conn: Arc<Connection>,
+    /// Weak: a waker left behind somewhere after the handler finished must
+    /// not keep the connection's state alive.
+    conn: Weak<Connection>,
     state: AtomicU8,
     task: AtomicWaker,
 }
@@ -125,17 +127,17 @@ impl HandlerWake {
     pub(crate) fn started(conn: &Arc<Connection>) -> Arc<Self> {
         conn.runnable.woken.fetch_add(1, SeqCst);
         Arc::new(Self {
-            conn: conn.clone(),
+            conn: Arc::downgrade(conn),
             state: AtomicU8::new(WOKEN),
             task: AtomicWaker::new(),
         })
     }
 
     /// Leaves the runnable state (a poll starts, or the handler is gone).
-    fn leave(&self, to: u8) -> bool {
+    fn leave(&self, conn: &Connection, to: u8) -> bool {
         let left = self.state.swap(to, SeqCst) == WOKEN;
         if left {
-            self.conn.runnable.counted_poll();
+            conn.runnable.counted_poll();
         }
         left
     }
@@ -147,39 +149,49 @@ impl Wake for HandlerWake {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self
-            .state
-            .compare_exchange(IDLE, WOKEN, SeqCst, SeqCst)
-            .is_ok()
+        // Gone: nothing left to coalesce with (the handler is being dropped).
+        if let Some(conn) = self.conn.upgrade()
+            && self
+                .state
+                .compare_exchange(IDLE, WOKEN, SeqCst, SeqCst)
+                .is_ok()
         {
-            self.conn.runnable.woken.fetch_add(1, SeqCst);
+            conn.runnable.woken.fetch_add(1, SeqCst);
         }
         self.task.wake();
     }
 }
 
 /// Balances the count if the handler's task is dropped while runnable.
-struct Finished(Arc<HandlerWake>);
+struct Finished {
+    conn: Arc<Connection>,
+    wake: Arc<HandlerWake>,
+}
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        if self.0.leave(DONE) {
-            self.0.conn.release_hold();
+        if self.wake.leave(&self.conn, DONE) {
+            self.conn.release_hold();
         }
     }
 }
 
-/// Runs `fut` (a spawned handler) with its wakes counted by `wake`.
-pub(crate) async fn tracked<F: Future>(wake: Arc<HandlerWake>, fut: F) -> F::Output {
+/// Runs `fut` (a handler of `conn`, spawned) with its wakes counted by
+/// `wake`.
+pub(crate) async fn tracked<F: Future>(
+    conn: Arc<Connection>,
+    wake: Arc<HandlerWake>,
+    fut: F,
+) -> F::Output {
     let waker = Waker::from(wake.clone());
-    let finished = Finished(wake);
-    let wake = &finished.0;
+    let finished = Finished { conn, wake };
+    let Finished { conn, wake } = &finished;
     let mut fut = pin!(fut);
     poll_fn(|cx| {
         wake.task.register(cx.waker());
-        wake.leave(IDLE);
+        wake.leave(conn, IDLE);
         let polled = fut.as_mut().poll(&mut Context::from_waker(&waker));
-        wake.conn.release_hold();
+        conn.release_hold();
         polled
     })
     .await
