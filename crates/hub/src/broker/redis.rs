@@ -123,13 +123,18 @@ use ::redis::{
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::{
-    sync::watch,
+    sync::{mpsc, watch},
     task::JoinHandle,
     time::{Instant, timeout_at},
 };
 
 pub use self::options::{RedisBrokerOptions, RedisConfigError};
-use self::{io_thread::IoThread, keys::Keys, scripts::Scripts, subscriber::Status};
+use self::{
+    io_thread::IoThread,
+    keys::Keys,
+    scripts::Scripts,
+    subscriber::{Handoff, Status},
+};
 use super::{
     Broker, BrokerError, BrokerSink, ClientInfo, Delivery, History, HistoryQuery, PublishOptions,
     StreamPosition,
@@ -152,6 +157,9 @@ pub struct RedisBroker {
 
 struct Task {
     handle: JoinHandle<()>,
+    /// With a thread of its own: the task on the node's runtime that
+    /// hands deliveries to the sink.
+    forward: Option<JoinHandle<()>>,
     status: watch::Receiver<Status>,
 }
 
@@ -261,6 +269,9 @@ impl Drop for RedisBroker {
     fn drop(&mut self) {
         if let Some(task) = lock(&self.task).take() {
             task.handle.abort();
+            if let Some(forward) = task.forward {
+                forward.abort();
+            }
         }
     }
 }
@@ -293,15 +304,27 @@ impl Broker for RedisBroker {
                 let mut task = lock(&self.task);
                 let task = task.get_or_insert_with(|| {
                     let (status, receiver) = watch::channel(Status::Connecting);
-                    Task {
-                        handle: {
-                            let run = subscriber::run(self.inner.clone(), status);
-                            match &self.io {
-                                Some(io) => io.spawn(run),
-                                None => tokio::spawn(run),
-                            }
+                    let inner = self.inner.clone();
+                    match &self.io {
+                        None => Task {
+                            handle: tokio::spawn(subscriber::run(inner, status, Handoff::Here)),
+                            forward: None,
+                            status: receiver,
                         },
-                        status: receiver,
+                        Some(io) => {
+                            let (to, handed) = mpsc::channel(subscriber::HANDOFF_QUEUE);
+                            let forward =
+                                tokio::spawn(subscriber::handle_forwarded(inner.clone(), handed));
+                            Task {
+                                handle: io.spawn(subscriber::run(
+                                    inner,
+                                    status,
+                                    Handoff::Forward(to),
+                                )),
+                                forward: Some(forward),
+                                status: receiver,
+                            }
+                        }
                     }
                 });
                 task.status.clone()
