@@ -177,22 +177,96 @@ impl Drop for Finished {
 }
 
 /// Runs `fut` (a handler of `conn`, spawned) with its wakes counted by
-/// `wake`.
-pub(crate) async fn tracked<F: Future>(
+/// `wake`. Not an `async fn`: the returned future owns the count from the
+/// start, so a task dropped before its first poll (a runtime shutting
+/// down) still balances it.
+pub(crate) fn tracked<F: Future>(
     conn: Arc<Connection>,
     wake: Arc<HandlerWake>,
     fut: F,
-) -> F::Output {
+) -> impl Future<Output = F::Output> {
     let waker = Waker::from(wake.clone());
     let finished = Finished { conn, wake };
-    let Finished { conn, wake } = &finished;
-    let mut fut = pin!(fut);
-    poll_fn(|cx| {
-        wake.task.register(cx.waker());
-        wake.leave(conn, IDLE);
-        let polled = fut.as_mut().poll(&mut Context::from_waker(&waker));
-        conn.release_hold();
-        polled
-    })
-    .await
+    async move {
+        let Finished { conn, wake } = &finished;
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            wake.task.register(cx.waker());
+            wake.leave(conn, IDLE);
+            let polled = fut.as_mut().poll(&mut Context::from_waker(&waker));
+            conn.release_hold();
+            polled
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    use super::*;
+    use crate::{Config, Handlers};
+
+    fn connection() -> Arc<Connection> {
+        Connection::new(Arc::new(Config::default()), Handlers::new(), None)
+    }
+
+    fn runnable(conn: &Connection) -> usize {
+        let r = &conn.runnable;
+        r.woken.load(SeqCst) - r.polled.load(SeqCst)
+    }
+
+    #[test]
+    fn a_handler_is_runnable_from_its_start_or_wake_to_its_next_poll() {
+        let conn = connection();
+        let wake = HandlerWake::started(&conn);
+        let waker = Waker::from(wake.clone());
+        let mut fut = Box::pin(tracked(conn.clone(), wake, std::future::pending::<()>()));
+        assert_eq!(runnable(&conn), 1, "started");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(fut.as_mut().poll(&mut cx), Poll::Pending);
+        assert_eq!(runnable(&conn), 0, "polled");
+        waker.wake_by_ref();
+        waker.wake_by_ref();
+        assert_eq!(runnable(&conn), 1, "woken twice, counted once");
+        assert_eq!(fut.as_mut().poll(&mut cx), Poll::Pending);
+        assert_eq!(runnable(&conn), 0);
+        waker.wake_by_ref();
+        drop(fut);
+        assert_eq!(runnable(&conn), 0, "dropped while woken");
+        waker.wake_by_ref();
+        assert_eq!(runnable(&conn), 0, "a wake after the end counts nothing");
+    }
+
+    #[test]
+    fn a_handler_dropped_before_its_first_poll_is_not_left_runnable() {
+        let conn = connection();
+        let wake = HandlerWake::started(&conn);
+        let fut = tracked(conn.clone(), wake, async {});
+        assert_eq!(runnable(&conn), 1);
+        drop(fut);
+        assert_eq!(runnable(&conn), 0);
+    }
+
+    #[test]
+    fn a_hold_ends_once_the_handlers_woken_before_it_have_run() {
+        let conn = connection();
+        let wakes: Vec<_> = (0..2).map(|_| HandlerWake::started(&conn)).collect();
+        let mut futs: Vec<_> = wakes
+            .into_iter()
+            .map(|w| Box::pin(tracked(conn.clone(), w, std::future::pending::<()>())))
+            .collect();
+        {
+            let mut l = conn.lock();
+            assert!(conn.runnable.hold(&mut l), "two handlers still to run");
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(futs[0].as_mut().poll(&mut cx).is_pending());
+        assert!(conn.lock().hold.is_some(), "one still to run");
+        assert!(futs[1].as_mut().poll(&mut cx).is_pending());
+        assert!(conn.lock().hold.is_none(), "released by the last poll");
+        let mut l = conn.lock();
+        assert!(!conn.runnable.hold(&mut l), "none to wait for");
+    }
 }
