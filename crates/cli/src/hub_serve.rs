@@ -48,6 +48,10 @@ pub(crate) struct HubArgs {
         requires = "redis"
     )]
     redis_prefix: String,
+    /// With --redis, run the Redis connections on a thread of their own (one more thread
+    /// than --threads): Redis's answers are then read at once however busy the node is
+    #[arg(long, requires = "redis")]
+    redis_thread: bool,
     /// With --hub, verify tokens as JWTs signed with this HMAC secret (HS256)
     #[arg(
         long,
@@ -80,7 +84,9 @@ impl HubArgs {
         }
         let mut builder = Hub::builder();
         if let Some(url) = &self.redis {
-            let options = RedisBrokerOptions::new().with_prefix(self.redis_prefix.clone());
+            let options = RedisBrokerOptions::new()
+                .with_prefix(self.redis_prefix.clone())
+                .with_dedicated_thread(self.redis_thread);
             let broker = RedisBroker::with_options(url, options)
                 .map_err(|e| format!("--redis {url}: {e}"))?;
             builder = builder.broker(broker);

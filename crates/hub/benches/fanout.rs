@@ -52,7 +52,9 @@
 //!   `FANOUT_RATE` (0: as fast as the window allows), `FANOUT_WINDOW` (16),
 //!   `FANOUT_ROUNDS` (3), `FANOUT_SERVER_THREADS` (1: tokio worker threads
 //!   of a hub server; Node runs JavaScript on one), `FANOUT_SIO_READ_BUFFER`
-//!   (8192: the read buffer of our Socket.IO client, see `socketio_connect`);
+//!   (8192: the read buffer of our Socket.IO client, see `socketio_connect`),
+//!   `FANOUT_REDIS_THREAD` (0; 1: the hub servers' Redis brokers run their
+//!   connections on a thread of their own, one more than the worker threads);
 //! - `FANOUT_SUBS_ON` `all` (subscribers spread over every node) or
 //!   `others` (only on the nodes the publisher is not connected to; with
 //!   two nodes or more);
@@ -813,7 +815,10 @@ fn server() {
 
 #[cfg(feature = "redis")]
 fn with_redis(builder: gotalk_hub::HubBuilder, url: &str) -> gotalk_hub::HubBuilder {
-    builder.broker(gotalk_hub::broker::redis::RedisBroker::new(url).expect("Redis URL"))
+    use gotalk_hub::broker::redis::{RedisBroker, RedisBrokerOptions};
+    let thread = std::env::var("FANOUT_REDIS_THREAD").is_ok_and(|v| v == "1");
+    let options = RedisBrokerOptions::new().with_dedicated_thread(thread);
+    builder.broker(RedisBroker::with_options(url, options).expect("Redis URL"))
 }
 
 #[cfg(not(feature = "redis"))]

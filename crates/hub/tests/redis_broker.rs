@@ -25,8 +25,14 @@ use tokio::time::Instant;
 /// Quick reconnection for fault tests. The operation timeout stays well
 /// above [`FAST`], so an operation that fails within `FAST` failed because
 /// Redis refused, not because it timed out.
+///
+/// With `REDIS_BROKER_THREAD=1` in the environment every test runs with
+/// the broker's connections on a thread of their own (the tests named
+/// `own_thread_*` always do).
 fn options() -> RedisBrokerOptions {
+    let thread = std::env::var("REDIS_BROKER_THREAD").is_ok_and(|v| v == "1");
     RedisBrokerOptions::new()
+        .with_dedicated_thread(thread)
         .with_connect_timeout(Duration::from_secs(1))
         .with_operation_timeout(Duration::from_secs(3))
         .with_reconnect_delay(Duration::from_millis(20), Duration::from_millis(200))
@@ -40,35 +46,42 @@ fn broker(redis: &RedisServer, options: RedisBrokerOptions) -> Arc<dyn Broker> {
 }
 
 /// `count` started nodes on `redis`.
-async fn nodes(redis: &RedisServer, count: usize) -> Vec<Node> {
+async fn nodes(redis: &RedisServer, count: usize, options: RedisBrokerOptions) -> Vec<Node> {
     let mut nodes = Vec::new();
     for _ in 0..count {
-        nodes.push(Node::start(broker(redis, options())).await);
+        nodes.push(Node::start(broker(redis, options.clone())).await);
     }
     nodes
 }
 
-/// Starts Redis and `count` nodes, or skips the test.
+/// Starts Redis and `count` nodes (with `options`, else [`options`]), or
+/// skips the test.
 macro_rules! cluster {
-    ($test:expr, $count:expr) => {{
+    ($test:expr, $count:expr) => {
+        cluster!($test, $count, options())
+    };
+    ($test:expr, $count:expr, $options:expr) => {{
         let Some(redis) = RedisServer::start($test).await else {
             return;
         };
-        let nodes = nodes(&redis, $count).await;
+        let nodes = nodes(&redis, $count, $options).await;
         (redis, nodes)
     }};
 }
 
 /// One test per contract guarantee and node count.
 macro_rules! contract_tests {
-    ($($name:ident: $count:expr => |$nodes:ident| $check:expr;)*) => {$(
+    (options = $options:expr; $($name:ident: $count:expr => |$nodes:ident| $check:expr;)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let (_redis, nodes) = cluster!(stringify!($name), $count);
+            let (_redis, nodes) = cluster!(stringify!($name), $count, $options);
             let $nodes = &nodes[..];
             $check.await;
         }
     )*};
+    ($($name:ident: $count:expr => |$nodes:ident| $check:expr;)*) => {
+        contract_tests!(options = options(); $($name: $count => |$nodes| $check;)*);
+    };
 }
 
 contract_tests! {
@@ -88,6 +101,18 @@ contract_tests! {
     history_expires: 2 => |n| contract::history_expires(n);
     presence_is_cluster_wide: 3 => |n| contract::presence_is_cluster_wide(n);
     presence_entries_expire: 2 => |n| contract::presence_entries_expire(n);
+}
+
+// The contract again, each broker's connections on a thread of its own.
+contract_tests! {
+    options = options().with_dedicated_thread(true);
+    own_thread_offsets_increase: 2 => |n| contract::offsets_increase(n);
+    own_thread_three_nodes_receive_each_publication_once_in_order: 3 =>
+        |n| contract::deliveries_reach_every_node_once_in_order(n, 100);
+    own_thread_presence_events_reach_subscribers_on_other_nodes: 2 => |n| contract::presence_events_reach_subscribers(n);
+    own_thread_unsubscribe_stops_deliveries_to_that_node_only: 2 => |n| contract::unsubscribe_stops_deliveries(n);
+    own_thread_history_since_tells_what_was_missed: 2 => |n| contract::history_since_tells_what_was_missed(n);
+    own_thread_presence_is_cluster_wide: 3 => |n| contract::presence_is_cluster_wide(n);
 }
 
 /// A raw connection to the test Redis, for what the broker does not do.
@@ -343,7 +368,22 @@ fn assert_fails_fast<T: std::fmt::Debug>(
 /// shows up as a new epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_survive_a_redis_restart() {
-    let (mut redis, nodes) = cluster!("nodes_survive_a_redis_restart", 2);
+    let (redis, nodes) = cluster!("nodes_survive_a_redis_restart", 2);
+    survive_a_redis_restart(redis, nodes).await;
+}
+
+/// The same with each broker's connections on a thread of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_thread_nodes_survive_a_redis_restart() {
+    let (redis, nodes) = cluster!(
+        "own_thread_nodes_survive_a_redis_restart",
+        2,
+        options().with_dedicated_thread(true)
+    );
+    survive_a_redis_restart(redis, nodes).await;
+}
+
+async fn survive_a_redis_restart(mut redis: RedisServer, nodes: Vec<Node>) {
     for node in &nodes {
         node.broker.subscribe("live").await.unwrap();
     }
@@ -594,6 +634,95 @@ async fn dropping_the_broker_stops_its_task() {
     };
     assert_eq!(subscribers(&mut raw).await, 1);
     drop(nodes.pop());
+    let deadline = Instant::now() + WAIT;
+    while subscribers(&mut raw).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the pub/sub connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Where a sink is called from: the thread's name.
+struct ThreadOfDelivery {
+    seen: std::sync::Mutex<Option<Option<String>>>,
+}
+
+impl BrokerSink for ThreadOfDelivery {
+    fn deliver(&self, _channel: &str, _delivery: Delivery) {
+        let name = std::thread::current().name().map(str::to_owned);
+        *self.seen.lock().unwrap() = Some(name);
+    }
+
+    fn resubscribed(&self) {}
+}
+
+/// The names of this process's threads (Linux cuts them to 15 bytes).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+/// With its own thread, the broker's thread runs while it lives, the sink
+/// still gets deliveries on the runtime that started the broker, and
+/// dropping the broker closes its pub/sub connection. (That the thread
+/// ends is checked in `io_thread`'s unit test: other tests here run
+/// brokers with threads of the same name at the same time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_thread_hands_deliveries_to_the_callers_runtime_and_stops_with_the_broker() {
+    let Some(redis) =
+        RedisServer::start("own_thread_hands_deliveries_to_the_callers_runtime").await
+    else {
+        return;
+    };
+    let broker = broker(&redis, options().with_dedicated_thread(true));
+    // The thread names itself once it runs.
+    let deadline = Instant::now() + WAIT;
+    while !thread_names().iter().any(|n| n == "gotalk-hub-redi") {
+        assert!(Instant::now() < deadline, "no thread of the broker's");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sink = Arc::new(ThreadOfDelivery {
+        seen: std::sync::Mutex::new(None),
+    });
+    broker.start(sink.clone()).await.unwrap();
+    broker.subscribe("c").await.unwrap();
+    broker
+        .publish("c", Bytes::from("x"), &PublishOptions::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let name = loop {
+        if let Some(seen) = sink.seen.lock().unwrap().clone() {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "no delivery");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let worker = tokio::spawn(async { std::thread::current().name().map(str::to_owned) })
+        .await
+        .unwrap();
+    assert_eq!(name, worker, "delivered on the test runtime's worker");
+
+    let mut raw = raw(&redis).await;
+    let subscribers = |raw: &mut redis::aio::MultiplexedConnection| {
+        let mut raw = raw.clone();
+        async move {
+            let reply: (String, u64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("gotalk-hub:pub:c")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            reply.1
+        }
+    };
+    assert_eq!(subscribers(&mut raw).await, 1);
+    drop(broker);
     let deadline = Instant::now() + WAIT;
     while subscribers(&mut raw).await != 0 {
         assert!(

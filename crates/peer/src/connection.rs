@@ -21,6 +21,7 @@ use tokio::{
 use crate::{
     CloseReason, Config, Error, Handlers, Peer,
     core::{Charge, CloseMode, Core, Credit, Event, Outcome, StreamItem, Tokens},
+    dispatch::Runnable,
     latch::Latch,
     load::RemoteLoadCell,
 };
@@ -59,9 +60,12 @@ pub(crate) struct Locked {
     pub(crate) driver: Option<Waker>,
     /// Frames queued by other tasks since the driver last took the queue.
     pub(crate) pushes: usize,
-    /// Tasks the driver woke or started since then (callers given their
-    /// answers, handlers spawned), which may queue frames soon.
+    /// Callers the driver gave their answers since then, which may queue
+    /// frames soon (spawned handlers are counted in [`Runnable`]).
     pub(crate) woken: usize,
+    /// The driver is left asleep until this many handler polls have
+    /// started (see [`Runnable::hold`]); what was queued meanwhile waits.
+    pub(crate) hold: Option<usize>,
 }
 
 impl Locked {
@@ -71,11 +75,20 @@ impl Locked {
 }
 
 /// Runs a command that queues a frame, then wakes the driver (after the
-/// lock is released) to write it.
-fn push<R>(mut l: MutexGuard<'_, Locked>, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {
+/// lock is released) to write it, unless handlers still to run may queue
+/// theirs first (see [`Runnable`]).
+fn push<R>(
+    mut l: MutexGuard<'_, Locked>,
+    runnable: &Runnable,
+    command: impl FnOnce(&mut Core<Runtime>) -> R,
+) -> R {
     let r = command(&mut l.core);
     l.pushes += 1;
-    let driver = l.wake_driver();
+    let driver = if runnable.hold(&mut l) {
+        None
+    } else {
+        l.wake_driver()
+    };
     drop(l);
     if let Some(driver) = driver {
         driver.wake();
@@ -116,6 +129,8 @@ pub(crate) struct Connection {
     stop: Latch,
     /// The load the peer's last heartbeat reported.
     pub(crate) remote_load: RemoteLoadCell,
+    /// Spawned handlers woken and not yet polled.
+    pub(crate) runnable: Runnable,
 }
 
 /// Closes the connection when the last [`Peer`] handle is dropped.
@@ -152,6 +167,7 @@ impl Connection {
                 driver: None,
                 pushes: 0,
                 woken: 0,
+                hold: None,
             }),
             room: Notify::new(),
             finished: Latch::default(),
@@ -159,6 +175,7 @@ impl Connection {
             stop: Latch::default(),
             handle: OnceLock::new(),
             remote_load: RemoteLoadCell::new(),
+            runnable: Runnable::default(),
             meta: Meta {
                 remote_addr,
                 ..Meta::default()
@@ -218,13 +235,13 @@ impl Connection {
         if !l.core.has_room() && l.core.close_reason().is_none() {
             return None;
         }
-        Some(push(l, command))
+        Some(push(l, &self.runnable, command))
     }
 
     /// Runs a command that queues a frame now, whatever the room (the
     /// command decides what a full queue means), and wakes the driver.
     pub(crate) fn push_now<R>(&self, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {
-        push(self.lock(), command)
+        push(self.lock(), &self.runnable, command)
     }
 
     /// Runs a command that may give the driver work (events to dispatch,

@@ -270,15 +270,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
         // Replies to what was read go out together: the queue is taken once
         // the input is exhausted. When other tasks queued frames, and fewer
-        // than the connection woke since the last batch, the writer yields
-        // once first, so that the tasks still to run (callers given their
-        // results, handlers finishing) queue theirs too: otherwise tokio's
-        // LIFO slot runs the driver right after the first push and every
-        // frame costs its own write. A lone caller's request goes out
-        // without that yield.
+        // than the callers it gave answers to since the last batch, the
+        // writer yields once first, so that the callers still to run queue
+        // theirs too: otherwise tokio's LIFO slot runs the driver right
+        // after the first push and every frame costs its own write. A lone
+        // caller's request goes out without that yield. Spawned handlers
+        // need no yield: while one woken is still to run, the others'
+        // answers wait for it (`hold`), and the last one wakes the driver.
         let mut wants_yield = false;
         let mut took = false;
-        if !had_input && self.batch.is_empty() && l.core.has_transmit() {
+        let held = l.hold.is_some() && self.closing.is_none();
+        if !had_input && !held && self.batch.is_empty() && l.core.has_transmit() {
             if l.pushes > 0 && l.pushes < l.woken && !self.yielded && self.closing.is_none() {
                 wants_yield = true;
             } else {

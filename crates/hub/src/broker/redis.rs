@@ -88,9 +88,18 @@
 //!   by Redis (`client-output-buffer-limit pubsub`); that is handled like
 //!   any lost connection: reconnect, resubscribe, `resubscribed`.
 //! - Dropping the broker stops its task and closes its connections.
+//!
+//! # Threads
+//!
+//! By default the connections live on the runtime that calls the broker.
+//! With [`RedisBrokerOptions::with_dedicated_thread`] they, the commands
+//! and the pub/sub task run on a thread of the broker's own (a
+//! current-thread runtime), and deliveries reach the [`BrokerSink`] from
+//! there; dropping the broker stops that thread.
 
 mod codec;
 mod commands;
+mod io_thread;
 mod keys;
 mod options;
 mod scripts;
@@ -114,13 +123,18 @@ use ::redis::{
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::{
-    sync::watch,
+    sync::{mpsc, watch},
     task::JoinHandle,
     time::{Instant, timeout_at},
 };
 
 pub use self::options::{RedisBrokerOptions, RedisConfigError};
-use self::{keys::Keys, scripts::Scripts, subscriber::Status};
+use self::{
+    io_thread::IoThread,
+    keys::Keys,
+    scripts::Scripts,
+    subscriber::{Handoff, Status},
+};
 use super::{
     Broker, BrokerError, BrokerSink, ClientInfo, Delivery, History, HistoryQuery, PublishOptions,
     StreamPosition,
@@ -136,10 +150,16 @@ pub struct RedisBroker {
     inner: Arc<Inner>,
     /// The pub/sub task, once started.
     task: Mutex<Option<Task>>,
+    /// With [`RedisBrokerOptions::with_dedicated_thread`]: where every
+    /// command and the pub/sub task run. Dropped after `task` is aborted.
+    io: Option<IoThread>,
 }
 
 struct Task {
     handle: JoinHandle<()>,
+    /// With a thread of its own: the task on the node's runtime that
+    /// hands deliveries to the sink.
+    forward: Option<JoinHandle<()>>,
     status: watch::Receiver<Status>,
 }
 
@@ -194,7 +214,15 @@ impl RedisBroker {
     pub fn with_options(url: &str, options: RedisBrokerOptions) -> Result<Self, RedisConfigError> {
         options.validate()?;
         let client = Client::open(url).map_err(|e| RedisConfigError(e.to_string()))?;
+        let io = if options.dedicated_thread() {
+            let io = IoThread::start()
+                .map_err(|e| RedisConfigError(format!("starting the broker's thread: {e}")))?;
+            Some(io)
+        } else {
+            None
+        };
         Ok(Self {
+            io,
             inner: Arc::new(Inner {
                 client,
                 keys: Keys::new(options.prefix()),
@@ -212,6 +240,20 @@ impl RedisBroker {
     pub fn options(&self) -> &RedisBrokerOptions {
         &self.inner.options
     }
+
+    /// Runs the future `op` makes on the broker's thread if it has one,
+    /// else here.
+    async fn call<T, Fut>(&self, op: impl FnOnce(Arc<Inner>) -> Fut) -> Result<T, BrokerError>
+    where
+        Fut: Future<Output = Result<T, BrokerError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let fut = op(self.inner.clone());
+        match &self.io {
+            Some(io) => io.run(fut).await,
+            None => fut.await,
+        }
+    }
 }
 
 impl fmt::Debug for RedisBroker {
@@ -227,6 +269,9 @@ impl Drop for RedisBroker {
     fn drop(&mut self) {
         if let Some(task) = lock(&self.task).take() {
             task.handle.abort();
+            if let Some(forward) = task.forward {
+                forward.abort();
+            }
         }
     }
 }
@@ -259,9 +304,27 @@ impl Broker for RedisBroker {
                 let mut task = lock(&self.task);
                 let task = task.get_or_insert_with(|| {
                     let (status, receiver) = watch::channel(Status::Connecting);
-                    Task {
-                        handle: tokio::spawn(subscriber::run(self.inner.clone(), status)),
-                        status: receiver,
+                    let inner = self.inner.clone();
+                    match &self.io {
+                        None => Task {
+                            handle: tokio::spawn(subscriber::run(inner, status, Handoff::Here)),
+                            forward: None,
+                            status: receiver,
+                        },
+                        Some(io) => {
+                            let (to, handed) = mpsc::channel(subscriber::HANDOFF_QUEUE);
+                            let forward =
+                                tokio::spawn(subscriber::handle_forwarded(inner.clone(), handed));
+                            Task {
+                                handle: io.spawn(subscriber::run(
+                                    inner,
+                                    status,
+                                    Handoff::Forward(to),
+                                )),
+                                forward: Some(forward),
+                                status: receiver,
+                            }
+                        }
                     }
                 });
                 task.status.clone()
@@ -297,7 +360,10 @@ impl Broker for RedisBroker {
         data: Bytes,
         options: &'a PublishOptions,
     ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
-        Box::pin(async move { self.inner.publish(channel, &data, options).await })
+        let (channel, options) = (channel.to_owned(), options.clone());
+        Box::pin(
+            self.call(move |inner| async move { inner.publish(&channel, &data, &options).await }),
+        )
     }
 
     fn publish_presence<'a>(
@@ -305,15 +371,20 @@ impl Broker for RedisBroker {
         channel: &'a str,
         event: &'a Delivery,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.inner.publish_presence(channel, event))
+        let (channel, event) = (channel.to_owned(), event.clone());
+        Box::pin(
+            self.call(move |inner| async move { inner.publish_presence(&channel, &event).await }),
+        )
     }
 
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.inner.subscribe(channel))
+        let channel = channel.to_owned();
+        Box::pin(self.call(move |inner| async move { inner.subscribe(&channel).await }))
     }
 
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.inner.unsubscribe(channel))
+        let channel = channel.to_owned();
+        Box::pin(self.call(move |inner| async move { inner.unsubscribe(&channel).await }))
     }
 
     fn history<'a>(
@@ -321,7 +392,8 @@ impl Broker for RedisBroker {
         channel: &'a str,
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<History, BrokerError>> {
-        Box::pin(self.inner.history(channel, query))
+        let channel = channel.to_owned();
+        Box::pin(self.call(move |inner| async move { inner.history(&channel, query).await }))
     }
 
     fn add_presence<'a>(
@@ -330,7 +402,10 @@ impl Broker for RedisBroker {
         info: &'a ClientInfo,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.inner.add_presence(channel, info, ttl))
+        let (channel, info) = (channel.to_owned(), info.clone());
+        Box::pin(
+            self.call(move |inner| async move { inner.add_presence(&channel, &info, ttl).await }),
+        )
     }
 
     fn remove_presence<'a>(
@@ -338,13 +413,17 @@ impl Broker for RedisBroker {
         channel: &'a str,
         client: &'a str,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.inner.remove_presence(channel, client))
+        let (channel, client) = (channel.to_owned(), client.to_owned());
+        Box::pin(
+            self.call(move |inner| async move { inner.remove_presence(&channel, &client).await }),
+        )
     }
 
     fn presence<'a>(
         &'a self,
         channel: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ClientInfo>, BrokerError>> {
-        Box::pin(self.inner.presence(channel))
+        let channel = channel.to_owned();
+        Box::pin(self.call(move |inner| async move { inner.presence(&channel).await }))
     }
 }

@@ -11,6 +11,9 @@
 
 mod notifications;
 mod requests;
+mod runnable;
+
+pub(crate) use runnable::Runnable;
 
 use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, task::Poll};
 
@@ -58,7 +61,7 @@ pub(crate) enum Op {
 #[derive(Default)]
 pub(crate) struct Dispatch {
     ops: Vec<Op>,
-    /// Tasks woken or started since the driver last looked.
+    /// Callers given their answers since the driver last looked.
     woken: usize,
 }
 
@@ -69,7 +72,7 @@ impl Dispatch {
     }
 
     /// Tells the core what dispatching found (under the driver's lock), and
-    /// returns how many tasks it woke or started.
+    /// returns how many callers it woke.
     pub(crate) fn apply(&mut self, core: &mut Core<Runtime>) -> usize {
         for op in self.ops.drain(..) {
             match op {

@@ -8,7 +8,10 @@ use futures::FutureExt;
 use gotalk_proto::{RequestId, Text};
 use tokio::sync::mpsc;
 
-use super::{Dispatch, Op, panic_message, poll_inline, poll_once};
+use super::{
+    Dispatch, Op, panic_message, poll_inline, poll_once,
+    runnable::{HandlerWake, tracked},
+};
 use crate::{
     BoxFuture, Context, HandlerError, Peer, RequestParts, ResultSender,
     connection::{ChargeGuard, Connection, CreditGuard, Part, PartRx},
@@ -176,12 +179,14 @@ fn run(
         }
         kept = keep;
     }
-    d.woken += 1;
+    // Runnable until its task's first poll: answers queued meanwhile wait
+    // for it (see `runnable`).
+    let wake = HandlerWake::started(conn);
     // Counted against the process-wide cap while it runs; in a race for
     // the last place it runs uncounted (see `HandlerLimit`).
     let permit = conn.config.handler_limit.try_take();
     let conn = conn.clone();
-    tokio::spawn(async move {
+    tokio::spawn(tracked(conn.clone(), wake, async move {
         let work = async move {
             match work {
                 Work::Single(f, meter) => {
@@ -207,7 +212,7 @@ fn run(
             }
         })
         .await;
-    });
+    }));
 }
 
 fn single_result(r: Result<Bytes, HandlerError>) -> Result<Option<Bytes>, HandlerError> {

@@ -23,6 +23,7 @@ pub struct RedisBrokerOptions {
     reconnect_max_delay: Duration,
     ping_interval: Duration,
     position_ttl: Duration,
+    dedicated_thread: bool,
 }
 
 impl Default for RedisBrokerOptions {
@@ -35,6 +36,7 @@ impl Default for RedisBrokerOptions {
             reconnect_max_delay: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
             position_ttl: Duration::from_secs(24 * 60 * 60),
+            dedicated_thread: false,
         }
     }
 }
@@ -92,6 +94,39 @@ impl RedisBrokerOptions {
         self
     }
 
+    /// Runs the broker's Redis connections (the command connection with
+    /// the publish script, and the pub/sub connection with the task that
+    /// hands deliveries to the hub) on a thread of their own, with its own
+    /// current-thread tokio runtime. Off by default.
+    ///
+    /// On a node whose runtime is busy writing to many subscribers, Redis's
+    /// answers otherwise wait behind those connections' tasks before the
+    /// publishes they answer can finish; on the thread they are read at
+    /// once. The node then uses one more thread than its runtime has (so
+    /// it is for machines with a core to spare). The thread starts when the
+    /// broker is built and stops when it is dropped, closing its
+    /// connections; operations still in flight then fail with
+    /// [`BrokerError::Stopped`](crate::broker::BrokerError::Stopped).
+    ///
+    /// ```
+    /// use gotalk_hub::broker::redis::{RedisBroker, RedisBrokerOptions};
+    ///
+    /// let options = RedisBrokerOptions::new().with_dedicated_thread(true);
+    /// let broker = RedisBroker::with_options("redis://127.0.0.1:6379/", options)?;
+    /// assert!(broker.options().dedicated_thread());
+    /// drop(broker); // stops the thread
+    /// # Ok::<(), gotalk_hub::broker::redis::RedisConfigError>(())
+    /// ```
+    pub fn with_dedicated_thread(mut self, on: bool) -> Self {
+        self.dedicated_thread = on;
+        self
+    }
+
+    /// See [`with_dedicated_thread`](Self::with_dedicated_thread).
+    pub fn dedicated_thread(&self) -> bool {
+        self.dedicated_thread
+    }
+
     /// See [`with_prefix`](Self::with_prefix).
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -144,8 +179,9 @@ impl RedisBrokerOptions {
     }
 }
 
-/// A [`RedisBroker`](super::RedisBroker) could not be built: a bad URL or
-/// bad options. Nothing was connected.
+/// A [`RedisBroker`](super::RedisBroker) could not be built: a bad URL, bad
+/// options, or (with [`RedisBrokerOptions::with_dedicated_thread`]) its
+/// thread or runtime could not be started. Nothing was connected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid Redis broker configuration: {0}")]
 pub struct RedisConfigError(pub(super) String);

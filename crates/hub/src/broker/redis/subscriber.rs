@@ -9,7 +9,7 @@ use ::redis::{
 };
 use futures::StreamExt;
 use tokio::{
-    sync::watch,
+    sync::{mpsc, watch},
     time::{Instant, MissedTickBehavior, interval_at, sleep, timeout, timeout_at},
 };
 
@@ -30,9 +30,64 @@ pub(super) enum Status {
     Down(String),
 }
 
+/// Where what the pub/sub connection brings is handled.
+pub(super) enum Handoff {
+    /// Right here, on the pub/sub task.
+    Here,
+    /// On the runtime that started the broker (the broker runs its
+    /// connections on a thread of its own): a node's fan-out wakes its
+    /// connections from their own runtime, not one by one from another
+    /// thread. Bounded, so that a node that does not keep up stops reading
+    /// Redis, as it would without the thread.
+    Forward(mpsc::Sender<Handed>),
+}
+
+/// What the pub/sub task hands on, in order.
+pub(super) enum Handed {
+    Message(Msg),
+    Resubscribed,
+}
+
+/// How many messages may wait for the node's runtime (see [`Handoff`]).
+pub(super) const HANDOFF_QUEUE: usize = 1024;
+
+/// Handles what [`Handoff::Forward`] hands on, on the node's runtime, until
+/// the pub/sub task is gone.
+pub(super) async fn handle_forwarded(inner: Arc<Inner>, mut handed: mpsc::Receiver<Handed>) {
+    while let Some(item) = handed.recv().await {
+        match item {
+            Handed::Message(message) => dispatch(&inner, &message),
+            Handed::Resubscribed => resubscribed(&inner),
+        }
+    }
+}
+
+fn resubscribed(inner: &Inner) {
+    let sink = lock(&inner.subscriptions).sink.clone();
+    if let Some(sink) = sink {
+        guarded("resubscribed", || sink.resubscribed());
+    }
+}
+
+impl Handoff {
+    /// Hands `item` on; false once the receiving task is gone.
+    async fn hand(&self, inner: &Inner, item: Handed) -> bool {
+        match self {
+            Self::Here => {
+                match item {
+                    Handed::Message(message) => dispatch(inner, &message),
+                    Handed::Resubscribed => resubscribed(inner),
+                }
+                true
+            }
+            Self::Forward(to) => to.send(item).await.is_ok(),
+        }
+    }
+}
+
 /// Keeps the pub/sub connection up for as long as the broker lives (the
 /// broker aborts this task when dropped).
-pub(super) async fn run(inner: Arc<Inner>, status: watch::Sender<Status>) {
+pub(super) async fn run(inner: Arc<Inner>, status: watch::Sender<Status>, handoff: Handoff) {
     let mut failures: u32 = 0;
     let mut connections: u64 = 0;
     loop {
@@ -44,13 +99,14 @@ pub(super) async fn run(inner: Arc<Inner>, status: watch::Sender<Status>) {
                 if connections > 1 {
                     tracing::info!("redis broker: pub/sub connection back, channels resubscribed");
                     inner.check_commands().await;
-                    let sink = lock(&inner.subscriptions).sink.clone();
-                    if let Some(sink) = sink {
-                        guarded("resubscribed", || sink.resubscribed());
+                    if !handoff.hand(&inner, Handed::Resubscribed).await {
+                        return;
                     }
                 }
                 status.send_replace(Status::Up);
-                let why = pump(&inner, link, stream).await;
+                let Some(why) = pump(&inner, link, stream, &handoff).await else {
+                    return;
+                };
                 lock(&inner.subscriptions).link = None;
                 tracing::warn!("redis broker: pub/sub connection lost: {why}");
                 status.send_replace(Status::Down(why));
@@ -112,23 +168,32 @@ async fn connect(inner: &Inner) -> Result<(PubSubSink, PubSubStream), String> {
 }
 
 /// Hands what arrives to the sink until the connection breaks; returns why
-/// it did.
-async fn pump(inner: &Inner, mut link: PubSubSink, mut stream: PubSubStream) -> String {
+/// it did, or `None` if the task handling what is handed on is gone.
+async fn pump(
+    inner: &Inner,
+    mut link: PubSubSink,
+    mut stream: PubSubStream,
+    handoff: &Handoff,
+) -> Option<String> {
     let every = inner.options.ping_interval();
     let mut ping = interval_at(Instant::now() + every, every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             message = stream.next() => match message {
-                Some(message) => dispatch(inner, &message),
-                None => return "connection closed".to_owned(),
+                Some(message) => {
+                    if !handoff.hand(inner, Handed::Message(message)).await {
+                        return None;
+                    }
+                }
+                None => return Some("connection closed".to_owned()),
             },
             _ = ping.tick() => {
                 let limit = inner.options.operation_timeout();
                 match timeout(limit, link.ping::<Value>()).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(error)) => return format!("ping failed: {error}"),
-                    Err(_) => return format!("no answer to ping within {limit:?}"),
+                    Ok(Err(error)) => return Some(format!("ping failed: {error}")),
+                    Err(_) => return Some(format!("no answer to ping within {limit:?}")),
                 }
             }
         }
