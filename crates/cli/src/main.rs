@@ -18,6 +18,7 @@ mod hub_client;
 mod hub_serve;
 mod metrics;
 mod ops;
+mod raw;
 mod schema_check;
 mod serve;
 mod server;
