@@ -6,24 +6,29 @@
 #
 #   scripts/many-conns.sh GOTALK self  [ROUNDS] [DURATION]
 #   scripts/many-conns.sh GOTALK split [ROUNDS] [DURATION]
+#   scripts/many-conns.sh GOTALK mem   [ROUNDS] [DURATION]
 #
 # self: `bench --self` (server and client in one process, one thread).
 # split: `serve --threads 1` and `serve --raw-echo --threads 1` on CPU 0,
-# `bench --threads 1` on CPU 1; also prints each server's resident memory
-# (VmRSS) before the run and halfway through it, and the growth per
-# connection. Prints one line per run, then the medians per shape.
+# `bench --threads 1` on CPU 1. Prints one line per run, then the medians
+# per shape.
+# mem: as split, but a fresh server for every run, and its resident memory
+# (VmRSS of /proc/PID/status) read before the run and halfway through it:
+# the growth per busy connection.
 # SHAPES="1x640 10x64" overrides the shapes. Loopback only; stops by itself.
 set -euo pipefail
 bin=$1 layout=$2 rounds=${3:-3} dur=${4:-2}
 shapes=${SHAPES:-1x640 10x64 100x6 1000x1}
 ulimit -n 8192
 pg=$((20000 + RANDOM % 10000)) pr=$((30000 + RANDOM % 10000))
-if [ "$layout" = split ]; then
+servers() {
   taskset -c 0 "$bin" serve --threads 1 --addr 127.0.0.1:$pg >/dev/null 2>&1 & sg=$!
   taskset -c 0 "$bin" serve --raw-echo --threads 1 --addr 127.0.0.1:$pr >/dev/null 2>&1 & sr=$!
-  trap 'kill -INT $sg $sr 2>/dev/null; wait 2>/dev/null' EXIT
   sleep 0.5
-fi
+}
+sg="" sr=""
+trap 'kill -INT $sg $sr 2>/dev/null; wait 2>/dev/null' EXIT
+[ "$layout" = split ] && servers
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # run KIND CONNS C: prints "KIND CONNS C req/s p50_us p99_us [rss_before_kib rss_busy_kib]"
 run() {
@@ -34,6 +39,10 @@ run() {
     echo "$kind $n $c $(echo "$json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['requests_per_sec'], d['p50_us'], d['p99_us'])")"
     return
   fi
+  if [ "$layout" = mem ]; then
+    pg=$((20000 + RANDOM % 10000)) pr=$((30000 + RANDOM % 10000))
+    servers
+  fi
   if [ "$kind" = raw ]; then pid=$sr port=$pr; else pid=$sg port=$pg; fi
   before=$(rss $pid)
   (sleep "$(python3 -c "print($dur / 2 + 0.3)")"; rss $pid >"/tmp/many-conns.$$") &
@@ -41,8 +50,9 @@ run() {
   wait $!
   busy=$(cat "/tmp/many-conns.$$")
   echo "$kind $n $c $(echo "$json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['requests_per_sec'], d['p50_us'], d['p99_us'])") $before $busy"
-  # Let the server see the closes before the next run's baseline.
-  sleep 0.3
+  if [ "$layout" = mem ]; then
+    kill -INT $sg $sr; wait $sg $sr 2>/dev/null || true
+  fi
 }
 out=$(for r in $(seq 1 "$rounds"); do
   for shape in $shapes; do
@@ -54,7 +64,7 @@ done)
 rm -f "/tmp/many-conns.$$"
 echo "$out"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "$out" | python3 -c '
+summary=$(cat <<'PY'
 import statistics, sys
 rows = [l.split() for l in sys.stdin if l.strip()]
 shapes = []
@@ -68,7 +78,10 @@ for n, c in shapes:
     line = "%5sx%-3s gotalk %8.0f req/s p50 %7.0f p99 %7.0f us | raw %8.0f req/s p50 %7.0f p99 %7.0f us | ratio %.2f" % (
         n, c, rate(g), med([float(r[4]) for r in g]), med([float(r[5]) for r in g]),
         rate(w), med([float(r[4]) for r in w]), med([float(r[5]) for r in w]), rate(g) / rate(w))
-    if len(g[0]) > 6:
+    if len(g[0]) > 6 and sys.argv[1] == "mem":
         per = lambda rs: med([(float(r[7]) - float(r[6])) / int(n) for r in rs])
         line += " | RSS growth per conn: gotalk %.1f KiB, raw %.1f KiB" % (per(g), per(w))
-    print(line)'
+    print(line)
+PY
+)
+echo "$out" | python3 -c "$summary" "$layout"

@@ -1,9 +1,9 @@
 //! `gotalk bench`: a load generator measuring requests/s and latency.
 //!
 //! `-c` tasks per connection each loop `request().await` on a shared
-//! [`Peer`], so every connection has exactly `-c` requests in flight. Each
-//! task records latencies in its own histogram; they are merged at the end,
-//! so measuring costs no shared state but one relaxed counter.
+//! [`Peer`], so every connection has exactly `-c` requests in flight. The
+//! tasks record latencies in batches into a few shared histograms
+//! ([`crate::latency`]), merged at the end.
 
 use std::{
     io::IsTerminal,
@@ -17,7 +17,6 @@ use std::{
 use bytes::Bytes;
 use clap::Args;
 use gotalk_peer::{Config, Handlers, Peer};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::net::TcpStream;
 
@@ -25,7 +24,9 @@ use crate::{
     addr::{Address, TrustArgs},
     client::check_payload_size,
     client::connector,
-    exit, raw,
+    exit,
+    latency::{Latencies, Recorder},
+    raw,
     server::{self, ServeOptions},
     text::{parse_positive_duration, parse_size},
     websocket::WsListen,
@@ -115,9 +116,8 @@ impl BenchArgs {
     }
 }
 
-/// What one task measured.
+/// What one task measured, besides the latencies it recorded.
 pub(crate) struct TaskResult {
-    pub(crate) histogram: Histogram<u64>,
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
 }
@@ -145,8 +145,7 @@ pub(crate) struct Load {
 }
 
 /// Runs one task's request loop on `peer`.
-async fn worker(peer: Peer, load: Arc<Load>) -> TaskResult {
-    let mut histogram = new_histogram();
+async fn worker(peer: Peer, load: Arc<Load>, mut latencies: Recorder) -> TaskResult {
     let mut errors = 0u64;
     let mut first_error = None;
     let mut unreported = 0u64;
@@ -163,9 +162,7 @@ async fn worker(peer: Peer, load: Arc<Load>) -> TaskResult {
         let elapsed = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
         match result {
             Ok(r) if load.expect_len.is_none_or(|n| n == r.len()) => {
-                if histogram.record(elapsed).is_err() {
-                    histogram.saturating_record(elapsed);
-                }
+                latencies.record(elapsed);
             }
             Ok(r) => {
                 errors += 1;
@@ -195,18 +192,9 @@ async fn worker(peer: Peer, load: Arc<Load>) -> TaskResult {
     }
     load.done.fetch_add(unreported, Ordering::Relaxed);
     TaskResult {
-        histogram,
         errors,
         first_error,
     }
-}
-
-/// Latencies in nanoseconds, 3 significant digits. Starts small (16 ns to
-/// 1 ms, ~10 KiB: per-task histograms must stay cheap) and grows to fit.
-pub(crate) fn new_histogram() -> Histogram<u64> {
-    let mut h = Histogram::new_with_bounds(16, 1 << 20, 3).expect("valid histogram bounds");
-    h.auto(true);
-    h
 }
 
 fn progress_bar(stop: Stop, total_duration: Option<Duration>) -> ProgressBar {
@@ -403,21 +391,25 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
     });
 
     let started = Instant::now();
+    let latencies = Latencies::new();
     let mut tasks = Vec::new();
     let peers = match conns {
         Conns::Gotalk(peers) => {
             for peer in &peers {
                 for _ in 0..args.concurrency {
-                    tasks.push(tokio::spawn(worker(peer.clone(), load.clone())));
+                    let recorder = latencies.recorder(tasks.len());
+                    tasks.push(tokio::spawn(worker(peer.clone(), load.clone(), recorder)));
                 }
             }
             peers
         }
         Conns::Raw(streams) => {
             for stream in streams {
+                let recorder = latencies.recorder(tasks.len());
                 let (load, size) = (load.clone(), payload.len());
                 let in_flight = args.concurrency as usize;
-                tasks.push(tokio::spawn(raw::connection(stream, load, size, in_flight)));
+                let task = raw::connection(stream, load, size, in_flight, recorder);
+                tasks.push(tokio::spawn(task));
             }
             Vec::new()
         }
@@ -442,14 +434,11 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
         })
     };
 
-    let mut histogram = new_histogram();
     let mut errors = 0u64;
     let mut first_error = None;
     for task in tasks {
         match task.await {
             Ok(r) => {
-                // Same settings, auto-resizing: merging only fails past u64 counts.
-                let _ = histogram.add(&r.histogram);
                 errors += r.errors;
                 if first_error.is_none() {
                     first_error = r.first_error;
@@ -462,6 +451,7 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
         }
     }
     let elapsed = started.elapsed();
+    let histogram = latencies.merged();
     ticker.abort();
     interrupt.abort();
     bar.finish_and_clear();
@@ -559,16 +549,5 @@ mod tests {
         assert_eq!(human(4_620_300), "4.62 ms");
         assert_eq!(human(2_500_000_000), "2.50 s");
         assert_eq!(us(137_649), 137.6);
-    }
-
-    #[test]
-    fn histograms_grow_past_their_start() {
-        let mut h = new_histogram();
-        h.record(5_000_000_000).unwrap();
-        h.record(100).unwrap();
-        let mut total = new_histogram();
-        total.add(&h).unwrap();
-        assert_eq!(total.len(), 2);
-        assert!(total.max() >= 4_999_000_000);
     }
 }

@@ -16,6 +16,7 @@ mod gen_ts;
 mod http_client;
 mod hub_client;
 mod hub_serve;
+mod latency;
 mod metrics;
 mod ops;
 mod raw;

@@ -17,14 +17,16 @@ use std::{
     time::Instant,
 };
 
-use hdrhistogram::Histogram;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
 
-use crate::bench::{Load, Stop, TaskResult, new_histogram};
+use crate::{
+    bench::{Load, Stop, TaskResult},
+    latency::Recorder,
+};
 
 /// What the echo server reads at once per connection (as the gotalk
 /// server's 8 KiB read chunk, grown for batches of small messages: one read
@@ -124,16 +126,15 @@ pub(crate) async fn connection(
     load: Arc<Load>,
     size: usize,
     in_flight: usize,
+    mut latencies: Recorder,
 ) -> TaskResult {
-    let mut histogram = new_histogram();
-    let outcome = pump(&mut stream, &load, size, in_flight, &mut histogram).await;
+    let outcome = pump(&mut stream, &load, size, in_flight, &mut latencies).await;
     let (errors, first_error) = match outcome {
         Ok(()) => (0, None),
         Err(e) => (1, Some(format!("raw connection: {e}"))),
     };
     let _ = stream.shutdown().await;
     TaskResult {
-        histogram,
         errors,
         first_error,
     }
@@ -144,7 +145,7 @@ async fn pump(
     load: &Load,
     size: usize,
     in_flight: usize,
-    histogram: &mut Histogram<u64>,
+    latencies: &mut Recorder,
 ) -> io::Result<()> {
     // Every message is `size` bytes of `x`: any slice of this is a run of
     // whole messages, or the rest of one.
@@ -205,9 +206,7 @@ async fn pump(
                     let now = Instant::now();
                     for sent in sent_at.drain(..whole) {
                         let nanos = now.duration_since(sent).as_nanos().min(u128::from(u64::MAX)) as u64;
-                        if histogram.record(nanos).is_err() {
-                            histogram.saturating_record(nanos);
-                        }
+                        latencies.record(nanos);
                     }
                     window += whole;
                     unreported += whole as u64;
