@@ -405,13 +405,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             return false;
         }
         let mut progressed = false;
-        while !self.batch.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = self.batch.len().min(MAX_IOVECS);
-            for (slot, bytes) in slices.iter_mut().zip(self.batch.iter()) {
-                *slot = IoSlice::new(bytes);
-            }
-            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+        while let Some(first) = self.batch.front() {
+            // One buffer (small frames coalesce into one): a plain write,
+            // which costs the kernel less than a vectored one.
+            let poll = if self.batch.len() == 1 {
+                Pin::new(&mut self.io).poll_write(cx, first)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.batch.len().min(MAX_IOVECS);
+                for (slot, bytes) in slices.iter_mut().zip(self.batch.iter()) {
+                    *slot = IoSlice::new(bytes);
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            };
+            match poll {
                 Poll::Pending => {
                     self.arm_write_deadline();
                     return progressed;
