@@ -14,7 +14,8 @@
 # per shape.
 # mem: as split, but a fresh server for every run, and its resident memory
 # (VmRSS of /proc/PID/status) read before the run and halfway through it:
-# the growth per busy connection.
+# the growth per busy connection (the rates of this layout include the
+# fresh server's warm-up: compare them in split).
 # SHAPES="1x640 10x64" overrides the shapes. Loopback only; stops by itself.
 set -euo pipefail
 bin=$1 layout=$2 rounds=${3:-3} dur=${4:-2}
@@ -30,28 +31,40 @@ sg="" sr=""
 trap 'kill -INT $sg $sr 2>/dev/null; wait 2>/dev/null' EXIT
 [ "$layout" = split ] && servers
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# The JSON report's req/s, p50 and p99, or a line saying the run failed.
+fields() {
+  python3 -c "import json,sys; d=json.load(sys.stdin); assert d['errors'] == 0; print(d['requests_per_sec'], d['p50_us'], d['p99_us'])" 2>/dev/null ||
+    echo "FAILED"
+}
 # run KIND CONNS C: prints "KIND CONNS C req/s p50_us p99_us [rss_before_kib rss_busy_kib]"
 run() {
   local kind=$1 n=$2 c=$3 raw="" json pid port before busy
   [ "$kind" = raw ] && raw=--raw
   if [ "$layout" = self ]; then
-    json=$("$bin" bench --self $raw --conns "$n" -c "$c" --duration "${dur}s" --json)
-    echo "$kind $n $c $(echo "$json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['requests_per_sec'], d['p50_us'], d['p99_us'])")"
+    json=$("$bin" bench --self $raw --conns "$n" -c "$c" --duration "${dur}s" --json || true)
+    echo "$kind $n $c $(echo "$json" | fields)"
     return
   fi
   if [ "$layout" = mem ]; then
-    pg=$((20000 + RANDOM % 10000)) pr=$((30000 + RANDOM % 10000))
-    servers
-  fi
-  if [ "$kind" = raw ]; then pid=$sr port=$pr; else pid=$sg port=$pg; fi
+    # A fresh server of this kind only, once it accepts.
+    port=$((20000 + RANDOM % 20000))
+    local serve_raw=""
+    [ "$kind" = raw ] && serve_raw=--raw-echo
+    taskset -c 0 "$bin" serve --threads 1 $serve_raw --addr 127.0.0.1:$port >/dev/null 2>&1 &
+    pid=$!
+    if [ "$kind" = raw ]; then sr=$pid; else sg=$pid; fi
+    for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    sleep 0.3
+  elif [ "$kind" = raw ]; then pid=$sr port=$pr
+  else pid=$sg port=$pg; fi
   before=$(rss $pid)
   (sleep "$(python3 -c "print($dur / 2 + 0.3)")"; rss $pid >"/tmp/many-conns.$$") &
-  json=$(taskset -c 1 "$bin" bench --threads 1 $raw --conns "$n" -c "$c" --duration "${dur}s" --json "127.0.0.1:$port")
+  json=$(taskset -c 1 "$bin" bench --threads 1 $raw --conns "$n" -c "$c" --duration "${dur}s" --json "127.0.0.1:$port" || true)
   wait $!
   busy=$(cat "/tmp/many-conns.$$")
-  echo "$kind $n $c $(echo "$json" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['requests_per_sec'], d['p50_us'], d['p99_us'])") $before $busy"
+  echo "$kind $n $c $(echo "$json" | fields) $before $busy"
   if [ "$layout" = mem ]; then
-    kill -INT $sg $sr; wait $sg $sr 2>/dev/null || true
+    kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   fi
 }
 out=$(for r in $(seq 1 "$rounds"); do
@@ -66,7 +79,7 @@ echo "$out"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 summary=$(cat <<'PY'
 import statistics, sys
-rows = [l.split() for l in sys.stdin if l.strip()]
+rows = [l.split() for l in sys.stdin if l.strip() and "FAILED" not in l]
 shapes = []
 for r in rows:
     if (r[1], r[2]) not in shapes: shapes.append((r[1], r[2]))

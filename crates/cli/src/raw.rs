@@ -67,9 +67,10 @@ async fn accept_loop(listener: TcpListener) {
                 tokio::spawn(echo(stream));
             }
             Err(e) => {
-                // Out of descriptors and the like: keep serving the others.
+                // Out of descriptors and the like: keep serving the others,
+                // and do not spin while it lasts.
                 tracing::warn!(error = %e, "raw echo: accept failed");
-                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
     }
