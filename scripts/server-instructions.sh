@@ -8,21 +8,28 @@
 # Runs `GOTALK serve --threads 1 [serve args]` under callgrind twice, sends it
 # N1 and then N2 requests (64 in flight, 32 B) with `CLIENT bench --threads 1`
 # (CLIENT defaults to GOTALK), and prints (total(N2) - total(N1)) / (N2 - N1):
-# start-up and shut-down cancel out. Loopback only; stops by itself.
+# start-up and shut-down cancel out. LOAD="--conns 1000 -c 1" replaces the
+# bench's "-c 64" (e.g. many connections; ulimit -n must allow them).
+# Loopback only; stops by itself.
 set -uo pipefail
 n1=$1 n2=$2 bin=$3
 shift 3
 client=${CLIENT:-$bin}
+load=${LOAD:--c 64}
+# With glibc.malloc.tcache_count set, serve does not restart itself to set
+# it (a restart under valgrind would exec valgrind's tool, which refuses).
+tunables=${GLIBC_TUNABLES:-glibc.malloc.tcache_count=1}
 total() {
   local n=$1
   shift
   local port=$((20000 + RANDOM % 10000)) out
   out=$(mktemp)
-  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" serve --threads 1 \
+  GLIBC_TUNABLES=$tunables valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" serve --threads 1 \
     --addr "127.0.0.1:$port" "$@" >/dev/null 2>"$out" &
   local pid=$!
   for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  "$client" bench --threads 1 -c 64 --size 32 -n "$n" "127.0.0.1:$port" >/dev/null 2>&1
+  # shellcheck disable=SC2086
+  "$client" bench --threads 1 $load --size 32 -n "$n" "127.0.0.1:$port" >/dev/null 2>&1
   kill -INT "$pid"
   wait "$pid"
   grep -oP 'Collected : \K[0-9]+' "$out"
@@ -30,4 +37,4 @@ total() {
 }
 a=$(total "$n1" "$@")
 b=$(total "$n2" "$@")
-echo "$bin serve $*: $(( (b - a) / (n2 - n1) )) instructions per request"
+echo "$bin serve $* ($load): $(( (b - a) / (n2 - n1) )) instructions per request"

@@ -1,9 +1,9 @@
 //! `gotalk bench`: a load generator measuring requests/s and latency.
 //!
 //! `-c` tasks per connection each loop `request().await` on a shared
-//! [`Peer`], so every connection has exactly `-c` requests in flight. Each
-//! task records latencies in its own histogram; they are merged at the end,
-//! so measuring costs no shared state but one relaxed counter.
+//! [`Peer`], so every connection has exactly `-c` requests in flight. The
+//! tasks record latencies in batches into a few shared histograms
+//! ([`crate::latency`]), merged at the end.
 
 use std::{
     io::IsTerminal,
@@ -17,14 +17,16 @@ use std::{
 use bytes::Bytes;
 use clap::Args;
 use gotalk_peer::{Config, Handlers, Peer};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::net::TcpStream;
 
 use crate::{
     addr::{Address, TrustArgs},
     client::check_payload_size,
     client::connector,
     exit,
+    latency::{Latencies, Recorder},
+    raw,
     server::{self, ServeOptions},
     text::{parse_positive_duration, parse_size},
     websocket::WsListen,
@@ -41,9 +43,13 @@ WebSocket (ws://) instead of TCP. ADDR may be any address form, tls:// and wss:/
 A progress bar is drawn on stderr when it is a terminal.
 Throughput and latency count the requests that succeeded only (failures are counted apart).
 Ctrl-C stops early: the partial results are printed, marked as interrupted.
+--raw measures the limit of the same shape with no protocol: plain TCP connections, each
+keeping -c messages of --size bytes in flight (sent in one write while the window allows,
+counted as they come back), against `gotalk serve --raw-echo` at ADDR or, with --self, a raw
+echo server in this process; op is then `raw echo`.
 --json prints one object: requests, succeeded, errors, interrupted, duration_s,
 requests_per_sec, p50_us, p90_us, p99_us, p999_us, max_us, mean_us (null when no request
-succeeded), concurrency, conns, size, op, addr.
+succeeded), concurrency, conns, size, op, raw, addr.
 Exit codes: 0 no request failed; 1 some requests failed (the first failure is named on
 stderr); 2 a connection could not be made, the payload is over --max-payload, or invalid
 usage (-n 0, --duration 0s); 130 interrupted by Ctrl-C.";
@@ -62,6 +68,11 @@ pub(crate) struct BenchArgs {
     /// With --self: serve and bench over WebSocket (ws://) instead of TCP
     #[arg(long, conflicts_with = "addr")]
     ws: bool,
+    /// The raw baseline: the same connections, requests in flight and payload size over
+    /// plain TCP with no protocol (batched writes, counted echoes), against `gotalk serve
+    /// --raw-echo` at ADDR or, with --self, an in-process raw echo server
+    #[arg(long, conflicts_with_all = ["ws", "payload", "op"])]
+    raw: bool,
     /// Operation to call
     #[arg(long, default_value = "echo")]
     op: String,
@@ -105,38 +116,36 @@ impl BenchArgs {
     }
 }
 
-/// What one task measured.
-struct TaskResult {
-    histogram: Histogram<u64>,
-    errors: u64,
-    first_error: Option<String>,
+/// What one task measured, besides the latencies it recorded.
+pub(crate) struct TaskResult {
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
 }
 
 /// How the load ends.
 #[derive(Clone, Copy)]
-enum Stop {
+pub(crate) enum Stop {
     Count(u64),
     Deadline(Instant),
 }
 
 /// What every task shares.
-struct Load {
+pub(crate) struct Load {
     op: String,
     payload: Bytes,
     /// `echo`'s results must be as long as the payload.
     expect_len: Option<usize>,
-    stop: Stop,
+    pub(crate) stop: Stop,
     /// Requests started (for [`Stop::Count`]).
-    issued: AtomicU64,
+    pub(crate) issued: AtomicU64,
     /// Requests finished (for the progress bar; updated in batches).
-    done: AtomicU64,
+    pub(crate) done: AtomicU64,
     /// Set on Ctrl-C.
-    halt: Arc<AtomicBool>,
+    pub(crate) halt: Arc<AtomicBool>,
 }
 
 /// Runs one task's request loop on `peer`.
-async fn worker(peer: Peer, load: Arc<Load>) -> TaskResult {
-    let mut histogram = new_histogram();
+async fn worker(peer: Peer, load: Arc<Load>, mut latencies: Recorder) -> TaskResult {
     let mut errors = 0u64;
     let mut first_error = None;
     let mut unreported = 0u64;
@@ -153,9 +162,7 @@ async fn worker(peer: Peer, load: Arc<Load>) -> TaskResult {
         let elapsed = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
         match result {
             Ok(r) if load.expect_len.is_none_or(|n| n == r.len()) => {
-                if histogram.record(elapsed).is_err() {
-                    histogram.saturating_record(elapsed);
-                }
+                latencies.record(elapsed);
             }
             Ok(r) => {
                 errors += 1;
@@ -185,18 +192,9 @@ async fn worker(peer: Peer, load: Arc<Load>) -> TaskResult {
     }
     load.done.fetch_add(unreported, Ordering::Relaxed);
     TaskResult {
-        histogram,
         errors,
         first_error,
     }
-}
-
-/// Latencies in nanoseconds, 3 significant digits. Starts small (16 ns to
-/// 1 ms, ~10 KiB: per-task histograms must stay cheap) and grows to fit.
-fn new_histogram() -> Histogram<u64> {
-    let mut h = Histogram::new_with_bounds(16, 1 << 20, 3).expect("valid histogram bounds");
-    h.auto(true);
-    h
 }
 
 fn progress_bar(stop: Stop, total_duration: Option<Duration>) -> ProgressBar {
@@ -241,8 +239,20 @@ fn us(nanos: u64) -> f64 {
 /// `gotalk bench`.
 pub(crate) async fn run(args: BenchArgs) -> u8 {
     let mut own_server = None;
+    let mut own_echo = None;
     let target = match (&args.addr, args.self_serve) {
         (Some(a), _) => a.clone(),
+        (None, _) if args.raw => match raw::EchoServer::start("127.0.0.1:0").await {
+            Ok(echo) => {
+                let local = Address::Tcp(echo.local_addr().to_owned());
+                own_echo = Some(echo);
+                local
+            }
+            Err(e) => {
+                eprintln!("gotalk: cannot start the in-process raw echo server: {e}");
+                return exit::TROUBLE;
+            }
+        },
         (None, _) => {
             let addr = Address::Tcp("127.0.0.1:0".into());
             let options = ServeOptions {
@@ -274,7 +284,60 @@ pub(crate) async fn run(args: BenchArgs) -> u8 {
     if let Some(s) = own_server {
         s.shutdown().await;
     }
+    if let Some(echo) = own_echo {
+        echo.stop();
+    }
     code
+}
+
+/// The connections a run loads: gotalk peers, or plain TCP streams for `--raw`.
+enum Conns {
+    Gotalk(Vec<Peer>),
+    Raw(Vec<TcpStream>),
+}
+
+/// Opens `--conns` connections to `target`; `None` once the failure is reported.
+async fn open(args: &BenchArgs, target: &Address, config: &Config) -> Option<Conns> {
+    if args.raw {
+        let Address::Tcp(addr) = target else {
+            eprintln!("gotalk: --raw needs a host:port address, not {target}");
+            return None;
+        };
+        let connects = (0..args.conns).map(|_| raw::connect(addr));
+        let mut streams = Vec::new();
+        for r in futures::future::join_all(connects).await {
+            match r {
+                Ok(s) => streams.push(s),
+                Err(e) => {
+                    eprintln!("gotalk: cannot connect to {target}: {e}");
+                    return None;
+                }
+            }
+        }
+        return Some(Conns::Raw(streams));
+    }
+    let connector = connector(target, &args.trust).ok()?;
+    let connects =
+        (0..args.conns).map(|_| connector.connect(Handlers::new(), config.clone(), None));
+    let mut peers = Vec::new();
+    for r in futures::future::join_all(connects).await {
+        match r {
+            Ok(p) => peers.push(p),
+            Err(e) => {
+                match connector.hint(&e) {
+                    Some(hint) => {
+                        eprintln!("gotalk: cannot connect to {target}: {e}\n  {hint}");
+                    }
+                    None => eprintln!("gotalk: cannot connect to {target}: {e}"),
+                }
+                for p in &peers {
+                    p.abort();
+                }
+                return None;
+            }
+        }
+    }
+    Some(Conns::Gotalk(peers))
 }
 
 async fn bench(args: &BenchArgs, target: &Address) -> u8 {
@@ -284,6 +347,11 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
     };
     if let Err(code) = check_payload_size(payload.len(), args.max_payload, "payload") {
         return code;
+    }
+    if args.raw && payload.is_empty() {
+        // Echoes are counted in whole messages: an empty one never arrives.
+        eprintln!("gotalk: --raw needs a payload of at least one byte (--size)");
+        return exit::TROUBLE;
     }
     // echo's answer must be the payload; other operations are not checked.
     let expect_len = (args.op == "echo").then_some(payload.len());
@@ -302,31 +370,10 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
         })
     };
 
-    let connector = match connector(target, &args.trust) {
-        Ok(c) => c,
-        Err(code) => return code,
+    let Some(conns) = open(args, target, &config).await else {
+        interrupt.abort();
+        return exit::TROUBLE;
     };
-    let connects =
-        (0..args.conns).map(|_| connector.connect(Handlers::new(), config.clone(), None));
-    let mut peers = Vec::new();
-    for r in futures::future::join_all(connects).await {
-        match r {
-            Ok(p) => peers.push(p),
-            Err(e) => {
-                match connector.hint(&e) {
-                    Some(hint) => {
-                        eprintln!("gotalk: cannot connect to {target}: {e}\n  {hint}");
-                    }
-                    None => eprintln!("gotalk: cannot connect to {target}: {e}"),
-                }
-                for p in &peers {
-                    p.abort();
-                }
-                interrupt.abort();
-                return exit::TROUBLE;
-            }
-        }
-    }
 
     let stop = match args.duration {
         Some(d) => Stop::Deadline(Instant::now() + d),
@@ -344,12 +391,29 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
     });
 
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(peers.len() * args.concurrency as usize);
-    for peer in &peers {
-        for _ in 0..args.concurrency {
-            tasks.push(tokio::spawn(worker(peer.clone(), load.clone())));
+    let latencies = Latencies::new();
+    let mut tasks = Vec::new();
+    let peers = match conns {
+        Conns::Gotalk(peers) => {
+            for peer in &peers {
+                for _ in 0..args.concurrency {
+                    let recorder = latencies.recorder(tasks.len());
+                    tasks.push(tokio::spawn(worker(peer.clone(), load.clone(), recorder)));
+                }
+            }
+            peers
         }
-    }
+        Conns::Raw(streams) => {
+            for stream in streams {
+                let recorder = latencies.recorder(tasks.len());
+                let (load, size) = (load.clone(), payload.len());
+                let in_flight = args.concurrency as usize;
+                let task = raw::connection(stream, load, size, in_flight, recorder);
+                tasks.push(tokio::spawn(task));
+            }
+            Vec::new()
+        }
+    };
     let ticker = {
         let bar = bar.clone();
         let load = load.clone();
@@ -370,14 +434,11 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
         })
     };
 
-    let mut histogram = new_histogram();
     let mut errors = 0u64;
     let mut first_error = None;
     for task in tasks {
         match task.await {
             Ok(r) => {
-                // Same settings, auto-resizing: merging only fails past u64 counts.
-                let _ = histogram.add(&r.histogram);
                 errors += r.errors;
                 if first_error.is_none() {
                     first_error = r.first_error;
@@ -390,6 +451,7 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
         }
     }
     let elapsed = started.elapsed();
+    let histogram = latencies.merged();
     ticker.abort();
     interrupt.abort();
     bar.finish_and_clear();
@@ -403,10 +465,17 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
     let rps = ok as f64 / secs;
     let latency = |p: f64| (ok > 0).then(|| histogram.value_at_quantile(p));
     let max = (ok > 0).then(|| histogram.max());
+    // The raw baseline calls no operation.
+    let op = if args.raw {
+        "raw echo"
+    } else {
+        args.op.as_str()
+    };
     if args.json {
         let q = |p: f64| latency(p).map(us);
         let report = serde_json::json!({
-            "op": args.op,
+            "op": op,
+            "raw": args.raw,
             "addr": target.to_string(),
             "requests": requests,
             "succeeded": ok,
@@ -433,7 +502,7 @@ async fn bench(args: &BenchArgs, target: &Address) -> u8 {
             } else {
                 "bench"
             },
-            args.op,
+            op,
             args.concurrency,
             args.conns,
             payload.len()
@@ -480,16 +549,5 @@ mod tests {
         assert_eq!(human(4_620_300), "4.62 ms");
         assert_eq!(human(2_500_000_000), "2.50 s");
         assert_eq!(us(137_649), 137.6);
-    }
-
-    #[test]
-    fn histograms_grow_past_their_start() {
-        let mut h = new_histogram();
-        h.record(5_000_000_000).unwrap();
-        h.record(100).unwrap();
-        let mut total = new_histogram();
-        total.add(&h).unwrap();
-        assert_eq!(total.len(), 2);
-        assert!(total.max() >= 4_999_000_000);
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     addr::Address,
     exit,
     hub_serve::HubArgs,
+    raw,
     server::{self, ServeOptions},
     signal::shutdown_signal,
     static_files,
@@ -136,8 +137,32 @@ pub(crate) struct ServeArgs {
     metrics: Option<String>,
     #[command(flatten)]
     hub: HubArgs,
+    /// Serve a raw TCP echo instead of gotalk (every byte read is written back): the
+    /// baseline that `gotalk bench --raw` measures
+    #[arg(long, conflicts_with_all = ["unix", "ws", "http", "tls_cert", "metrics", "trace", "hub"])]
+    raw_echo: bool,
     #[command(flatten)]
     pub(crate) runtime: crate::RuntimeArgs,
+}
+
+/// `gotalk serve --raw-echo`: until Ctrl-C.
+async fn serve_raw_echo(addr: &Address) -> u8 {
+    let Address::Tcp(addr) = addr else {
+        eprintln!("gotalk: --raw-echo serves host:port only, not {addr}");
+        return exit::TROUBLE;
+    };
+    let echo = match raw::EchoServer::start(addr).await {
+        Ok(echo) => echo,
+        Err(e) => {
+            eprintln!("gotalk: cannot listen on {addr}: {e}");
+            return exit::TROUBLE;
+        }
+    };
+    println!("listening on {}", echo.local_addr());
+    eprintln!("raw TCP echo, no gotalk protocol: for `gotalk bench --raw` (Ctrl-C stops)");
+    shutdown_signal().await;
+    echo.stop();
+    exit::OK
 }
 
 /// `host:port` for `--ws`.
@@ -152,6 +177,9 @@ fn parse_host_port(s: &str) -> Result<String, String> {
 
 /// `gotalk serve`.
 pub(crate) async fn serve(args: ServeArgs) -> u8 {
+    if args.raw_echo {
+        return serve_raw_echo(&args.addr).await;
+    }
     let addr = match args.unix {
         Some(path) => Address::Unix(path),
         None => args.addr,

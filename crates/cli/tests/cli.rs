@@ -643,3 +643,69 @@ fn bench_against_a_running_server() {
     assert!(o.stderr.contains("50 request(s) failed"), "{}", o.stderr);
     let _ = std::io::stderr().flush();
 }
+
+// ---- bench --raw: the baseline of the same shape ----
+
+#[test]
+fn bench_raw_self_delivers_every_echo() {
+    let v = bench_json(&[
+        "bench", "--self", "--raw", "-n", "3000", "-c", "7", "--conns", "5", "--size", "20",
+        "--json",
+    ]);
+    assert_eq!(v["raw"], true, "{v}");
+    assert_eq!(v["op"], "raw echo", "{v}");
+    assert_eq!(v["requests"], 3000, "{v}");
+    assert_eq!(v["succeeded"], 3000, "{v}");
+    assert_eq!(
+        (v["conns"].as_u64(), v["size"].as_u64()),
+        (Some(5), Some(20))
+    );
+}
+
+#[test]
+fn bench_raw_against_serve_raw_echo() {
+    let echo = Server::start(&["--raw-echo"]);
+    let v = bench_json(&[
+        "bench",
+        echo.addr(),
+        "--raw",
+        "--duration",
+        "200ms",
+        "-c",
+        "3",
+        "--conns",
+        "4",
+        "--json",
+    ]);
+    assert!(v["requests"].as_u64().unwrap() > 0, "{v}");
+    // gotalk's bench against the raw echo talks to itself: its own requests
+    // come back as requests, which it does not serve.
+    let o = run(&["bench", echo.addr(), "-n", "10"], b"");
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("unknown operation"), "{}", o.stderr);
+}
+
+#[test]
+fn bench_raw_against_a_gotalk_server_fails() {
+    let server = Server::start(&[]);
+    let o = run(
+        &["bench", server.addr(), "--raw", "-n", "100", "-c", "2"],
+        b"",
+    );
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("not a raw echo"), "{}", o.stderr);
+}
+
+#[test]
+fn bench_raw_usage_errors() {
+    for args in [
+        &["bench", "--self", "--raw", "--ws", "-n", "10"][..],
+        &["bench", "--self", "--raw", "--op", "greet", "-n", "10"],
+        &["bench", "--self", "--raw", "--size", "0", "-n", "10"],
+        &["bench", "tls://127.0.0.1:1", "--raw", "-n", "10"],
+        &["serve", "--raw-echo", "--unix", "/tmp/never.sock"],
+    ] {
+        let o = run(args, b"");
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+    }
+}

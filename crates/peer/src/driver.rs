@@ -47,6 +47,8 @@ const LARGE_FRAME: usize = 16 * 1024;
 const MAX_ANTICIPATED: usize = 256 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+/// Slots an idle connection's event and write queues keep (see `poll`).
+const IDLE_QUEUE_SLOTS: usize = 4;
 /// How long closing may spend flushing what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -212,12 +214,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             // burst. Not while traffic goes on, where every return here would
             // free what the next burst allocates again (and the spare read
             // buffers that large frames reuse).
+            // The two queues keep their first few slots: a connection with
+            // one request at a time goes idle after every reply, and would
+            // otherwise allocate and free both queues once per request.
             if self.idle {
                 self.reader.input.release();
-                if self.events.capacity() > 0 {
+                if self.events.capacity() > IDLE_QUEUE_SLOTS {
                     self.events = VecDeque::new();
                 }
-                if self.batch.is_empty() && self.batch.capacity() > 0 {
+                if self.batch.is_empty() && self.batch.capacity() > IDLE_QUEUE_SLOTS {
                     self.batch = VecDeque::new();
                 }
             }
@@ -405,13 +410,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             return false;
         }
         let mut progressed = false;
-        while !self.batch.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = self.batch.len().min(MAX_IOVECS);
-            for (slot, bytes) in slices.iter_mut().zip(self.batch.iter()) {
-                *slot = IoSlice::new(bytes);
-            }
-            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+        while let Some(first) = self.batch.front() {
+            // One buffer (small frames coalesce into one): a plain write,
+            // which costs the kernel less than a vectored one.
+            let poll = if self.batch.len() == 1 {
+                Pin::new(&mut self.io).poll_write(cx, first)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.batch.len().min(MAX_IOVECS);
+                for (slot, bytes) in slices.iter_mut().zip(self.batch.iter()) {
+                    *slot = IoSlice::new(bytes);
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            };
+            match poll {
                 Poll::Pending => {
                     self.arm_write_deadline();
                     return progressed;

@@ -20,8 +20,8 @@ use super::WriteCeiling;
 /// Payloads at least this long are sent by reference, never copied.
 pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 
-/// The encoding buffer's first allocation, so that a run of small frames
-/// does not reallocate it at once; it grows as needed.
+/// The encoding buffer's largest first allocation, so that a run of small
+/// frames does not reallocate it at once; it grows as needed.
 const TAIL_FIRST: usize = 4 * 1024;
 
 /// The outgoing byte queue (see the module docs).
@@ -37,6 +37,9 @@ pub(crate) struct Outgoing {
     max: usize,
     /// Charged with `queued`: the bound shared with other connections.
     ceiling: WriteCeiling,
+    /// Bytes the last [`take`](Self::take) took: sizes the encoding
+    /// buffer's next first allocation.
+    last_taken: usize,
 }
 
 impl Outgoing {
@@ -47,6 +50,7 @@ impl Outgoing {
             queued: 0,
             max,
             ceiling,
+            last_taken: TAIL_FIRST,
         }
     }
 
@@ -88,7 +92,7 @@ impl Outgoing {
     fn encode<B: Buffer>(&mut self, msg: &Message<B>, by_reference: Option<&Bytes>) {
         let len = msg.header_len() + by_reference.map_or(msg.payload_len(), |_| 0);
         if self.tail.capacity() == 0 {
-            self.tail.reserve(len.max(TAIL_FIRST));
+            self.tail.reserve(first_allocation(len, self.last_taken));
         } else {
             self.tail.reserve(len);
         }
@@ -124,7 +128,25 @@ impl Outgoing {
         out.append(&mut self.segments);
         let taken = std::mem::take(&mut self.queued);
         self.ceiling.sub(taken);
+        if taken > 0 {
+            self.last_taken = taken;
+        }
         taken
+    }
+}
+
+/// The encoding buffer's first allocation for a frame of `len` bytes when
+/// the last batch was `last_taken` bytes. A connection answering one request
+/// at a time (many connections, one request in flight on each) gets exactly
+/// its frame: the allocator's small, cached size classes instead of a
+/// 4 KiB block per frame, and a buffer frozen whole into `Bytes` without
+/// the shared header a partly filled one needs. Batches of many frames get
+/// room for about twice the last one, up to [`TAIL_FIRST`].
+fn first_allocation(len: usize, last_taken: usize) -> usize {
+    if last_taken <= len {
+        len
+    } else {
+        len.max(last_taken.saturating_mul(2).min(TAIL_FIRST))
     }
 }
 
@@ -159,6 +181,33 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].len(), 10 * 16);
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn the_first_allocation_follows_the_last_batch() {
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
+        let mut out = VecDeque::new();
+        let msg = result(3);
+        // One frame at a time: after the first, exactly the frame.
+        q.push(&msg, msg.payload());
+        assert_eq!(q.capacity(), TAIL_FIRST, "no batch yet");
+        q.take(&mut out);
+        q.push(&msg, msg.payload());
+        assert_eq!(q.capacity(), 16, "the frame alone");
+        // Grown by a second frame, then room for twice that batch.
+        q.push(&msg, msg.payload());
+        assert_eq!(q.take(&mut out), 32);
+        q.push(&msg, msg.payload());
+        assert_eq!(q.capacity(), 64);
+        // Large batches: TAIL_FIRST at most.
+        for _ in 0..1000 {
+            q.push(&msg, msg.payload());
+        }
+        q.take(&mut out);
+        q.push(&msg, msg.payload());
+        assert_eq!(q.capacity(), TAIL_FIRST);
+        let wire: usize = out.iter().map(Bytes::len).sum();
+        assert_eq!(wire, 16 * 1004, "1 + 2 + 1001 frames");
     }
 
     #[test]
