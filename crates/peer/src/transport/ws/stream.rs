@@ -12,16 +12,16 @@
 
 use std::{
     fmt, io,
+    ops::Range,
     pin::Pin,
     task::{Context, Poll, ready},
 };
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{
     WsError,
-    framing::{self, Cutter, Reassembler},
+    framing::{self, Piece, Reassembler, Splitter},
     wire::{
         frame::{self, Opcode},
         mask,
@@ -66,8 +66,11 @@ pub struct WsStream<T> {
     role: Role,
     max_message: usize,
     // read side
-    /// Bytes read from the connection, not yet parsed as whole frames.
-    inb: BytesMut,
+    /// Bytes read from the connection: frames before `parsed` are handled,
+    /// the payload in `deliver` is still to be read by the caller.
+    inb: Vec<u8>,
+    parsed: usize,
+    deliver: Range<usize>,
     /// A fragmented data message being put together.
     fragments: Option<Vec<u8>>,
     /// Whether that message is text.
@@ -76,10 +79,15 @@ pub struct WsStream<T> {
     read_error: Option<WsError>,
     read_eof: bool,
     // write side
-    writer: Cutter,
+    writer: Splitter,
+    /// The client's mask key for the message being written, and the
+    /// offset in that message the next byte is at.
+    mask: ([u8; 4], usize),
     /// Frames encoded and not yet written; `out_pos` of them are written.
     out: Vec<u8>,
     out_pos: usize,
+    /// Control frames waiting for the message being written to end.
+    control: Vec<u8>,
     close_sent: bool,
 }
 
@@ -106,15 +114,19 @@ impl<T> WsStream<T> {
             io,
             role,
             max_message,
-            inb: BytesMut::from(read),
+            inb: read.to_vec(),
+            parsed: 0,
+            deliver: 0..0,
             fragments: None,
             fragments_text: false,
             reader: Reassembler::default(),
             read_error: None,
             read_eof: false,
-            writer: Cutter::default(),
+            writer: Splitter::default(),
+            mask: ([0; 4], 0),
             out: Vec::new(),
             out_pos: 0,
+            control: Vec::new(),
             close_sent: false,
         }
     }
@@ -124,19 +136,32 @@ impl<T> WsStream<T> {
         &self.io
     }
 
-    /// Encodes one final frame into the output buffer, masked by a client.
-    fn put_frame(&mut self, opcode: Opcode, payload: &[u8]) {
+    /// Queues a control frame (masked by a client). It goes into the
+    /// output buffer at once unless a data message's bytes are still
+    /// coming, then right after that message: never inside a frame.
+    fn put_control(&mut self, opcode: Opcode, payload: &[u8]) {
         match self.role {
             Role::Server => {
-                frame::put_header(&mut self.out, opcode, payload.len(), None);
-                self.out.extend_from_slice(payload);
+                frame::put_header(&mut self.control, opcode, payload.len(), None);
+                self.control.extend_from_slice(payload);
             }
             Role::Client => {
                 // RFC 6455 10.3: keys a page's script cannot predict.
                 let key: [u8; 4] = rand::random();
-                frame::put_header(&mut self.out, opcode, payload.len(), Some(key));
-                mask::extend_masked(&mut self.out, payload, key);
+                frame::put_header(&mut self.control, opcode, payload.len(), Some(key));
+                mask::extend_masked(&mut self.control, payload, key);
             }
+        }
+        if opcode == Opcode::Close {
+            self.close_sent = true;
+        }
+        self.release_control();
+    }
+
+    /// Moves queued control frames to the output unless inside a message.
+    fn release_control(&mut self) {
+        if !self.control.is_empty() && !self.writer.inside_message() {
+            self.out.append(&mut self.control);
         }
     }
 
@@ -144,21 +169,39 @@ impl<T> WsStream<T> {
         let mut payload = Vec::with_capacity(2 + reason.len());
         payload.extend_from_slice(&code.to_be_bytes());
         payload.extend_from_slice(reason.as_bytes());
-        self.put_frame(Opcode::Close, &payload);
-        self.close_sent = true;
+        self.put_control(Opcode::Close, &payload);
     }
 
-    /// Encodes every whole message the cutter has, then the Close frame
-    /// once a protocol error went out.
-    fn encode_cuts(&mut self) -> io::Result<()> {
-        while let Some(msg) = self.writer.next_message().map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("outgoing gotalk bytes do not parse: {e}"),
-            )
-        })? {
-            self.put_frame(Opcode::Binary, &msg);
-        }
+    /// Frames outgoing gotalk bytes into the output buffer: each message's
+    /// header as soon as its length is known, its bytes as they come; the
+    /// Close frame once a protocol error went out.
+    fn write_gotalk(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let (out, mask, role) = (&mut self.out, &mut self.mask, self.role);
+        self.writer
+            .push(bytes, |piece| match (piece, role) {
+                (Piece::Start(len), Role::Server) => {
+                    frame::put_header(out, Opcode::Binary, len, None);
+                }
+                (Piece::Start(len), Role::Client) => {
+                    // RFC 6455 10.3: keys a page's script cannot predict.
+                    *mask = (rand::random(), 0);
+                    frame::put_header(out, Opcode::Binary, len, Some(mask.0));
+                }
+                (Piece::Data(data), Role::Server) => out.extend_from_slice(data),
+                (Piece::Data(data), Role::Client) => {
+                    let start = out.len();
+                    out.extend_from_slice(data);
+                    mask::apply(&mut out[start..], mask.0, mask.1);
+                    mask.1 += data.len();
+                }
+            })
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("outgoing gotalk bytes do not parse: {e}"),
+                )
+            })?;
+        self.release_control();
         if let Some(code) = self.writer.protocol_error()
             && !self.close_sent
         {
@@ -170,7 +213,7 @@ impl<T> WsStream<T> {
     /// Handles the next whole frame of the input buffer: `Ok(false)` if
     /// there is none yet (room for it is reserved).
     fn next_frame(&mut self) -> Result<bool, WsError> {
-        let Some(h) = frame::parse(&self.inb)? else {
+        let Some(h) = frame::parse(&self.inb[self.parsed..])? else {
             return Ok(false);
         };
         match (self.role, h.mask) {
@@ -189,20 +232,26 @@ impl<T> WsStream<T> {
                 limit: self.max_message,
             });
         }
-        let total = h.len + h.payload_len as usize;
-        if self.inb.len() < total {
-            self.inb.reserve(total - self.inb.len());
+        let (start, end) = (
+            self.parsed + h.len,
+            self.parsed + h.len + h.payload_len as usize,
+        );
+        if self.inb.len() < end {
+            self.inb.reserve(end - self.inb.len());
             return Ok(false);
         }
-        let payload = &mut self.inb[h.len..total];
         if let Some(key) = h.mask {
-            mask::apply(payload, key, 0);
+            mask::apply(&mut self.inb[start..end], key, 0);
         }
-        let payload = &self.inb[h.len..total];
+        self.parsed = end;
+        let payload = &self.inb[start..end];
         let result = match (h.opcode, &mut self.fragments) {
             (Opcode::Binary | Opcode::Text, None) if h.fin => {
-                check_text(h.opcode == Opcode::Text, payload)
-                    .and_then(|()| self.reader.push_message(payload))
+                // The usual case: read straight out of the input buffer.
+                check_text(h.opcode == Opcode::Text, payload)?;
+                self.reader.accept(payload)?;
+                self.deliver = start..end;
+                Ok(())
             }
             (Opcode::Binary | Opcode::Text, None) => {
                 self.fragments = Some(payload.to_vec());
@@ -228,22 +277,21 @@ impl<T> WsStream<T> {
             (Opcode::Ping, _) => {
                 if !self.close_sent {
                     let ping = payload.to_vec();
-                    self.put_frame(Opcode::Pong, &ping);
+                    self.put_control(Opcode::Pong, &ping);
                 }
                 Ok(())
             }
             (Opcode::Pong, _) => Ok(()),
-            (Opcode::Close, _) => self.on_close(total, h.len),
+            (Opcode::Close, _) => self.on_close(start, end),
         };
-        self.inb.advance(total);
         result.map(|()| true)
     }
 
     /// The peer's Close: answered (echoing its code) unless ours went out
     /// first, then the end of the stream; a gotalk code is an error.
-    fn on_close(&mut self, total: usize, header: usize) -> Result<(), WsError> {
+    fn on_close(&mut self, start: usize, end: usize) -> Result<(), WsError> {
         self.read_eof = true;
-        let payload = &self.inb[header..total];
+        let payload = &self.inb[start..end];
         let (code, reason) = match payload {
             [] => (None, String::new()),
             [_] => return Err(WsError::Protocol("close frame of one byte".into())),
@@ -256,10 +304,7 @@ impl<T> WsStream<T> {
         if !self.close_sent {
             match code {
                 Some(code) => self.put_close(code, ""),
-                None => {
-                    self.put_frame(Opcode::Close, &[]);
-                    self.close_sent = true;
-                }
+                None => self.put_control(Opcode::Close, &[]),
             }
         }
         match code.and_then(framing::protocol_error_of_close) {
@@ -310,11 +355,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<T> {
         let this = self.get_mut();
         let mut copied = false;
         loop {
+            // A fragmented message put together, then the payload of the
+            // last frame: whatever is ready is read before the next frame.
             let ready = this.reader.buffered();
             if !ready.is_empty() {
                 let n = ready.len().min(buf.remaining());
                 buf.put_slice(&ready[..n]);
                 this.reader.consume(n);
+                copied = true;
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if !this.deliver.is_empty() {
+                let n = this.deliver.len().min(buf.remaining());
+                let from = this.deliver.start;
+                buf.put_slice(&this.inb[from..from + n]);
+                this.deliver.start += n;
                 copied = true;
                 if buf.remaining() == 0 {
                     return Poll::Ready(Ok(()));
@@ -347,6 +404,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<T> {
                 // Pongs: a failed write shows up on the write side.
                 let _ = this.poll_write_out(cx);
             }
+            // Everything parsed is delivered: drop it, keep a partial frame.
+            if this.parsed > 0 {
+                this.inb.drain(..this.parsed);
+                this.parsed = 0;
+                this.deliver = 0..0;
+            }
             if this.inb.capacity() - this.inb.len() < READ_CHUNK {
                 this.inb.reserve(READ_CHUNK);
             }
@@ -354,7 +417,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<T> {
                 Poll::Pending => {
                     if this.inb.is_empty() {
                         // Idle: hold no buffer.
-                        this.inb = BytesMut::new();
+                        this.inb = Vec::new();
                     }
                     return Poll::Pending;
                 }
@@ -398,10 +461,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<T> {
         }
         let mut n = 0;
         for buf in bufs {
-            this.writer.push(buf);
+            this.write_gotalk(buf)?;
             n += buf.len();
         }
-        this.encode_cuts()?;
         if this.pending_out() >= WRITE_HIGH_WATER {
             // Start on a large batch now; a waker is registered if busy.
             let _ = this.poll_write_out(cx)?;
