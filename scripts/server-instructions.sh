@@ -9,6 +9,8 @@
 # N1 and then N2 requests (64 in flight, 32 B) with `CLIENT bench --threads 1`
 # (CLIENT defaults to GOTALK), and prints (total(N2) - total(N1)) / (N2 - N1):
 # start-up and shut-down cancel out. Loopback only; stops by itself.
+# WS=1 sends the requests over WebSocket instead (`serve --ws`, the client
+# on ws://…/gotalk/).
 set -uo pipefail
 n1=$1 n2=$2 bin=$3
 shift 3
@@ -18,16 +20,24 @@ total() {
   shift
   local port=$((20000 + RANDOM % 10000)) out
   out=$(mktemp)
-  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" serve --threads 1 \
-    --addr "127.0.0.1:$port" "$@" >/dev/null 2>"$out" &
+  local target="127.0.0.1:$port" ws=() ready=$port
+  if [ "${WS:-0}" = 1 ]; then
+    ws=(--ws "127.0.0.1:$((port + 1))")
+    target="ws://127.0.0.1:$((port + 1))/gotalk/"
+    ready=$((port + 1))
+  fi
+  # The server re-executes itself to set this, which valgrind cannot follow.
+  GLIBC_TUNABLES=glibc.malloc.tcache_count=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" serve --threads 1 \
+    --addr "127.0.0.1:$port" "${ws[@]}" "$@" >/dev/null 2>"$out" &
   local pid=$!
-  for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  "$client" bench --threads 1 -c 64 --size 32 -n "$n" "127.0.0.1:$port" >/dev/null 2>&1
+  for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$ready") 2>/dev/null && break; sleep 0.1; done
+  "$client" bench --threads 1 -c 64 --size 32 -n "$n" "$target" >/dev/null 2>&1
   kill -INT "$pid"
   wait "$pid"
   grep -oP 'Collected : \K[0-9]+' "$out"
   rm -f "$out"
 }
+[ "${WS:-0}" = 1 ] && ws_label="(ws) "
 a=$(total "$n1" "$@")
 b=$(total "$n2" "$@")
-echo "$bin serve $*: $(( (b - a) / (n2 - n1) )) instructions per request"
+echo "$bin serve ${ws_label:-}$*: $(( (b - a) / (n2 - n1) )) instructions per request"

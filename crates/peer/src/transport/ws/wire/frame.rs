@@ -59,18 +59,26 @@ pub(crate) struct Header {
 /// Longest payload of a control frame.
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
+/// A header that breaks RFC 6455 (or asks for an extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BadHeader(&'static str);
+
+impl From<BadHeader> for WsError {
+    fn from(bad: BadHeader) -> Self {
+        WsError::Protocol(bad.0.into())
+    }
+}
+
 /// The header at the start of `buf`: `Ok(None)` until all of it is there.
-pub(crate) fn parse(buf: &[u8]) -> Result<Option<Header>, WsError> {
+#[inline]
+pub(crate) fn parse(buf: &[u8]) -> Result<Option<Header>, BadHeader> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
     if b0 & 0x70 != 0 {
-        return Err(WsError::Protocol(
-            "reserved bits set in a frame header".into(),
-        ));
+        return Err(BadHeader("reserved bits set in a frame header"));
     }
-    let opcode = Opcode::from_bits(b0 & 0x0f)
-        .ok_or_else(|| WsError::Protocol(format!("unknown opcode {}", b0 & 0x0f)))?;
+    let opcode = Opcode::from_bits(b0 & 0x0f).ok_or(BadHeader("unknown opcode"))?;
     let fin = b0 & 0x80 != 0;
     let masked = b1 & 0x80 != 0;
     let (payload_len, mut len) = match b1 & 0x7f {
@@ -86,15 +94,15 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Header>, WsError> {
             };
             let n = u64::from_be_bytes(b.try_into().expect("8 bytes"));
             if n >> 63 != 0 {
-                return Err(WsError::Protocol("frame length has its top bit set".into()));
+                return Err(BadHeader("frame length has its top bit set"));
             }
             (n, 10)
         }
         n => (u64::from(n), 2),
     };
     if opcode.is_control() && (!fin || payload_len > MAX_CONTROL_PAYLOAD) {
-        return Err(WsError::Protocol(
-            "control frame fragmented or longer than 125 bytes".into(),
+        return Err(BadHeader(
+            "control frame fragmented or longer than 125 bytes",
         ));
     }
     let mask = if masked {
@@ -115,22 +123,29 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Header>, WsError> {
     }))
 }
 
-/// Appends the header of a final (unfragmented) frame.
+/// Appends the header of a final (unfragmented) frame, in one copy.
+#[inline]
 pub(crate) fn put_header(out: &mut Vec<u8>, opcode: Opcode, len: usize, mask: Option<[u8; 4]>) {
+    let mut h = [0u8; 14];
+    h[0] = 0x80 | opcode.bits();
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    out.push(0x80 | opcode.bits());
-    if len < 126 {
-        out.push(mask_bit | len as u8);
-    } else if let Ok(n) = u16::try_from(len) {
-        out.push(mask_bit | 126);
-        out.extend_from_slice(&n.to_be_bytes());
+    let mut n = if len < 126 {
+        h[1] = mask_bit | len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        h[1] = mask_bit | 126;
+        h[2..4].copy_from_slice(&short.to_be_bytes());
+        4
     } else {
-        out.push(mask_bit | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+        h[1] = mask_bit | 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
     if let Some(key) = mask {
-        out.extend_from_slice(&key);
+        h[n..n + 4].copy_from_slice(&key);
+        n += 4;
     }
+    out.extend_from_slice(&h[..n]);
 }
 
 #[cfg(test)]
@@ -188,8 +203,9 @@ mod tests {
             &[0x88, 0x7e, 0x00, 0x7e],                // close of 126 bytes
             &[0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0], // 64-bit length, top bit
         ] {
+            let err = parse(bytes).unwrap_err();
             assert!(
-                matches!(parse(bytes), Err(WsError::Protocol(_))),
+                matches!(WsError::from(err), WsError::Protocol(_)),
                 "{bytes:x?}"
             );
         }

@@ -15,7 +15,15 @@ pub(crate) fn apply(data: &mut [u8], key: [u8; 4], offset: usize) {
         word.copy_from_slice(&masked.to_ne_bytes());
     }
     // 8 is a multiple of 4: the tail starts on key[0] again.
-    for (byte, k) in words.into_remainder().iter_mut().zip(key.iter().cycle()) {
+    let tail = words.into_remainder();
+    let tail = match tail.split_first_chunk_mut::<4>() {
+        Some((word, rest)) => {
+            *word = (u32::from_ne_bytes(*word) ^ u32::from_ne_bytes(key)).to_ne_bytes();
+            rest
+        }
+        None => tail,
+    };
+    for (byte, k) in tail.iter_mut().zip(key) {
         *byte ^= k;
     }
 }
