@@ -6,8 +6,10 @@
 //! message and its payload, when not empty, is the next message. Reading
 //! accepts binary and text messages and any split of the byte stream, but a
 //! message that must be one payload and has the wrong length is an invalid
-//! message (ProtocolError 2), never read into the next frame. See [`WsIo`]
-//! and `docs/websocket.md`.
+//! message (ProtocolError 2), never read into the next frame. See
+//! [`WsStream`] (what the client and server of this module run on: the
+//! WebSocket frames read and written by this crate) and `docs/websocket.md`;
+//! [`WsIo`] maps the same over a WebSocket library's messages.
 //!
 //! - [`WsListener`]: an HTTP server that upgrades requests at a mount path
 //!   (default `/gotalk/`) and serves [`GOTALK_JS`] at any path under it

@@ -36,7 +36,7 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// Output buffer capacity kept once everything is written: more is freed,
 /// so an idle connection holds little.
-const KEEP_OUT: usize = 4 * 1024;
+const KEEP_OUT: usize = 1024;
 
 /// Which end of the connection this is: a client masks what it sends and
 /// expects unmasked frames, a server the other way round.
