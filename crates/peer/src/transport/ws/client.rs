@@ -1,10 +1,16 @@
 //! The WebSocket client: `ws://` and `wss://` URLs to a [`Peer`].
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt, io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
 
 use axum::http::{HeaderValue, Uri, header};
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
     time::timeout,
 };
@@ -13,7 +19,7 @@ use tokio_tungstenite::{
     tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig},
 };
 
-use super::{WsIo, server::CAPS_QUERY_PARAM};
+use super::{WsStream, server::CAPS_QUERY_PARAM, stream::Role};
 use crate::{BoxedIo, Config, ConnectError, Handlers, Peer};
 
 /// Wraps a client connection's byte stream before its gotalk handshake (see
@@ -79,7 +85,7 @@ impl fmt::Debug for WsClientConfig {
 
 impl WsClientConfig {
     /// Sets [`wrap_io`](Self::wrap_io): `f` gets the connection's byte
-    /// stream (the [`WsIo`] over the upgraded WebSocket, boxed) and returns
+    /// stream (the [`WsStream`] over the upgraded WebSocket, boxed) and returns
     /// the stream the gotalk handshake and every later frame go through.
     /// What it reads and writes are exactly the gotalk bytes, starting with
     /// the version `01`.
@@ -200,6 +206,7 @@ pub async fn connect_with(
         target.host,
         target.port
     ));
+    let max_message = limit;
     let limit = ws.connect_timeout;
     let tcp = async {
         let tcp = TcpStream::connect((target.host.as_str(), target.port))
@@ -223,7 +230,7 @@ pub async fn connect_with(
             let stream = timeout(limit, setup)
                 .await
                 .map_err(|_| ConnectError::Timeout(limit))??;
-            return handshake(stream, ws, handlers, config, remote).await;
+            return handshake(stream, max_message, ws, handlers, config, remote).await;
         }
         #[cfg(not(feature = "tls"))]
         return Err(ConnectError::TlsNotEnabled);
@@ -232,15 +239,14 @@ pub async fn connect_with(
     let stream = timeout(limit, setup)
         .await
         .map_err(|_| ConnectError::Timeout(limit))??;
-    handshake(stream, ws, handlers, config, remote).await
+    handshake(stream, max_message, ws, handlers, config, remote).await
 }
-
-type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
 
 /// The gotalk handshake over an upgraded `stream`, through
 /// [`WsClientConfig::wrap_io`] when set.
 async fn handshake<S>(
-    stream: Ws<S>,
+    stream: Upgraded<S>,
+    max_message: usize,
     ws: &WsClientConfig,
     handlers: Handlers,
     config: Config,
@@ -249,7 +255,7 @@ async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let io = WsIo::new(stream);
+    let io = WsStream::new(stream.io, Role::Client, &stream.read, max_message);
     // Box only when asked to: the default path stays monomorphic.
     let peer = match &ws.wrap_io {
         Some(wrap) => {
@@ -261,16 +267,41 @@ where
     Ok(peer?)
 }
 
+/// A connection after the upgrade: the stream, and what was read past the
+/// server's response.
+struct Upgraded<S> {
+    io: S,
+    read: Vec<u8>,
+}
+
+/// The WebSocket upgrade, by tungstenite's client handshake; the frames
+/// are then [`WsStream`]'s, so the bytes the handshake read past the
+/// response (frames the server sent right after it) are taken back from a
+/// record of everything it read.
 async fn upgrade<S>(
     request: tungstenite::handshake::client::Request,
     stream: S,
     config: WebSocketConfig,
-) -> Result<Ws<S>, ConnectError>
+) -> Result<Upgraded<S>, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match client_async_with_config(request, stream, Some(config)).await {
-        Ok((ws, _response)) => Ok(ws),
+    let recorded = Recorded {
+        inner: stream,
+        seen: Vec::new(),
+    };
+    match client_async_with_config(request, recorded, Some(config)).await {
+        Ok((ws, _response)) => {
+            let Recorded { inner, seen } = ws.into_inner();
+            Ok(Upgraded {
+                io: inner,
+                read: past_response(&seen)
+                    .ok_or_else(|| {
+                        ConnectError::WebSocket("no end of the upgrade response".into())
+                    })?
+                    .to_vec(),
+            })
+        }
         Err(tungstenite::Error::Http(response)) => Err(ConnectError::Http {
             status: response.status().as_u16(),
             body: response
@@ -281,6 +312,51 @@ where
         }),
         Err(tungstenite::Error::Io(e)) => Err(ConnectError::from_io(e)),
         Err(e) => Err(ConnectError::WebSocket(e.to_string())),
+    }
+}
+
+/// The bytes after the HTTP response head at the start of `seen`.
+fn past_response(seen: &[u8]) -> Option<&[u8]> {
+    let end = seen.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(&seen[end + 4..])
+}
+
+/// A stream that keeps a copy of everything read from it (only used for
+/// the upgrade's few hundred bytes).
+struct Recorded<S> {
+    inner: S,
+    seen: Vec<u8>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let new = &buf.filled()[before..];
+        self.seen.extend_from_slice(new);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

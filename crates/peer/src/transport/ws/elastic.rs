@@ -1,15 +1,16 @@
 //! A byte stream that holds no read buffer while idle, yet reads in large
 //! chunks while busy.
 //!
-//! The WebSocket library reads through a chunk of fixed size that every
-//! connection keeps for its whole life. A server keeps that chunk small
-//! (`SERVER_READ_BUFFER`, 1 KiB: most of its connections are idle), so a
-//! long message took one `read` system call per kilobyte. Under the
-//! library, [`ElasticRead`] turns a small read into one large read into a
+//! hyper reads a connection's HTTP requests through small reads; under
+//! it, [`ElasticRead`] turns a small read into one large read into a
 //! buffer shared by the thread's connections: what the caller did not take
 //! is kept in an allocation of exactly its size, handed out by the next
 //! reads and freed once taken. Idle connections hold nothing; a busy one
-//! holds at most one large read's leftover.
+//! holds at most one large read's leftover. (It was written for the
+//! WebSocket library's 1 KiB read chunk, which made a long message one
+//! `read` system call per kilobyte; after the upgrade
+//! [`WsStream`](super::WsStream) reads in chunks of 8 KiB or more, which
+//! go straight through.)
 
 use std::{
     cell::RefCell,

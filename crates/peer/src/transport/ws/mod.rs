@@ -6,8 +6,10 @@
 //! message and its payload, when not empty, is the next message. Reading
 //! accepts binary and text messages and any split of the byte stream, but a
 //! message that must be one payload and has the wrong length is an invalid
-//! message (ProtocolError 2), never read into the next frame. See [`WsIo`]
-//! and `docs/websocket.md`.
+//! message (ProtocolError 2), never read into the next frame. See
+//! [`WsStream`] (what the client and server of this module run on: the
+//! WebSocket frames read and written by this crate) and `docs/websocket.md`;
+//! [`WsIo`] maps the same over a WebSocket library's messages.
 //!
 //! - [`WsListener`]: an HTTP server that upgrades requests at a mount path
 //!   (default `/gotalk/`) and serves [`GOTALK_JS`] at any path under it
@@ -44,26 +46,18 @@ mod adapters;
 mod client;
 mod elastic;
 
-/// The WebSocket library's read chunk of a client. Its default, 128 KiB,
-/// is zero-filled before every read (even one that finds nothing) and held
-/// by every connection for its whole life: with a thousand subscribers it
-/// was most of a server's heap, and a third of its CPU went to `memset`.
-/// Longer messages take several reads.
+/// The WebSocket library's read chunk during a client's upgrade (frames
+/// are then read by [`WsStream`]). Its default, 128 KiB, is zero-filled
+/// before every read.
 const READ_BUFFER: usize = 8 * 1024;
 
-/// The read chunk of a server's connection: smaller than a client's, since
-/// a server holds one per connection and most of them are idle (at 8 KiB
-/// it was half of what an idle subscribed connection of the hub cost). A
-/// message longer than this is read in several chunks, served from one
-/// large read by [`elastic::ElasticRead`] under the library: alone, the
-/// small chunk made 64 KiB requests about 0.7× as fast
-/// (`docs/benchmarks.md`).
-const SERVER_READ_BUFFER: usize = 1024;
 mod error;
 mod framing;
 mod io;
 mod js;
 mod server;
+mod stream;
+mod wire;
 
 pub use client::{ClientWrapIo, WsClientConfig, connect, connect_with};
 pub use io::{WsError, WsIo, WsMessage};
@@ -71,3 +65,4 @@ pub use js::{GOTALK_JS, etag as gotalk_js_etag};
 pub use server::{
     CAPS_QUERY_PARAM, OriginPolicy, RemoteCapabilities, WsConfig, WsConnecting, WsListener, router,
 };
+pub use stream::WsStream;

@@ -12,10 +12,7 @@ use std::{fmt, io, net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Router,
     body::Body,
-    extract::{
-        ConnectInfo, FromRequestParts, Request,
-        ws::{WebSocket, WebSocketUpgrade},
-    },
+    extract::{ConnectInfo, FromRequestParts, Request, ws::WebSocketUpgrade},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::any,
@@ -23,15 +20,16 @@ use axum::{
 };
 use bytes::Bytes;
 use gotalk_proto::MAX_HEADER_LEN;
+use hyper_util::rt::TokioIo;
 use tokio::{
     net::ToSocketAddrs,
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 
-use super::{WsIo, js};
+use super::{WsStream, js, stream::Role};
 use crate::{
-    Config, ConnectionInfo, LocalAddr, Rejection, WebSocketInfo,
+    BoxedIo, Config, ConnectionInfo, LocalAddr, Rejection, WebSocketInfo,
     transport::{Connecting, Listener},
 };
 
@@ -573,6 +571,12 @@ impl Endpoint {
             return response;
         }
         let (mut parts, _body) = req.into_parts();
+        // axum checks the request and answers what is wrong with it; the
+        // upgraded connection is then ours, framed by `WsStream`.
+        let on_upgrade = parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned();
+        let accept_key = parts.headers.get(header::SEC_WEBSOCKET_KEY).map(|key| {
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes())
+        });
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(u) => u,
             Err(rejection) => {
@@ -632,13 +636,29 @@ impl Endpoint {
             return text_response(StatusCode::SERVICE_UNAVAILABLE, "server not accepting\n");
         }
         match verdict_rx.await {
-            Ok(Verdict::Accept { limit, socket }) => upgrade
-                .read_buffer_size(super::SERVER_READ_BUFFER)
-                .max_message_size(limit)
-                .max_frame_size(limit)
-                .on_upgrade(move |ws| async move {
-                    let _ = socket.send(ws);
-                }),
+            Ok(Verdict::Accept { limit, socket }) => {
+                drop(upgrade);
+                let (Some(on_upgrade), Some(accept_key)) = (on_upgrade, accept_key) else {
+                    // axum's checks passed, so both are there.
+                    return text_response(StatusCode::BAD_REQUEST, "not a websocket upgrade\n");
+                };
+                tokio::spawn(async move {
+                    match on_upgrade.await {
+                        Ok(upgraded) => {
+                            let io: BoxedIo = Box::new(TokioIo::new(upgraded));
+                            let _ = socket.send(WsStream::new(io, Role::Server, &[], limit));
+                        }
+                        Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                    }
+                });
+                Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header(header::CONNECTION, "upgrade")
+                    .header(header::UPGRADE, "websocket")
+                    .header(header::SEC_WEBSOCKET_ACCEPT, accept_key)
+                    .body(Body::empty())
+                    .expect("static response")
+            }
             Ok(Verdict::Refuse(rejection)) => {
                 let status =
                     StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::FORBIDDEN);
@@ -722,7 +742,7 @@ enum Verdict {
     /// Upgrade with this message size limit, and hand over the socket.
     Accept {
         limit: usize,
-        socket: oneshot::Sender<WebSocket>,
+        socket: oneshot::Sender<WsStream<BoxedIo>>,
     },
     /// Answer with the rejection's status and reason.
     Refuse(Rejection),
@@ -747,7 +767,7 @@ impl fmt::Debug for WsConnecting {
 }
 
 impl Connecting for WsConnecting {
-    type Io = WsIo<WebSocket>;
+    type Io = WsStream<BoxedIo>;
 
     fn info(&self) -> ConnectionInfo {
         self.info.clone()
@@ -758,7 +778,7 @@ impl Connecting for WsConnecting {
         self.remote.apply(config, query);
     }
 
-    async fn establish(self, config: &Config) -> io::Result<WsIo<WebSocket>> {
+    async fn establish(self, config: &Config) -> io::Result<WsStream<BoxedIo>> {
         let limit = self
             .max_message_size
             .unwrap_or(config.max_payload as usize + MAX_HEADER_LEN);
@@ -775,7 +795,7 @@ impl Connecting for WsConnecting {
         }
         let wait = config.handshake_timeout;
         match tokio::time::timeout(wait, socket_rx).await {
-            Ok(Ok(socket)) => Ok(WsIo::new(socket)),
+            Ok(Ok(socket)) => Ok(socket),
             Ok(Err(_)) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "websocket upgrade failed",

@@ -18,6 +18,7 @@
 
 mod cut;
 mod reassemble;
+mod split;
 
 #[cfg(test)]
 mod proptests;
@@ -26,6 +27,7 @@ use gotalk_proto::{DecodeLimits, ProtocolErrorCode};
 
 pub(crate) use cut::Cutter;
 pub(crate) use reassemble::Reassembler;
+pub(crate) use split::{Piece, Splitter};
 
 /// Limits used to find frame boundaries: payload size is the driver's
 /// business, so nothing is refused here for being large.

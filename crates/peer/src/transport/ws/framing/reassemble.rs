@@ -67,6 +67,16 @@ impl Reassembler {
     /// On error none of the message is added and the stream cannot go on:
     /// its bytes no longer line up with frames.
     pub(crate) fn push_message(&mut self, data: &[u8]) -> Result<(), WsError> {
+        self.accept(data)?;
+        self.out.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Checks one binary or text message and follows the frames in it,
+    /// like [`push_message`](Self::push_message) but without taking its
+    /// bytes: the caller delivers them itself, right after whatever
+    /// [`buffered`](Self::buffered) still holds.
+    pub(crate) fn accept(&mut self, data: &[u8]) -> Result<(), WsError> {
         if let Some(declared) = self.expect_payload.take() {
             if data.len() != declared as usize {
                 return Err(WsError::PayloadSizeMismatch {
@@ -74,7 +84,6 @@ impl Reassembler {
                     received: data.len(),
                 });
             }
-            self.out.extend_from_slice(data);
             return Ok(());
         }
         let at_boundary = self.scan == Scan::Header && self.partial.is_empty();
@@ -132,7 +141,6 @@ impl Reassembler {
                 }
             }
         }
-        self.out.extend_from_slice(data);
         Ok(())
     }
 }
