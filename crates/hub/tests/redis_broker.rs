@@ -614,28 +614,27 @@ async fn start_without_redis_fails_fast_then_connects() {
     assert_eq!(received[0].1.offset, position.offset);
 }
 
+/// How many connections Redis has subscribed to the hub's channel `channel`.
+async fn pubsub_subscribers(raw: &redis::aio::MultiplexedConnection, channel: &str) -> u64 {
+    let reply: (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("gotalk-hub:pub:{channel}"))
+        .query_async(&mut raw.clone())
+        .await
+        .unwrap();
+    reply.1
+}
+
 /// Dropping the broker closes its pub/sub connection (its task stopped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_broker_stops_its_task() {
     let (redis, mut nodes) = cluster!("dropping_the_broker_stops_its_task", 1);
     nodes[0].broker.subscribe("c").await.unwrap();
-    let mut raw = raw(&redis).await;
-    let subscribers = |raw: &mut redis::aio::MultiplexedConnection| {
-        let mut raw = raw.clone();
-        async move {
-            let reply: (String, u64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg("gotalk-hub:pub:c")
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-            reply.1
-        }
-    };
-    assert_eq!(subscribers(&mut raw).await, 1);
+    let raw = raw(&redis).await;
+    assert_eq!(pubsub_subscribers(&raw, "c").await, 1);
     drop(nodes.pop());
     let deadline = Instant::now() + WAIT;
-    while subscribers(&mut raw).await != 0 {
+    while pubsub_subscribers(&raw, "c").await != 0 {
         assert!(
             Instant::now() < deadline,
             "the pub/sub connection stayed open"
@@ -708,23 +707,11 @@ async fn own_thread_hands_deliveries_to_the_callers_runtime_and_stops_with_the_b
         .unwrap();
     assert_eq!(name, worker, "delivered on the test runtime's worker");
 
-    let mut raw = raw(&redis).await;
-    let subscribers = |raw: &mut redis::aio::MultiplexedConnection| {
-        let mut raw = raw.clone();
-        async move {
-            let reply: (String, u64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg("gotalk-hub:pub:c")
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-            reply.1
-        }
-    };
-    assert_eq!(subscribers(&mut raw).await, 1);
+    let raw = raw(&redis).await;
+    assert_eq!(pubsub_subscribers(&raw, "c").await, 1);
     drop(broker);
     let deadline = Instant::now() + WAIT;
-    while subscribers(&mut raw).await != 0 {
+    while pubsub_subscribers(&raw, "c").await != 0 {
         assert!(
             Instant::now() < deadline,
             "the pub/sub connection stayed open"

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use gotalk_peer::{
-    Config, HandlerError, Handlers, Server,
+    Config, HandlerError, Handlers, Server, ServerHandle,
     ws::{self, WsConfig, WsListener},
 };
 use tokio::{
@@ -37,6 +37,14 @@ fn echo() -> Handlers {
         "echo",
         |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
     )
+}
+
+/// Our WebSocket server with [`echo`], on an ephemeral loopback port.
+async fn echo_server() -> ServerHandle {
+    let listener = WsListener::bind("127.0.0.1:0", WsConfig::default())
+        .await
+        .unwrap();
+    Server::new(listener, echo(), Config::default()).spawn()
 }
 
 fn bin(s: &str) -> M {
@@ -117,10 +125,7 @@ async fn client_reads_frames_sent_with_the_upgrade_response() {
 /// is answered; the answer comes as whole messages.
 #[tokio::test]
 async fn fragments_and_pings_between_them() {
-    let listener = WsListener::bind("127.0.0.1:0", WsConfig::default())
-        .await
-        .unwrap();
-    let server = Server::new(listener, echo(), Config::default()).spawn();
+    let server = echo_server().await;
     let addr = server.local_addr().socket_addr().unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut ws, _) = client_async(format!("ws://{addr}/gotalk/"), tcp)
@@ -167,10 +172,7 @@ async fn fragments_and_pings_between_them() {
 /// reads and writes of many chunks), over our client and server.
 #[tokio::test]
 async fn large_payloads_round_trip() {
-    let listener = WsListener::bind("127.0.0.1:0", WsConfig::default())
-        .await
-        .unwrap();
-    let server = Server::new(listener, echo(), Config::default()).spawn();
+    let server = echo_server().await;
     let url = server.local_addr().to_string();
     let peer = ws::connect(&url, Handlers::new(), Config::default())
         .await
@@ -191,10 +193,7 @@ async fn large_payloads_round_trip() {
 /// connection instead of reading it.
 #[tokio::test]
 async fn unmasked_client_frames_end_the_connection() {
-    let listener = WsListener::bind("127.0.0.1:0", WsConfig::default())
-        .await
-        .unwrap();
-    let server = Server::new(listener, echo(), Config::default()).spawn();
+    let server = echo_server().await;
     let addr = server.local_addr().socket_addr().unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (ws, _) = client_async(format!("ws://{addr}/gotalk/"), tcp)

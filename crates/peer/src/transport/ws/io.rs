@@ -158,11 +158,7 @@ where
         let mut copied = false;
         let mut budget = MESSAGE_BUDGET;
         loop {
-            let ready = this.reader.buffered();
-            if !ready.is_empty() {
-                let n = ready.len().min(buf.remaining());
-                buf.put_slice(&ready[..n]);
-                this.reader.consume(n);
+            if this.reader.read_into(buf) > 0 {
                 copied = true;
                 if buf.remaining() == 0 {
                     return Poll::Ready(Ok(()));
@@ -319,6 +315,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::ws::framing::fixture::{CUTS, WIRE};
     use futures::{SinkExt, StreamExt};
     use gotalk_proto::ProtocolErrorCode;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
@@ -376,22 +373,14 @@ mod tests {
     #[tokio::test]
     async fn writes_version_headers_and_payloads_as_separate_messages() {
         let (mut io, mut client) = pair(None).await;
-        let wire = b"01r0001004echo00000005hellon003abc00000000h000000000001R000200000003abc";
+        let wire = WIRE;
         // Awkward splits: single bytes, then the rest in one go.
         for chunk in wire[..20].chunks(1) {
             io.write_all(chunk).await.unwrap();
         }
         io.write_all(&wire[20..]).await.unwrap();
         io.flush().await.unwrap();
-        for expect in [
-            "01",
-            "r0001004echo00000005",
-            "hello",
-            "n003abc00000000",
-            "h000000000001",
-            "R000200000003",
-            "abc",
-        ] {
+        for expect in CUTS {
             assert_eq!(next_data(&mut client).await, bin(expect));
         }
     }

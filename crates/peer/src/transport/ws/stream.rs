@@ -357,11 +357,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<T> {
         loop {
             // A fragmented message put together, then the payload of the
             // last frame: whatever is ready is read before the next frame.
-            let ready = this.reader.buffered();
-            if !ready.is_empty() {
-                let n = ready.len().min(buf.remaining());
-                buf.put_slice(&ready[..n]);
-                this.reader.consume(n);
+            if this.reader.read_into(buf) > 0 {
                 copied = true;
                 if buf.remaining() == 0 {
                     return Poll::Ready(Ok(()));

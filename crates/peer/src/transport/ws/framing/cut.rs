@@ -109,16 +109,7 @@ mod tests {
         out
     }
 
-    const WIRE: &[u8] = b"01r0001004echo00000005hellon003abc00000000h000000000001R000200000003abc";
-    const CUTS: [&str; 7] = [
-        "01",
-        "r0001004echo00000005",
-        "hello",
-        "n003abc00000000",
-        "h000000000001",
-        "R000200000003",
-        "abc",
-    ];
+    use crate::transport::ws::framing::fixture::{CUTS, WIRE};
 
     #[test]
     fn version_headers_and_payloads_are_separate_messages() {

@@ -23,6 +23,23 @@ mod split;
 #[cfg(test)]
 mod proptests;
 
+/// A stream of every kind of gotalk frame, and the WebSocket messages it is
+/// cut into, for the tests of both directions.
+#[cfg(test)]
+pub(crate) mod fixture {
+    pub(crate) const WIRE: &[u8] =
+        b"01r0001004echo00000005hellon003abc00000000h000000000001R000200000003abc";
+    pub(crate) const CUTS: [&str; 7] = [
+        "01",
+        "r0001004echo00000005",
+        "hello",
+        "n003abc00000000",
+        "h000000000001",
+        "R000200000003",
+        "abc",
+    ];
+}
+
 use gotalk_proto::{DecodeLimits, ProtocolErrorCode};
 
 pub(crate) use cut::Cutter;

@@ -57,9 +57,13 @@ impl Reassembler {
         &self.out
     }
 
-    /// Drops the first `n` bytes of [`buffered`](Self::buffered).
-    pub(crate) fn consume(&mut self, n: usize) {
+    /// Moves as much of [`buffered`](Self::buffered) as fits into `buf`:
+    /// how many bytes it moved.
+    pub(crate) fn read_into(&mut self, buf: &mut tokio::io::ReadBuf<'_>) -> usize {
+        let n = self.out.len().min(buf.remaining());
+        buf.put_slice(&self.out[..n]);
         self.out.advance(n);
+        n
     }
 
     /// Takes in one binary or text message from the peer.
@@ -267,10 +271,14 @@ mod tests {
     }
 
     #[test]
-    fn consume_drops_what_was_read() {
+    fn read_into_moves_what_fits_and_drops_it() {
         let mut r = Reassembler::default();
         r.push_message(b"01h0000").unwrap();
-        r.consume(2);
+        let mut two = [0u8; 2];
+        let mut buf = tokio::io::ReadBuf::new(&mut two);
+        assert_eq!(r.read_into(&mut buf), 2);
+        assert_eq!(buf.filled(), b"01");
+        assert_eq!(r.read_into(&mut buf), 0, "a full buffer takes nothing");
         r.push_message(b"00000000").unwrap();
         assert_eq!(r.buffered(), b"h000000000000");
     }
