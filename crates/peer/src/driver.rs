@@ -198,6 +198,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     self.closed(reason);
                 }
             }
+            if !had_input {
+                // The input read so far is all dispatched.
+                self.dispatch.end_round();
+            }
             let wrote = self.poll_write(cx);
             if let Some((_, flush_until)) = &self.closing {
                 let flushed = self.batch.is_empty() && !self.core_has_transmit && !self.needs_flush;

@@ -105,17 +105,40 @@ impl RequestHandler {
     pub(crate) fn call_buffer(self, ctx: Context, payload: Bytes) -> HandlerCall<Bytes> {
         match self {
             Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
-            other => other.call_buffer_other(ctx, payload),
+            other => other.call_buffer_other(ctx, payload, None),
         }
     }
 
-    fn call_buffer_other(self, ctx: Context, payload: Bytes) -> HandlerCall<Bytes> {
+    /// [`call_buffer`](Self::call_buffer) for a request of the dispatch
+    /// round `meters` times: a metered call's clock starts with the round's.
+    #[inline]
+    pub(crate) fn call_buffer_in(
+        self,
+        ctx: Context,
+        payload: Bytes,
+        meters: &mut InlineMeters,
+    ) -> HandlerCall<Bytes> {
+        match self {
+            Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
+            other => other.call_buffer_other(ctx, payload, Some(meters)),
+        }
+    }
+
+    fn call_buffer_other(
+        self,
+        ctx: Context,
+        payload: Bytes,
+        _meters: Option<&mut InlineMeters>,
+    ) -> HandlerCall<Bytes> {
         match self {
             Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
             Self::Layered(route) => HandlerCall::new(route.call_buffer(ctx, payload)),
             #[cfg(feature = "metrics")]
             Self::Metered(metered) => {
-                let meter = crate::middleware::Meter::start();
+                let meter = match _meters {
+                    Some(meters) => crate::middleware::Meter::since(meters.round_start()),
+                    None => crate::middleware::Meter::start(),
+                };
                 // The inner handler by reference: no reference count per call.
                 let call = match metered.inner() {
                     Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
@@ -213,6 +236,67 @@ impl CallMeter {
         #[cfg(feature = "metrics")]
         if let Some(meter) = self.0 {
             meter.record(_result);
+        }
+    }
+}
+
+/// Inline calls after which a dispatch round ends early (see
+/// [`InlineMeters`]).
+#[cfg(feature = "metrics")]
+const ROUND_MAX: usize = 64;
+
+/// The clock of one dispatch round (the requests of the input read so
+/// far, dispatched one after another until it is used up: their answers go
+/// out together) for metered calls: started at the round's first metered
+/// call and read once more when the round ends, for every call that
+/// completed inline in it. A request's latency then runs from when its
+/// round began dispatching to when the round's inline answers were all
+/// ready, and a round costs two clock readings however many requests it
+/// holds, where a reading per call start and end cost two per request (a
+/// TSC read is 24 ns on the machine of `docs/benchmarks.md`). A round ends
+/// early after [`ROUND_MAX`] inline calls, so input that never runs out
+/// holds no more than that. Calls that do not complete inline read the
+/// clock when they end.
+#[derive(Default)]
+pub(crate) struct InlineMeters {
+    #[cfg(feature = "metrics")]
+    start: Option<crate::middleware::Ticks>,
+    #[cfg(feature = "metrics")]
+    done: Vec<(crate::middleware::RunningMeter, crate::middleware::Outcome)>,
+}
+
+impl InlineMeters {
+    /// When this round's first metered call started.
+    #[cfg(feature = "metrics")]
+    fn round_start(&mut self) -> crate::middleware::Ticks {
+        *self.start.get_or_insert_with(crate::middleware::Ticks::now)
+    }
+
+    /// A call that completed inline in this round, recorded at its end.
+    #[inline(always)]
+    pub(crate) fn completed<T>(&mut self, _meter: CallMeter, _result: &Result<T, HandlerError>) {
+        #[cfg(feature = "metrics")]
+        if let Some(meter) = _meter.0 {
+            self.done
+                .push((meter, crate::middleware::Outcome::of(_result)));
+            if self.done.len() >= ROUND_MAX {
+                self.end_round();
+            }
+        }
+    }
+
+    /// Ends the round: its inline calls are recorded as ended now.
+    #[inline]
+    pub(crate) fn end_round(&mut self) {
+        #[cfg(feature = "metrics")]
+        {
+            self.start = None;
+            if !self.done.is_empty() {
+                let end = crate::middleware::Ticks::now();
+                for (meter, outcome) in self.done.drain(..) {
+                    meter.record_at(end, outcome);
+                }
+            }
         }
     }
 }

@@ -693,6 +693,11 @@ async fn metrics_are_recorded() {
         .buffer("m-retry", |_ctx, _p: Bytes| async move {
             Err::<Bytes, _>(HandlerError::retry(Duration::from_millis(1), "busy"))
         })
+        // Waits: spawned, and timed to its end.
+        .buffer("m-slow", |_ctx, p: Bytes| async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok::<_, HandlerError>(p)
+        })
         .stream("m-stream", |_ctx, _parts, _out| async move {
             Ok::<_, HandlerError>(())
         })
@@ -722,6 +727,7 @@ async fn metrics_are_recorded() {
     c.request("m-outer", "").await.unwrap_err();
     c.request("m-twice", "").await.unwrap();
     c.request("m-fail", "").await.unwrap_err();
+    c.request("m-slow", "").await.unwrap();
     let once = gotalk_peer::RequestOptions {
         max_attempts: Some(1),
         ..Default::default()
@@ -754,12 +760,19 @@ async fn metrics_are_recorded() {
     assert_eq!(requests("m-inner", "error") + requests("m-inner", "ok"), 0);
     assert_eq!(requests("m-outer", "error"), 1);
     assert_eq!(requests("m-twice", "ok"), 2);
-    assert_eq!(
-        after
-            .histogram("gotalk_request_duration_seconds", &[("operation", "m-ok")])
-            .len(),
-        3
+    // Inline answers: timed from their dispatch round's start to its end.
+    let inline = after.histogram("gotalk_request_duration_seconds", &[("operation", "m-ok")]);
+    assert_eq!(inline.len(), 3);
+    assert!(
+        inline.iter().all(|&s| (0.0..1.0).contains(&s)),
+        "{inline:?}"
     );
+    let slow = after.histogram(
+        "gotalk_request_duration_seconds",
+        &[("operation", "m-slow")],
+    );
+    assert_eq!(slow.len(), 1);
+    assert!((0.03..5.0).contains(&slow[0]), "{slow:?}");
     let grew = |name: &str, labels: &[(&str, &str)]| after.counter(name, labels);
     assert!(grew("gotalk_requests_total", &[("outcome", "unknown")]) >= 1);
     assert!(grew("gotalk_stream_requests_total", &[]) >= 1);

@@ -24,6 +24,7 @@ use crate::{
     CloseReason,
     connection::{Connection, CreditGuard, KEEP_INLINE, Part, PartTx, Runtime},
     core::{Charge, Core, Credit, Delivery, Event, Reply, StreamItem},
+    handlers::InlineMeters,
 };
 
 /// Something to tell the core, collected while dispatching.
@@ -63,9 +64,18 @@ pub(crate) struct Dispatch {
     ops: Vec<Op>,
     /// Callers given their answers since the driver last looked.
     woken: usize,
+    /// The metered calls of this round.
+    meters: InlineMeters,
 }
 
 impl Dispatch {
+    /// The input read so far is all dispatched: the round's metered calls
+    /// that completed inline are recorded.
+    #[inline]
+    pub(crate) fn end_round(&mut self) {
+        self.meters.end_round();
+    }
+
     /// True while ops wait to be applied.
     pub(crate) fn has_ops(&self) -> bool {
         !self.ops.is_empty()

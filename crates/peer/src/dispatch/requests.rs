@@ -76,7 +76,9 @@ pub(super) fn single(
         Work::Other(fut.map(|r| r.map(|()| None)).boxed())
     } else {
         // The common case: the handler's own boxed future, not boxed again.
-        let (fut, meter) = handler.call_buffer(ctx, payload).into_parts();
+        let (fut, meter) = handler
+            .call_buffer_in(ctx, payload, &mut d.meters)
+            .into_parts();
         Work::Single(fut, meter)
     };
     run(d, conn, id, false, op, work, charge);
@@ -166,7 +168,7 @@ fn run(
         let (poll, keep) = poll_inline(|| poll_work(&mut work));
         if let Poll::Ready(outcome) = poll {
             if let (Work::Single(_, meter), Ok(result)) = (work, &outcome) {
-                meter.record(result);
+                d.meters.completed(meter, result);
             }
             let reply = reply_for(&op, outcome);
             d.ops.push(Op::Respond {

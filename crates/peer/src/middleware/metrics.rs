@@ -37,11 +37,14 @@ const DURATION: &str = "gotalk_request_duration_seconds";
 /// layer: see `docs/middleware.md`.
 ///
 /// As the outermost layer of an operation (the usual place: added last, to
-/// count what callers see), it is not run as a service: the runtime reads
-/// the clock and counts around the call itself, the same figures without a
-/// clone of the operation's service stack or a boxed future per request.
-/// Added below other layers, it runs as [`MetricsService`]. Notifications
-/// pass through uncounted.
+/// count what callers see), it is not run as a service: the runtime counts
+/// around the call itself, the same figures without a clone of the
+/// operation's service stack or a boxed future per request, and times the
+/// requests of one read together (two clock readings per read: a request
+/// answered without waiting gets the span from the first one's start to
+/// the end of their dispatch; one that waits, from that start to its own
+/// end). Added below other layers, it runs as [`MetricsService`], which
+/// reads the clock around each call. Notifications pass through uncounted.
 ///
 /// ```
 /// use gotalk_peer::{HandlerError, Handlers, middleware::MetricsLayer};
@@ -78,11 +81,11 @@ fn clock() -> &'static quanta::Clock {
 
 /// A point in time on [`clock`], in its raw ticks.
 #[derive(Clone, Copy, Debug)]
-struct Ticks(u64);
+pub(crate) struct Ticks(u64);
 
 impl Ticks {
     #[inline]
-    fn now() -> Self {
+    pub(crate) fn now() -> Self {
         Self(clock().raw())
     }
 
@@ -90,8 +93,13 @@ impl Ticks {
     /// as two cores' counters may disagree by a few ticks).
     #[inline]
     fn elapsed_secs(self) -> f64 {
-        let clock = clock();
-        clock.delta_as_nanos(self.0, clock.raw()) as f64 * 1e-9
+        self.secs_until(Self::now())
+    }
+
+    /// Seconds from `self` to `end` (0 if `end` is not later).
+    #[inline]
+    fn secs_until(self, end: Self) -> f64 {
+        clock().delta_as_nanos(self.0, end.0) as f64 * 1e-9
     }
 }
 
@@ -169,6 +177,11 @@ impl Meter {
         }
     }
 
+    /// A clock that started at `start`.
+    pub(crate) fn since(start: Ticks) -> Self {
+        Self { start }
+    }
+
     /// Ties the clock to the operation (the handle the call took from the
     /// registry, moved rather than cloned).
     pub(crate) fn of(self, metered: Arc<Metered>) -> RunningMeter {
@@ -187,7 +200,32 @@ pub(crate) struct RunningMeter {
 
 impl RunningMeter {
     pub(crate) fn record<T>(self, result: &Result<T, HandlerError>) {
-        self.metered.handles().record(self.start, result);
+        self.record_at(Ticks::now(), Outcome::of(result));
+    }
+
+    /// Records the call as ended at `end`, with `outcome`.
+    pub(crate) fn record_at(self, end: Ticks, outcome: Outcome) {
+        self.metered
+            .handles()
+            .record(self.start.secs_until(end), outcome);
+    }
+}
+
+/// How a metered call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ok,
+    Error,
+    Retry,
+}
+
+impl Outcome {
+    pub(crate) fn of<T>(result: &Result<T, HandlerError>) -> Self {
+        match result {
+            Ok(_) => Self::Ok,
+            Err(e) if e.is_retry() => Self::Retry,
+            Err(_) => Self::Error,
+        }
     }
 }
 
@@ -201,14 +239,14 @@ struct Handles {
 }
 
 impl Handles {
-    /// One request that completed: its latency since `start` and its
-    /// outcome (matched on the result itself, no label compared).
-    fn record<T>(&self, start: Ticks, result: &Result<T, HandlerError>) {
-        self.duration.record(start.elapsed_secs());
-        match result {
-            Ok(_) => self.ok.increment(1),
-            Err(e) if e.is_retry() => self.retry.increment(1),
-            Err(_) => self.error.increment(1),
+    /// One request that completed: its latency in seconds and its outcome
+    /// (no label compared).
+    fn record(&self, secs: f64, outcome: Outcome) {
+        self.duration.record(secs);
+        match outcome {
+            Outcome::Ok => self.ok.increment(1),
+            Outcome::Retry => self.retry.increment(1),
+            Outcome::Error => self.error.increment(1),
         }
     }
 
@@ -290,7 +328,7 @@ where
             Poll::Pending => return Poll::Pending,
         };
         if let Some(h) = this.handles.as_ref().and_then(|h| h.get()) {
-            h.record(*this.start, &result);
+            h.record(this.start.elapsed_secs(), Outcome::of(&result));
         }
         Poll::Ready(result)
     }

@@ -91,7 +91,7 @@ use tower_service::Service;
 pub use authorize::{Authorize, AuthorizeService};
 pub use identity::Identity;
 #[cfg(feature = "metrics")]
-pub(crate) use metrics::{Meter, Metered, RunningMeter};
+pub(crate) use metrics::{Meter, Metered, Outcome, RunningMeter, Ticks};
 #[cfg(feature = "metrics")]
 pub use metrics::{MetricsLayer, MetricsService};
 pub use tower_layer::Layer;
