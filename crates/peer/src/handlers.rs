@@ -757,3 +757,39 @@ impl Context {
         self.peer.as_ref()?.user_data()
     }
 }
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::*;
+
+    /// Input that never runs out (the round never ends by itself) holds
+    /// at most `ROUND_MAX` finished calls: the round ends early.
+    #[test]
+    fn a_round_holds_at_most_round_max_inline_calls() {
+        let handlers = Handlers::new()
+            .buffer(
+                "x",
+                |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
+            )
+            .layer(crate::middleware::MetricsLayer::new());
+        let Some(RequestHandler::Metered(metered)) = handlers.request_handler("x") else {
+            panic!("MetricsLayer outermost: the runtime meters the operation");
+        };
+        let mut meters = InlineMeters::default();
+        for i in 0..3 * ROUND_MAX + 5 {
+            let start = meters.round_start();
+            let meter = CallMeter(Some(
+                crate::middleware::Meter::since(start).of(metered.clone()),
+            ));
+            meters.completed(meter, &Ok::<(), HandlerError>(()));
+            assert!(meters.done.len() < ROUND_MAX, "after {i} calls");
+        }
+        assert_eq!(meters.done.len(), 5);
+        meters.end_round();
+        assert!(meters.done.is_empty());
+        assert!(
+            meters.start.is_none(),
+            "the next round reads the clock anew"
+        );
+    }
+}
