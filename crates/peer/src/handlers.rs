@@ -758,6 +758,15 @@ impl Context {
     }
 }
 
+/// A connection that ends in the middle of a round (closed while input
+/// was still coming) still records the calls it answered.
+#[cfg(feature = "metrics")]
+impl Drop for InlineMeters {
+    fn drop(&mut self) {
+        self.end_round();
+    }
+}
+
 #[cfg(all(test, feature = "metrics"))]
 mod tests {
     use super::*;
@@ -791,5 +800,43 @@ mod tests {
             meters.start.is_none(),
             "the next round reads the clock anew"
         );
+    }
+    /// Calls finished in a round that never ended are recorded when the
+    /// connection's dispatch goes away.
+    #[test]
+    fn a_round_cut_short_is_recorded_on_drop() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let handlers = Handlers::new()
+                .buffer(
+                    "cut",
+                    |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
+                )
+                .layer(crate::middleware::MetricsLayer::new());
+            let Some(RequestHandler::Metered(metered)) = handlers.request_handler("cut") else {
+                panic!("metered");
+            };
+            let mut meters = InlineMeters::default();
+            for _ in 0..3 {
+                let start = meters.round_start();
+                let meter = CallMeter(Some(
+                    crate::middleware::Meter::since(start).of(metered.clone()),
+                ));
+                meters.completed(meter, &Ok::<(), HandlerError>(()));
+            }
+            drop(meters);
+        });
+        let recorded: u64 = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == "gotalk_requests_total")
+            .map(|(.., value)| match value {
+                metrics_util::debugging::DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(recorded, 3);
     }
 }
