@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Client, Flaky, eventually, offsets, serve};
+use common::{Client, Flaky, eventually, offsets, serve, serve_with};
 use gotalk_hub::{Hub, Limits, broker::HistoryOptions};
 use serde_json::{Value, json};
 
@@ -136,7 +136,16 @@ async fn resubscribing_while_publications_race_loses_and_repeats_nothing() {
         .broker(broker)
         .history("race", keep(1_000_000))
         .limits(limits);
-    let (hub, server) = serve(builder).await;
+    // The publisher runs unpaced in the server's process: on a loaded
+    // machine (CI's two cores, every test binary at once) the client falls
+    // behind it, and at the default 8 MiB the server closed the client as a
+    // slow consumer mid-test. Room enough that this test measures what it
+    // is about, the resubscribes.
+    let config = gotalk_peer::Config {
+        max_write_queue_bytes: 256 * 1024 * 1024,
+        ..Default::default()
+    };
+    let (hub, server) = serve_with(builder, config).await;
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
         let (hub, stop) = (hub.clone(), stop.clone());
