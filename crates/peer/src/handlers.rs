@@ -301,6 +301,15 @@ impl InlineMeters {
     }
 }
 
+/// A connection that ends in the middle of a round (closed while input
+/// was still coming) still records the calls it answered.
+#[cfg(feature = "metrics")]
+impl Drop for InlineMeters {
+    fn drop(&mut self) {
+        self.end_round();
+    }
+}
+
 impl<T> Future for HandlerCall<T> {
     type Output = Result<T, HandlerError>;
 
@@ -758,39 +767,41 @@ impl Context {
     }
 }
 
-/// A connection that ends in the middle of a round (closed while input
-/// was still coming) still records the calls it answered.
-#[cfg(feature = "metrics")]
-impl Drop for InlineMeters {
-    fn drop(&mut self) {
-        self.end_round();
-    }
-}
-
 #[cfg(all(test, feature = "metrics"))]
 mod tests {
     use super::*;
 
-    /// Input that never runs out (the round never ends by itself) holds
-    /// at most `ROUND_MAX` finished calls: the round ends early.
-    #[test]
-    fn a_round_holds_at_most_round_max_inline_calls() {
+    /// The runtime's meter of an echo operation under `MetricsLayer`.
+    fn metered_echo() -> Arc<crate::middleware::Metered> {
         let handlers = Handlers::new()
             .buffer(
                 "x",
                 |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
             )
             .layer(crate::middleware::MetricsLayer::new());
-        let Some(RequestHandler::Metered(metered)) = handlers.request_handler("x") else {
-            panic!("MetricsLayer outermost: the runtime meters the operation");
-        };
+        match handlers.request_handler("x") {
+            Some(RequestHandler::Metered(metered)) => metered.clone(),
+            _ => panic!("MetricsLayer outermost: the runtime meters the operation"),
+        }
+    }
+
+    /// One call of this round, completed inline.
+    fn complete_one(meters: &mut InlineMeters, metered: &Arc<crate::middleware::Metered>) {
+        let start = meters.round_start();
+        let meter = CallMeter(Some(
+            crate::middleware::Meter::since(start).of(metered.clone()),
+        ));
+        meters.completed(meter, &Ok::<(), HandlerError>(()));
+    }
+
+    /// Input that never runs out (the round never ends by itself) holds
+    /// at most `ROUND_MAX` finished calls: the round ends early.
+    #[test]
+    fn a_round_holds_at_most_round_max_inline_calls() {
+        let metered = metered_echo();
         let mut meters = InlineMeters::default();
         for i in 0..3 * ROUND_MAX + 5 {
-            let start = meters.round_start();
-            let meter = CallMeter(Some(
-                crate::middleware::Meter::since(start).of(metered.clone()),
-            ));
-            meters.completed(meter, &Ok::<(), HandlerError>(()));
+            complete_one(&mut meters, &metered);
             assert!(meters.done.len() < ROUND_MAX, "after {i} calls");
         }
         assert_eq!(meters.done.len(), 5);
@@ -801,6 +812,7 @@ mod tests {
             "the next round reads the clock anew"
         );
     }
+
     /// Calls finished in a round that never ended are recorded when the
     /// connection's dispatch goes away.
     #[test]
@@ -808,22 +820,10 @@ mod tests {
         let recorder = metrics_util::debugging::DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         metrics::with_local_recorder(&recorder, || {
-            let handlers = Handlers::new()
-                .buffer(
-                    "cut",
-                    |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
-                )
-                .layer(crate::middleware::MetricsLayer::new());
-            let Some(RequestHandler::Metered(metered)) = handlers.request_handler("cut") else {
-                panic!("metered");
-            };
+            let metered = metered_echo();
             let mut meters = InlineMeters::default();
             for _ in 0..3 {
-                let start = meters.round_start();
-                let meter = CallMeter(Some(
-                    crate::middleware::Meter::since(start).of(metered.clone()),
-                ));
-                meters.completed(meter, &Ok::<(), HandlerError>(()));
+                complete_one(&mut meters, &metered);
             }
             drop(meters);
         });
