@@ -47,13 +47,6 @@ const LARGE_FRAME: usize = 16 * 1024;
 const MAX_ANTICIPATED: usize = 256 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
-/// Slots an idle connection's event and write queues keep (see `poll`):
-/// none. Keeping 4 saved 552 instructions per request with 1 000
-/// connections of one request each (5 876 -> 5 324, callgrind), since such a
-/// connection goes idle after every reply, but it took an idle connection
-/// from 2.8 to 3.3 KiB (the core's and the driver's queues swap, so both
-/// kept their slots), over the 3 KiB an idle connection may cost.
-const IDLE_QUEUE_SLOTS: usize = 0;
 /// How long closing may spend flushing what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -223,13 +216,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             // burst. Not while traffic goes on, where every return here would
             // free what the next burst allocates again (and the spare read
             // buffers that large frames reuse).
-            // The queues keep `IDLE_QUEUE_SLOTS` (none: see there).
+            // No slots are kept either: keeping 4 saved 552 instructions per
+            // request with 1 000 connections of one request each (5 876 ->
+            // 5 324, callgrind), but took an idle connection from 2.8 to
+            // 3.3 KiB (the core's and the driver's queues swap, so both kept
+            // theirs), over the 3 KiB an idle connection may cost.
             if self.idle {
                 self.reader.input.release();
-                if self.events.capacity() > IDLE_QUEUE_SLOTS {
+                if self.events.capacity() > 0 {
                     self.events = VecDeque::new();
                 }
-                if self.batch.is_empty() && self.batch.capacity() > IDLE_QUEUE_SLOTS {
+                if self.batch.is_empty() && self.batch.capacity() > 0 {
                     self.batch = VecDeque::new();
                 }
             }
