@@ -68,9 +68,10 @@ impl MetricsLayer {
     }
 }
 
-/// The clock of every latency: raw ticks read per request (the TSC where
-/// the CPU has an invariant one, else the monotonic clock), scaled to
-/// nanoseconds once per request. `quanta::Instant::now()` scales at every
+/// The clock of every latency: raw ticks (the TSC where the CPU has an
+/// invariant one, else the monotonic clock), read twice per dispatch round
+/// for the answers given inline (`handlers::InlineMeters`), around the call
+/// otherwise, and scaled to nanoseconds once per request. `quanta::Instant::now()` scales at every
 /// read and checks for a mocked clock first; read twice per request that
 /// came to 190 instructions, against about 20 here (callgrind, the whole
 /// server: `scripts/server-instructions.sh` with `--metrics`).
