@@ -71,11 +71,24 @@ fn summarize(offsets: &[u64]) -> String {
 /// order for the whole cluster), with its data intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_reach_every_node_once_and_in_order() {
+    publications_in_order("publications_reach_every_node_once_and_in_order", &[]).await;
+}
+
+/// The same with `--write-delay`: deliveries batched per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_reach_every_node_once_and_in_order_with_a_write_delay() {
+    publications_in_order(
+        "publications_reach_every_node_once_and_in_order_with_a_write_delay",
+        &["--write-delay", "3ms"],
+    )
+    .await;
+}
+
+async fn publications_in_order(test: &str, extra: &[&str]) {
     const PUBLISHERS: usize = 3;
     const EACH: u64 = 200;
     const TOTAL: u64 = PUBLISHERS as u64 * EACH;
-    let Some(cluster) = Cluster::start("publications_reach_every_node_once_and_in_order", 3).await
-    else {
+    let Some(cluster) = Cluster::start_with(test, 3, extra).await else {
         return;
     };
     let mut subscribers = Vec::new();

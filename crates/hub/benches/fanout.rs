@@ -54,7 +54,9 @@
 //!   of a hub server; Node runs JavaScript on one), `FANOUT_SIO_READ_BUFFER`
 //!   (8192: the read buffer of our Socket.IO client, see `socketio_connect`),
 //!   `FANOUT_REDIS_THREAD` (0; 1: the hub servers' Redis brokers run their
-//!   connections on a thread of their own, one more than the worker threads);
+//!   connections on a thread of their own, one more than the worker threads),
+//!   `FANOUT_WRITE_DELAY` (unset: none; milliseconds: the hub servers'
+//!   [`HubBuilder::write_delay`](gotalk_hub::HubBuilder::write_delay));
 //! - `FANOUT_SUBS_ON` `all` (subscribers spread over every node) or
 //!   `others` (only on the nodes the publisher is not connected to; with
 //!   two nodes or more);
@@ -783,7 +785,11 @@ fn server() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let builder = Hub::builder();
+        let mut builder = Hub::builder();
+        if let Ok(ms) = std::env::var("FANOUT_WRITE_DELAY") {
+            let ms: f64 = ms.parse().expect("FANOUT_WRITE_DELAY: milliseconds");
+            builder = builder.write_delay(Duration::from_secs_f64(ms / 1e3));
+        }
         let builder = match std::env::var("FANOUT_BROKER_URL") {
             Ok(url) => with_redis(builder, &url),
             Err(_) => builder.broker(MemoryBroker::new()),

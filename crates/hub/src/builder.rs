@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, atomic::AtomicU64},
+    time::Duration,
 };
 
 use crate::{
@@ -40,6 +41,7 @@ pub struct HubBuilder {
     history: HistoryRules,
     hooks: Option<Arc<dyn Hooks>>,
     limits: Limits,
+    write_delay: Option<Duration>,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -52,6 +54,7 @@ impl std::fmt::Debug for HubBuilder {
             .field("history", &self.history)
             .field("hooks", &self.hooks.is_some())
             .field("limits", &self.limits)
+            .field("write_delay", &self.write_delay)
             .finish()
     }
 }
@@ -66,6 +69,7 @@ impl HubBuilder {
             history: HistoryRules::default(),
             hooks: None,
             limits: Limits::default(),
+            write_delay: None,
         }
     }
 
@@ -142,6 +146,32 @@ impl HubBuilder {
         self
     }
 
+    /// Lets a publication wait up to `delay` in each subscriber's write
+    /// queue, to be written together with the publications that reach the
+    /// connection meanwhile (default: none, every delivery is written as
+    /// soon as its connection's task runs). Centrifugo's `write_delay`:
+    /// under a high rate of publications to many subscribers, each write
+    /// carries several, which costs the server, the kernel and the
+    /// subscribers far less per delivery, for up to `delay` more latency.
+    /// Answers, and anything else sent on the connection, are never held:
+    /// they take what waits along at once; 32 KiB waiting go at once too.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), gotalk_hub::HubError> {
+    /// use std::time::Duration;
+    /// let hub = gotalk_hub::Hub::builder()
+    ///     .write_delay(Duration::from_millis(10))
+    ///     .build()
+    ///     .await?;
+    /// # let _ = hub;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_delay(mut self, delay: Duration) -> Self {
+        self.write_delay = (!delay.is_zero()).then_some(delay);
+        self
+    }
+
     /// Starts the broker and the hub's background work (presence
     /// refresh). Must run inside a tokio runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
@@ -155,6 +185,7 @@ impl HubBuilder {
             broker.clone(),
             self.limits.max_recover,
             self.limits.max_held_publications,
+            self.write_delay,
         ));
         let refresh_now = Arc::new(tokio::sync::Notify::new());
         let sink = crate::presence::RestoringSink {

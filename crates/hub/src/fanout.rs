@@ -12,8 +12,21 @@ use gotalk_peer::Peer;
 /// not keep up: the peer closes it (`CloseReason::SlowConsumer`), and the
 /// hub's session cleanup removes what it had, while the other subscribers
 /// go on receiving everything. `Err` means the connection is closed.
-pub(crate) fn notify(peer: &Peer, name: &str, payload: Bytes) -> Result<(), gotalk_peer::Error> {
-    peer.try_notify(name, payload).inspect_err(|e| {
+///
+/// With `by`, the notification may wait in the connection's queue until
+/// then, to be written with what reaches it meanwhile
+/// ([`Peer::try_notify_by`]).
+pub(crate) fn notify(
+    peer: &Peer,
+    name: &str,
+    payload: Bytes,
+    by: Option<tokio::time::Instant>,
+) -> Result<(), gotalk_peer::Error> {
+    match by {
+        Some(by) => peer.try_notify_by(name, payload, by),
+        None => peer.try_notify(name, payload),
+    }
+    .inspect_err(|e| {
         tracing::debug!(remote = ?peer.remote_addr(), channel = name, error = %e, "subscriber dropped");
     })
 }

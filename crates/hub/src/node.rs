@@ -32,6 +32,9 @@ pub(crate) struct Node {
     runtime: tokio::runtime::Handle,
     max_recover: usize,
     max_held: usize,
+    /// How long a delivery may wait in a subscriber's write queue for
+    /// others (see [`HubBuilder::write_delay`](crate::HubBuilder::write_delay)).
+    write_delay: Option<Duration>,
 }
 
 struct Channel {
@@ -164,13 +167,19 @@ impl Channel {
 }
 
 impl Node {
-    pub(crate) fn new(broker: Arc<dyn Broker>, max_recover: usize, max_held: usize) -> Self {
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        max_recover: usize,
+        max_held: usize,
+        write_delay: Option<Duration>,
+    ) -> Self {
         Self {
             broker,
             channels: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
             max_recover: max_recover.max(1),
             max_held,
+            write_delay,
         }
     }
 
@@ -335,7 +344,7 @@ impl Node {
         if let (Some(sub), Some(notice)) = (&removed, notice) {
             // After the removal, under no lock: nothing more is fanned out
             // to it, so this comes last.
-            let _ = fanout::notify(&sub.peer, channel, notice);
+            let _ = fanout::notify(&sub.peer, channel, notice, None);
         }
         self.release(&ch).await;
         removed.is_some()
@@ -493,6 +502,8 @@ impl Node {
         });
         let payload = wire::publication(epoch, p);
         let from = p.info.as_ref().map(|i| i.client.as_str());
+        // One deadline for the whole fan-out: one clock read.
+        let by = self.write_delay.map(|d| tokio::time::Instant::now() + d);
         let mut gone = Vec::new();
         for (id, sub) in &mut st.subscribers {
             if let Some(from) = from
@@ -518,7 +529,7 @@ impl Node {
                         }
                         *skip_through = None;
                     }
-                    if fanout::notify(&sub.peer, channel, payload.clone()).is_err() {
+                    if fanout::notify(&sub.peer, channel, payload.clone(), by).is_err() {
                         gone.push(*id);
                     }
                 }
@@ -534,7 +545,7 @@ impl Node {
     fn fan_out_event(channel: &str, st: &mut ChannelState, payload: Bytes) {
         let mut gone = Vec::new();
         for (id, sub) in &st.subscribers {
-            if sub.events && fanout::notify(&sub.peer, channel, payload.clone()).is_err() {
+            if sub.events && fanout::notify(&sub.peer, channel, payload.clone(), None).is_err() {
                 gone.push(*id);
             }
         }
@@ -549,7 +560,7 @@ impl Node {
         let cursor = Cursor::of(position);
         for sub in st.subscribers.values_mut() {
             if let Mode::Live { skip_through } = &mut sub.mode {
-                let _ = fanout::notify(&sub.peer, channel, payload.clone());
+                let _ = fanout::notify(&sub.peer, channel, payload.clone(), None);
                 *skip_through = Some(cursor.clone());
             }
         }

@@ -84,9 +84,18 @@ async fn a_plain_gotalk_client_subscribes_and_gets_publications_as_notifications
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_reach_every_subscriber_once_each_in_offset_order() {
+    concurrent_publishers(Hub::builder()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_write_delay_too() {
+    concurrent_publishers(Hub::builder().write_delay(Duration::from_millis(5))).await;
+}
+
+async fn concurrent_publishers(builder: gotalk_hub::HubBuilder) {
     const PUBLISHERS: usize = 4;
     const EACH: usize = 100;
-    let (_hub, server) = serve(Hub::builder()).await;
+    let (_hub, server) = serve(builder).await;
     let mut readers = Vec::new();
     for _ in 0..3 {
         let c = Client::connect(&server).await;
@@ -130,6 +139,31 @@ async fn concurrent_publishers_reach_every_subscriber_once_each_in_offset_order(
             next_seq[from] += 1;
         }
     }
+    server.shutdown().await;
+}
+
+/// Deliveries wait for the write delay; the publisher's answer does not.
+#[tokio::test]
+async fn a_write_delay_holds_deliveries_not_answers() {
+    const DELAY: Duration = Duration::from_secs(1);
+    let (_hub, server) = serve(Hub::builder().write_delay(DELAY)).await;
+    let mut reader = Client::connect(&server).await;
+    reader.ok("subscribe", json!({"channel": "room"})).await;
+    let publisher = Client::connect(&server).await;
+    let start = tokio::time::Instant::now();
+    for seq in 0..3 {
+        publisher
+            .ok("publish", json!({"channel": "room", "data": seq}))
+            .await;
+    }
+    let answered = start.elapsed();
+    let mut got = vec![reader.next().await];
+    let delivered = start.elapsed();
+    got.push(reader.next().await);
+    got.push(reader.next().await);
+    assert_eq!(offsets(&got), vec![1, 2, 3]);
+    assert!(delivered >= DELAY, "delivered after {delivered:?}");
+    assert!(answered < DELAY, "answers held: {answered:?}");
     server.shutdown().await;
 }
 

@@ -244,6 +244,21 @@ impl Connection {
         push(self.lock(), &self.runnable, command)
     }
 
+    /// Runs a command that queues a frame which may wait (it returns
+    /// `Ok(false)` when the driver already knows when to write it), and
+    /// wakes the driver only if it must look at the queue again.
+    pub(crate) fn push_delayed(
+        &self,
+        command: impl FnOnce(&mut Core<Runtime>) -> Result<bool, crate::Error>,
+    ) -> Result<(), crate::Error> {
+        let mut l = self.lock();
+        let r = command(&mut l.core);
+        if matches!(r, Ok(false)) {
+            return Ok(());
+        }
+        push(l, &self.runnable, |_| r.map(|_| ()))
+    }
+
     /// Runs a command that may give the driver work (events to dispatch,
     /// room to read again, a close) and wakes it if so.
     pub(crate) fn command<R>(&self, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {

@@ -289,7 +289,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         let mut wants_yield = false;
         let mut took = false;
         let held = l.hold.is_some() && self.closing.is_none();
-        if !had_input && !held && self.batch.is_empty() && l.core.has_transmit() {
+        // Closing flushes what waits, delayed or not.
+        let due = if self.closing.is_some() {
+            l.core.has_transmit()
+        } else {
+            l.core.transmit_due(|| Instant::now().into_std())
+        };
+        if !had_input && !held && self.batch.is_empty() && due {
             if l.pushes > 0 && l.pushes < l.woken && !self.yielded && self.closing.is_none() {
                 wants_yield = true;
             } else {

@@ -366,6 +366,45 @@ impl Peer {
             .push_now(|core| core.notify_shared(name, &payload))
     }
 
+    /// Like [`try_notify`](Self::try_notify), but the notification may
+    /// wait until `by` to be written together with what is queued for this
+    /// connection meanwhile: with many notifications to many connections
+    /// (a broadcast), fewer and larger writes, each costing the kernel and
+    /// the receiver far less per notification, for at most `by`'s delay.
+    /// Centrifugo's `write_delay` makes the same trade.
+    ///
+    /// Anything queued without a delay (an answer, a request, a
+    /// [`try_notify`](Self::try_notify)) takes it along at once, in order,
+    /// and so does a queue of 32 KiB; closing flushes it too. Take `by`
+    /// once for a whole broadcast: the connections then write when it
+    /// passes, each woken once for the batch, not once per notification.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use gotalk_peer::{Config, Handlers, Peer};
+    /// use tokio::time::Instant;
+    ///
+    /// let (a, _b) = Peer::pair(Handlers::new(), Handlers::new(), Config::default()).await?;
+    /// let by = Instant::now() + Duration::from_millis(5);
+    /// for tick in 0..10u8 {
+    ///     a.try_notify_by("tick", Bytes::from(vec![b'0' + tick]), by)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn try_notify_by(
+        &self,
+        name: &str,
+        payload: Bytes,
+        by: tokio::time::Instant,
+    ) -> Result<(), Error> {
+        let by = by.into_std();
+        self.conn
+            .push_delayed(|core| core.notify_shared_by(name, &payload, by))
+    }
+
     /// Sends a notification with a JSON payload.
     pub async fn notify_json<T: Serialize + ?Sized>(
         &self,

@@ -267,6 +267,14 @@ impl<T: Tokens> Core<T> {
         self.outgoing.len() > 0
     }
 
+    /// True when the bytes waiting should be written now: some were queued
+    /// without a delay, or they are many, or the deadline of those queued
+    /// with one ([`notify_shared_by`](Self::notify_shared_by)) passed.
+    /// `now` is called only in the last case.
+    pub fn transmit_due(&self, now: impl FnOnce() -> Instant) -> bool {
+        self.outgoing.is_due(now)
+    }
+
     /// True when [`poll_event`](Self::poll_event) has something.
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()
@@ -287,9 +295,13 @@ impl<T: Tokens> Core<T> {
         self.events.pop_front()
     }
 
-    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    /// When to call [`handle_timeout`](Self::handle_timeout) next, or to
+    /// look at [`transmit_due`](Self::transmit_due) again.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.outgoing.flush_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether the runtime should read (and decode) more: false while the
@@ -446,6 +458,30 @@ impl<T: Tokens> Core<T> {
     /// connection closes with [`CloseReason::SlowConsumer`] and what waits
     /// is dropped.
     pub fn notify_shared(&mut self, name: &str, payload: &Bytes) -> Result<(), Error> {
+        self.notify_shared_inner(name, payload, None).map(|_| ())
+    }
+
+    /// Like [`notify_shared`](Self::notify_shared), but the notification
+    /// may wait in the queue until `by`, to be written together with what
+    /// is queued meanwhile (anything queued without a delay takes it along
+    /// at once; see [`transmit_due`](Self::transmit_due)). `Ok(true)` when
+    /// the runtime must look at the queue again: its deadline moved earlier
+    /// ([`poll_timeout`](Self::poll_timeout)) or it is due now.
+    pub fn notify_shared_by(
+        &mut self,
+        name: &str,
+        payload: &Bytes,
+        by: Instant,
+    ) -> Result<bool, Error> {
+        self.notify_shared_inner(name, payload, Some(by))
+    }
+
+    fn notify_shared_inner(
+        &mut self,
+        name: &str,
+        payload: &Bytes,
+        by: Option<Instant>,
+    ) -> Result<bool, Error> {
         self.check_open()?;
         let msg = Message::Notification {
             name: Text::from(name),
@@ -456,10 +492,15 @@ impl<T: Tokens> Core<T> {
             let queued = self.outgoing.len();
             self.outgoing.discard();
             self.close_with(CloseReason::SlowConsumer { queued }, None);
-            return self.check_open();
+            return self.check_open().map(|()| true);
         }
-        self.outgoing.push_shared(&msg, payload);
-        Ok(())
+        Ok(match by {
+            None => {
+                self.outgoing.push_shared(&msg, payload);
+                true
+            }
+            Some(by) => self.outgoing.push_shared_by(&msg, payload, by),
+        })
     }
 
     /// Sends a heartbeat.

@@ -10,7 +10,7 @@
 //! and handed over whole with the bytes taken for writing, so its memory is
 //! freed once they are written and an idle connection holds none.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, time::Instant};
 
 use bytes::{Bytes, BytesMut};
 use gotalk_proto::{Buffer, Message};
@@ -23,6 +23,11 @@ pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 /// The encoding buffer's largest first allocation, so that a run of small
 /// frames does not reallocate it at once; it grows as needed.
 const TAIL_FIRST: usize = 4 * 1024;
+
+/// Frames queued with a delay are written at once, whatever their
+/// deadline, when this many bytes wait: a batch this large gains nothing
+/// from waiting for more.
+pub(crate) const DELAYED_FLUSH_BYTES: usize = 32 * 1024;
 
 /// The outgoing byte queue (see the module docs).
 #[derive(Debug)]
@@ -40,6 +45,11 @@ pub(crate) struct Outgoing {
     /// Bytes the last [`take`](Self::take) took: sizes the encoding
     /// buffer's next first allocation.
     last_taken: usize,
+    /// A frame queued without a delay waits: the queue is due at once.
+    urgent: bool,
+    /// While only frames queued with a delay wait: when the first of them
+    /// must be written (see [`push_shared_by`](Self::push_shared_by)).
+    flush_by: Option<Instant>,
 }
 
 impl Outgoing {
@@ -51,6 +61,8 @@ impl Outgoing {
             max,
             ceiling,
             last_taken: TAIL_FIRST,
+            urgent: false,
+            flush_by: None,
         }
     }
 
@@ -71,6 +83,7 @@ impl Outgoing {
     pub(crate) fn push<B: Buffer>(&mut self, msg: &Message<B>, payload: Option<&Bytes>) {
         debug_assert!(payload.is_none_or(|p| p.len() == msg.payload_len()));
         self.encode(msg, payload.filter(|p| p.len() >= ZERO_COPY_MIN));
+        self.urgent = true;
     }
 
     /// Like [`push`](Self::push), but `payload` is queued by reference
@@ -80,6 +93,47 @@ impl Outgoing {
     pub(crate) fn push_shared<B: Buffer>(&mut self, msg: &Message<B>, payload: &Bytes) {
         debug_assert_eq!(payload.len(), msg.payload_len());
         self.encode(msg, Some(payload).filter(|p| !p.is_empty()));
+        self.urgent = true;
+    }
+
+    /// Like [`push_shared`](Self::push_shared), but the frame may wait
+    /// until `by` to go out with the frames queued meanwhile: fewer, larger
+    /// writes. A frame queued without a delay takes it along at once, and
+    /// so does a queue of [`DELAYED_FLUSH_BYTES`]. Returns whether the
+    /// queue's deadline moved earlier or it became due: whoever writes it
+    /// must look again (otherwise it already knows when to).
+    pub(crate) fn push_shared_by<B: Buffer>(
+        &mut self,
+        msg: &Message<B>,
+        payload: &Bytes,
+        by: Instant,
+    ) -> bool {
+        debug_assert_eq!(payload.len(), msg.payload_len());
+        let before = self.queued;
+        self.encode(msg, Some(payload).filter(|p| !p.is_empty()));
+        if self.urgent {
+            return false;
+        }
+        let earlier = self.flush_by.is_none_or(|at| by < at);
+        if earlier {
+            self.flush_by = Some(by);
+        }
+        earlier || (before < DELAYED_FLUSH_BYTES && self.queued >= DELAYED_FLUSH_BYTES)
+    }
+
+    /// Whether the queue should be written now: something waits, and a
+    /// frame without delay is among it, or it is large, or its deadline
+    /// passed. `now` is read only in the last case.
+    pub(crate) fn is_due(&self, now: impl FnOnce() -> Instant) -> bool {
+        self.queued > 0
+            && (self.urgent
+                || self.queued >= DELAYED_FLUSH_BYTES
+                || self.flush_by.is_none_or(|by| by <= now()))
+    }
+
+    /// When the delayed frames waiting must be written, if only such wait.
+    pub(crate) fn flush_deadline(&self) -> Option<Instant> {
+        if self.urgent { None } else { self.flush_by }
     }
 
     /// Drops everything queued (the peer will not read it).
@@ -87,6 +141,8 @@ impl Outgoing {
         self.segments.clear();
         self.tail = BytesMut::new();
         self.ceiling.sub(std::mem::take(&mut self.queued));
+        self.urgent = false;
+        self.flush_by = None;
     }
 
     fn encode<B: Buffer>(&mut self, msg: &Message<B>, by_reference: Option<&Bytes>) {
@@ -126,6 +182,8 @@ impl Outgoing {
             self.segments.push_back(tail.freeze());
         }
         out.append(&mut self.segments);
+        self.urgent = false;
+        self.flush_by = None;
         let taken = std::mem::take(&mut self.queued);
         self.ceiling.sub(taken);
         if taken > 0 {
@@ -316,5 +374,70 @@ mod tests {
         assert!(!q.has_room());
         q.take(&mut VecDeque::new());
         assert!(q.has_room());
+    }
+
+    fn note(n: usize) -> (Message, Bytes) {
+        let payload = Bytes::from(vec![b'x'; n]);
+        let msg = Message::Notification {
+            name: gotalk_proto::Text::from("n"),
+            payload: payload.clone(),
+        };
+        (msg, payload)
+    }
+
+    #[test]
+    fn delayed_frames_wait_for_the_earliest_deadline() {
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
+        let t0 = Instant::now();
+        let (msg, payload) = note(3);
+        let later = t0 + std::time::Duration::from_millis(20);
+        let sooner = t0 + std::time::Duration::from_millis(10);
+        assert!(q.push_shared_by(&msg, &payload, later), "a first deadline");
+        assert!(
+            !q.push_shared_by(&msg, &payload, later),
+            "the same deadline"
+        );
+        assert!(q.push_shared_by(&msg, &payload, sooner), "an earlier one");
+        assert!(!q.push_shared_by(&msg, &payload, later), "a later one");
+        assert_eq!(q.flush_deadline(), Some(sooner));
+        assert!(!q.is_due(|| t0));
+        assert!(q.is_due(|| sooner));
+        let mut out = VecDeque::new();
+        assert!(q.take(&mut out) > 0);
+        assert_eq!(q.flush_deadline(), None, "taken: no deadline left");
+        assert!(!q.is_due(|| sooner), "nothing waits");
+    }
+
+    #[test]
+    fn a_frame_without_delay_makes_the_queue_due() {
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
+        let t0 = Instant::now();
+        let by = t0 + std::time::Duration::from_secs(60);
+        let (msg, payload) = note(3);
+        q.push_shared_by(&msg, &payload, by);
+        let r = result(3);
+        q.push(&r, r.payload());
+        assert!(q.is_due(|| panic!("no clock needed")));
+        assert_eq!(q.flush_deadline(), None);
+        assert!(!q.push_shared_by(&msg, &payload, by), "already due");
+        q.take(&mut VecDeque::new());
+        assert!(q.push_shared_by(&msg, &payload, by), "delayed again");
+        q.discard();
+        assert_eq!(q.flush_deadline(), None, "discarded");
+    }
+
+    #[test]
+    fn a_large_delayed_batch_is_due_at_once() {
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
+        let t0 = Instant::now();
+        let by = t0 + std::time::Duration::from_secs(60);
+        let (msg, payload) = note(1024);
+        let mut woke = 0;
+        for _ in 0..40 {
+            woke += usize::from(q.push_shared_by(&msg, &payload, by));
+        }
+        assert_eq!(woke, 2, "the first deadline, then the size");
+        assert!(q.len() >= DELAYED_FLUSH_BYTES);
+        assert!(q.is_due(|| t0));
     }
 }

@@ -1,8 +1,12 @@
-//! A transport wrapper that records the bytes crossing it.
+//! A transport wrapper that records the bytes crossing it, and counts the
+//! writes.
 
 use std::{
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -14,12 +18,14 @@ pub(crate) struct Tap {
     inner: BoxedIo,
     read: Arc<Mutex<Vec<u8>>>,
     written: Arc<Mutex<Vec<u8>>>,
+    writes: Arc<AtomicUsize>,
 }
 
 #[derive(Clone, Default)]
 pub(crate) struct Taps {
     read: Arc<Mutex<Vec<u8>>>,
     written: Arc<Mutex<Vec<u8>>>,
+    writes: Arc<AtomicUsize>,
 }
 
 impl Taps {
@@ -28,7 +34,13 @@ impl Taps {
             inner,
             read: self.read.clone(),
             written: self.written.clone(),
+            writes: self.writes.clone(),
         })
+    }
+
+    /// Writes that wrote something.
+    pub(crate) fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
     }
 
     pub(crate) fn read(&self) -> Vec<u8> {
@@ -65,8 +77,36 @@ impl AsyncWrite for Tap {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             self.written.lock().unwrap().extend_from_slice(&buf[..n]);
+            if n > 0 {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+            }
         }
         polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            let mut written = self.written.lock().unwrap();
+            let mut left = n;
+            for buf in bufs {
+                let take = left.min(buf.len());
+                written.extend_from_slice(&buf[..take]);
+                left -= take;
+            }
+            if n > 0 {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
