@@ -56,7 +56,11 @@
 //!   `FANOUT_REDIS_THREAD` (0; 1: the hub servers' Redis brokers run their
 //!   connections on a thread of their own, one more than the worker threads),
 //!   `FANOUT_WRITE_DELAY` (unset: none; milliseconds: the hub servers'
-//!   [`HubBuilder::write_delay`](gotalk_hub::HubBuilder::write_delay));
+//!   [`HubBuilder::write_delay`](gotalk_hub::HubBuilder::write_delay)),
+//!   `FANOUT_PACED` (0; K > 0 with both targets: each round runs Socket.IO
+//!   as fast as its window allows, then gotalk's publisher paced at K times
+//!   the publication rate Socket.IO reached: the latency of K times
+//!   Socket.IO's best rate, against Socket.IO's at that rate);
 //! - `FANOUT_SUBS_ON` `all` (subscribers spread over every node) or
 //!   `others` (only on the nodes the publisher is not connected to; with
 //!   two nodes or more);
@@ -512,6 +516,16 @@ fn orchestrate() {
     };
     let nodes = env_list("FANOUT_NODES", "1,2", "1");
     let rounds = env_num("FANOUT_ROUNDS", 3, 1);
+    // Pace gotalk's publisher at this multiple of the publication rate
+    // Socket.IO just reached (0: both as fast as the window allows).
+    let paced: f64 = env_or("FANOUT_PACED", "0", "0")
+        .trim()
+        .parse()
+        .expect("FANOUT_PACED must be a number");
+    assert!(
+        paced == 0.0 || targets.len() == 2,
+        "FANOUT_PACED needs FANOUT_TARGET=both"
+    );
     let mode = env_or("FANOUT_MODE", "all", "throughput");
     println!(
         "fan-out: {load:?}, targets {:?}, nodes {nodes:?}, {rounds} round(s); load average {}",
@@ -533,15 +547,30 @@ fn orchestrate() {
         let mut run = 0;
         for round in 0..rounds {
             for &n in &nodes {
-                // Alternate which target goes first from one round to the next.
+                // Alternate which target goes first from one round to the
+                // next; paced, Socket.IO goes first and sets gotalk's rate.
                 let mut order = targets.clone();
-                if round % 2 == 1 {
+                if paced > 0.0 {
+                    order = vec![Target::SocketIo, Target::Gotalk];
+                } else if round % 2 == 1 {
                     order.reverse();
                 }
+                let mut socketio_rate = 0.0;
                 for &target in &order {
                     run += 1;
                     let redis = (n > 1).then(|| redis_url.as_deref().expect("a Redis URL"));
+                    let mut load = load.clone();
+                    if paced > 0.0 && target == Target::Gotalk {
+                        load.rate = (paced * socketio_rate).round().max(1.0) as usize;
+                        println!(
+                            "  pacing gotalk at {paced}x Socket.IO's {socketio_rate:.0} publications/s: {}/s",
+                            load.rate
+                        );
+                    }
                     let r = throughput_run(target, n, redis, &load, run);
+                    if target == Target::SocketIo {
+                        socketio_rate = load.msgs as f64 / r.publish_secs.max(1e-3);
+                    }
                     print_row(&format!("round {}", round + 1), &r);
                     results.push(r);
                 }

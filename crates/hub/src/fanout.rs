@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use gotalk_peer::Peer;
 
-/// Queues notification `name` on `peer` without waiting and without
-/// copying `payload` (every subscriber of a delivery shares one buffer).
+/// Queues notification `name` on `peer` without waiting (a `payload` over
+/// 1 KiB is shared by every subscriber of the delivery, not copied).
 ///
 /// Fan-out runs under a channel's lock, in the publisher's (or the
 /// broker's) task: it must never wait for one connection. A connection

@@ -335,9 +335,11 @@ impl Peer {
         self.conn.send(|core| core.notify(name, &payload)).await
     }
 
-    /// Queues a notification without waiting, for fan-out: `payload` is
-    /// shared, never copied, whatever its size, so one `Bytes` sent to a
-    /// thousand connections is held once.
+    /// Queues a notification without waiting, for fan-out: a `payload`
+    /// over 1 KiB is shared, never copied, so one `Bytes` sent to a
+    /// thousand connections is held once (a shorter one is copied into the
+    /// connection's write buffer: cheaper than a reference of its own, and
+    /// at most 1 KiB per receiver).
     ///
     /// A connection whose write queue is already over
     /// [`Config::max_write_queue_bytes`] is not keeping up with what is sent

@@ -20,6 +20,13 @@ use super::WriteCeiling;
 /// Payloads at least this long are sent by reference, never copied.
 pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 
+/// Shared payloads (a broadcast's one `Bytes`) up to this long are copied
+/// into the encoding buffer like any other: a copy of a short payload costs
+/// less than a segment of its own (the header frozen apart, a reference
+/// taken and dropped, one more buffer for the vectored write), and holds at
+/// most this much per receiver. Longer ones are queued by reference.
+pub(crate) const SHARED_COPY_MAX: usize = 1024;
+
 /// The encoding buffer's largest first allocation, so that a run of small
 /// frames does not reallocate it at once; it grows as needed.
 const TAIL_FIRST: usize = 4 * 1024;
@@ -86,13 +93,13 @@ impl Outgoing {
         self.urgent = true;
     }
 
-    /// Like [`push`](Self::push), but `payload` is queued by reference
-    /// whatever its size: it is one `Bytes` shared by many connections (a
-    /// broadcast), and copying it into each queue would multiply its memory
-    /// by the number of receivers.
+    /// Like [`push`](Self::push), but `payload` is queued by reference from
+    /// [`SHARED_COPY_MAX`] bytes on, not [`ZERO_COPY_MIN`]: it is one `Bytes`
+    /// shared by many connections (a broadcast), and copying a long one into
+    /// each queue would multiply its memory by the number of receivers.
     pub(crate) fn push_shared<B: Buffer>(&mut self, msg: &Message<B>, payload: &Bytes) {
         debug_assert_eq!(payload.len(), msg.payload_len());
-        self.encode(msg, Some(payload).filter(|p| !p.is_empty()));
+        self.encode(msg, shared_by_reference(payload));
         self.urgent = true;
     }
 
@@ -110,7 +117,7 @@ impl Outgoing {
     ) -> bool {
         debug_assert_eq!(payload.len(), msg.payload_len());
         let before = self.queued;
-        self.encode(msg, Some(payload).filter(|p| !p.is_empty()));
+        self.encode(msg, shared_by_reference(payload));
         if self.urgent {
             return false;
         }
@@ -191,6 +198,11 @@ impl Outgoing {
         }
         taken
     }
+}
+
+/// A shared payload queued by reference, or `None` to copy it.
+fn shared_by_reference(payload: &Bytes) -> Option<&Bytes> {
+    Some(payload).filter(|p| p.len() > SHARED_COPY_MAX)
 }
 
 /// The encoding buffer's first allocation for a frame of `len` bytes when
@@ -303,9 +315,9 @@ mod tests {
     }
 
     #[test]
-    fn shared_payloads_are_queued_by_reference_whatever_their_size() {
+    fn shared_payloads_over_a_kibibyte_are_queued_by_reference() {
         let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
-        let payload = Bytes::from_static(b"tiny");
+        let payload = Bytes::from(vec![b'p'; SHARED_COPY_MAX + 1]);
         let msg: Message<&[u8]> = Message::Notification {
             name: gotalk_proto::Text::from("n"),
             payload: &payload[..],
@@ -319,7 +331,24 @@ mod tests {
         assert_eq!(out[1].as_ptr(), payload.as_ptr());
         assert_eq!(out[3].as_ptr(), payload.as_ptr());
         let wire: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
-        assert_eq!(wire, b"n001n00000004tinyn001n00000004tiny");
+        let frame = [&b"n001n00000401"[..], &payload[..]].concat();
+        assert_eq!(wire, [&frame[..], &frame[..]].concat());
+    }
+
+    #[test]
+    fn short_shared_payloads_are_copied_into_one_buffer() {
+        let mut q = Outgoing::new(1 << 20, WriteCeiling::new(usize::MAX));
+        let payload = Bytes::from_static(b"tiny");
+        let msg: Message<&[u8]> = Message::Notification {
+            name: gotalk_proto::Text::from("n"),
+            payload: &payload[..],
+        };
+        q.push_shared(&msg, &payload);
+        q.push_shared(&msg, &payload);
+        let mut out = VecDeque::new();
+        q.take(&mut out);
+        assert_eq!(out.len(), 1, "one buffer, one plain write");
+        assert_eq!(&out[0][..], b"n001n00000004tinyn001n00000004tiny");
     }
 
     #[test]
