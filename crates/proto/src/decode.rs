@@ -221,11 +221,22 @@ fn fast_header(buf: &[u8], limits: &DecodeLimits) -> Option<FrameHeader> {
             let len = hex::parse_word(size_digits, 3)? as usize;
             header.header_len += len;
             let name = buf.get(name_at..name_at + len)?;
-            if !name.is_ascii() && core::str::from_utf8(name).is_err() {
+            // A whole header has the payload size's 8 digits after the name.
+            let size = word(name_at + len)?;
+            // A name of up to 8 bytes is checked in the word that starts
+            // with it (in the buffer: the size's digits follow it); bytes
+            // after the name are digits or refused below, so a high bit
+            // among them only sends the name through the full check.
+            let ascii = if len <= 8 {
+                word(name_at)? & hex::HIGH == 0
+            } else {
+                name.is_ascii()
+            };
+            if !ascii && core::str::from_utf8(name).is_err() {
                 return None;
             }
             header.name = name_at..name_at + len;
-            header.payload_len = hex::parse_word(word(name_at + len)?, 8)?;
+            header.payload_len = hex::parse_word(size, 8)?;
         }
         StreamRequestPart | SingleResult | StreamResult | ErrorResult => {
             header.id = id;
