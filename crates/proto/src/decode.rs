@@ -20,7 +20,8 @@ use core::ops::Range;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::{
-    DecodeError, Field, Message, MessageType, ProtocolErrorCode, RequestId, Text, hex, text::Buffer,
+    DecodeError, Field, Message, MessageType, ProtocolErrorCode, RequestId, Text, hex,
+    text::{Buffer, INLINE_NAME_LEN, InlineName},
 };
 
 /// Payload limit used by [`DecodeLimits::default`]: 16 MiB.
@@ -107,22 +108,25 @@ impl FrameHeader {
         self.header_len + self.payload_len as usize
     }
 
-    /// Builds the message from a frame buffer whose header this is.
+    /// Builds the message from a frame buffer whose header this is. `name`
+    /// is called with the name's range for the types that carry one; its
+    /// bytes were validated as UTF-8 by `parse_header`.
     #[inline(always)]
-    fn message<B: Buffer>(&self, name: impl FnOnce(Range<usize>) -> B, payload: B) -> Message<B> {
+    fn message<B: Buffer>(
+        &self,
+        name: impl FnOnce(Range<usize>) -> Text<B>,
+        payload: B,
+    ) -> Message<B> {
         let id = self.id;
-        // The name bytes were validated as UTF-8 by `parse_header`, and
-        // `name` hands back those same bytes.
-        let text = |r| Text::from_validated(name(r));
         match self.message_type {
             MessageType::SingleRequest => Message::SingleRequest {
                 id,
-                op: text(self.name.clone()),
+                op: name(self.name.clone()),
                 payload,
             },
             MessageType::StreamRequest => Message::StreamRequest {
                 id,
-                op: text(self.name.clone()),
+                op: name(self.name.clone()),
                 payload,
             },
             MessageType::StreamRequestPart => Message::StreamRequestPart { id, payload },
@@ -135,7 +139,7 @@ impl FrameHeader {
                 payload,
             },
             MessageType::Notification => Message::Notification {
-                name: text(self.name.clone()),
+                name: name(self.name.clone()),
                 payload,
             },
             MessageType::Heartbeat => Message::Heartbeat {
@@ -180,6 +184,32 @@ impl Fields<'_> {
     }
 }
 
+/// The 8-digit payload size in `word` (read little-endian), or `None` if it
+/// is not hex. In a stream of frames the next frame's address waits for
+/// this value, so its latency is the decoder's speed: for a payload under
+/// 64 KiB (the first four digits `0000`, a predicted branch) only the four
+/// others are converted, one merging step less.
+#[inline(always)]
+fn payload_size(word: u64) -> Option<u32> {
+    if word as u32 == u32::from_le_bytes(*b"0000") {
+        hex::parse_word(word, 4)
+    } else {
+        hex::parse_word(word, 8)
+    }
+}
+
+/// The 3-digit name size in the top bytes of `word`; for a name under 256
+/// bytes (the first digit `0`) only two digits are converted, as for
+/// [`payload_size`].
+#[inline(always)]
+fn name_size(word: u64) -> Option<u32> {
+    if (word >> 40) as u8 == b'0' {
+        hex::parse_word(word, 2)
+    } else {
+        hex::parse_word(word, 3)
+    }
+}
+
 /// The header at the start of `buf` if it is whole, well-formed and within
 /// `limits`, else `None`: the fast path for the frames of a read buffer.
 ///
@@ -218,23 +248,34 @@ fn fast_header(buf: &[u8], limits: &DecodeLimits) -> Option<FrameHeader> {
                 header.id = id;
                 (8, first)
             };
-            let len = hex::parse_word(size_digits, 3)? as usize;
+            let len = name_size(size_digits)? as usize;
             header.header_len += len;
             let name = buf.get(name_at..name_at + len)?;
-            if !name.is_ascii() && core::str::from_utf8(name).is_err() {
+            // A whole header has the payload size's 8 digits after the name.
+            let size = word(name_at + len)?;
+            // A name of up to 8 bytes is checked in the word that starts
+            // with it (in the buffer: the size's digits follow it); bytes
+            // after the name are digits or refused below, so a high bit
+            // among them only sends the name through the full check.
+            let ascii = if len <= 8 {
+                word(name_at)? & hex::HIGH == 0
+            } else {
+                name.is_ascii()
+            };
+            if !ascii && core::str::from_utf8(name).is_err() {
                 return None;
             }
             header.name = name_at..name_at + len;
-            header.payload_len = hex::parse_word(word(name_at + len)?, 8)?;
+            header.payload_len = payload_size(size)?;
         }
         StreamRequestPart | SingleResult | StreamResult | ErrorResult => {
             header.id = id;
-            header.payload_len = hex::parse_word(word(5)?, 8)?;
+            header.payload_len = payload_size(word(5)?)?;
         }
         RetryResult => {
             header.id = id;
             header.aux = hex::parse_word(word(5)?, 8)?;
-            header.payload_len = hex::parse_word(word(13)?, 8)?;
+            header.payload_len = payload_size(word(13)?)?;
         }
         Heartbeat => {
             header.aux = hex::parse_word(first << 24, 4)?;
@@ -407,6 +448,25 @@ fn whole_frame(
     Ok(Ok((header, total)))
 }
 
+/// A copy of the name at `name` in a whole header at the start of `buf`,
+/// `name.len()` at most [`INLINE_NAME_LEN`]: whole words, as the payload
+/// size's 8 digits follow the name, so each word read is within the
+/// header (the bytes after the name come along and are ignored).
+#[inline(always)]
+fn inline_name(buf: &[u8], name: &Range<usize>) -> InlineName {
+    debug_assert!(name.len() <= INLINE_NAME_LEN && name.end + 8 <= buf.len());
+    let mut bytes = [0; INLINE_NAME_LEN + 1];
+    for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
+        // Words past the name are not read; those read end by `name.end + 8`.
+        if i * 8 < name.len() || i == 0 {
+            if let Some(word) = buf.get(name.start + i * 8..name.start + i * 8 + 8) {
+                chunk.copy_from_slice(word);
+            }
+        }
+    }
+    InlineName::new(bytes, name.len())
+}
+
 /// Decodes one message borrowing from `buf`.
 ///
 /// ```
@@ -429,15 +489,20 @@ pub fn decode<'a>(
         Ok(frame) => frame,
         Err(missing) => return Ok(Decoded::Incomplete(missing)),
     };
-    let message = header.message(|r| &buf[r], &buf[header.header_len..total]);
+    let message = header.message(
+        |r| Text::from_validated(&buf[r]),
+        &buf[header.header_len..total],
+    );
     Ok(Decoded::Complete(message, total))
 }
 
 /// Decodes one message from the front of `buf`, zero-copy.
 ///
-/// On `Complete` the frame is split off `buf`; the payload and name of the
-/// returned message are slices of the same allocation, not copies. On
-/// `Incomplete` and on error `buf` is left untouched.
+/// On `Complete` the frame is split off `buf`; the payload of the returned
+/// message is a slice of the same allocation, not a copy, and so is a name
+/// over 23 bytes; a shorter name is copied into its [`Text`], which then
+/// holds no reference to the buffer (one reference count less to take and
+/// drop per request). On `Incomplete` and on error `buf` is left untouched.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -463,30 +528,38 @@ pub fn decode_bytes(
         Err(missing) => return Ok(Decoded::Incomplete(missing)),
     };
     let header_len = header.header_len;
-    let message = if total == header_len && header.name.is_empty() {
-        // Nothing to hand out (heartbeats, protocol errors, empty results):
-        // no reference to the buffer is taken.
+    let name = header.name.clone();
+    // A short name is copied out of the buffer (no reference to it: the
+    // read buffer's one counter is touched once per frame, not twice).
+    let inline =
+        (!name.is_empty() && name.len() <= INLINE_NAME_LEN).then(|| inline_name(buf, &name));
+    let shared_name = !name.is_empty() && inline.is_none();
+    let named = move |shared: Option<Bytes>| match (shared, inline) {
+        (Some(bytes), _) => Text::from_validated(bytes),
+        (None, Some(name)) => Text::from_validated_inline(name),
+        (None, None) => Text::from_static(""),
+    };
+    let message = if total == header_len && !shared_name {
+        // Nothing to hand out by reference (heartbeats, protocol errors,
+        // empty results, short names without a payload).
         buf.advance(total);
-        header.message(|_| Bytes::new(), Bytes::new())
+        header.message(|_| named(None), Bytes::new())
     } else {
-        // One split per frame, then views of it: a `Bytes` handle per
-        // non-empty name and payload, each one reference count, and no
-        // further `BytesMut` surgery (each split or advance of a `BytesMut`
-        // re-checks its representation; the frame's `Bytes` is plain).
+        // One split per frame, then views of it: a `Bytes` handle for a
+        // non-empty payload and a long name, each one reference count, and
+        // no further `BytesMut` surgery (each split or advance of a
+        // `BytesMut` re-checks its representation; the frame's `Bytes` is
+        // plain).
         let mut frame = buf.split_to(total).freeze();
         if total == header_len {
-            // A name and an empty payload: the frame becomes the name.
-            frame.truncate(header.name.end);
-            frame.advance(header.name.start);
-            header.message(|_| frame, Bytes::new())
+            // A long name and an empty payload: the frame becomes the name.
+            frame.truncate(name.end);
+            frame.advance(name.start);
+            header.message(|_| named(Some(frame)), Bytes::new())
         } else {
-            let name = if header.name.is_empty() {
-                Bytes::new()
-            } else {
-                frame.slice(header.name.clone())
-            };
+            let shared = shared_name.then(|| frame.slice(name));
             frame.advance(header_len);
-            header.message(|_| name, frame)
+            header.message(|_| named(shared), frame)
         }
     };
     Ok(Decoded::Complete(message, total))
@@ -577,7 +650,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_copy_name_and_payload() {
+    fn zero_copy_payload_and_long_name_short_name_copied() {
         let mut buf = BytesMut::from(&b"n003log00000003abcR"[..]);
         let base = buf.as_ptr() as usize;
         let Decoded::Complete(Message::Notification { name, payload }, 18) =
@@ -586,9 +659,95 @@ mod tests {
             panic!("not a notification")
         };
         assert_eq!(name.as_str(), "log");
-        assert_eq!(name.as_bytes().as_ptr() as usize, base + 4);
+        assert!(name.is_inline());
         assert_eq!(payload.as_ptr() as usize, base + 15);
         assert_eq!(&buf[..], b"R");
+
+        let long = "a-name-of-24-bytes-long.";
+        let wire = format!("n018{long}00000003abc");
+        let mut buf = BytesMut::from(wire.as_bytes());
+        let base = buf.as_ptr() as usize;
+        let Decoded::Complete(Message::Notification { name, payload }, _) =
+            decode_bytes(&mut buf, &limits()).unwrap()
+        else {
+            panic!("not a notification")
+        };
+        assert_eq!(name.as_str(), long);
+        assert!(!name.is_inline());
+        assert_eq!(name.as_bytes().as_ptr() as usize, base + 4);
+        assert_eq!(payload.as_ptr() as usize, base + 36);
+    }
+
+    /// Every name length around the inline limit and the word boundaries of
+    /// its copy, with and without a payload, alone in the buffer (so the
+    /// copy's last word ends at the header's end) and followed by more.
+    #[test]
+    fn names_of_every_short_length_round_trip() {
+        for len in 0..=INLINE_NAME_LEN + 2 {
+            let op: String = "abcdefghijklmnopqrstuvwxyz"
+                .chars()
+                .cycle()
+                .take(len)
+                .collect();
+            for payload in [&b""[..], b"xy"] {
+                for tail in [&b""[..], b"h000254d7de9a"] {
+                    let msg = Message::SingleRequest {
+                        id: RequestId::new(*b"0001"),
+                        op: Text::from(op.as_str()),
+                        payload: Bytes::copy_from_slice(payload),
+                    };
+                    let mut wire = msg.to_vec().unwrap();
+                    let frame_len = wire.len();
+                    wire.extend_from_slice(tail);
+                    let mut buf = BytesMut::from(&wire[..]);
+                    let Decoded::Complete(decoded, used) =
+                        decode_bytes(&mut buf, &limits()).unwrap()
+                    else {
+                        panic!("incomplete")
+                    };
+                    assert_eq!((decoded.clone(), used), (msg, frame_len));
+                    let Message::SingleRequest { op: name, .. } = decoded else {
+                        panic!()
+                    };
+                    assert_eq!(name.as_str(), op);
+                    assert_eq!(name.is_inline(), (1..=INLINE_NAME_LEN).contains(&len));
+                    assert_eq!(&buf[..], tail);
+                }
+            }
+        }
+    }
+
+    /// The shortened conversions (a payload size whose first four digits
+    /// are `0000`, a name size whose first digit is `0`) at and around
+    /// their bounds, and with a bad digit where the shortcut does not look.
+    #[test]
+    fn short_size_conversions_agree_with_the_exact_parser_at_their_bounds() {
+        let limits = DecodeLimits::with_max_payload(u32::MAX);
+        let mut headers: Vec<Vec<u8>> = Vec::new();
+        for size in [
+            "00000000", "0000ffff", "0000FFFF", "00010000", "0000fffg", "000g0000", "g0000000",
+            "ffffffff", "0000 fff", "00000 ff",
+        ] {
+            headers.push(format!("R0001{size}").into_bytes());
+            headers.push(format!("r0001000{size}").into_bytes());
+            headers.push(format!("e0001{size}{size}").into_bytes());
+        }
+        for name_size in ["000", "0ff", "0FF", "100", "fff", "0g0", "00g", "g00"] {
+            let mut header = format!("n{name_size}").into_bytes();
+            header.resize(4 + 0xfff, b'a');
+            header.extend_from_slice(b"00000000");
+            headers.push(header);
+        }
+        for buf in headers {
+            let exact = parse_header_exact(&buf, &limits);
+            match fast_header(&buf, &limits) {
+                Some(header) => {
+                    let len = header.header_len;
+                    assert_eq!(exact, Ok(Decoded::Complete(header, len)));
+                }
+                None => assert!(!matches!(exact, Ok(Decoded::Complete(..))), "{buf:?}"),
+            }
+        }
     }
 
     /// Header-like bytes: a tag (sometimes not one), then mostly `0` and

@@ -50,7 +50,7 @@ pub(crate) fn parse(digits: &[u8]) -> Result<u32, usize> {
 /// `0x01` in every byte of a word.
 const ONES: u64 = 0x0101_0101_0101_0101;
 /// The high bit of every byte of a word.
-const HIGH: u64 = ONES * 0x80;
+pub(crate) const HIGH: u64 = ONES * 0x80;
 
 /// Parses the `width` hex digits in the most significant bytes of `word`,
 /// eight bytes read little-endian (so the last of them in memory order):

@@ -9,7 +9,8 @@
 //!   [`Decoded::Complete`] with the bytes consumed, or
 //!   [`Decoded::Incomplete`] with how many more bytes are needed.
 //! - [`decode_bytes`] does the same out of a `BytesMut` read buffer and
-//!   returns payloads and names as slices of it, without copying.
+//!   returns payloads (and names over 23 bytes) as slices of it, without
+//!   copying; shorter names are copied into the [`Text`] itself.
 //! - [`Message::encode_header`] / [`Message::encode`] write lower-case,
 //!   zero-padded hex; the header is separate so large payloads can go out
 //!   with vectored I/O.

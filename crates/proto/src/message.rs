@@ -202,7 +202,7 @@ impl fmt::Display for ProtocolErrorCode {
 /// assert_eq!(msg.to_vec().unwrap(), b"r0001005hello00000005world");
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub enum Message<B = Bytes> {
+pub enum Message<B: Buffer = Bytes> {
     /// `r`: a request carrying its whole payload.
     SingleRequest {
         /// Requester-chosen ID, echoed in the result.
@@ -347,7 +347,7 @@ impl<B: Buffer> Message<B> {
 
     /// The same message with every buffer converted by `buf` and every name
     /// by `text`: the one place that lists which variants carry what.
-    fn map_buffers<'s, C>(
+    fn map_buffers<'s, C: Buffer>(
         &'s self,
         text: impl Fn(&'s Text<B>) -> Text<C>,
         buf: impl Fn(&'s B) -> C,

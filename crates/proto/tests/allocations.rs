@@ -72,7 +72,8 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// One frame of every message kind, names and payloads non-empty where the
-/// kind has them (and one empty payload, which takes its own branch).
+/// kind has them (and empty payloads, which take their own branches), short
+/// names and long ones.
 fn every_kind() -> Vec<Message> {
     let id = RequestId::new(*b"0001");
     let payload = || Bytes::from_static(b"{\"message\":\"Hello gotalk world\"}");
@@ -90,6 +91,16 @@ fn every_kind() -> Vec<Message> {
         Message::StreamRequest {
             id,
             op: Text::from_static("named-but-empty"),
+            payload: Bytes::new(),
+        },
+        // Names over 23 bytes are views of the buffer, not copies.
+        Message::SingleRequest {
+            id,
+            op: Text::from_static("a.name.too.long.to.be.kept.inline"),
+            payload: payload(),
+        },
+        Message::Notification {
+            name: Text::from_static("a.name.too.long.to.be.kept.inline"),
             payload: Bytes::new(),
         },
         Message::StreamRequestPart {
