@@ -68,12 +68,24 @@ async fn stalled_subscriber(addr: &str, channel: &str) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_dropped_and_the_others_get_everything() {
+    stops_reading(Hub::builder()).await;
+}
+
+/// The same with a write delay far longer than the test's waits: large
+/// deliveries are not held for it (32 KiB waiting go at once), and the
+/// queue bound still finds the subscriber that does not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_write_delay_too() {
+    stops_reading(Hub::builder().write_delay(Duration::from_secs(3600))).await;
+}
+
+async fn stops_reading(builder: gotalk_hub::HubBuilder) {
     let config = Config {
         max_write_queue_bytes: QUEUE_BOUND,
         ..Config::default()
     };
     let reasons = std::sync::Arc::new(Reasons::default());
-    let (hub, server) = serve_with(Hub::builder().hooks_arc(reasons.clone()), config).await;
+    let (hub, server) = serve_with(builder.hooks_arc(reasons.clone()), config).await;
     let addr = server.local_addr().to_string();
     let mut readers = Vec::new();
     for _ in 0..2 {
