@@ -103,24 +103,22 @@ impl RequestHandler {
     /// context is moved once, not through a chain of calls.
     #[inline(always)]
     pub(crate) fn call_buffer(self, ctx: Context, payload: Bytes) -> HandlerCall<Bytes> {
-        match self {
-            Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
-            other => other.call_buffer_other(ctx, payload, None),
-        }
+        self.call_buffer_in(ctx, payload, None)
     }
 
-    /// [`call_buffer`](Self::call_buffer) for a request of the dispatch
-    /// round `meters` times: a metered call's clock starts with the round's.
+    /// [`call_buffer`](Self::call_buffer), for a request of the dispatch
+    /// round `meters` times when given: a metered call's clock then starts
+    /// with the round's.
     #[inline]
     pub(crate) fn call_buffer_in(
         self,
         ctx: Context,
         payload: Bytes,
-        meters: &mut InlineMeters,
+        meters: Option<&mut InlineMeters>,
     ) -> HandlerCall<Bytes> {
         match self {
             Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
-            other => other.call_buffer_other(ctx, payload, Some(meters)),
+            other => other.call_buffer_other(ctx, payload, meters),
         }
     }
 

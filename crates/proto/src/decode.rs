@@ -454,11 +454,11 @@ fn whole_frame(
 /// header (the bytes after the name come along and are ignored).
 #[inline(always)]
 fn inline_name(buf: &[u8], name: &Range<usize>) -> InlineName {
-    debug_assert!(name.len() <= INLINE_NAME_LEN && name.end + 8 <= buf.len());
+    debug_assert!(!name.is_empty() && name.len() <= INLINE_NAME_LEN && name.end + 8 <= buf.len());
     let mut bytes = [0; INLINE_NAME_LEN + 1];
     for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
         // Words past the name are not read; those read end by `name.end + 8`.
-        if i * 8 < name.len() || i == 0 {
+        if i * 8 < name.len() {
             if let Some(word) = buf.get(name.start + i * 8..name.start + i * 8 + 8) {
                 chunk.copy_from_slice(word);
             }

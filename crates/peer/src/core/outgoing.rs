@@ -52,11 +52,18 @@ pub(crate) struct Outgoing {
     /// Bytes the last [`take`](Self::take) took: sizes the encoding
     /// buffer's next first allocation.
     last_taken: usize,
-    /// A frame queued without a delay waits: the queue is due at once.
-    urgent: bool,
-    /// While only frames queued with a delay wait: when the first of them
-    /// must be written (see [`push_shared_by`](Self::push_shared_by)).
-    flush_by: Option<Instant>,
+    /// When what waits must be written; `None` while nothing waits.
+    due: Option<Due>,
+}
+
+/// When a non-empty queue must be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// A frame queued without a delay waits.
+    Now,
+    /// Only frames queued with a delay wait: the earliest of their
+    /// deadlines (see [`Outgoing::push_shared_by`]).
+    By(Instant),
 }
 
 impl Outgoing {
@@ -68,8 +75,7 @@ impl Outgoing {
             max,
             ceiling,
             last_taken: TAIL_FIRST,
-            urgent: false,
-            flush_by: None,
+            due: None,
         }
     }
 
@@ -90,7 +96,7 @@ impl Outgoing {
     pub(crate) fn push<B: Buffer>(&mut self, msg: &Message<B>, payload: Option<&Bytes>) {
         debug_assert!(payload.is_none_or(|p| p.len() == msg.payload_len()));
         self.encode(msg, payload.filter(|p| p.len() >= ZERO_COPY_MIN));
-        self.urgent = true;
+        self.due = Some(Due::Now);
     }
 
     /// Like [`push`](Self::push), but `payload` is queued by reference from
@@ -100,7 +106,7 @@ impl Outgoing {
     pub(crate) fn push_shared<B: Buffer>(&mut self, msg: &Message<B>, payload: &Bytes) {
         debug_assert_eq!(payload.len(), msg.payload_len());
         self.encode(msg, shared_by_reference(payload));
-        self.urgent = true;
+        self.due = Some(Due::Now);
     }
 
     /// Like [`push_shared`](Self::push_shared), but the frame may wait
@@ -118,12 +124,13 @@ impl Outgoing {
         debug_assert_eq!(payload.len(), msg.payload_len());
         let before = self.queued;
         self.encode(msg, shared_by_reference(payload));
-        if self.urgent {
-            return false;
-        }
-        let earlier = self.flush_by.is_none_or(|at| by < at);
+        let earlier = match self.due {
+            Some(Due::Now) => return false,
+            Some(Due::By(at)) => by < at,
+            None => true,
+        };
         if earlier {
-            self.flush_by = Some(by);
+            self.due = Some(Due::By(by));
         }
         earlier || (before < DELAYED_FLUSH_BYTES && self.queued >= DELAYED_FLUSH_BYTES)
     }
@@ -132,15 +139,19 @@ impl Outgoing {
     /// frame without delay is among it, or it is large, or its deadline
     /// passed. `now` is read only in the last case.
     pub(crate) fn is_due(&self, now: impl FnOnce() -> Instant) -> bool {
-        self.queued > 0
-            && (self.urgent
-                || self.queued >= DELAYED_FLUSH_BYTES
-                || self.flush_by.is_none_or(|by| by <= now()))
+        match self.due {
+            None => false,
+            Some(Due::Now) => true,
+            Some(Due::By(by)) => self.queued >= DELAYED_FLUSH_BYTES || by <= now(),
+        }
     }
 
     /// When the delayed frames waiting must be written, if only such wait.
     pub(crate) fn flush_deadline(&self) -> Option<Instant> {
-        if self.urgent { None } else { self.flush_by }
+        match self.due {
+            Some(Due::By(by)) => Some(by),
+            _ => None,
+        }
     }
 
     /// Drops everything queued (the peer will not read it).
@@ -148,8 +159,7 @@ impl Outgoing {
         self.segments.clear();
         self.tail = BytesMut::new();
         self.ceiling.sub(std::mem::take(&mut self.queued));
-        self.urgent = false;
-        self.flush_by = None;
+        self.due = None;
     }
 
     fn encode<B: Buffer>(&mut self, msg: &Message<B>, by_reference: Option<&Bytes>) {
@@ -189,8 +199,7 @@ impl Outgoing {
             self.segments.push_back(tail.freeze());
         }
         out.append(&mut self.segments);
-        self.urgent = false;
-        self.flush_by = None;
+        self.due = None;
         let taken = std::mem::take(&mut self.queued);
         self.ceiling.sub(taken);
         if taken > 0 {

@@ -77,7 +77,7 @@ pub(super) fn single(
     } else {
         // The common case: the handler's own boxed future, not boxed again.
         let (fut, meter) = handler
-            .call_buffer_in(ctx, payload, &mut d.meters)
+            .call_buffer_in(ctx, payload, Some(&mut d.meters))
             .into_parts();
         Work::Single(fut, meter)
     };
