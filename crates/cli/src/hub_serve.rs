@@ -78,6 +78,11 @@ pub(crate) struct HubArgs {
     /// CPU per delivery under heavy fan-out, for that much latency (default: none)
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION", requires = "hub")]
     write_delay: Duration,
+    /// With --hub, answer a client's publish only after the connections it woke have written
+    /// it while they wait longer than this for their turn to run (e.g. 10ms): a publisher then
+    /// slows to the node's pace instead of queueing ahead of it (default: off)
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION", requires = "hub")]
+    publish_pacing: Duration,
 }
 
 impl HubArgs {
@@ -98,6 +103,7 @@ impl HubArgs {
         }
         builder = builder
             .write_delay(self.write_delay)
+            .publish_pacing(self.publish_pacing)
             // Authorization: Bearer, or ?token= (browsers cannot set headers).
             .token_source(TokenSource::default())
             .history(

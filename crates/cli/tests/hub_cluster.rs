@@ -74,12 +74,13 @@ async fn publications_reach_every_node_once_and_in_order() {
     publications_in_order("publications_reach_every_node_once_and_in_order", &[]).await;
 }
 
-/// The same with `--write-delay`: deliveries batched per connection.
+/// The same with `--write-delay` (deliveries batched per connection) and
+/// `--publish-pacing` so short that answers are held often.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_reach_every_node_once_and_in_order_with_a_write_delay() {
     publications_in_order(
         "publications_reach_every_node_once_and_in_order_with_a_write_delay",
-        &["--write-delay", "3ms"],
+        &["--write-delay", "3ms", "--publish-pacing", "0.1ms"],
     )
     .await;
 }

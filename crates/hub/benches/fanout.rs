@@ -57,6 +57,8 @@
 //!   connections on a thread of their own, one more than the worker threads),
 //!   `FANOUT_WRITE_DELAY` (unset: none; milliseconds: the hub servers'
 //!   [`HubBuilder::write_delay`](gotalk_hub::HubBuilder::write_delay)),
+//!   `FANOUT_PACING` (unset or 0: none; milliseconds: the hub
+//!   servers' [`HubBuilder::publish_pacing`](gotalk_hub::HubBuilder::publish_pacing)),
 //!   `FANOUT_PACED` (0; K > 0 with both targets: each round runs Socket.IO
 //!   as fast as its window allows, then gotalk's publisher paced at K times
 //!   the publication rate Socket.IO reached: the latency of K times
@@ -818,6 +820,10 @@ fn server() {
         if let Ok(ms) = std::env::var("FANOUT_WRITE_DELAY") {
             let ms: f64 = ms.parse().expect("FANOUT_WRITE_DELAY: milliseconds");
             builder = builder.write_delay(Duration::from_secs_f64(ms / 1e3));
+        }
+        if let Ok(ms) = std::env::var("FANOUT_PACING") {
+            let ms: f64 = ms.parse().expect("FANOUT_PACING: milliseconds");
+            builder = builder.publish_pacing(Duration::from_secs_f64(ms / 1e3));
         }
         let builder = match std::env::var("FANOUT_BROKER_URL") {
             Ok(url) => with_redis(builder, &url),

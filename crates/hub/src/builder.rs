@@ -42,6 +42,7 @@ pub struct HubBuilder {
     hooks: Option<Arc<dyn Hooks>>,
     limits: Limits,
     write_delay: Option<Duration>,
+    publish_pacing: Option<Duration>,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -55,6 +56,7 @@ impl std::fmt::Debug for HubBuilder {
             .field("hooks", &self.hooks.is_some())
             .field("limits", &self.limits)
             .field("write_delay", &self.write_delay)
+            .field("publish_pacing", &self.publish_pacing)
             .finish()
     }
 }
@@ -70,6 +72,7 @@ impl HubBuilder {
             hooks: None,
             limits: Limits::default(),
             write_delay: None,
+            publish_pacing: None,
         }
     }
 
@@ -172,6 +175,44 @@ impl HubBuilder {
         self
     }
 
+    /// Paces clients' publications by the node's writes (default: off;
+    /// zero turns it off again).
+    ///
+    /// A client's `publish` is answered once its deliveries are queued.
+    /// While the node keeps up, that lets a publisher run ahead of the
+    /// writes, so each write carries several publications. When the
+    /// node's connections wait longer than `target` for their turn to run
+    /// (the runtime's queue is that long), answers are held until the
+    /// connections the publication woke have written it, the way Socket.IO
+    /// writes before it acknowledges: a publisher that waits for its
+    /// answers then slows to the rate the node writes at, and deliveries
+    /// stop queueing behind publications accepted faster than that. The
+    /// delay is measured by the held answers, and by one publication at a
+    /// time while the node is on schedule (which a lone publisher's every
+    /// publication is). Publications from the application
+    /// ([`Hub::publish`](crate::Hub::publish)) are not paced.
+    ///
+    /// The price is throughput when many channels each have few
+    /// subscribers: a publisher then needs to run well ahead of the writes
+    /// for each write to carry several publications (docs/benchmarks.md,
+    /// "Publish pacing").
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), gotalk_hub::HubError> {
+    /// use std::time::Duration;
+    /// let hub = gotalk_hub::Hub::builder()
+    ///     .publish_pacing(Duration::from_millis(25))
+    ///     .build()
+    ///     .await?;
+    /// # let _ = hub;
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_pacing(mut self, target: Duration) -> Self {
+        self.publish_pacing = (!target.is_zero()).then_some(target);
+        self
+    }
+
     /// Starts the broker and the hub's background work (presence
     /// refresh). Must run inside a tokio runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
@@ -208,6 +249,7 @@ impl HubBuilder {
             sessions: Mutex::new(HashMap::new()),
             node_id: crate::id::random_hex(),
             next_session: AtomicU64::new(1),
+            pacing: self.publish_pacing.map(crate::pacing::Pacing::new),
         });
         tokio::spawn(crate::presence::refresh(
             Arc::downgrade(&inner),

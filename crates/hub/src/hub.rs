@@ -83,6 +83,8 @@ pub(crate) struct HubInner {
     pub(crate) sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub(crate) node_id: String,
     pub(crate) next_session: AtomicU64,
+    /// See [`HubBuilder::publish_pacing`](crate::HubBuilder::publish_pacing).
+    pub(crate) pacing: Option<crate::pacing::Pacing>,
 }
 
 pub(crate) struct AuthSettings {

@@ -59,6 +59,7 @@ mod id;
 mod lifecycle;
 mod node;
 mod ops;
+mod pacing;
 mod presence;
 mod token_source;
 mod wire;

@@ -160,6 +160,9 @@ async fn publish(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubErr
         node.unexclude(session.id, channel, &data);
     }
     let position = published?;
+    if let Some(pacing) = &hub.inner.pacing {
+        pacing.before_answer(&ctx).await;
+    }
     Ok(wire::encode(&wire::PositionOut {
         offset: position.offset,
         epoch: &position.epoch,

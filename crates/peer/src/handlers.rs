@@ -758,6 +758,38 @@ impl Context {
             .is_ok()
     }
 
+    /// Lets every task woken so far run before the handler goes on: the
+    /// handler's task goes once to the back of the runtime's run queue.
+    ///
+    /// For a handler that has just woken many connections, say by queueing
+    /// a notification to each, and should answer only once they have had
+    /// their turn to write it: the answer then paces the caller by how fast
+    /// those writes go, instead of letting it queue work faster than the
+    /// process can send it. The hub's `publish` does this.
+    ///
+    /// Unlike [`tokio::task::yield_now`] this survives the peer's first
+    /// poll of a handler, which it makes on the connection's own task
+    /// ([`Config::inline_handlers`](crate::Config::inline_handlers)): a
+    /// yield there would only let the connection go on, so the requeue
+    /// happens on the handler task's first poll instead. On a
+    /// current-thread runtime every task woken before the call runs first.
+    /// On a multi-thread runtime, tasks that overflowed the worker's local
+    /// queue into the shared one, or that other workers took, may run
+    /// later, so the order is then only mostly kept.
+    ///
+    /// ```no_run
+    /// # use bytes::Bytes;
+    /// # use gotalk_peer::{Context, Handlers, HandlerError};
+    /// let handlers = Handlers::new().buffer("shout", |ctx: Context, text: Bytes| async move {
+    ///     // ... notify every listener ...
+    ///     ctx.yield_behind_woken().await;
+    ///     Ok::<_, HandlerError>(text)
+    /// });
+    /// ```
+    pub fn yield_behind_woken(&self) -> impl Future<Output = ()> + Send + 'static {
+        YieldBehindWoken { requeued: false }
+    }
+
     /// The connection's user data of type `T`, if set with
     /// [`Peer::set_user_data`]; always `None` for a call over HTTP.
     pub fn user_data<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
@@ -836,5 +868,31 @@ mod tests {
             })
             .sum();
         assert_eq!(recorded, 3);
+    }
+}
+
+/// The future of [`Context::yield_behind_woken`].
+struct YieldBehindWoken {
+    requeued: bool,
+}
+
+impl Future for YieldBehindWoken {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.requeued {
+            return std::task::Poll::Ready(());
+        }
+        // The peer's inline first poll (no-op waker): the handler is
+        // spawned next, and a new task may run before the tasks already
+        // woken (tokio's multi-thread runtime puts it in the worker's LIFO
+        // slot). Requeue on that task's first poll.
+        if crate::connection::KEEP_INLINE.get().is_none() {
+            self.requeued = true;
+            // Woken while it runs, a task is put at the back of the queue
+            // once its poll returns (tokio schedules it as a yield).
+            cx.waker().wake_by_ref();
+        }
+        std::task::Poll::Pending
     }
 }

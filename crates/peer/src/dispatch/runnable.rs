@@ -111,6 +111,13 @@ impl Connection {
 const IDLE: u8 = 0;
 const WOKEN: u8 = 1;
 const DONE: u8 = 2;
+/// Being polled. A wake now is not counted: a handler that wakes itself
+/// while it runs is yielding, and goes to the back of the runtime's queue
+/// (say [`Context::yield_behind_woken`](crate::Context::yield_behind_woken)),
+/// so holding the connection's writes until its next poll would hold them
+/// for a whole round of that queue. A wake from elsewhere racing with the
+/// poll is not counted either: coalescing is lost, nothing else.
+const POLLING: u8 = 3;
 
 /// A spawned handler's waker: counts the wake on its connection, then
 /// wakes the handler's task.
@@ -192,8 +199,9 @@ pub(crate) fn tracked<F: Future>(
         let mut fut = pin!(fut);
         poll_fn(|cx| {
             wake.task.register(cx.waker());
-            wake.leave(conn, IDLE);
+            wake.leave(conn, POLLING);
             let polled = fut.as_mut().poll(&mut Context::from_waker(&waker));
+            let _ = wake.state.compare_exchange(POLLING, IDLE, SeqCst, SeqCst);
             conn.release_hold();
             polled
         })
@@ -237,6 +245,27 @@ mod tests {
         assert_eq!(runnable(&conn), 0, "dropped while woken");
         waker.wake_by_ref();
         assert_eq!(runnable(&conn), 0, "a wake after the end counts nothing");
+    }
+
+    #[test]
+    fn a_handler_that_wakes_itself_while_polled_is_not_runnable() {
+        let conn = connection();
+        let wake = HandlerWake::started(&conn);
+        let mut yielded = false;
+        let yields = std::future::poll_fn(move |cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        let mut fut = Box::pin(tracked(conn.clone(), wake, yields));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(fut.as_mut().poll(&mut cx), Poll::Pending);
+        assert_eq!(runnable(&conn), 0, "a yield holds nobody's writes");
+        assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(()));
+        assert_eq!(runnable(&conn), 0);
     }
 
     #[test]

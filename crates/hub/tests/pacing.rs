@@ -1,0 +1,153 @@
+//! With publish pacing, a client's `publish` is answered after the node's
+//! subscriber connections have written the publication whenever the
+//! answer measures the node's delay (a lone publisher's every answer does),
+//! the way Socket.IO writes before it acknowledges.
+
+mod common;
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpStream},
+    thread,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use gotalk_hub::Hub;
+use gotalk_peer::proto::{Message, RequestId, Text, VERSION_BYTES};
+use serde_json::{Value, json};
+use tokio::runtime::Builder;
+
+/// Subscribers of the channel: fewer than tokio's local run queue holds
+/// (256), so on one worker none of their tasks overflows to the shared
+/// queue and the order is exact.
+const SUBSCRIBERS: usize = 100;
+const PUBLICATIONS: usize = 5;
+
+/// Serves a hub on a runtime of its own, on its own thread: the order in
+/// which that runtime runs the connections is what is tested.
+fn serve_on(mut runtime: Builder) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    thread::spawn(move || {
+        let runtime = runtime.enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let (_hub, server) =
+                common::serve(Hub::builder().publish_pacing(Duration::from_millis(10))).await;
+            let gotalk_peer::LocalAddr::Tcp(addr) = server.local_addr() else {
+                panic!("a TCP listener")
+            };
+            addr_tx.send(*addr).unwrap();
+            let _ = stopped.await;
+        });
+    });
+    (addr_rx.recv().unwrap(), stop)
+}
+
+/// A blocking client written from the protocol up.
+fn connect(addr: SocketAddr) -> TcpStream {
+    let mut io = TcpStream::connect(addr).unwrap();
+    io.set_nodelay(true).unwrap();
+    io.set_read_timeout(Some(common::WAIT)).unwrap();
+    io.write_all(&VERSION_BYTES).unwrap();
+    let mut version = [0u8; 2];
+    io.read_exact(&mut version).unwrap();
+    assert_eq!(version, VERSION_BYTES);
+    io
+}
+
+/// Sends request `n` and reads its single result.
+fn request(io: &mut TcpStream, n: usize, op: &'static str, input: Value) -> Value {
+    let id = format!("{n:04}");
+    let request = Message::SingleRequest {
+        id: RequestId::new(id.as_bytes().try_into().unwrap()),
+        op: Text::from_static(op),
+        payload: Bytes::from(input.to_string()),
+    };
+    io.write_all(&request.to_vec().unwrap()).unwrap();
+    // `R`, the id, an 8-digit hexadecimal length, the JSON.
+    let mut header = [0u8; 13];
+    io.read_exact(&mut header).unwrap();
+    assert_eq!(&header[..5], format!("R{id}").as_bytes(), "{op}");
+    serde_json::from_slice(&read_len(io, &header[5..])).unwrap()
+}
+
+fn read_len(io: &mut TcpStream, hex: &[u8]) -> Vec<u8> {
+    let len = usize::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap();
+    let mut body = vec![0u8; len];
+    io.read_exact(&mut body).unwrap();
+    body
+}
+
+/// Reads one notification: `n`, a 3-digit name length, the name, an
+/// 8-digit payload length, the payload.
+fn notification(io: &mut TcpStream) -> (String, Value) {
+    let mut head = [0u8; 4];
+    io.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], b'n');
+    let name = String::from_utf8(read_len(io, &head[1..])).unwrap();
+    let mut len = [0u8; 8];
+    io.read_exact(&mut len).unwrap();
+    let payload = serde_json::from_slice(&read_len(io, &len)).unwrap();
+    (name, payload)
+}
+
+/// Whether bytes wait to be read on `io`, without reading them.
+fn has_data(io: &TcpStream) -> bool {
+    io.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let ready = match io.peek(&mut byte) {
+        Ok(n) => n > 0,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => panic!("peek: {e}"),
+    };
+    io.set_nonblocking(false).unwrap();
+    ready
+}
+
+fn publish_answers_follow_deliveries(runtime: Builder) {
+    let (addr, _stop) = serve_on(runtime);
+    let mut subscribers: Vec<TcpStream> = (0..SUBSCRIBERS)
+        .map(|_| {
+            let mut io = connect(addr);
+            let out = request(&mut io, 1, "subscribe", json!({"channel": "news"}));
+            assert_eq!(out["offset"], 0);
+            io
+        })
+        .collect();
+    let mut publisher = connect(addr);
+    for k in 1..=PUBLICATIONS {
+        let out = request(
+            &mut publisher,
+            k,
+            "publish",
+            json!({"channel": "news", "data": k}),
+        );
+        assert_eq!(out["offset"], k);
+        // Loopback hands written bytes to the reader's socket before the
+        // write returns, so every delivery written before the answer is
+        // there to read now.
+        let waiting = subscribers.iter().filter(|io| !has_data(io)).count();
+        assert_eq!(
+            waiting, 0,
+            "publication {k} answered before {waiting} of {SUBSCRIBERS} subscribers were written to"
+        );
+        for io in &mut subscribers {
+            let (name, payload) = notification(io);
+            assert_eq!(name, "news");
+            assert_eq!(payload["data"], k, "{payload}");
+        }
+    }
+}
+
+#[test]
+fn on_a_current_thread_runtime() {
+    publish_answers_follow_deliveries(Builder::new_current_thread());
+}
+
+#[test]
+fn on_one_worker_of_a_multi_thread_runtime() {
+    let mut builder = Builder::new_multi_thread();
+    builder.worker_threads(1);
+    publish_answers_follow_deliveries(builder);
+}
