@@ -78,9 +78,9 @@ pub(crate) struct HubArgs {
     /// CPU per delivery under heavy fan-out, for that much latency (default: none)
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION", requires = "hub")]
     write_delay: Duration,
-    /// With --hub, answer a client's publish only after the connections it woke have written
-    /// it while they wait longer than this for their turn to run (e.g. 10ms): a publisher then
-    /// slows to the node's pace instead of queueing ahead of it (default: off)
+    /// With --hub, hold clients' publish answers until the connections they woke have written,
+    /// while work waits longer than this in the node's run queue (e.g. 10ms): publishers then
+    /// slow to the node's pace instead of queueing ahead of it (default: off)
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION", requires = "hub")]
     publish_pacing: Duration,
 }

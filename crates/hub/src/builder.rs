@@ -178,31 +178,32 @@ impl HubBuilder {
     /// Paces clients' publications by the node's writes (default: off;
     /// zero turns it off again).
     ///
-    /// A client's `publish` is answered once its deliveries are queued.
-    /// While the node keeps up, that lets a publisher run ahead of the
-    /// writes, so each write carries several publications. When the
-    /// node's connections wait longer than `target` for their turn to run
-    /// (the runtime's queue is that long), answers are held until the
-    /// connections the publication woke have written it, the way Socket.IO
-    /// writes before it acknowledges: a publisher that waits for its
-    /// answers then slows to the rate the node writes at, and deliveries
-    /// stop queueing behind publications accepted faster than that. The
-    /// delay is measured by the held answers, and by one publication at a
-    /// time while the node is on schedule (which a lone publisher's every
-    /// publication is). Publications from the application
+    /// A client's `publish` is answered once its deliveries are queued, so
+    /// on a saturated node a publisher that keeps several publications in
+    /// flight queues them faster than the connections write them, and
+    /// every delivery waits behind that queue. With pacing, one
+    /// publication at a time is a probe: its answer is sent only after the
+    /// connections it woke have had their turn to write
+    /// ([`Context::yield_behind_woken`](gotalk_peer::Context::yield_behind_woken)),
+    /// the way Socket.IO writes before it acknowledges. While the probe out
+    /// has waited less than `target`, and the last one came back within
+    /// it, other answers go at once, so publishers run ahead and each write
+    /// carries several publications; otherwise every answer is held like
+    /// the probe's, which slows publishers that wait for their answers to
+    /// the rate the node writes at. A lone publisher's every publication is
+    /// a probe. Publications from the application
     /// ([`Hub::publish`](crate::Hub::publish)) are not paced.
     ///
     /// The price is throughput when many channels each have few
-    /// subscribers: a publisher then needs to run well ahead of the writes
-    /// for each write to carry several publications (docs/benchmarks.md,
-    /// "Publish pacing").
+    /// subscribers, where batching needs publishers well ahead of the
+    /// writes (docs/benchmarks.md, "Publish pacing").
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), gotalk_hub::HubError> {
     /// use std::time::Duration;
     /// let hub = gotalk_hub::Hub::builder()
-    ///     .publish_pacing(Duration::from_millis(25))
+    ///     .publish_pacing(Duration::from_millis(10))
     ///     .build()
     ///     .await?;
     /// # let _ = hub;

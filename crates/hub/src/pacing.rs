@@ -9,64 +9,113 @@
 //! Socket.IO has no such queue because it writes before it acknowledges,
 //! which also caps each write at what one acknowledgement let in.
 //!
-//! The middle way: measure how long a task woken now waits for its turn
-//! (the run-queue delay; a subscriber connection woken by a fan-out waits
-//! that long to write), and hold publish answers behind the node's writes
-//! only while that delay is over a target. Below it, publishers run ahead
-//! and subscribers get several publications per write; over it, each
-//! answer waits for the writes its fan-out caused, which lets the queue
-//! drain back to the target. The delay is measured by the held answers
-//! themselves, and by one probe at a time while the node is on schedule.
+//! Holding every answer until the connections its fan-out woke have
+//! written caps what a publisher gets in per round of the run queue at its
+//! window, and with many small channels that leaves one or two
+//! publications per write. Instead the node watches its run queue the way
+//! CoDel watches a packet queue, by the time something spends in it: one
+//! publication at a time is a probe, its answer requeued behind the tasks
+//! woken so far. While the probe waits less than the target, and the last
+//! one came back within it, other answers go at once, so publishers run
+//! ahead and each write carries several publications. Otherwise every
+//! answer is held behind the node's writes too, which slows the publishers
+//! to the node's pace until a probe comes back in time. The probe out now
+//! sees the work queued before it, the last one's wait the work queued
+//! while it was out.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
 use gotalk_peer::Context;
 
+/// No probe is out.
+const NONE: u64 = u64::MAX;
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Pacing {
-    /// The run-queue delay over which answers are held, in nanoseconds.
+    /// What the times below count from.
+    base: Instant,
+    /// The longest a probe may wait before answers are held, in
+    /// nanoseconds.
     target: u64,
-    /// The latest run-queue delay measured, in nanoseconds.
-    delay: AtomicU64,
-    /// A probe is out: a publish measuring the delay while the node is on
-    /// schedule.
-    probing: AtomicBool,
+    /// When the probe out now was requeued, in nanoseconds since `base`;
+    /// [`NONE`] when none is out.
+    probe_since: AtomicU64,
+    /// How long the last probe waited, in nanoseconds.
+    last_wait: AtomicU64,
+}
+
+/// What a publication's answer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Goes at once.
+    Now,
+    /// Is the probe: requeued, and the next one is taken after it.
+    Probe,
+    /// Is held behind the node's writes: the probe out, or the last one,
+    /// has waited too long.
+    Held,
 }
 
 impl Pacing {
     pub(crate) fn new(target: Duration) -> Self {
         Self {
+            base: Instant::now(),
             target: nanos(target),
-            delay: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
+            probe_since: AtomicU64::new(NONE),
+            last_wait: AtomicU64::new(0),
         }
     }
 
     /// Called by a client's publish once its deliveries are queued, on the
     /// handler's task: returns when it may be answered.
     pub(crate) async fn before_answer(&self, ctx: &Context) {
-        let probe = Probe::take(&self.probing);
-        if probe.is_none() && !self.behind() {
-            return;
-        }
-        let start = Instant::now();
-        ctx.yield_behind_woken().await;
-        if probe.is_some() {
-            self.measured(start.elapsed());
+        match self.answer(self.now()) {
+            Answer::Now => {}
+            Answer::Held => ctx.yield_behind_woken().await,
+            Answer::Probe => {
+                let _back = ProbeBack(self);
+                ctx.yield_behind_woken().await;
+            }
         }
     }
 
-    /// Whether the latest delay measured is over the target.
-    pub(crate) fn behind(&self) -> bool {
-        self.delay.load(Relaxed) > self.target
+    fn now(&self) -> u64 {
+        nanos(self.base.elapsed()).min(NONE - 1)
     }
 
-    pub(crate) fn measured(&self, delay: Duration) {
-        self.delay.store(nanos(delay), Relaxed);
+    fn answer(&self, now: u64) -> Answer {
+        match self
+            .probe_since
+            .compare_exchange(NONE, now, Relaxed, Relaxed)
+        {
+            Ok(_) => Answer::Probe,
+            Err(since)
+                if now.saturating_sub(since) > self.target
+                    || self.last_wait.load(Relaxed) > self.target =>
+            {
+                Answer::Held
+            }
+            Err(_) => Answer::Now,
+        }
+    }
+}
+
+/// Ends the probe when it is answered, or dropped (its connection closed
+/// while it waited).
+struct ProbeBack<'a>(&'a Pacing);
+
+impl Drop for ProbeBack<'_> {
+    fn drop(&mut self) {
+        let pacing = self.0;
+        let since = pacing.probe_since.load(Relaxed);
+        pacing
+            .last_wait
+            .store(pacing.now().saturating_sub(since), Relaxed);
+        pacing.probe_since.store(NONE, Relaxed);
     }
 }
 
@@ -74,44 +123,49 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The probe's place, given back when the probe ends or is dropped (its
-/// connection closed while it waited).
-struct Probe<'a>(&'a AtomicBool);
-
-impl<'a> Probe<'a> {
-    fn take(flag: &'a AtomicBool) -> Option<Self> {
-        (!flag.swap(true, Relaxed)).then_some(Self(flag))
-    }
-}
-
-impl Drop for Probe<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MS: u64 = 1_000_000;
+
     #[test]
-    fn behind_only_over_the_target() {
+    fn one_probe_then_answers_at_once_until_it_has_waited_too_long() {
         let pacing = Pacing::new(Duration::from_millis(10));
-        assert!(!pacing.behind());
-        pacing.measured(Duration::from_millis(10));
-        assert!(!pacing.behind());
-        pacing.measured(Duration::from_millis(11));
-        assert!(pacing.behind());
-        pacing.measured(Duration::from_micros(50));
-        assert!(!pacing.behind());
+        assert_eq!(pacing.answer(5 * MS), Answer::Probe);
+        assert_eq!(pacing.answer(5 * MS), Answer::Now);
+        assert_eq!(pacing.answer(15 * MS), Answer::Now, "10 ms: not over");
+        assert_eq!(pacing.answer(15 * MS + 1), Answer::Held);
+        assert_eq!(pacing.answer(40 * MS), Answer::Held);
+        // Back after 35 ms: too long, so the answers stay held behind the
+        // next probe until one comes back in time.
+        pacing.last_wait.store(35 * MS, Relaxed);
+        pacing.probe_since.store(NONE, Relaxed);
+        assert_eq!(pacing.answer(41 * MS), Answer::Probe, "the next probe");
+        assert_eq!(pacing.answer(42 * MS), Answer::Held);
+        pacing.last_wait.store(2 * MS, Relaxed);
+        pacing.probe_since.store(NONE, Relaxed);
+        assert_eq!(pacing.answer(45 * MS), Answer::Probe);
+        assert_eq!(pacing.answer(46 * MS), Answer::Now);
     }
 
     #[test]
-    fn one_probe_at_a_time_and_its_place_comes_back() {
-        let flag = AtomicBool::new(false);
-        let probe = Probe::take(&flag).expect("the first probe");
-        assert!(Probe::take(&flag).is_none());
-        drop(probe);
-        assert!(Probe::take(&flag).is_some());
+    fn a_probe_back_records_how_long_it_waited() {
+        let pacing = Pacing::new(Duration::from_millis(10));
+        assert_eq!(pacing.answer(pacing.now()), Answer::Probe);
+        std::thread::sleep(Duration::from_millis(2));
+        drop(ProbeBack(&pacing));
+        let waited = pacing.last_wait.load(Relaxed);
+        assert!((2 * MS..1_000 * MS).contains(&waited), "{waited} ns");
+        assert_eq!(pacing.probe_since.load(Relaxed), NONE);
+    }
+
+    #[test]
+    fn a_lone_publishers_every_answer_is_a_probe() {
+        let pacing = Pacing::new(Duration::from_millis(10));
+        for t in 0..5 {
+            assert_eq!(pacing.answer(t * MS), Answer::Probe);
+            drop(ProbeBack(&pacing));
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! With publish pacing, a client's `publish` is answered after the node's
-//! subscriber connections have written the publication whenever the
-//! answer measures the node's delay (a lone publisher's every answer does),
-//! the way Socket.IO writes before it acknowledges.
+//! Publish pacing: a probe's answer (a lone publisher's every answer) and,
+//! while the node is late, every answer is sent after the node's
+//! subscriber connections have written the publication, the way Socket.IO
+//! writes before it acknowledges; and a publication that waits holds back
+//! no other.
 
 mod common;
 
@@ -150,4 +151,63 @@ fn on_one_worker_of_a_multi_thread_runtime() {
     let mut builder = Builder::new_multi_thread();
     builder.worker_threads(1);
     publish_answers_follow_deliveries(builder);
+}
+
+/// An `on_publish` hook that takes its time on one publication.
+struct SlowOn(&'static str);
+
+impl gotalk_hub::Hooks for SlowOn {
+    fn on_publish<'a>(
+        &'a self,
+        _client: &'a gotalk_hub::ClientContext,
+        _channel: &'a str,
+        data: Bytes,
+    ) -> futures::future::BoxFuture<'a, Result<Bytes, gotalk_hub::Denied>> {
+        use futures::FutureExt;
+        let slow = &data[..] == self.0.as_bytes();
+        async move {
+            if slow {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            }
+            Ok(data)
+        }
+        .boxed()
+    }
+}
+
+/// One publication that waits (here on a hook) does not hold back the
+/// same client's next ones: 2 000 more, 16 at a time, pass it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_waiting_publication_holds_back_no_other() {
+    use futures::{StreamExt, stream::FuturesUnordered};
+    let (_hub, server) = common::serve(
+        Hub::builder()
+            .hooks(SlowOn("\"slow\""))
+            .publish_pacing(Duration::from_millis(10)),
+    )
+    .await;
+    let client = common::Client::connect(&server).await;
+    let peer = client.peer.clone();
+    let publish = |data: &str| {
+        let peer = peer.clone();
+        let body = json!({"channel": "news", "data": data}).to_string();
+        async move { peer.request("publish", body).await }
+    };
+    let mut slow = Box::pin(publish("slow"));
+    let mut in_flight = FuturesUnordered::new();
+    let (mut sent, mut done) = (0, 0);
+    let fast = async {
+        while done < 2_000 {
+            while sent < 2_000 && in_flight.len() < 16 {
+                in_flight.push(publish("fast"));
+                sent += 1;
+            }
+            in_flight.next().await.unwrap().unwrap();
+            done += 1;
+        }
+    };
+    tokio::select! {
+        answer = &mut slow => panic!("the slow publication finished first: {answer:?}"),
+        () = common::within("2 000 publications past a slow one", fast) => {}
+    }
 }
