@@ -42,6 +42,9 @@ struct Channel {
     state: Mutex<ChannelState>,
     /// Serializes this channel's broker subscribe and unsubscribe.
     broker_ops: tokio::sync::Mutex<()>,
+    /// Woken when a live publication has been fanned out (see
+    /// [`Node::fanned_out`]).
+    fanned_out: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -166,6 +169,15 @@ impl Channel {
     }
 }
 
+/// Wakes the waiters of a [`Notify`](tokio::sync::Notify) when dropped.
+struct WakeOnDrop<'a>(&'a tokio::sync::Notify);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
+}
+
 impl Node {
     pub(crate) fn new(
         broker: Arc<dyn Broker>,
@@ -215,6 +227,7 @@ impl Node {
                         name: channel.into(),
                         state: Mutex::default(),
                         broker_ops: tokio::sync::Mutex::new(()),
+                        fanned_out: tokio::sync::Notify::new(),
                     })
                 })
                 .clone();
@@ -443,10 +456,55 @@ impl Node {
         stats
     }
 
+    /// Waits until this node has fanned out the publication at `position`
+    /// of `channel` to its subscribers there (at once with the memory
+    /// broker, which fans out as it publishes; after the broker's round
+    /// trip with Redis), or has none, or `limit` has passed.
+    pub(crate) async fn fanned_out(
+        &self,
+        channel: &str,
+        position: &StreamPosition,
+        limit: Duration,
+    ) {
+        let Some(ch) = self.channel(channel) else {
+            return;
+        };
+        let reached = async {
+            loop {
+                let notified = ch.fanned_out.notified();
+                let mut notified = std::pin::pin!(notified);
+                // Registered before the cursor is read: a fan-out in
+                // between is not missed.
+                notified.as_mut().enable();
+                {
+                    let st = ch.lock();
+                    let done = st.subscribers.is_empty()
+                        || st.cursor.as_ref().is_some_and(|c| {
+                            *c.epoch != *position.epoch || c.offset >= position.offset
+                        });
+                    if done {
+                        return;
+                    }
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, reached).await;
+    }
+
     fn deliver(self: &Arc<Self>, channel: &str, delivery: Delivery) {
         let Some(ch) = self.channel(channel) else {
             return;
         };
+        // A publication's waiters are woken once `deliver_to` has released
+        // the channel's lock: its fan-out is done. (One fanned out by a
+        // recovery wakes nobody; they wait out their limit.)
+        let _wake =
+            matches!(delivery, Delivery::Publication { .. }).then(|| WakeOnDrop(&ch.fanned_out));
+        self.deliver_to(&ch, channel, delivery);
+    }
+
+    fn deliver_to(self: &Arc<Self>, ch: &Arc<Channel>, channel: &str, delivery: Delivery) {
         let mut st = ch.lock();
         match delivery {
             Delivery::Publication { epoch, publication } => {

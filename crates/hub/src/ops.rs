@@ -161,7 +161,8 @@ async fn publish(hub: Hub, ctx: Context, payload: Bytes) -> Result<Bytes, HubErr
     }
     let position = published?;
     if let Some(pacing) = &hub.inner.pacing {
-        pacing.before_answer(&ctx).await;
+        let fanned_out = node.fanned_out(channel, &position, pacing.fan_out_limit());
+        pacing.before_answer(&ctx, fanned_out).await;
     }
     Ok(wire::encode(&wire::PositionOut {
         offset: position.offset,

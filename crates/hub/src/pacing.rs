@@ -24,6 +24,7 @@
 //! while it was out.
 
 use std::{
+    future::Future,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
     time::{Duration, Instant},
 };
@@ -70,17 +71,24 @@ impl Pacing {
         }
     }
 
-    /// Called by a client's publish once its deliveries are queued, on the
-    /// handler's task: returns when it may be answered.
-    pub(crate) async fn before_answer(&self, ctx: &Context) {
-        match self.answer(self.now()) {
-            Answer::Now => {}
-            Answer::Held => ctx.yield_behind_woken().await,
-            Answer::Probe => {
-                let _back = ProbeBack(self);
-                ctx.yield_behind_woken().await;
-            }
-        }
+    /// Called by a client's publish once the broker has it, on the
+    /// handler's task: returns when it may be answered. A held answer (or
+    /// the probe's) first waits for `fanned_out`, this node's fan-out of
+    /// the publication (at once with the memory broker; after the round
+    /// trip through Redis), then for the writes it woke.
+    pub(crate) async fn before_answer(&self, ctx: &Context, fanned_out: impl Future<Output = ()>) {
+        let _back = match self.answer(self.now()) {
+            Answer::Now => return,
+            Answer::Held => None,
+            Answer::Probe => Some(ProbeBack(self)),
+        };
+        fanned_out.await;
+        ctx.yield_behind_woken().await;
+    }
+
+    /// The longest a held answer waits for this node's fan-out.
+    pub(crate) fn fan_out_limit(&self) -> Duration {
+        Duration::from_nanos(self.target.saturating_mul(4))
     }
 
     fn now(&self) -> u64 {

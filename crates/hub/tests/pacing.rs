@@ -14,7 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use gotalk_hub::Hub;
+use gotalk_hub::{Hub, HubBuilder};
 use gotalk_peer::proto::{Message, RequestId, Text, VERSION_BYTES};
 use serde_json::{Value, json};
 use tokio::runtime::Builder;
@@ -27,14 +27,16 @@ const PUBLICATIONS: usize = 5;
 
 /// Serves a hub on a runtime of its own, on its own thread: the order in
 /// which that runtime runs the connections is what is tested.
-fn serve_on(mut runtime: Builder) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+fn serve_on(
+    mut runtime: Builder,
+    hub: impl FnOnce() -> HubBuilder + Send + 'static,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     thread::spawn(move || {
         let runtime = runtime.enable_all().build().unwrap();
         runtime.block_on(async move {
-            let (_hub, server) =
-                common::serve(Hub::builder().publish_pacing(Duration::from_millis(10))).await;
+            let (_hub, server) = common::serve(hub()).await;
             let gotalk_peer::LocalAddr::Tcp(addr) = server.local_addr() else {
                 panic!("a TCP listener")
             };
@@ -106,8 +108,12 @@ fn has_data(io: &TcpStream) -> bool {
     ready
 }
 
-fn publish_answers_follow_deliveries(runtime: Builder) {
-    let (addr, _stop) = serve_on(runtime);
+fn publish_answers_follow_deliveries(runtime: Builder, broker: common::Flaky) {
+    let (addr, _stop) = serve_on(runtime, move || {
+        Hub::builder()
+            .broker(broker)
+            .publish_pacing(Duration::from_millis(10))
+    });
     let mut subscribers: Vec<TcpStream> = (0..SUBSCRIBERS)
         .map(|_| {
             let mut io = connect(addr);
@@ -143,14 +149,25 @@ fn publish_answers_follow_deliveries(runtime: Builder) {
 
 #[test]
 fn on_a_current_thread_runtime() {
-    publish_answers_follow_deliveries(Builder::new_current_thread());
+    publish_answers_follow_deliveries(Builder::new_current_thread(), common::Flaky::default());
 }
 
 #[test]
 fn on_one_worker_of_a_multi_thread_runtime() {
     let mut builder = Builder::new_multi_thread();
     builder.worker_threads(1);
-    publish_answers_follow_deliveries(builder);
+    publish_answers_follow_deliveries(builder, common::Flaky::default());
+}
+
+/// With a broker whose deliveries come back later than its answer (as
+/// Redis's do), the answer waits for this node's fan-out first.
+#[test]
+fn through_a_broker_that_delivers_late() {
+    let broker = common::Flaky::default();
+    broker
+        .delay_ms
+        .store(20, std::sync::atomic::Ordering::SeqCst);
+    publish_answers_follow_deliveries(Builder::new_current_thread(), broker);
 }
 
 /// An `on_publish` hook that takes its time on one publication.

@@ -9,7 +9,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -195,12 +195,16 @@ pub struct Flaky {
     /// Delivers everything twice, as a broker replaying after a
     /// reconnect might.
     pub twice: Arc<AtomicBool>,
+    /// Delivers each publication this many milliseconds late, as a
+    /// broker's round trip does (0: at once, as it is published).
+    pub delay_ms: Arc<AtomicU64>,
     pub sink: Arc<OnceLock<Arc<dyn BrokerSink>>>,
 }
 
 struct Gate {
     down: Arc<AtomicBool>,
     twice: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
     sink: Arc<dyn BrokerSink>,
 }
 
@@ -212,7 +216,16 @@ impl BrokerSink for Gate {
         if self.twice.load(Ordering::SeqCst) {
             self.sink.deliver(channel, delivery.clone());
         }
-        self.sink.deliver(channel, delivery);
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay == 0 {
+            self.sink.deliver(channel, delivery);
+            return;
+        }
+        let (sink, channel) = (self.sink.clone(), channel.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            sink.deliver(&channel, delivery);
+        });
     }
     fn resubscribed(&self) {
         self.sink.resubscribed();
@@ -225,6 +238,7 @@ impl Broker for Flaky {
         self.inner.start(Arc::new(Gate {
             down: self.down.clone(),
             twice: self.twice.clone(),
+            delay_ms: self.delay_ms.clone(),
             sink,
         }))
     }
