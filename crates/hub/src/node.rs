@@ -5,7 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, Weak},
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicUsize, Ordering::SeqCst},
+    },
     time::Duration,
 };
 
@@ -42,9 +45,12 @@ struct Channel {
     state: Mutex<ChannelState>,
     /// Serializes this channel's broker subscribe and unsubscribe.
     broker_ops: tokio::sync::Mutex<()>,
-    /// Woken when a live publication has been fanned out (see
-    /// [`Node::fanned_out`]).
+    /// Woken when a live publication has been fanned out, while some wait
+    /// (see [`Node::fanned_out`]).
     fanned_out: tokio::sync::Notify,
+    /// How many wait on `fanned_out`: without pacing nobody does, and a
+    /// publication costs no wake-up.
+    waiting: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -169,12 +175,34 @@ impl Channel {
     }
 }
 
-/// Wakes the waiters of a [`Notify`](tokio::sync::Notify) when dropped.
-struct WakeOnDrop<'a>(&'a tokio::sync::Notify);
+/// Wakes whoever waits for a channel's fan-out when dropped (after the
+/// fan-out, once the channel's lock is released).
+struct WakeOnDrop<'a>(&'a Channel);
 
 impl Drop for WakeOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.notify_waiters();
+        // A waiter counts itself before it takes the channel's lock to read
+        // the cursor: if it read it before this fan-out, the count is seen
+        // here, after the lock was taken and released again.
+        if self.0.waiting.load(SeqCst) > 0 {
+            self.0.fanned_out.notify_waiters();
+        }
+    }
+}
+
+/// Counts a waiter of [`Node::fanned_out`] while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
     }
 }
 
@@ -228,6 +256,7 @@ impl Node {
                         state: Mutex::default(),
                         broker_ops: tokio::sync::Mutex::new(()),
                         fanned_out: tokio::sync::Notify::new(),
+                        waiting: AtomicUsize::new(0),
                     })
                 })
                 .clone();
@@ -469,6 +498,7 @@ impl Node {
         let Some(ch) = self.channel(channel) else {
             return;
         };
+        let _waiting = Waiting::new(&ch.waiting);
         let reached = async {
             loop {
                 let notified = ch.fanned_out.notified();
@@ -499,8 +529,7 @@ impl Node {
         // A publication's waiters are woken once `deliver_to` has released
         // the channel's lock: its fan-out is done. (One fanned out by a
         // recovery wakes nobody; they wait out their limit.)
-        let _wake =
-            matches!(delivery, Delivery::Publication { .. }).then(|| WakeOnDrop(&ch.fanned_out));
+        let _wake = matches!(delivery, Delivery::Publication { .. }).then(|| WakeOnDrop(&ch));
         self.deliver_to(&ch, channel, delivery);
     }
 

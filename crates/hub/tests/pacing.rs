@@ -108,11 +108,17 @@ fn has_data(io: &TcpStream) -> bool {
     ready
 }
 
-fn publish_answers_follow_deliveries(runtime: Builder, broker: common::Flaky) {
+/// Publishes [`PUBLICATIONS`] one after the other on a hub paced at
+/// `target`; each answer must come after every subscriber was written to,
+/// and within `within`.
+fn publish_answers_follow_deliveries(
+    runtime: Builder,
+    broker: common::Flaky,
+    target: Duration,
+    within: Duration,
+) {
     let (addr, _stop) = serve_on(runtime, move || {
-        Hub::builder()
-            .broker(broker)
-            .publish_pacing(Duration::from_millis(10))
+        Hub::builder().broker(broker).publish_pacing(target)
     });
     let mut subscribers: Vec<TcpStream> = (0..SUBSCRIBERS)
         .map(|_| {
@@ -124,12 +130,15 @@ fn publish_answers_follow_deliveries(runtime: Builder, broker: common::Flaky) {
         .collect();
     let mut publisher = connect(addr);
     for k in 1..=PUBLICATIONS {
+        let sent = std::time::Instant::now();
         let out = request(
             &mut publisher,
             k,
             "publish",
             json!({"channel": "news", "data": k}),
         );
+        let took = sent.elapsed();
+        assert!(took < within, "publication {k} answered after {took:?}");
         assert_eq!(out["offset"], k);
         // Loopback hands written bytes to the reader's socket before the
         // write returns, so every delivery written before the answer is
@@ -149,25 +158,41 @@ fn publish_answers_follow_deliveries(runtime: Builder, broker: common::Flaky) {
 
 #[test]
 fn on_a_current_thread_runtime() {
-    publish_answers_follow_deliveries(Builder::new_current_thread(), common::Flaky::default());
+    publish_answers_follow_deliveries(
+        Builder::new_current_thread(),
+        common::Flaky::default(),
+        Duration::from_millis(10),
+        common::WAIT,
+    );
 }
 
 #[test]
 fn on_one_worker_of_a_multi_thread_runtime() {
     let mut builder = Builder::new_multi_thread();
     builder.worker_threads(1);
-    publish_answers_follow_deliveries(builder, common::Flaky::default());
+    publish_answers_follow_deliveries(
+        builder,
+        common::Flaky::default(),
+        Duration::from_millis(10),
+        common::WAIT,
+    );
 }
 
 /// With a broker whose deliveries come back later than its answer (as
-/// Redis's do), the answer waits for this node's fan-out first.
+/// Redis's do), the answer waits for this node's fan-out first: woken by
+/// it, well before the wait's limit (four times the target, 4 s here).
 #[test]
 fn through_a_broker_that_delivers_late() {
     let broker = common::Flaky::default();
     broker
         .delay_ms
         .store(20, std::sync::atomic::Ordering::SeqCst);
-    publish_answers_follow_deliveries(Builder::new_current_thread(), broker);
+    publish_answers_follow_deliveries(
+        Builder::new_current_thread(),
+        broker,
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    );
 }
 
 /// An `on_publish` hook that takes its time on one publication.

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, stream::FuturesUnordered};
-use gotalk_peer::{Config, HandlerError, Handlers, Peer, Server};
+mod common;
+
+use common::Transport;
+use gotalk_peer::{Config, HandlerError, Handlers, Peer};
 
 /// Fast requests answered while the slow one waits.
 const FAST: usize = 2_000;
@@ -48,24 +51,22 @@ async fn fast_pass_slow(client: Peer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn over_tcp() {
-    let server = Server::bind("127.0.0.1:0", handlers(), Config::default())
-        .await
-        .unwrap()
-        .spawn();
-    let client = Peer::connect(
-        server.local_addr().to_string(),
+    let conn = common::connect(
+        Transport::Tcp,
         Handlers::new(),
+        handlers(),
+        Config::default(),
         Config::default(),
     )
-    .await
-    .unwrap();
+    .await;
+    let client = conn.client;
     fast_pass_slow(client).await;
 }
 
 #[cfg(feature = "websocket")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn over_websocket() {
-    use gotalk_peer::ws;
+    use gotalk_peer::{Server, ws};
     let listener = ws::WsListener::bind("127.0.0.1:0", ws::WsConfig::default())
         .await
         .unwrap();

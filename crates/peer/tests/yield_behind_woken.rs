@@ -5,7 +5,10 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use gotalk_peer::{Config, HandlerError, Handlers, Peer, Server};
+mod common;
+
+use common::Transport;
+use gotalk_peer::{Config, HandlerError, Handlers};
 use tokio::{runtime::Builder, sync::Notify};
 
 /// Tasks the handler wakes: fewer than tokio's local run queue holds
@@ -48,17 +51,15 @@ fn run(mut runtime: Builder, inline_handlers: bool) {
             inline_handlers,
             ..Config::default()
         };
-        let server = Server::bind("127.0.0.1:0", handlers, config)
-            .await
-            .unwrap()
-            .spawn();
-        let client = Peer::connect(
-            server.local_addr().to_string(),
+        let conn = common::connect(
+            Transport::Tcp,
             Handlers::new(),
+            handlers,
             Config::default(),
+            config,
         )
-        .await
-        .unwrap();
+        .await;
+        let client = conn.client;
         let answer = client.request("ring", "x").await.unwrap();
         assert_eq!(&answer[..], b"x");
         for waiter in waiters {
