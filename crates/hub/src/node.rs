@@ -527,8 +527,8 @@ impl Node {
             return;
         };
         // A publication's waiters are woken once `deliver_to` has released
-        // the channel's lock: its fan-out is done. (One fanned out by a
-        // recovery wakes nobody; they wait out their limit.)
+        // the channel's lock: its fan-out is done (or a recovery started,
+        // which wakes them again as it fans out).
         let _wake = matches!(delivery, Delivery::Publication { .. }).then(|| WakeOnDrop(&ch));
         self.deliver_to(&ch, channel, delivery);
     }
@@ -671,6 +671,9 @@ impl Node {
     async fn recover(self: Arc<Self>, ch: Arc<Channel>) {
         let mut backoff = RECOVERY_BACKOFF.0;
         loop {
+            // Declared before any lock of the channel: dropped after it,
+            // each round, to wake whoever waits for what was fanned out.
+            let _wake = WakeOnDrop(&ch);
             let since = {
                 let mut st = ch.lock();
                 if st.subscribers.is_empty() || st.recovering.is_none() {

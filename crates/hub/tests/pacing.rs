@@ -14,7 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use gotalk_hub::{Hub, HubBuilder};
+use gotalk_hub::{Hub, HubBuilder, broker::HistoryOptions};
 use gotalk_peer::proto::{Message, RequestId, Text, VERSION_BYTES};
 use serde_json::{Value, json};
 use tokio::runtime::Builder;
@@ -252,4 +252,56 @@ async fn a_waiting_publication_holds_back_no_other() {
         answer = &mut slow => panic!("the slow publication finished first: {answer:?}"),
         () = common::within("2 000 publications past a slow one", fast) => {}
     }
+}
+
+/// A publication the broker lost on its way to this node is fanned out by
+/// the gap recovery that the next one starts: the paced answer of that
+/// next one is woken by the recovery's fan-out, not by the wait's limit.
+#[tokio::test]
+async fn a_recovery_fan_out_wakes_paced_answers() {
+    let broker = common::Flaky::default();
+    let down = broker.down.clone();
+    let (_hub, server) = common::serve(
+        Hub::builder()
+            .broker(broker)
+            .history(
+                "*",
+                HistoryOptions {
+                    size: 10,
+                    ttl: Duration::from_secs(60),
+                },
+            )
+            .publish_pacing(Duration::from_millis(500)),
+    )
+    .await;
+    let mut subscriber = common::Client::connect(&server).await;
+    subscriber.ok("subscribe", json!({"channel": "news"})).await;
+    let publisher = common::Client::connect(&server).await;
+    publisher
+        .ok("publish", json!({"channel": "news", "data": 1}))
+        .await;
+
+    // Lost on its way to the node: its paced answer waits out the limit
+    // (four times the target).
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    publisher
+        .ok("publish", json!({"channel": "news", "data": 2}))
+        .await;
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let sent = std::time::Instant::now();
+    publisher
+        .ok("publish", json!({"channel": "news", "data": 3}))
+        .await;
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "answered after {took:?}: not woken by the recovery"
+    );
+    let notes = vec![
+        subscriber.next().await,
+        subscriber.next().await,
+        subscriber.next().await,
+    ];
+    assert_eq!(common::offsets(&notes), [1, 2, 3]);
 }
