@@ -526,14 +526,10 @@ impl Node {
         let Some(ch) = self.channel(channel) else {
             return;
         };
-        // A publication's waiters are woken once `deliver_to` has released
-        // the channel's lock: its fan-out is done (or a recovery started,
-        // which wakes them again as it fans out).
+        // Declared before the lock: a publication's waiters are woken once
+        // it is released, the fan-out done (or a recovery started, which
+        // wakes them again as it fans out).
         let _wake = matches!(delivery, Delivery::Publication { .. }).then(|| WakeOnDrop(&ch));
-        self.deliver_to(&ch, channel, delivery);
-    }
-
-    fn deliver_to(self: &Arc<Self>, ch: &Arc<Channel>, channel: &str, delivery: Delivery) {
         let mut st = ch.lock();
         match delivery {
             Delivery::Publication { epoch, publication } => {

@@ -86,8 +86,11 @@ impl InlineName {
     /// A copy of `s`, if it is short enough.
     fn copy_of(s: &[u8]) -> Option<Self> {
         let mut bytes = [0; INLINE_NAME_LEN + 1];
-        bytes.get_mut(..s.len())?.copy_from_slice(s);
-        (s.len() <= INLINE_NAME_LEN).then(|| Self::new(bytes, s.len()))
+        bytes
+            .get_mut(..s.len())
+            .filter(|_| s.len() <= INLINE_NAME_LEN)?
+            .copy_from_slice(s);
+        Some(Self::new(bytes, s.len()))
     }
 
     #[inline(always)]
@@ -109,6 +112,15 @@ pub enum OwnedText {
 }
 
 impl OwnedText {
+    /// `s` inline when short enough, else the `Bytes` that `shared` makes
+    /// of it.
+    fn of<T: AsRef<[u8]>>(s: T, shared: impl FnOnce(T) -> Bytes) -> Self {
+        match InlineName::copy_of(s.as_ref()) {
+            Some(name) => Self::Inline(name),
+            None => Self::Shared(shared(s)),
+        }
+    }
+
     #[inline(always)]
     fn as_bytes(&self) -> &[u8] {
         match self {
@@ -252,10 +264,7 @@ impl<'a> Text<&'a [u8]> {
     /// Copies the text into an owned buffer: in place when short, else a
     /// new reference-counted buffer.
     pub fn to_owned_bytes(&self) -> Text<Bytes> {
-        Text(match InlineName::copy_of(self.0) {
-            Some(name) => OwnedText::Inline(name),
-            None => OwnedText::Shared(Bytes::copy_from_slice(self.0)),
-        })
+        Text(OwnedText::of(self.0, Bytes::copy_from_slice))
     }
 
     /// The text with the buffer's lifetime.
@@ -277,10 +286,7 @@ impl<'a> From<&'a str> for Text<&'a [u8]> {
 
 impl From<String> for Text<Bytes> {
     fn from(s: String) -> Self {
-        Self(match InlineName::copy_of(s.as_bytes()) {
-            Some(name) => OwnedText::Inline(name),
-            None => OwnedText::Shared(Bytes::from(s)),
-        })
+        Self(OwnedText::of(s, Bytes::from))
     }
 }
 

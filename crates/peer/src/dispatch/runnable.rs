@@ -201,7 +201,9 @@ pub(crate) fn tracked<F: Future>(
             wake.task.register(cx.waker());
             wake.leave(conn, POLLING);
             let polled = fut.as_mut().poll(&mut Context::from_waker(&waker));
-            let _ = wake.state.compare_exchange(POLLING, IDLE, SeqCst, SeqCst);
+            // Nothing moves the state off `POLLING` during the poll (a wake
+            // leaves it, the end comes after): a store, not a swap.
+            wake.state.store(IDLE, SeqCst);
             conn.release_hold();
             polled
         })
