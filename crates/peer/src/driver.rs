@@ -47,6 +47,11 @@ const LARGE_FRAME: usize = 16 * 1024;
 const MAX_ANTICIPATED: usize = 256 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+/// The replies to this many messages go out before the next message read is
+/// handled (see [`Driver::early_write`]).
+const EARLY_WRITE_AFTER: u8 = 32;
+/// After an early write, this many writes go by before the next one.
+const EARLY_WRITE_EVERY: u8 = 16;
 /// How long closing may spend flushing what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -120,6 +125,10 @@ struct Driver<T> {
     write_failed: Option<CloseReason>,
     /// The writer yielded once for tasks still to queue their frames.
     yielded: bool,
+    /// Messages handled since the queue was last taken (saturating).
+    handled: u8,
+    /// Writes still to go by before an early one (see [`Self::early_write`]).
+    early_wait: u8,
     events: VecDeque<Event<Runtime>>,
     dispatch: Dispatch,
     /// When the last read completed.
@@ -159,6 +168,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             idle: true,
             write_failed: None,
             yielded: false,
+            handled: 0,
+            early_wait: 0,
             events: VecDeque::new(),
             dispatch: Dispatch::default(),
             now,
@@ -256,6 +267,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         match input {
             Input::None => {}
             Input::Message(msg) => {
+                self.handled = self.handled.saturating_add(1);
                 let now = self.now.into_std();
                 if !l.core.handle_message(now, msg) {
                     handle_more(&mut l.core, now, &mut self.reader);
@@ -295,7 +307,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         } else {
             l.core.transmit_due(|| Instant::now().into_std())
         };
-        if !had_input && !held && self.batch.is_empty() && due {
+        if had_input && !held && self.batch.is_empty() && due && self.early_write() {
+            l.core.poll_transmit(&mut self.batch);
+            // The frames of other tasks just taken need no yield.
+            l.woken = l.woken.saturating_sub(l.pushes);
+            l.pushes = 0;
+            // The one just handed over answers after this write.
+            self.handled = 1;
+            self.early_wait = EARLY_WRITE_EVERY;
+            took = true;
+        } else if !had_input && !held && self.batch.is_empty() && due {
             if l.pushes > 0 && l.pushes < l.woken && !self.yielded && self.closing.is_none() {
                 wants_yield = true;
             } else {
@@ -303,6 +324,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 l.pushes = 0;
                 l.woken = 0;
                 self.yielded = false;
+                self.handled = 0;
+                self.early_wait = self.early_wait.saturating_sub(1);
                 took = true;
             }
         }
@@ -319,6 +342,30 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             self.conn.room_made();
         }
         wants_yield
+    }
+
+    /// Whether the replies queued so far should be written before the
+    /// message just handed to the core, and the rest of what was read, are
+    /// handled: it is the [`EARLY_WRITE_AFTER`]` + 1`th since the last write.
+    ///
+    /// Replies to what one read brought normally go out together, once it
+    /// is all handled. But a peer that keeps many requests in flight and
+    /// sends them as its window allows then gets them all at once too, and
+    /// the two sides take turns: each waits while the other handles the
+    /// whole window (one connection, 64 requests in flight: client and
+    /// server each idle about half the time). Writing the first
+    /// [`EARLY_WRITE_AFTER`] replies early lets the peer work on them while
+    /// this side handles the rest; the window then travels as two or more
+    /// groups, each side working on one while the other works on another,
+    /// and stays so without further early writes.
+    ///
+    /// When the peer cannot work meanwhile (it shares this thread, as in an
+    /// in-process benchmark), the groups merge again at once and an early
+    /// write is only one more system call; so one is made at most once in
+    /// [`EARLY_WRITE_EVERY`] writes, which is enough to split a window again
+    /// when it merged.
+    fn early_write(&self) -> bool {
+        self.handled > EARLY_WRITE_AFTER && self.early_wait == 0 && self.closing.is_none()
     }
 
     /// The core closed: stop reading, flush for a while, then stop.

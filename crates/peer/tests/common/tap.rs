@@ -1,12 +1,9 @@
-//! A transport wrapper that records the bytes crossing it, and counts the
-//! writes.
+//! A transport wrapper that records the bytes crossing it, and the size of
+//! each write.
 
 use std::{
     pin::Pin,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -18,14 +15,16 @@ pub(crate) struct Tap {
     inner: BoxedIo,
     read: Arc<Mutex<Vec<u8>>>,
     written: Arc<Mutex<Vec<u8>>>,
-    writes: Arc<AtomicUsize>,
+    /// Bytes of each write that wrote something.
+    writes: Arc<Mutex<Vec<usize>>>,
 }
 
 #[derive(Clone, Default)]
 pub(crate) struct Taps {
     read: Arc<Mutex<Vec<u8>>>,
     written: Arc<Mutex<Vec<u8>>>,
-    writes: Arc<AtomicUsize>,
+    /// Bytes of each write that wrote something.
+    writes: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Taps {
@@ -40,7 +39,12 @@ impl Taps {
 
     /// Writes that wrote something.
     pub(crate) fn writes(&self) -> usize {
-        self.writes.load(Ordering::SeqCst)
+        self.writes.lock().unwrap().len()
+    }
+
+    /// How many bytes each write that wrote something wrote.
+    pub(crate) fn write_sizes(&self) -> Vec<usize> {
+        self.writes.lock().unwrap().clone()
     }
 
     pub(crate) fn read(&self) -> Vec<u8> {
@@ -78,7 +82,7 @@ impl AsyncWrite for Tap {
         if let Poll::Ready(Ok(n)) = polled {
             self.written.lock().unwrap().extend_from_slice(&buf[..n]);
             if n > 0 {
-                self.writes.fetch_add(1, Ordering::SeqCst);
+                self.writes.lock().unwrap().push(n);
             }
         }
         polled
@@ -99,7 +103,7 @@ impl AsyncWrite for Tap {
                 left -= take;
             }
             if n > 0 {
-                self.writes.fetch_add(1, Ordering::SeqCst);
+                self.writes.lock().unwrap().push(n);
             }
         }
         polled
