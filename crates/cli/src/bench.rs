@@ -149,17 +149,23 @@ async fn worker(peer: Peer, load: Arc<Load>, mut latencies: Recorder) -> TaskRes
     let mut errors = 0u64;
     let mut first_error = None;
     let mut unreported = 0u64;
+    // One clock reading per request: the end of one is the start of the
+    // next, and the deadline is checked against it (a reading costs 25–45 ns
+    // on a virtual machine, a tenth of the client's time per request
+    // otherwise).
+    let mut start = Instant::now();
     loop {
         let go = match load.stop {
             Stop::Count(n) => load.issued.fetch_add(1, Ordering::Relaxed) < n,
-            Stop::Deadline(at) => Instant::now() < at,
+            Stop::Deadline(at) => start < at,
         };
         if !go || load.halt.load(Ordering::Relaxed) {
             break;
         }
-        let start = Instant::now();
         let result = peer.request(&load.op, load.payload.clone()).await;
-        let elapsed = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        let end = Instant::now();
+        let elapsed = (end - start).as_nanos().min(u128::from(u64::MAX)) as u64;
+        start = end;
         match result {
             Ok(r) if load.expect_len.is_none_or(|n| n == r.len()) => {
                 latencies.record(elapsed);
