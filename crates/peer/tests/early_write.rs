@@ -27,10 +27,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let handlers = Handlers::new().buffer(
-        "echo",
-        |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
-    );
+    let handlers =
+        Handlers::new().buffer(
+            "echo",
+            |_ctx, p: Bytes| async move { Ok::<_, HandlerError>(p) },
+        );
     let taps = Taps::default();
     let (a, b) = tokio::io::duplex(1 << 20);
     let mut raw = Raw::new(a);
