@@ -307,7 +307,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         } else {
             l.core.transmit_due(|| Instant::now().into_std())
         };
-        if had_input && !held && self.batch.is_empty() && due && self.early_write() {
+        if had_input && self.early_write() && !held && self.batch.is_empty() && due {
             l.core.poll_transmit(&mut self.batch);
             // The frames of other tasks just taken need no yield.
             l.woken = l.woken.saturating_sub(l.pushes);
@@ -361,9 +361,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     ///
     /// When the peer cannot work meanwhile (it shares this thread, as in an
     /// in-process benchmark), the groups merge again at once and an early
-    /// write is only one more system call; so one is made at most once in
-    /// [`EARLY_WRITE_EVERY`] writes, which is enough to split a window again
-    /// when it merged.
+    /// write is only one more system call; so [`EARLY_WRITE_EVERY`] writes
+    /// go by between two early ones, which is enough to split a window
+    /// again when it merged.
     fn early_write(&self) -> bool {
         self.handled > EARLY_WRITE_AFTER && self.early_wait == 0 && self.closing.is_none()
     }

@@ -1,7 +1,7 @@
 //! When the replies to one read go out: all together once it is handled,
 //! except that the first 32 of a longer run go out before the rest is
-//! handled, so that the peer can work on them meanwhile; and such an early
-//! write is made at most once in 16 writes.
+//! handled, so that the peer can work on them meanwhile; and 16 writes go
+//! by between two such early writes.
 //!
 //! The client is raw bytes on one end of an in-memory pipe: each batch of
 //! requests is one write, so the server reads it whole.
@@ -100,10 +100,10 @@ async fn replies_to_a_short_read_go_out_together() {
 }
 
 #[tokio::test]
-async fn an_early_write_is_made_at_most_once_in_16_writes() {
+async fn sixteen_writes_go_by_between_two_early_ones() {
     let mut s = setup().await;
     assert_eq!(s.batch(100).await, [32, 68]);
-    // The early write and the one after it count as 2 of the 16.
+    // The write right after the early one is the first of the 16.
     for round in 0..15 {
         assert_eq!(s.batch(100).await, [100], "round {round}");
     }
