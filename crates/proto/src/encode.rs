@@ -6,7 +6,9 @@
 
 use bytes::BufMut;
 
-use crate::{EncodeError, MAX_NAME_LEN, MAX_PAYLOAD_LEN, Message, hex, text::Buffer};
+use crate::{
+    EncodeError, MAX_NAME_LEN, MAX_PAYLOAD_LEN, Message, RequestId, Text, hex, text::Buffer,
+};
 
 impl<B: Buffer> Message<B> {
     /// Header length in bytes, name included.
@@ -38,74 +40,58 @@ impl<B: Buffer> Message<B> {
     ///
     /// Nothing is written when an error is returned.
     pub fn encode_header<M: BufMut + ?Sized>(&self, dst: &mut M) -> Result<(), EncodeError> {
-        self.validate()?;
-        let needed = self.header_len();
-        if dst.remaining_mut() < needed {
-            return Err(EncodeError::BufferTooSmall {
-                needed,
-                remaining: dst.remaining_mut(),
-            });
-        }
-        // Longest fixed run before or after a name: tag + id + wait + size.
-        let mut fixed = [0u8; 21];
-        fixed[0] = self.message_type().as_byte();
-        let mut at = if let Some(id) = self.id() {
-            fixed[1..5].copy_from_slice(id.as_bytes());
-            5
-        } else {
-            1
-        };
-        let mut put_hex = |fixed: &mut [u8; 21], width: usize, value: u32| {
-            hex::write(&mut fixed[at..at + width], value);
-            at += width;
-        };
-        match self {
-            Self::SingleRequest { op: name, .. }
-            | Self::StreamRequest { op: name, .. }
-            | Self::Notification { name, .. } => {
-                put_hex(&mut fixed, 3, name.len() as u32);
-                dst.put_slice(&fixed[..at]);
-                dst.put_slice(name.as_bytes());
-                let mut size = [0u8; 8];
-                hex::write(&mut size, self.payload_len() as u32);
-                dst.put_slice(&size);
-                return Ok(());
-            }
-            Self::RetryResult { wait_ms, .. } => {
-                put_hex(&mut fixed, 8, *wait_ms);
-                put_hex(&mut fixed, 8, self.payload_len() as u32);
-            }
-            Self::Heartbeat { load, time } => {
-                put_hex(&mut fixed, 4, u32::from(*load));
-                put_hex(&mut fixed, 8, *time);
-            }
-            Self::ProtocolError { code } => put_hex(&mut fixed, 8, code.as_u32()),
-            Self::StreamRequestPart { .. }
-            | Self::SingleResult { .. }
-            | Self::StreamResult { .. }
-            | Self::ErrorResult { .. } => put_hex(&mut fixed, 8, self.payload_len() as u32),
-        }
-        dst.put_slice(&fixed[..at]);
-        Ok(())
+        self.put(dst, false)
     }
 
     /// Writes header and payload to `dst` (copying the payload).
     ///
     /// Nothing is written when an error is returned.
     pub fn encode<M: BufMut + ?Sized>(&self, dst: &mut M) -> Result<(), EncodeError> {
-        let needed = self.encoded_len();
-        if dst.remaining_mut() < needed {
-            self.validate()?;
-            return Err(EncodeError::BufferTooSmall {
-                needed,
-                remaining: dst.remaining_mut(),
-            });
+        self.put(dst, true)
+    }
+
+    /// The header, then the payload if `with_payload`: each field is built
+    /// on the stack in its final form (hex by [`hex::digits`]) and the
+    /// pieces go to `dst` in one step ([`put_all`]). Each arm lists its
+    /// pieces with their lengths known, so the fixed ones are plain stores.
+    #[inline(always)]
+    fn put<M: BufMut + ?Sized>(&self, dst: &mut M, with_payload: bool) -> Result<(), EncodeError> {
+        let payload: &[u8] = self.payload().map_or(&[], |p| p.as_ref());
+        let body = if with_payload { payload } else { &[] };
+        let size = || match u32::try_from(payload.len()) {
+            Ok(len) => Ok(hex::digits(len)),
+            Err(_) => Err(EncodeError::PayloadTooLarge { len: payload.len() }),
+        };
+        let tag = self.message_type().as_byte();
+        let tagged = |id: &RequestId| {
+            let [a, b, c, d] = *id.as_bytes();
+            [tag, a, b, c, d]
+        };
+        match self {
+            Self::SingleRequest { id, op: name, .. } | Self::StreamRequest { id, op: name, .. } => {
+                let name = checked_name(name)?;
+                let [.., a, b, c] = hex::digits(name.len() as u32);
+                let [t, i0, i1, i2, i3] = tagged(id);
+                put_all(dst, [&[t, i0, i1, i2, i3, a, b, c], name, &size()?, body])
+            }
+            Self::Notification { name, .. } => {
+                let name = checked_name(name)?;
+                let [.., a, b, c] = hex::digits(name.len() as u32);
+                put_all(dst, [&[tag, a, b, c], name, &size()?, body])
+            }
+            Self::StreamRequestPart { id, .. }
+            | Self::SingleResult { id, .. }
+            | Self::StreamResult { id, .. }
+            | Self::ErrorResult { id, .. } => put_all(dst, [&tagged(id), &size()?, body]),
+            Self::RetryResult { id, wait_ms, .. } => {
+                put_all(dst, [&tagged(id), &hex::digits(*wait_ms), &size()?, body])
+            }
+            Self::Heartbeat { load, time } => {
+                let [.., a, b, c, d] = hex::digits(u32::from(*load));
+                put_all(dst, [&[tag, a, b, c, d], &hex::digits(*time)])
+            }
+            Self::ProtocolError { code } => put_all(dst, [&[tag], &hex::digits(code.as_u32())]),
         }
-        self.encode_header(dst)?;
-        if let Some(payload) = self.payload() {
-            dst.put_slice(payload.as_ref());
-        }
-        Ok(())
     }
 
     /// The whole encoded message in a new `Vec`.
@@ -117,9 +103,59 @@ impl<B: Buffer> Message<B> {
     }
 }
 
+/// The name's bytes, if the wire's three hex digits can give its length.
+#[inline(always)]
+fn checked_name<B: Buffer>(name: &Text<B>) -> Result<&[u8], EncodeError> {
+    let name = name.as_bytes();
+    if name.len() > MAX_NAME_LEN {
+        return Err(EncodeError::NameTooLong { len: name.len() });
+    }
+    Ok(name)
+}
+
+/// Writes `pieces` to `dst` one after the other, or nothing if they do not
+/// fit. When `dst`'s current chunk holds them all (a `BytesMut` with room,
+/// a `Vec`), they are copied there and `dst` advanced once; otherwise piece
+/// by piece through [`BufMut::put_slice`].
+#[inline(always)]
+fn put_all<M: BufMut + ?Sized, const N: usize>(
+    dst: &mut M,
+    pieces: [&[u8]; N],
+) -> Result<(), EncodeError> {
+    let needed: usize = pieces.iter().map(|p| p.len()).sum();
+    if dst.remaining_mut() < needed {
+        return Err(EncodeError::BufferTooSmall {
+            needed,
+            remaining: dst.remaining_mut(),
+        });
+    }
+    let chunk = dst.chunk_mut();
+    if chunk.len() >= needed {
+        let mut at = 0;
+        for piece in pieces {
+            chunk[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
+        // SAFETY: `advance_mut(n)` requires the first `n` bytes of
+        // `chunk_mut()` to be initialized. The loop wrote `chunk[0..needed]`
+        // whole: each piece goes to the range that starts where the one
+        // before ended, and the pieces' lengths add up to `needed` (`at`
+        // equals `needed` here). Nothing touched `dst` in between.
+        #[allow(unsafe_code)]
+        unsafe {
+            dst.advance_mut(needed)
+        };
+    } else {
+        for piece in pieces {
+            dst.put_slice(piece);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
+    use bytes::{BufMut, Bytes, BytesMut};
 
     use crate::{Message, ProtocolErrorCode, RequestId, Text};
 
@@ -192,6 +228,35 @@ mod tests {
         for (msg, wire) in cases {
             assert_eq!(msg.to_vec().unwrap(), wire, "{msg:?}");
             assert_eq!(msg.encoded_len(), wire.len());
+            every_destination_gets_the_same_bytes(&msg, wire);
+        }
+    }
+
+    /// `msg` written whole into one chunk (a `BytesMut` with room) and
+    /// piece by piece (two slices chained, split at every position, so the
+    /// first chunk is too short), header alone and whole.
+    fn every_destination_gets_the_same_bytes(msg: &Message, wire: &[u8]) {
+        fn write(
+            msg: &Message,
+            dst: &mut impl BufMut,
+            with_payload: bool,
+        ) -> Result<(), crate::EncodeError> {
+            if with_payload {
+                msg.encode(dst)
+            } else {
+                msg.encode_header(dst)
+            }
+        }
+        let header_len = msg.header_len();
+        for (with_payload, expected) in [(false, &wire[..header_len]), (true, wire)] {
+            let mut roomy = BytesMut::with_capacity(256);
+            write(msg, &mut roomy, with_payload).unwrap();
+            assert_eq!(&roomy[..], expected, "{msg:?}");
+            for split in 0..=expected.len() {
+                let (mut a, mut b) = (vec![0u8; split], vec![0u8; expected.len() - split]);
+                write(msg, &mut (&mut a[..]).chain_mut(&mut b[..]), with_payload).unwrap();
+                assert_eq!([a, b].concat(), expected, "{msg:?} split at {split}");
+            }
         }
     }
 

@@ -18,8 +18,6 @@ static DIGIT: [u8; 256] = {
     t
 };
 
-const LOWER: &[u8; 16] = b"0123456789abcdef";
-
 /// Parses `digits` (at most 8 of them) as a big-endian hex number.
 ///
 /// Accepts `0-9`, `a-f` and `A-F` only: no sign, no space, no `0x`.
@@ -92,16 +90,25 @@ pub(crate) fn parse_word(word: u64, width: u32) -> Option<u32> {
     Some(((v << 16) | (v >> 32)) as u32)
 }
 
-/// Writes `value` as lower-case, zero-padded hex filling all of `dst`.
+/// `value` as eight lower-case hex digits, the most significant first; a
+/// narrower field is the last digits (`&digits(v)[8 - width..]`, with `v`
+/// under `16^width`).
 ///
-/// The caller guarantees that `value` fits in `dst.len()` digits.
-#[inline]
-pub(crate) fn write(dst: &mut [u8], mut value: u32) {
-    for slot in dst.iter_mut().rev() {
-        *slot = LOWER[(value & 0xf) as usize];
-        value >>= 4;
-    }
-    debug_assert_eq!(value, 0, "value did not fit its hex field");
+/// SWAR, like [`parse_word`]: every digit at once, with no table and no
+/// loop. Each of the four bytes is spread over two, its high nibble first
+/// in memory; a nibble of 10 or more gains the distance from `'9' + 1` to
+/// `'a'`.
+#[inline(always)]
+pub(crate) fn digits(value: u32) -> [u8; 8] {
+    // Most significant byte first in memory, one byte per 16 bits.
+    let x = u64::from(value.swap_bytes());
+    let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    // High nibble in the first byte of each pair, low nibble in the second.
+    let nibbles = ((x >> 4) & (ONES * 0x0f)) | ((x & 0x000f_000f_000f_000f) << 8);
+    // Bit 4 of nibble + 6 is set for 10..=15 (no byte carries: at most 21).
+    let letters = ((nibbles + ONES * 6) >> 4) & ONES;
+    (nibbles + ONES * u64::from(b'0') + letters * u64::from(b'a' - b'9' - 1)).to_le_bytes()
 }
 
 #[cfg(test)]
@@ -178,15 +185,26 @@ mod tests {
     }
 
     #[test]
-    fn writes_lower_case_zero_padded() {
-        let mut buf = [0u8; 8];
-        write(&mut buf, 0xAB);
-        assert_eq!(&buf, b"000000ab");
-        let mut buf = [0u8; 3];
-        write(&mut buf, 0xfff);
-        assert_eq!(&buf, b"fff");
-        let mut buf = [0u8; 4];
-        write(&mut buf, 0);
-        assert_eq!(&buf, b"0000");
+    fn digits_are_lower_case_zero_padded() {
+        assert_eq!(&digits(0xAB), b"000000ab");
+        assert_eq!(&digits(0xfff)[5..], b"fff");
+        assert_eq!(&digits(0)[4..], b"0000");
+        assert_eq!(&digits(u32::MAX), b"ffffffff");
+        assert_eq!(&digits(0x0123_4567), b"01234567");
+        assert_eq!(&digits(0x89ab_cdef), b"89abcdef");
+        assert_eq!(&digits(0x9a9a_0f0f), b"9a9a0f0f");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        /// The same digits as the standard formatter, and they parse back.
+        #[test]
+        fn digits_agree_with_format_and_parse(value in proptest::prelude::any::<u32>()) {
+            let d = digits(value);
+            let formatted = format!("{value:08x}");
+            proptest::prop_assert_eq!(&d[..], formatted.as_bytes());
+            proptest::prop_assert_eq!(parse(&d), Ok(value));
+        }
     }
 }
