@@ -9,17 +9,19 @@ use std::{
     any::{Any, TypeId},
     collections::VecDeque,
     sync::{Arc, Mutex, MutexGuard, OnceLock, Weak},
-    task::Waker,
+    task::{Context, Poll, Waker},
 };
 
 use bytes::Bytes;
+use gotalk_proto::RequestId;
 use tokio::{
-    sync::{Notify, mpsc, oneshot},
+    sync::{Notify, mpsc},
     time::Instant,
 };
 
 use crate::{
     CloseReason, Config, Error, Handlers, Peer,
+    answers::{AnswerKey, Answers},
     core::{Charge, CloseMode, Core, Credit, Event, Outcome, StreamItem, Tokens},
     dispatch::Runnable,
     latch::Latch,
@@ -41,14 +43,13 @@ pub(crate) enum Part {
 
 pub(crate) type PartTx = mpsc::UnboundedSender<Part>;
 pub(crate) type PartRx = mpsc::UnboundedReceiver<Part>;
-pub(crate) type AnswerTx = oneshot::Sender<Result<Outcome, Error>>;
 
 /// The runtime's per-request tokens (see [`Tokens`]).
 #[derive(Debug)]
 pub(crate) struct Runtime;
 
 impl Tokens for Runtime {
-    type Caller = AnswerTx;
+    type Caller = AnswerKey;
     type Reader = PartTx;
     type Parts = PartTx;
 }
@@ -56,6 +57,8 @@ impl Tokens for Runtime {
 /// What the lock guards: the core, and what the driver's wake-ups need.
 pub(crate) struct Locked {
     pub(crate) core: Core<Runtime>,
+    /// Where the answers to our buffer requests wait for their callers.
+    pub(crate) answers: Answers,
     /// The driver, when it waits for something to do.
     pub(crate) driver: Option<Waker>,
     /// Frames queued by other tasks since the driver last took the queue.
@@ -72,6 +75,31 @@ impl Locked {
     fn wake_driver(&mut self) -> Option<Waker> {
         self.driver.take()
     }
+
+    /// Queues a buffer request with a slot for its answer.
+    fn request(
+        &mut self,
+        op: &str,
+        payload: &Bytes,
+        waker: Option<Waker>,
+    ) -> Result<(RequestId, AnswerKey), Error> {
+        let key = self.answers.open(waker);
+        match self.core.request(op, payload, key) {
+            Ok(id) => Ok((id, key)),
+            Err(e) => {
+                self.answers.close(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the caller of slot `key` its answer and wakes it.
+    fn answer(&mut self, key: AnswerKey, answer: Result<Outcome, Error>) {
+        if self.answers.answer(key, answer) {
+            // It may queue a request soon (see `woken`).
+            self.woken += 1;
+        }
+    }
 }
 
 /// Runs a command that queues a frame, then wakes the driver (after the
@@ -80,9 +108,9 @@ impl Locked {
 fn push<R>(
     mut l: MutexGuard<'_, Locked>,
     runnable: &Runnable,
-    command: impl FnOnce(&mut Core<Runtime>) -> R,
+    command: impl FnOnce(&mut Locked) -> R,
 ) -> R {
-    let r = command(&mut l.core);
+    let r = command(&mut l);
     l.pushes += 1;
     let driver = if runnable.hold(&mut l) {
         None
@@ -164,6 +192,7 @@ impl Connection {
         Arc::new(Self {
             locked: Mutex::new(Locked {
                 core,
+                answers: Answers::default(),
                 driver: None,
                 pushes: 0,
                 woken: 0,
@@ -209,6 +238,83 @@ impl Connection {
     /// (at once on a closed connection, where the command fails); wakes the
     /// driver to write it.
     pub(crate) async fn send<R>(&self, mut command: impl FnMut(&mut Core<Runtime>) -> R) -> R {
+        self.send_locked(|l| command(&mut l.core)).await
+    }
+
+    /// Sends a buffer request, with a slot for its answer (see
+    /// [`poll_answer`](Self::poll_answer)).
+    pub(crate) async fn send_request(
+        &self,
+        op: &str,
+        payload: &Bytes,
+    ) -> Result<(RequestId, AnswerKey), Error> {
+        self.send_locked(|l| l.request(op, payload, None)).await
+    }
+
+    /// [`send_request`](Self::send_request) if the write queue has room
+    /// now (`None` if not), with the caller's `waker` already in the slot:
+    /// called in the poll that next waits for the answer, it spares that
+    /// poll a look at the slot (see `Peer::request_once`).
+    pub(crate) fn try_send_request(
+        &self,
+        op: &str,
+        payload: &Bytes,
+        waker: &Waker,
+    ) -> Option<Result<(RequestId, AnswerKey), Error>> {
+        self.try_send(&mut |l: &mut Locked| l.request(op, payload, Some(waker.clone())))
+    }
+
+    /// The answer to the request whose slot is `key`, once it is there.
+    pub(crate) fn poll_answer(
+        &self,
+        key: AnswerKey,
+        cx: &Context<'_>,
+    ) -> Poll<Result<Outcome, Error>> {
+        let mut l = self.lock();
+        match l.answers.poll(key, cx) {
+            Poll::Ready(Some(answer)) => Poll::Ready(answer),
+            Poll::Ready(None) => {
+                drop(l);
+                Poll::Ready(Err(self.closed_error()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The caller of request `id` gave up: the core forgets the request
+    /// and the slot `key` is freed, with any answer already in it.
+    pub(crate) fn cancel_request(&self, id: RequestId, key: AnswerKey) {
+        self.command_locked(|l| {
+            l.core.cancel(id);
+            l.answers.close(key);
+        });
+    }
+
+    /// Gives the callers in `answers` their answers (one lock) and wakes
+    /// them.
+    pub(crate) fn deliver(
+        &self,
+        answers: impl IntoIterator<Item = (AnswerKey, Result<Outcome, Error>)>,
+    ) {
+        let mut l = self.lock();
+        let l = &mut *l;
+        for (key, answer) in answers {
+            l.answer(key, answer);
+        }
+    }
+
+    /// Answers every caller still waiting with the close: nothing else
+    /// will once the connection is finished or abandoned.
+    fn fail_waiting_callers(&self) {
+        let reason = self.close_reason().unwrap_or(CloseReason::Abandoned);
+        let mut wakers = Vec::new();
+        self.lock()
+            .answers
+            .fail_waiting(|| Error::Closed(reason.clone()), &mut wakers);
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    async fn send_locked<R>(&self, mut command: impl FnMut(&mut Locked) -> R) -> R {
         // The common case, a queue with room, takes the lock once; waiting
         // is boxed so that every call's future stays small.
         if let Some(r) = self.try_send(&mut command) {
@@ -217,7 +323,7 @@ impl Connection {
         Box::pin(self.send_when_room(command)).await
     }
 
-    async fn send_when_room<R>(&self, mut command: impl FnMut(&mut Core<Runtime>) -> R) -> R {
+    async fn send_when_room<R>(&self, mut command: impl FnMut(&mut Locked) -> R) -> R {
         loop {
             let mut room = std::pin::pin!(self.room.notified());
             room.as_mut().enable();
@@ -230,7 +336,7 @@ impl Connection {
         }
     }
 
-    fn try_send<R>(&self, command: &mut impl FnMut(&mut Core<Runtime>) -> R) -> Option<R> {
+    fn try_send<R>(&self, command: &mut impl FnMut(&mut Locked) -> R) -> Option<R> {
         let l = self.lock();
         if !l.core.has_room() && l.core.close_reason().is_none() {
             return None;
@@ -241,7 +347,7 @@ impl Connection {
     /// Runs a command that queues a frame now, whatever the room (the
     /// command decides what a full queue means), and wakes the driver.
     pub(crate) fn push_now<R>(&self, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {
-        push(self.lock(), &self.runnable, command)
+        push(self.lock(), &self.runnable, |l| command(&mut l.core))
     }
 
     /// Runs a command that queues a frame which may wait (it returns
@@ -262,9 +368,14 @@ impl Connection {
     /// Runs a command that may give the driver work (events to dispatch,
     /// room to read again, a close) and wakes it if so.
     pub(crate) fn command<R>(&self, command: impl FnOnce(&mut Core<Runtime>) -> R) -> R {
+        self.command_locked(|l| command(&mut l.core))
+    }
+
+    /// [`command`](Self::command) with the answers table at hand too.
+    fn command_locked<R>(&self, command: impl FnOnce(&mut Locked) -> R) -> R {
         let mut l = self.lock();
         let could_read = l.core.wants_read();
-        let r = command(&mut l.core);
+        let r = command(&mut l);
         let driver = if l.core.has_events() || (!could_read && l.core.wants_read()) {
             l.wake_driver()
         } else {
@@ -346,6 +457,10 @@ impl Connection {
     pub(crate) fn mark_finished(&self, reason: Option<&CloseReason>) {
         self.room_made();
         self.finished.set();
+        // Every answer was delivered as the core closed; should one have
+        // been lost (a handler panicked in the driver's round), its caller
+        // is not left waiting.
+        self.fail_waiting_callers();
         let hook = self
             .finish_hook
             .lock()
@@ -369,11 +484,10 @@ impl Connection {
             l.core.take_events(&mut events);
             l.core.close_reason().cloned()
         };
+        let mut answers = Vec::new();
         for event in events {
             match event {
-                Event::Answer { caller, answer } => {
-                    let _ = caller.send(answer);
-                }
+                Event::Answer { caller, answer } => answers.push((caller, answer)),
                 Event::ResultPart {
                     reader,
                     item: StreamItem::Failed(e),
@@ -385,6 +499,7 @@ impl Connection {
                 _ => {}
             }
         }
+        self.deliver(answers);
         self.stop_handlers();
         crate::runtime_metrics::connection_closed(reason.as_ref());
         self.mark_finished(reason.as_ref());

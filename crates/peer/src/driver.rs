@@ -261,8 +261,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     fn exchange(&mut self, cx: &Context<'_>, input: Input, had_input: bool) -> bool {
         let mut l = self.conn.lock();
         if self.dispatch.has_ops() {
-            let woken = self.dispatch.apply(&mut l.core);
-            l.woken += woken;
+            self.dispatch.apply(&mut l.core);
         }
         match input {
             Input::None => {}
@@ -283,7 +282,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             l.core.handle_timeout(Instant::now().into_std());
         }
         if l.core.has_events() {
-            l.core.take_events(&mut self.events);
+            // Answers go to their callers' slots here, under this lock.
+            let l = &mut *l;
+            l.core
+                .take_events_answering(&mut self.events, |key, answer| {
+                    if l.answers.answer(key, answer) {
+                        l.woken += 1;
+                    }
+                });
         }
         if !had_input {
             // Needed only once the input is exhausted, before sleeping.

@@ -144,6 +144,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod answers;
 pub mod balance;
 mod buffer_gauge;
 mod config;

@@ -1,10 +1,12 @@
 //! The handle to one connection: call the other side, notify it, close.
 
 use std::{
+    future::poll_fn,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    task::Poll,
     time::Duration,
 };
 
@@ -13,12 +15,13 @@ use gotalk_proto::RequestId;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{mpsc, oneshot},
+    sync::mpsc,
 };
 
 use crate::{
     CloseReason, Config, Error, Handlers, RemoteError, RemoteLoad, ResultStream, StreamWriter,
     UsageError,
+    answers::AnswerKey,
     connection::{Connection, HandleGuard},
     core::{CloseMode, Outcome, RetryDecision, RetryPolicy},
     driver,
@@ -87,13 +90,14 @@ impl std::fmt::Debug for Peer {
 struct CancelOnDrop<'a> {
     conn: &'a Connection,
     id: RequestId,
+    key: AnswerKey,
     armed: bool,
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.conn.command(|core| core.cancel(self.id));
+            self.conn.cancel_request(self.id, self.key);
         }
     }
 }
@@ -279,23 +283,37 @@ impl Peer {
         payload: &Bytes,
         may_have_run: &AtomicBool,
     ) -> Result<Outcome, Error> {
-        let (tx, rx) = oneshot::channel();
-        let mut caller = Some(tx);
-        // The name is copied once, into the write buffer.
-        let id = self
-            .conn
-            .send(|core| core.request(op, payload, caller.take().expect("sent once")))
-            .await?;
+        // The name is copied once, into the write buffer. When the queue
+        // has room, the request goes out in this poll with this poll's
+        // waker in its answer's slot, and the same poll then waits for the
+        // answer: it returns `Pending` without looking, as whoever fills
+        // the slot from now on wakes that waker (one lock per request
+        // fewer).
+        let sent =
+            poll_fn(|cx| Poll::Ready(self.conn.try_send_request(op, payload, cx.waker()))).await;
+        let (mut waker_in_slot, sent) = match sent {
+            Some(sent) => (true, sent),
+            None => (false, self.conn.send_request(op, payload).await),
+        };
+        let (id, key) = sent?;
         may_have_run.store(true, Ordering::Relaxed);
         let mut cancel = CancelOnDrop {
             conn: &self.conn,
             id,
+            key,
             armed: true,
         };
-        let outcome = rx.await.map_err(|_| self.conn.closed_error());
-        // The core removed the entry when it answered.
+        let outcome = poll_fn(|cx| {
+            if std::mem::take(&mut waker_in_slot) {
+                return Poll::Pending;
+            }
+            self.conn.poll_answer(key, cx)
+        })
+        .await;
+        // The core removed the entry when it answered, and taking the
+        // answer freed the slot.
         cancel.armed = false;
-        outcome?
+        outcome
     }
 
     /// Sends a request with a JSON payload and decodes the JSON result.

@@ -123,6 +123,8 @@ pub struct Core<T: Tokens> {
     jitter: Jitter,
     timers: Timers,
     events: VecDeque<Event<T>>,
+    /// [`Event::Answer`]s among `events`.
+    answers_queued: usize,
     limits: Limits,
     notifications: usize,
     /// A notification read while every handler slot was taken.
@@ -163,6 +165,7 @@ impl<T: Tokens> Core<T> {
             jitter: Jitter::new(seed),
             timers: Timers::new(now, config.read_timeout, config.heartbeat_interval),
             events: VecDeque::new(),
+            answers_queued: 0,
             limits: Limits {
                 max_payload: config.max_payload,
                 max_notifications: config.max_concurrent_notifications.max(1),
@@ -283,6 +286,7 @@ impl<T: Tokens> Core<T> {
     /// Moves every pending event to the back of `into` (at once when `into`
     /// is empty: the two queues are swapped).
     pub fn take_events(&mut self, into: &mut VecDeque<Event<T>>) {
+        self.answers_queued = 0;
         if into.is_empty() {
             std::mem::swap(into, &mut self.events);
         } else {
@@ -290,9 +294,56 @@ impl<T: Tokens> Core<T> {
         }
     }
 
+    /// Like [`take_events`](Self::take_events), but each
+    /// [`Event::Answer`] goes to `answer` instead, in order with the rest: a
+    /// runtime that keeps its callers' slots where it calls the core from
+    /// fills them there, without queuing the answers first.
+    ///
+    /// ```
+    /// use std::{collections::VecDeque, time::Instant};
+    /// use bytes::Bytes;
+    /// use gotalk_peer::{CloseReason, Config, core::{Core, Event, Tokens}};
+    ///
+    /// struct Names;
+    /// impl Tokens for Names {
+    ///     type Caller = &'static str;
+    ///     type Reader = ();
+    ///     type Parts = ();
+    /// }
+    /// let mut core = Core::<Names>::new(&Config::default(), Instant::now(), 1);
+    /// core.request("echo", &Bytes::from_static(b"hi"), "first caller").unwrap();
+    /// core.handle_transport_closed(CloseReason::PeerClosed);
+    /// let (mut events, mut answered) = (VecDeque::new(), Vec::new());
+    /// core.take_events_answering(&mut events, |caller, answer| {
+    ///     answered.push((caller, answer.is_err()))
+    /// });
+    /// assert_eq!(answered, [("first caller", true)]);
+    /// assert!(matches!(events.back(), Some(Event::Closed(_))));
+    /// ```
+    pub fn take_events_answering(
+        &mut self,
+        into: &mut VecDeque<Event<T>>,
+        mut answer: impl FnMut(T::Caller, Result<Outcome, Error>),
+    ) {
+        if self.answers_queued == 0 {
+            return self.take_events(into);
+        }
+        self.answers_queued = 0;
+        for event in self.events.drain(..) {
+            match event {
+                Event::Answer { caller, answer: a } => answer(caller, a),
+                other => into.push_back(other),
+            }
+        }
+    }
+
     /// The next thing for the runtime to do.
     pub fn poll_event(&mut self) -> Option<Event<T>> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if matches!(event, Some(Event::Answer { .. })) {
+            self.answers_queued -= 1;
+        }
+        event
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, or to
@@ -828,6 +879,7 @@ impl<T: Tokens> Core<T> {
                     }
                 };
                 if let Some(Outbound::Buffer { caller, .. }) = self.forget_outbound(id) {
+                    self.answers_queued += 1;
                     self.events.push_back(Event::Answer {
                         caller,
                         answer: outcome,
@@ -954,10 +1006,13 @@ impl<T: Tokens> Core<T> {
             let entry = self.uncharge(entry);
             let error = Error::Closed(reason.clone());
             self.events.push_back(match entry {
-                Outbound::Buffer { caller, .. } => Event::Answer {
-                    caller,
-                    answer: Err(error),
-                },
+                Outbound::Buffer { caller, .. } => {
+                    self.answers_queued += 1;
+                    Event::Answer {
+                        caller,
+                        answer: Err(error),
+                    }
+                }
                 Outbound::Stream { reader, .. } => Event::ResultPart {
                     reader,
                     item: StreamItem::Failed(error),

@@ -62,8 +62,6 @@ pub(crate) enum Op {
 #[derive(Default)]
 pub(crate) struct Dispatch {
     ops: Vec<Op>,
-    /// Callers given their answers since the driver last looked.
-    woken: usize,
     /// The metered calls of this round.
     meters: InlineMeters,
 }
@@ -81,9 +79,8 @@ impl Dispatch {
         !self.ops.is_empty()
     }
 
-    /// Tells the core what dispatching found (under the driver's lock), and
-    /// returns how many callers it woke.
-    pub(crate) fn apply(&mut self, core: &mut Core<Runtime>) -> usize {
+    /// Tells the core what dispatching found (under the driver's lock).
+    pub(crate) fn apply(&mut self, core: &mut Core<Runtime>) {
         for op in self.ops.drain(..) {
             match op {
                 Op::Respond {
@@ -108,7 +105,6 @@ impl Dispatch {
                 }
             }
         }
-        std::mem::take(&mut self.woken)
     }
 
     /// Acts on one event; returns the close reason for [`Event::Closed`].
@@ -129,11 +125,9 @@ impl Dispatch {
             Event::RequestEnd { parts } => {
                 let _ = parts.send(Part::End);
             }
-            Event::Answer { caller, answer } => {
-                if caller.send(answer).is_ok() {
-                    self.woken += 1;
-                }
-            }
+            // The driver fills the answers' slots as it takes the events
+            // (`Core::take_events_answering`); any other way, one lock each.
+            Event::Answer { caller, answer } => conn.deliver([(caller, answer)]),
             Event::ResultPart { reader, item } => match item {
                 StreamItem::Data(part) => self.deliver(conn, &reader, part),
                 StreamItem::End => {
