@@ -97,12 +97,13 @@ impl RequestHandler {
     }
 
     /// Runs a buffer handler (`is_stream` false): its own future when it
-    /// has no layers, not boxed again. Takes the handler by value so that a
-    /// metered one moves its handle into the call instead of cloning it.
-    /// Inlined into the dispatcher: the plain case is the hot one, and the
-    /// context is moved once, not through a chain of calls.
+    /// has no layers, not boxed again. The handler is borrowed (its future
+    /// owns what it needs): a plain call takes no reference count; a
+    /// metered one clones its handle into the meter. Inlined into the
+    /// dispatcher: the plain case is the hot one, and the context is moved
+    /// once, not through a chain of calls.
     #[inline(always)]
-    pub(crate) fn call_buffer(self, ctx: Context, payload: Bytes) -> HandlerCall<Bytes> {
+    pub(crate) fn call_buffer(&self, ctx: Context, payload: Bytes) -> HandlerCall<Bytes> {
         self.call_buffer_in(ctx, payload, None)
     }
 
@@ -111,7 +112,7 @@ impl RequestHandler {
     /// with the round's.
     #[inline]
     pub(crate) fn call_buffer_in(
-        self,
+        &self,
         ctx: Context,
         payload: Bytes,
         meters: Option<&mut InlineMeters>,
@@ -123,7 +124,7 @@ impl RequestHandler {
     }
 
     fn call_buffer_other(
-        self,
+        &self,
         ctx: Context,
         payload: Bytes,
         _meters: Option<&mut InlineMeters>,
@@ -141,9 +142,9 @@ impl RequestHandler {
                 let call = match metered.inner() {
                     Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
                     Self::Layered(route) => HandlerCall::new(route.call_buffer(ctx, payload)),
-                    inner => inner.clone().call_buffer(ctx, payload),
+                    inner => inner.call_buffer(ctx, payload),
                 };
-                call.metered(meter.of(metered))
+                call.metered(meter.of(metered.clone()))
             }
             Self::Stream(_) => {
                 let e =
@@ -155,7 +156,7 @@ impl RequestHandler {
 
     /// Runs a stream handler (`is_stream` true).
     pub(crate) fn call_stream(
-        self,
+        &self,
         ctx: Context,
         parts: RequestParts,
         results: ResultSender,
@@ -171,9 +172,9 @@ impl RequestHandler {
                 let meter = crate::middleware::Meter::start();
                 let call = match metered.inner() {
                     Self::Stream(f) => HandlerCall::new(f(ctx, parts, results)),
-                    inner => inner.clone().call_stream(ctx, parts, results),
+                    inner => inner.call_stream(ctx, parts, results),
                 };
-                call.metered(meter.of(metered))
+                call.metered(meter.of(metered.clone()))
             }
             Self::Buffer(_) => {
                 let e =

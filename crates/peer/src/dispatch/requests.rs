@@ -33,9 +33,11 @@ enum Work {
 type HandlerOutcome = std::thread::Result<Result<Option<Bytes>, HandlerError>>;
 
 /// The handler for `op` and a handle for its context; `None` for an unknown
-/// operation, or when every handle is gone (closing).
-fn lookup(conn: &Arc<Connection>, op: &Text<Bytes>) -> Option<(RequestHandler, Peer)> {
-    let handler = conn.handlers.request_handler(op.as_str())?.clone();
+/// operation, or when every handle is gone (closing). The handler is
+/// borrowed: it is called before the dispatch returns, and its future owns
+/// what it needs (no reference count taken and dropped per request).
+fn lookup<'c>(conn: &'c Arc<Connection>, op: &Text<Bytes>) -> Option<(&'c RequestHandler, Peer)> {
+    let handler = conn.handlers.request_handler(op.as_str())?;
     Some((handler, conn.peer()?))
 }
 
@@ -133,6 +135,7 @@ pub(super) fn stream(
         Work::Other(fut.map(|r| r.map(|()| None)).boxed())
     } else {
         let conn = conn.clone();
+        let handler = handler.clone();
         Work::Other(
             async move {
                 // The parts' bytes stay charged until the handler is
