@@ -1,5 +1,7 @@
 //! The handle to one connection: call the other side, notify it, close.
 
+mod call;
+
 use std::{
     future::poll_fn,
     sync::{
@@ -175,19 +177,15 @@ impl Peer {
     /// Sends a buffer request and waits for its result, retrying on retry
     /// results (see [`Config::max_attempts`]). A streamed result is collected
     /// into one buffer, up to [`Config::max_payload`] bytes.
-    pub async fn request(&self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes, Error> {
-        let payload = payload.into();
-        let may_have_run = AtomicBool::new(false);
-        if self.conn.config.request_timeout.is_none() {
-            // No deadline: straight to the attempts, past the layers that
-            // options and a timer need (79 instructions fewer per call,
-            // docs/benchmarks.md).
-            return self
-                .request_attempts(op, &payload, None, &may_have_run)
-                .await;
-        }
-        self.request_tracked(op, payload, RequestOptions::default(), &may_have_run)
-            .await
+    ///
+    /// Dropping the future before it is done forgets the request: its
+    /// result is dropped when it comes.
+    pub fn request(
+        &self,
+        op: &str,
+        payload: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<Bytes, Error>> + Send {
+        call::Call::new(self, op, payload.into())
     }
 
     /// [`request`](Self::request) with per-call options.
@@ -213,7 +211,7 @@ impl Peer {
         options: RequestOptions,
         may_have_run: &AtomicBool,
     ) -> Result<Bytes, Error> {
-        let call = self.request_attempts(op, &payload, options.max_attempts, may_have_run);
+        let call = self.request_attempts(op, &payload, options.max_attempts, may_have_run, None);
         match options.timeout.or(self.conn.config.request_timeout) {
             // Boxed: a timer is large, and every call's future would carry one.
             Some(limit) => Box::pin(tokio::time::timeout(limit, call))
@@ -223,12 +221,16 @@ impl Peer {
         }
     }
 
+    /// Sends the request until it is answered with something else than a
+    /// retry result, or the retry policy gives up. `refused`: the first
+    /// attempt was made and refused with this wait and text (see `Call`).
     async fn request_attempts(
         &self,
         op: &str,
         payload: &Bytes,
         max_attempts: Option<u32>,
         may_have_run: &AtomicBool,
+        mut refused: Option<(u32, Bytes)>,
     ) -> Result<Bytes, Error> {
         let config = &self.conn.config;
         let mut policy = RetryPolicy::new(
@@ -236,42 +238,43 @@ impl Peer {
             config.retry_backoff,
         );
         loop {
-            match self.request_once(op, payload, may_have_run).await? {
-                Outcome::Value(bytes) => return Ok(bytes),
-                Outcome::Error(payload) => return Err(Error::Remote(RemoteError::new(payload))),
-                Outcome::Retry { wait_ms, payload } => {
-                    // Refused: the remote did not run it.
-                    may_have_run.store(false, Ordering::Relaxed);
-                    let wait = Duration::from_millis(u64::from(wait_ms));
-                    // A closing connection refuses every new request the
-                    // same way: asking it again only delays the caller, who
-                    // can go to another connection (the request did not run).
-                    let decision = if &payload[..] == CLOSING_REFUSAL {
-                        RetryDecision::GiveUp {
-                            attempts: policy.attempt(),
-                        }
-                    } else {
-                        policy.on_retry(wait)
-                    };
-                    match decision {
-                        RetryDecision::GiveUp { attempts } => {
-                            return Err(Error::RetryExhausted {
-                                attempts,
-                                wait,
-                                message: String::from_utf8_lossy(&payload).into_owned(),
-                            });
-                        }
-                        RetryDecision::RetryAfter(pause) => {
-                            tracing::debug!(
-                                op,
-                                ?pause,
-                                attempt = policy.attempt(),
-                                "retrying request"
-                            );
-                            // Boxed, like the timeout above: only retries pay for it.
-                            Box::pin(tokio::time::sleep(pause)).await;
-                        }
+            let (wait_ms, payload) = match refused.take() {
+                Some(refusal) => refusal,
+                None => match self.request_once(op, payload, may_have_run).await? {
+                    Outcome::Value(bytes) => return Ok(bytes),
+                    Outcome::Error(payload) => {
+                        return Err(Error::Remote(RemoteError::new(payload)));
                     }
+                    Outcome::Retry { wait_ms, payload } => {
+                        // Refused: the remote did not run it.
+                        may_have_run.store(false, Ordering::Relaxed);
+                        (wait_ms, payload)
+                    }
+                },
+            };
+            let wait = Duration::from_millis(u64::from(wait_ms));
+            // A closing connection refuses every new request the same way:
+            // asking it again only delays the caller, who can go to another
+            // connection (the request did not run).
+            let decision = if &payload[..] == CLOSING_REFUSAL {
+                RetryDecision::GiveUp {
+                    attempts: policy.attempt(),
+                }
+            } else {
+                policy.on_retry(wait)
+            };
+            match decision {
+                RetryDecision::GiveUp { attempts } => {
+                    return Err(Error::RetryExhausted {
+                        attempts,
+                        wait,
+                        message: String::from_utf8_lossy(&payload).into_owned(),
+                    });
+                }
+                RetryDecision::RetryAfter(pause) => {
+                    tracing::debug!(op, ?pause, attempt = policy.attempt(), "retrying request");
+                    // Boxed, like the timeout above: only retries pay for it.
+                    Box::pin(tokio::time::sleep(pause)).await;
                 }
             }
         }

@@ -54,8 +54,11 @@ async fn calls_get_their_own_answers(client: Arc<Peer>, rounds: u32) {
         .await
         .expect("every call ends");
     }
+}
+
+/// Nothing is left behind, and the connection still works.
+async fn all_settled(client: &Peer) {
     assert_eq!(client.pending_requests(), 0);
-    // And the connection still works.
     assert_eq!(client.request("echo-later", "end").await.unwrap(), "end");
 }
 
@@ -64,7 +67,9 @@ async fn on_one_thread() {
     let (client, _server) = Peer::pair(Handlers::new(), echo_later(), Config::default())
         .await
         .unwrap();
-    calls_get_their_own_answers(Arc::new(client), 20).await;
+    let client = Arc::new(client);
+    calls_get_their_own_answers(client.clone(), 20).await;
+    all_settled(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,6 +80,7 @@ async fn across_threads() {
     let client = Arc::new(client);
     // Two tasks calling at once, on either worker.
     let other = tokio::spawn(calls_get_their_own_answers(client.clone(), 10));
-    calls_get_their_own_answers(client, 10).await;
+    calls_get_their_own_answers(client.clone(), 10).await;
     other.await.unwrap();
+    all_settled(&client).await;
 }
