@@ -20,6 +20,10 @@ use std::{
 /// takes its next frame, so the readers that keep up are not stopped by
 /// the ones that do not.
 ///
+/// A queue is charged in steps of 1 KiB, not frame by frame (the counter
+/// is shared by every connection of the process): up to 1 KiB of each
+/// queue is not counted.
+///
 /// ```
 /// use gotalk_peer::{Config, WriteCeiling};
 /// let ceiling = WriteCeiling::new(256 * 1024 * 1024);

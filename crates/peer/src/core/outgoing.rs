@@ -36,6 +36,13 @@ const TAIL_FIRST: usize = 4 * 1024;
 /// from waiting for more.
 pub(crate) const DELAYED_FLUSH_BYTES: usize = 32 * 1024;
 
+/// Queued bytes are charged to the shared [`WriteCeiling`] in steps of at
+/// least this many: one shared counter changed per frame (an atomic
+/// read-modify-write on a line every connection of the process writes)
+/// was a third of the time spent queuing a small frame. A queue holds at
+/// most this much that the ceiling does not count.
+const CEILING_STEP: usize = 1024;
+
 /// The outgoing byte queue (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Outgoing {
@@ -47,8 +54,11 @@ pub(crate) struct Outgoing {
     queued: usize,
     /// Above this many queued bytes, [`has_room`](Self::has_room) is false.
     max: usize,
-    /// Charged with `queued`: the bound shared with other connections.
+    /// The bound shared with other connections, charged with `charged`.
     ceiling: WriteCeiling,
+    /// The part of `queued` charged to `ceiling`: all but the last
+    /// [`CEILING_STEP`] bytes at most.
+    charged: usize,
     /// Bytes the last [`take`](Self::take) took: sizes the encoding
     /// buffer's next first allocation.
     last_taken: usize,
@@ -74,6 +84,7 @@ impl Outgoing {
             queued: 0,
             max,
             ceiling,
+            charged: 0,
             last_taken: TAIL_FIRST,
             due: None,
         }
@@ -158,7 +169,8 @@ impl Outgoing {
     pub(crate) fn discard(&mut self) {
         self.segments.clear();
         self.tail = BytesMut::new();
-        self.ceiling.sub(std::mem::take(&mut self.queued));
+        self.queued = 0;
+        self.ceiling.sub(std::mem::take(&mut self.charged));
         self.due = None;
     }
 
@@ -181,9 +193,12 @@ impl Outgoing {
                 .encode(&mut self.tail)
                 .expect("validated, and BytesMut grows"),
         }
-        let len = msg.encoded_len();
-        self.queued += len;
-        self.ceiling.add(len);
+        self.queued += msg.encoded_len();
+        let uncharged = self.queued - self.charged;
+        if uncharged >= CEILING_STEP {
+            self.ceiling.add(uncharged);
+            self.charged = self.queued;
+        }
     }
 
     /// Bytes of memory the encoding buffer holds.
@@ -201,7 +216,7 @@ impl Outgoing {
         out.append(&mut self.segments);
         self.due = None;
         let taken = std::mem::take(&mut self.queued);
-        self.ceiling.sub(taken);
+        self.ceiling.sub(std::mem::take(&mut self.charged));
         if taken > 0 {
             self.last_taken = taken;
         }
@@ -231,7 +246,7 @@ fn first_allocation(len: usize, last_taken: usize) -> usize {
 
 impl Drop for Outgoing {
     fn drop(&mut self) {
-        self.ceiling.sub(self.queued);
+        self.ceiling.sub(self.charged);
     }
 }
 
@@ -376,10 +391,10 @@ mod tests {
 
     #[test]
     fn the_shared_ceiling_counts_every_queue_and_spares_empty_ones() {
-        let ceiling = WriteCeiling::new(300);
+        let ceiling = WriteCeiling::new(3 * CEILING_STEP);
         let mut a = Outgoing::new(1 << 20, ceiling.clone());
         let mut b = Outgoing::new(1 << 20, ceiling.clone());
-        let big = result(200);
+        let big = result(2 * CEILING_STEP);
         a.push(&big, big.payload());
         assert!(a.has_room() && b.has_room());
         b.push(&big, big.payload());
@@ -401,6 +416,33 @@ mod tests {
             0,
             "taken, discarded and dropped bytes are returned"
         );
+    }
+
+    #[test]
+    fn small_frames_are_charged_to_the_ceiling_in_steps() {
+        let ceiling = WriteCeiling::new(usize::MAX);
+        let mut q = Outgoing::new(1 << 20, ceiling.clone());
+        let small = result(37);
+        let len = small.encoded_len();
+        let mut queued = 0;
+        while queued + len < CEILING_STEP {
+            q.push(&small, small.payload());
+            queued += len;
+            assert_eq!(ceiling.queued(), 0, "under a step, nothing is charged");
+        }
+        q.push(&small, small.payload());
+        queued += len;
+        assert_eq!(ceiling.queued(), queued, "a step's worth: all of it");
+        q.push(&small, small.payload());
+        assert_eq!(ceiling.queued(), queued, "the next step starts");
+        q.discard();
+        assert_eq!(ceiling.queued(), 0);
+        for _ in 0..100 {
+            q.push(&small, small.payload());
+        }
+        assert!(q.len() - ceiling.queued() < CEILING_STEP);
+        q.take(&mut VecDeque::new());
+        assert_eq!(ceiling.queued(), 0, "taken bytes are returned");
     }
 
     #[test]
