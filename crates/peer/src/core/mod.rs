@@ -842,6 +842,27 @@ impl<T: Tokens> Core<T> {
     /// its streamed result collected, within the payload limit); a stream
     /// request's reader gets it as it is.
     fn on_result(&mut self, id: RequestId, answer: Answer, payload: Bytes) {
+        // The common case, a buffer request's one result, with one look-up:
+        // its entry is taken out at once.
+        if !matches!(answer, Answer::Part)
+            && let Some(entry) = self.tables.remove_buffer_outbound(id)
+        {
+            let Outbound::Buffer { caller, .. } = self.uncharge(entry) else {
+                unreachable!("only a buffer request's entry is taken");
+            };
+            let outcome = match answer {
+                Answer::Single => Outcome::Value(payload),
+                Answer::Error => Outcome::Error(payload),
+                Answer::Retry(wait_ms) => Outcome::Retry { wait_ms, payload },
+                Answer::Part => unreachable!("checked above"),
+            };
+            self.answers_queued += 1;
+            self.events.push_back(Event::Answer {
+                caller,
+                answer: Ok(outcome),
+            });
+            return self.check_idle();
+        }
         let limit = self.limits.max_payload;
         // A result for a request no longer waiting (cancelled, timed out, or
         // the Go responder's extra `S` after an `E`) is dropped.

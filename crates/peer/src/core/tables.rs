@@ -184,6 +184,17 @@ impl<T: Tokens> Tables<T> {
         Some(entry)
     }
 
+    /// Forgets the outbound request `id` if it is a buffer request, in one
+    /// look-up; a stream request's entry stays.
+    pub(crate) fn remove_buffer_outbound(&mut self, id: RequestId) -> Option<Outbound<T>> {
+        match self.outbound.entry(id) {
+            Entry::Occupied(entry) if matches!(entry.get(), Outbound::Buffer { .. }) => {
+                Some(entry.remove())
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn outbound_len(&self) -> usize {
         self.outbound.len()
     }
