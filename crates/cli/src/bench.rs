@@ -41,6 +41,9 @@ stack (client and server then share the machine's cores); --self --ws measures i
 WebSocket (ws://) instead of TCP. ADDR may be any address form, tls:// and wss:// included
 (with --ca for a private CA).
 A progress bar is drawn on stderr when it is a terminal.
+With one connection (and with --self) the bench runs on one thread: all of its tasks share the
+connection, and on one worker per core they would hop between cores (about half the rate);
+with more connections it has one worker per core. --threads overrides either.
 Throughput and latency count the requests that succeeded only (failures are counted apart).
 Ctrl-C stops early: the partial results are printed, marked as interrupted.
 --raw measures the limit of the same shape with no protocol: plain TCP connections, each
@@ -91,7 +94,8 @@ pub(crate) struct BenchArgs {
     /// Exact payload to send instead of --size bytes (e.g. '{"name":"X"}' for greet)
     #[arg(long)]
     payload: Option<String>,
-    /// Connections to spread the load over
+    /// Connections to spread the load over (with more than one, the runtime has one
+    /// worker per core unless --threads says otherwise; with one, one thread)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     conns: u32,
     /// Largest payload sent or accepted (gotalk's default limit; with --self it is
@@ -110,9 +114,15 @@ pub(crate) struct BenchArgs {
 impl BenchArgs {
     /// The runtime's threads: `--threads`, else one for `--self` (measured:
     /// one worker per core ran 0.60x of one thread at 64 in flight and
-    /// 0.88x at 1, `docs/benchmarks.md`), else one worker per core.
+    /// 0.88x at 1, `docs/benchmarks.md`) and for one connection (all of the
+    /// run's tasks share it; on one worker per core they hop between cores:
+    /// 0.41-0.50x of one thread at 64 in flight against a separate server),
+    /// else one worker per core (many connections: 1.0-1.1x of one thread
+    /// at 100x6 and 1000x1).
     pub(crate) fn threads(&self) -> Option<u16> {
-        self.runtime.threads.or(self.self_serve.then_some(1))
+        self.runtime
+            .threads
+            .or((self.self_serve || self.conns == 1).then_some(1))
     }
 }
 

@@ -278,11 +278,14 @@ mod tests {
     }
 
     #[test]
-    fn bench_self_runs_on_one_thread_unless_told() {
+    fn bench_runs_on_one_thread_for_one_connection_unless_told() {
         assert_eq!(threads_of(&["bench", "--self"]), Some(1));
         assert_eq!(threads_of(&["bench", "--self", "--threads", "2"]), Some(2));
-        // Against a server elsewhere (or `serve`): one worker per core.
-        assert_eq!(threads_of(&["bench", "127.0.0.1:1"]), None);
+        // One connection elsewhere: its tasks stay on one thread.
+        assert_eq!(threads_of(&["bench", "127.0.0.1:1"]), Some(1));
+        assert_eq!(threads_of(&["bench", "--threads", "2", "127.0.0.1:1"]), Some(2));
+        // Many connections (or `serve`): one worker per core.
+        assert_eq!(threads_of(&["bench", "--conns", "10", "127.0.0.1:1"]), None);
         assert_eq!(threads_of(&["serve"]), None);
     }
 
