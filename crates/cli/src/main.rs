@@ -283,7 +283,10 @@ mod tests {
         assert_eq!(threads_of(&["bench", "--self", "--threads", "2"]), Some(2));
         // One connection elsewhere: its tasks stay on one thread.
         assert_eq!(threads_of(&["bench", "127.0.0.1:1"]), Some(1));
-        assert_eq!(threads_of(&["bench", "--threads", "2", "127.0.0.1:1"]), Some(2));
+        assert_eq!(
+            threads_of(&["bench", "--threads", "2", "127.0.0.1:1"]),
+            Some(2)
+        );
         // Many connections (or `serve`): one worker per core.
         assert_eq!(threads_of(&["bench", "--conns", "10", "127.0.0.1:1"]), None);
         assert_eq!(threads_of(&["serve"]), None);

@@ -6,10 +6,11 @@
 //! [`Tokens::Caller`](crate::core::Tokens)). The driver fills slots with
 //! the answers of one round under one lock and wakes their callers; a
 //! caller takes its answer, which frees the slot for the next request.
-//! Unlike a channel per request (an allocation, its reference counts and
-//! its own synchronisation: about 600 instructions per request), a slot
-//! costs a look-up under a lock taken anyway, and the table's memory is
-//! reused from one request to the next.
+//! A channel per request cost an allocation, its reference counts and its
+//! own synchronisation, about 600 instructions per request (callgrind); a
+//! slot is opened and filled under locks taken anyway, taken under one
+//! more, and the table's memory is reused from one request to the next:
+//! the client went from 2 959 to 2 670 instructions per request.
 //!
 //! A slot's generation changes every time it is freed, so that an answer
 //! meant for a caller that gave up (its slot freed, and maybe reused) is

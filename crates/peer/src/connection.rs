@@ -254,7 +254,7 @@ impl Connection {
     /// [`send_request`](Self::send_request) if the write queue has room
     /// now (`None` if not), with the caller's `waker` already in the slot:
     /// called in the poll that next waits for the answer, it spares that
-    /// poll a look at the slot (see `Peer::request_once`).
+    /// poll a look at the slot (see `peer::call::Call`).
     pub(crate) fn try_send_request(
         &self,
         op: &str,
@@ -457,9 +457,9 @@ impl Connection {
     pub(crate) fn mark_finished(&self, reason: Option<&CloseReason>) {
         self.room_made();
         self.finished.set();
-        // Every answer was delivered as the core closed; should one have
-        // been lost (a handler panicked in the driver's round), its caller
-        // is not left waiting.
+        // Every answer was given as the core closed; this is the net for
+        // one that was not: a caller must never wait for a connection that
+        // is gone.
         self.fail_waiting_callers();
         let hook = self
             .finish_hook

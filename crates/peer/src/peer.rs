@@ -8,7 +8,6 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    task::Poll,
     time::Duration,
 };
 
@@ -286,19 +285,9 @@ impl Peer {
         payload: &Bytes,
         may_have_run: &AtomicBool,
     ) -> Result<Outcome, Error> {
-        // The name is copied once, into the write buffer. When the queue
-        // has room, the request goes out in this poll with this poll's
-        // waker in its answer's slot, and the same poll then waits for the
-        // answer: it returns `Pending` without looking, as whoever fills
-        // the slot from now on wakes that waker (one lock per request
-        // fewer).
-        let sent =
-            poll_fn(|cx| Poll::Ready(self.conn.try_send_request(op, payload, cx.waker()))).await;
-        let (mut waker_in_slot, sent) = match sent {
-            Some(sent) => (true, sent),
-            None => (false, self.conn.send_request(op, payload).await),
-        };
-        let (id, key) = sent?;
+        // The name is copied once, into the write buffer. (`Call`, the
+        // common case, also puts its waker into the slot as it sends.)
+        let (id, key) = self.conn.send_request(op, payload).await?;
         may_have_run.store(true, Ordering::Relaxed);
         let mut cancel = CancelOnDrop {
             conn: &self.conn,
@@ -306,13 +295,7 @@ impl Peer {
             key,
             armed: true,
         };
-        let outcome = poll_fn(|cx| {
-            if std::mem::take(&mut waker_in_slot) {
-                return Poll::Pending;
-            }
-            self.conn.poll_answer(key, cx)
-        })
-        .await;
+        let outcome = poll_fn(|cx| self.conn.poll_answer(key, cx)).await;
         // The core removed the entry when it answered, and taking the
         // answer freed the slot.
         cancel.armed = false;
