@@ -99,16 +99,16 @@ pub(crate) fn parse_word(word: u64, width: u32) -> Option<u32> {
 /// in memory; a nibble of 10 or more gains the distance from `'9' + 1` to
 /// `'a'`.
 #[inline(always)]
-pub(crate) fn digits(value: u32) -> [u8; 8] {
+pub(crate) const fn digits(value: u32) -> [u8; 8] {
     // Most significant byte first in memory, one byte per 16 bits.
-    let x = u64::from(value.swap_bytes());
+    let x = value.swap_bytes() as u64;
     let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
     let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
     // High nibble in the first byte of each pair, low nibble in the second.
     let nibbles = ((x >> 4) & (ONES * 0x0f)) | ((x & 0x000f_000f_000f_000f) << 8);
     // Bit 4 of nibble + 6 is set for 10..=15 (no byte carries: at most 21).
     let letters = ((nibbles + ONES * 6) >> 4) & ONES;
-    (nibbles + ONES * u64::from(b'0') + letters * u64::from(b'a' - b'9' - 1)).to_le_bytes()
+    (nibbles + ONES * b'0' as u64 + letters * (b'a' - b'9' - 1) as u64).to_le_bytes()
 }
 
 #[cfg(test)]

@@ -10,11 +10,8 @@ pub const VERSION_BYTES: [u8; 2] = encode_version(PROTOCOL_VERSION);
 
 /// Two lower-case hex digits for `version`.
 pub const fn encode_version(version: u8) -> [u8; 2] {
-    const LOWER: &[u8; 16] = b"0123456789abcdef";
-    [
-        LOWER[(version >> 4) as usize],
-        LOWER[(version & 0xf) as usize],
-    ]
+    let [.., high, low] = hex::digits(version as u32);
+    [high, low]
 }
 
 /// Reads the peer's version from the start of `buf`.

@@ -856,11 +856,7 @@ impl<T: Tokens> Core<T> {
                 Answer::Retry(wait_ms) => Outcome::Retry { wait_ms, payload },
                 Answer::Part => unreachable!("checked above"),
             };
-            self.answers_queued += 1;
-            self.events.push_back(Event::Answer {
-                caller,
-                answer: Ok(outcome),
-            });
+            self.queue_answer(caller, Ok(outcome));
             return self.check_idle();
         }
         let limit = self.limits.max_payload;
@@ -873,38 +869,33 @@ impl<T: Tokens> Core<T> {
             Outbound::Buffer {
                 collected, charge, ..
             } => {
-                let outcome = match answer {
-                    Answer::Single => Ok(Outcome::Value(payload)),
-                    Answer::Error => Ok(Outcome::Error(payload)),
-                    Answer::Retry(wait_ms) => Ok(Outcome::Retry { wait_ms, payload }),
-                    Answer::Part if payload.is_empty() => Ok(Outcome::Value(
+                // Only a part gets here: a buffer request's other results
+                // were taken out above.
+                debug_assert!(matches!(answer, Answer::Part));
+                let outcome = if payload.is_empty() {
+                    Ok(Outcome::Value(
                         collected.take().map(BytesMut::freeze).unwrap_or_default(),
-                    )),
-                    Answer::Part => {
-                        let buf = collected.get_or_insert_with(BytesMut::new);
-                        if buf.len() + payload.len() > limit as usize {
-                            Err(Error::ResultTooLarge { limit })
-                        } else if let Some(part) = self.budget.try_charge_below(payload.len()) {
-                            // Charged while collected; never to the last
-                            // byte, so collecting alone never pauses reading
-                            // (the rest of the result could not arrive).
-                            buf.extend_from_slice(&payload);
-                            self.collecting += part.bytes();
-                            charge.absorb(part);
-                            return;
-                        } else {
-                            Err(Error::OverBudget {
-                                limit: self.budget.max(),
-                            })
-                        }
+                    ))
+                } else {
+                    let buf = collected.get_or_insert_with(BytesMut::new);
+                    if buf.len() + payload.len() > limit as usize {
+                        Err(Error::ResultTooLarge { limit })
+                    } else if let Some(part) = self.budget.try_charge_below(payload.len()) {
+                        // Charged while collected; never to the last byte,
+                        // so collecting alone never pauses reading (the rest
+                        // of the result could not arrive).
+                        buf.extend_from_slice(&payload);
+                        self.collecting += part.bytes();
+                        charge.absorb(part);
+                        return;
+                    } else {
+                        Err(Error::OverBudget {
+                            limit: self.budget.max(),
+                        })
                     }
                 };
                 if let Some(Outbound::Buffer { caller, .. }) = self.forget_outbound(id) {
-                    self.answers_queued += 1;
-                    self.events.push_back(Event::Answer {
-                        caller,
-                        answer: outcome,
-                    });
+                    self.queue_answer(caller, outcome);
                 }
                 return self.check_idle();
             }
@@ -974,6 +965,13 @@ impl<T: Tokens> Core<T> {
         });
     }
 
+    /// Queues the answer for a buffer request's caller, counted for
+    /// [`take_events_answering`](Self::take_events_answering).
+    fn queue_answer(&mut self, caller: T::Caller, answer: Result<Outcome, Error>) {
+        self.answers_queued += 1;
+        self.events.push_back(Event::Answer { caller, answer });
+    }
+
     /// Removes our request `id`, giving back what its collected result held.
     fn forget_outbound(&mut self, id: RequestId) -> Option<Outbound<T>> {
         let entry = self.tables.remove_outbound(id)?;
@@ -1026,19 +1024,13 @@ impl<T: Tokens> Core<T> {
         for entry in outbound {
             let entry = self.uncharge(entry);
             let error = Error::Closed(reason.clone());
-            self.events.push_back(match entry {
-                Outbound::Buffer { caller, .. } => {
-                    self.answers_queued += 1;
-                    Event::Answer {
-                        caller,
-                        answer: Err(error),
-                    }
-                }
-                Outbound::Stream { reader, .. } => Event::ResultPart {
+            match entry {
+                Outbound::Buffer { caller, .. } => self.queue_answer(caller, Err(error)),
+                Outbound::Stream { reader, .. } => self.events.push_back(Event::ResultPart {
                     reader,
                     item: StreamItem::Failed(error),
-                },
-            });
+                }),
+            }
         }
         for parts in streams {
             self.events.push_back(Event::StreamAborted { parts });

@@ -175,7 +175,8 @@ impl Outgoing {
     }
 
     fn encode<B: Buffer>(&mut self, msg: &Message<B>, by_reference: Option<&Bytes>) {
-        let len = msg.header_len() + by_reference.map_or(msg.payload_len(), |_| 0);
+        let (header_len, payload_len) = (msg.header_len(), msg.payload_len());
+        let len = header_len + by_reference.map_or(payload_len, |_| 0);
         if self.tail.capacity() == 0 {
             self.tail.reserve(first_allocation(len, self.last_taken));
         } else {
@@ -193,7 +194,7 @@ impl Outgoing {
                 .encode(&mut self.tail)
                 .expect("validated, and BytesMut grows"),
         }
-        self.queued += msg.encoded_len();
+        self.queued += header_len + payload_len;
         let uncharged = self.queued - self.charged;
         if uncharged >= CEILING_STEP {
             self.ceiling.add(uncharged);
