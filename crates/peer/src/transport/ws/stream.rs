@@ -346,6 +346,7 @@ impl<T> WsStream<T> {
 }
 
 /// Text messages must be UTF-8 (RFC 6455 section 8.1).
+#[inline(always)]
 fn check_text(text: bool, data: &[u8]) -> Result<(), WsError> {
     if text && std::str::from_utf8(data).is_err() {
         return Err(WsError::Protocol("text message is not UTF-8".into()));

@@ -59,7 +59,13 @@ impl Reassembler {
 
     /// Moves as much of [`buffered`](Self::buffered) as fits into `buf`:
     /// how many bytes it moved.
+    #[inline]
     pub(crate) fn read_into(&mut self, buf: &mut tokio::io::ReadBuf<'_>) -> usize {
+        // Nearly always empty: only a fragmented message or `push_message`
+        // (the library-backed `WsIo`) leaves bytes here.
+        if self.out.is_empty() {
+            return 0;
+        }
         let n = self.out.len().min(buf.remaining());
         buf.put_slice(&self.out[..n]);
         self.out.advance(n);
@@ -91,6 +97,19 @@ impl Reassembler {
             return Ok(());
         }
         let at_boundary = self.scan == Scan::Header && self.partial.is_empty();
+        if at_boundary {
+            // How gotalk.js and this crate send: a message that is one
+            // whole header. Decided here without the general walk below
+            // (which would parse the same header again if this is not it).
+            if let Ok(Decoded::Complete(header, len)) = parse_header(data, &SCAN_LIMITS)
+                && len == data.len()
+            {
+                if header.payload_len > 0 {
+                    self.expect_payload = Some(header.payload_len);
+                }
+                return Ok(());
+            }
+        }
         let mut i = 0;
         // Each pass consumes at least one byte or ends the loop.
         while i < data.len() {

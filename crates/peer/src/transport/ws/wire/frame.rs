@@ -126,6 +126,19 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Header>, BadHeader> {
 /// Appends the header of a final (unfragmented) frame, in one copy.
 #[inline]
 pub(crate) fn put_header(out: &mut Vec<u8>, opcode: Opcode, len: usize, mask: Option<[u8; 4]>) {
+    // A short frame's header (a gotalk header, a small payload: nearly
+    // every frame) is a copy of known length, done in place; the general
+    // case below copies a variable length, a call to `memcpy`.
+    if len < 126 {
+        let b0 = 0x80 | opcode.bits();
+        match mask {
+            None => out.extend_from_slice(&[b0, len as u8]),
+            Some([k0, k1, k2, k3]) => {
+                out.extend_from_slice(&[b0, 0x80 | len as u8, k0, k1, k2, k3])
+            }
+        }
+        return;
+    }
     let mut h = [0u8; 14];
     h[0] = 0x80 | opcode.bits();
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
