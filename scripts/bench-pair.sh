@@ -32,10 +32,4 @@ out=$(for r in $(seq 1 "$rounds"); do
   echo "$r old $o new $n"
 done)
 echo "$out"
-echo "$out" | python3 -c '
-import statistics, sys
-rows = [l.split() for l in sys.stdin if l.strip()]
-old = [float(r[2]) for r in rows]; new = [float(r[6]) for r in rows]
-ratios = [n / o for o, n in zip(old, new)]
-print("median req/s: old %.0f new %.0f; median ratio new/old %.3f (min %.2f, max %.2f)"
-      % (statistics.median(old), statistics.median(new), statistics.median(ratios), min(ratios), max(ratios)))'
+echo "$out" | python3 "$(dirname "$0")/pair-medians.py" 2 6

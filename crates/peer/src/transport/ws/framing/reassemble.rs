@@ -96,21 +96,30 @@ impl Reassembler {
             }
             return Ok(());
         }
-        let at_boundary = self.scan == Scan::Header && self.partial.is_empty();
-        if at_boundary {
-            // How gotalk.js and this crate send: a message that is one
-            // whole header. Decided here without the general walk below
-            // (which would parse the same header again if this is not it).
-            if let Ok(Decoded::Complete(header, len)) = parse_header(data, &SCAN_LIMITS)
-                && len == data.len()
-            {
-                if header.payload_len > 0 {
-                    self.expect_payload = Some(header.payload_len);
+        let mut i = 0;
+        // A message that starts at a frame boundary starts with a header;
+        // parsed here once, it decides the rule, and the walk below goes on
+        // after it (a header that is cut short or malformed is left to the
+        // walk, which parses it again, then keeps it aside or gives up on
+        // the stream: rare, so not worth a path of its own).
+        if self.scan == Scan::Header
+            && self.partial.is_empty()
+            && let Ok(Decoded::Complete(header, len)) = parse_header(data, &SCAN_LIMITS)
+        {
+            let payload = header.payload_len;
+            if len == data.len() {
+                // One header alone in its message (how gotalk.js and this
+                // crate send): the next message is its payload, exactly.
+                if payload > 0 {
+                    self.expect_payload = Some(payload);
                 }
                 return Ok(());
             }
+            i = len;
+            if payload > 0 {
+                self.scan = Scan::Payload(payload as usize);
+            }
         }
-        let mut i = 0;
         // Each pass consumes at least one byte or ends the loop.
         while i < data.len() {
             match self.scan {
@@ -137,15 +146,10 @@ impl Reassembler {
                     };
                     match parsed {
                         Ok(Decoded::Complete(header, len)) => {
-                            let start = i;
                             i += len - had;
                             self.partial.clear();
                             let payload = header.payload_len as usize;
-                            if at_boundary && start == 0 && i == data.len() && payload > 0 {
-                                // One header alone in its message: the next
-                                // message is its payload, exactly.
-                                self.expect_payload = Some(header.payload_len);
-                            } else if payload > 0 {
+                            if payload > 0 {
                                 self.scan = Scan::Payload(payload);
                             }
                         }

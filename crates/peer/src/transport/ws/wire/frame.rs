@@ -142,10 +142,7 @@ pub(crate) fn put_header(out: &mut Vec<u8>, opcode: Opcode, len: usize, mask: Op
     let mut h = [0u8; 14];
     h[0] = 0x80 | opcode.bits();
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    let mut n = if len < 126 {
-        h[1] = mask_bit | len as u8;
-        2
-    } else if let Ok(short) = u16::try_from(len) {
+    let mut n = if let Ok(short) = u16::try_from(len) {
         h[1] = mask_bit | 126;
         h[2..4].copy_from_slice(&short.to_be_bytes());
         4
