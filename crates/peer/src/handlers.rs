@@ -1,13 +1,6 @@
 //! Handlers for the operations and notifications this side exposes.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    future::Future,
-    hash::{BuildHasherDefault, Hasher},
-    pin::Pin,
-    sync::Arc,
-};
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use gotalk_proto::{RequestId, Text};
@@ -18,6 +11,7 @@ use tower_service::Service;
 use crate::{
     HandlerError, Peer, RequestParts, ResultSender,
     middleware::{HandlerService, Identity, Layer, Request, Route},
+    name_map::NameMap,
 };
 
 /// A boxed, sendable future.
@@ -325,30 +319,6 @@ impl<T> Future for HandlerCall<T> {
         std::task::Poll::Ready(out)
     }
 }
-
-/// Names are looked up on every message: hash them with FNV-1a rather than
-/// SipHash. A keyed hash is not needed, since only names registered here are
-/// ever inserted: what a peer sends cannot lengthen a bucket.
-struct NameHasher(u64);
-
-impl Default for NameHasher {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for NameHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-type NameMap<V> = HashMap<Box<str>, V, BuildHasherDefault<NameHasher>>;
 
 #[derive(Clone, Default)]
 struct Registry {

@@ -159,6 +159,7 @@ mod handshake;
 mod latch;
 mod load;
 pub mod middleware;
+mod name_map;
 mod peer;
 mod read_buffer;
 pub mod reconnect;
