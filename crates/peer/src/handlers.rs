@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use crate::{
     HandlerError, Peer, RequestParts, ResultSender,
+    handler_pool::{PooledCall, PooledHandler, Spare},
     middleware::{HandlerService, Identity, Layer, Request, Route},
     name_map::NameMap,
 };
@@ -17,8 +18,9 @@ use crate::{
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-pub(crate) type BufferFn =
-    dyn Fn(Context, Bytes) -> BoxFuture<Result<Bytes, HandlerError>> + Send + Sync;
+/// A buffer handler: its calls' futures live in recycled slots (see
+/// `handler_pool`).
+pub(crate) type BufferFn = dyn Fn(Context, Bytes, &mut Spare) -> PooledCall + Send + Sync;
 pub(crate) type StreamFn = dyn Fn(Context, RequestParts, ResultSender) -> BoxFuture<Result<(), HandlerError>>
     + Send
     + Sync;
@@ -98,22 +100,24 @@ impl RequestHandler {
     /// once, not through a chain of calls.
     #[inline(always)]
     pub(crate) fn call_buffer(&self, ctx: Context, payload: Bytes) -> HandlerCall<Bytes> {
-        self.call_buffer_in(ctx, payload, None)
+        self.call_buffer_in(ctx, payload, None, &mut Spare::none())
     }
 
     /// [`call_buffer`](Self::call_buffer), for a request of the dispatch
     /// round `meters` times when given: a metered call's clock then starts
-    /// with the round's.
+    /// with the round's. The call starts in `spare` when it is this
+    /// handler's (see `handler_pool`).
     #[inline]
     pub(crate) fn call_buffer_in(
         &self,
         ctx: Context,
         payload: Bytes,
         meters: Option<&mut InlineMeters>,
+        spare: &mut Spare,
     ) -> HandlerCall<Bytes> {
         match self {
-            Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
-            other => other.call_buffer_other(ctx, payload, meters),
+            Self::Buffer(f) => HandlerCall::of(CallFuture::Pooled(f(ctx, payload, spare))),
+            other => other.call_buffer_other(ctx, payload, meters, spare),
         }
     }
 
@@ -122,9 +126,10 @@ impl RequestHandler {
         ctx: Context,
         payload: Bytes,
         _meters: Option<&mut InlineMeters>,
+        spare: &mut Spare,
     ) -> HandlerCall<Bytes> {
         match self {
-            Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
+            Self::Buffer(f) => HandlerCall::of(CallFuture::Pooled(f(ctx, payload, spare))),
             Self::Layered(route) => HandlerCall::new(route.call_buffer(ctx, payload)),
             #[cfg(feature = "metrics")]
             Self::Metered(metered) => {
@@ -134,7 +139,7 @@ impl RequestHandler {
                 };
                 // The inner handler by reference: no reference count per call.
                 let call = match metered.inner() {
-                    Self::Buffer(f) => HandlerCall::new(f(ctx, payload)),
+                    Self::Buffer(f) => HandlerCall::of(CallFuture::Pooled(f(ctx, payload, spare))),
                     Self::Layered(route) => HandlerCall::new(route.call_buffer(ctx, payload)),
                     inner => inner.call_buffer(ctx, payload),
                 };
@@ -184,7 +189,7 @@ impl RequestHandler {
 /// future completes (not when it is dropped unfinished, as
 /// `MetricsLayer`'s service does).
 pub(crate) struct HandlerCall<T> {
-    fut: BoxFuture<Result<T, HandlerError>>,
+    fut: CallFuture<T>,
     #[cfg(feature = "metrics")]
     meter: Option<crate::middleware::RunningMeter>,
 }
@@ -192,6 +197,11 @@ pub(crate) struct HandlerCall<T> {
 impl<T> HandlerCall<T> {
     #[inline(always)]
     fn new(fut: BoxFuture<Result<T, HandlerError>>) -> Self {
+        Self::of(CallFuture::Boxed(fut))
+    }
+
+    #[inline(always)]
+    fn of(fut: CallFuture<T>) -> Self {
         Self {
             fut,
             #[cfg(feature = "metrics")]
@@ -208,11 +218,50 @@ impl<T> HandlerCall<T> {
     /// The handler's future and the meter apart, for the dispatcher's hot
     /// path: it polls the future as is and records the meter itself.
     #[inline(always)]
-    pub(crate) fn into_parts(self) -> (BoxFuture<Result<T, HandlerError>>, CallMeter) {
+    pub(crate) fn into_parts(self) -> (CallFuture<T>, CallMeter) {
         #[cfg(feature = "metrics")]
         return (self.fut, CallMeter(self.meter));
         #[cfg(not(feature = "metrics"))]
         return (self.fut, CallMeter(()));
+    }
+}
+
+/// A handler call's future: a buffer handler's in its recycled slot, any
+/// other boxed.
+pub(crate) enum CallFuture<T> {
+    Boxed(BoxFuture<Result<T, HandlerError>>),
+    Pooled(PooledCall),
+}
+
+/// What a call's result is made of when its future is a buffer handler's:
+/// `Bytes` themselves (a stream call's `()` never has one).
+pub(crate) trait FromBuffer {
+    fn from_buffer(bytes: Bytes) -> Self;
+}
+
+impl FromBuffer for Bytes {
+    #[inline(always)]
+    fn from_buffer(bytes: Bytes) -> Self {
+        bytes
+    }
+}
+
+impl FromBuffer for () {
+    fn from_buffer(_: Bytes) -> Self {}
+}
+
+impl<T: FromBuffer> Future for CallFuture<T> {
+    type Output = Result<T, HandlerError>;
+
+    #[inline(always)]
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut *self {
+            Self::Boxed(f) => f.as_mut().poll(cx),
+            Self::Pooled(f) => Pin::new(f).poll(cx).map(|r| r.map(T::from_buffer)),
+        }
     }
 }
 
@@ -303,7 +352,7 @@ impl Drop for InlineMeters {
     }
 }
 
-impl<T> Future for HandlerCall<T> {
+impl<T: FromBuffer> Future for HandlerCall<T> {
     type Output = Result<T, HandlerError>;
 
     #[inline(always)]
@@ -311,7 +360,7 @@ impl<T> Future for HandlerCall<T> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        let out = std::task::ready!(self.fut.as_mut().poll(cx));
+        let out = std::task::ready!(Pin::new(&mut self.fut).poll(cx));
         #[cfg(feature = "metrics")]
         if let Some(meter) = self.meter.take() {
             meter.record(&out);
@@ -382,10 +431,12 @@ impl Handlers {
         O: Into<Bytes>,
         E: Into<HandlerError>,
     {
-        let f: Arc<BufferFn> = Arc::new(move |ctx, payload| {
+        let pooled = PooledHandler::new(move |ctx, payload| {
             let fut = handler(ctx, payload);
-            Box::pin(async move { fut.await.map(Into::into).map_err(Into::into) })
+            async move { fut.await.map(Into::into).map_err(Into::into) }
         });
+        let f: Arc<BufferFn> =
+            Arc::new(move |ctx, payload, spare: &mut Spare| pooled.call(ctx, payload, spare));
         let registry = self.registry();
         registry.json.remove(op);
         registry

@@ -154,6 +154,7 @@ mod dispatch;
 mod driver;
 mod error;
 mod handler_error;
+mod handler_pool;
 mod handlers;
 mod handshake;
 mod latch;

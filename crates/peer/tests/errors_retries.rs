@@ -666,6 +666,15 @@ async fn panicking_handlers_give_error_results_and_the_connection_lives() {
         );
         let err = conn.client.request("panic-any", "").await.unwrap_err();
         assert!(err.remote().is_some(), "{err:?}");
+        // A call that panicked leaves its (recycled) slot for the next call
+        // of its handler: that one runs afresh, and panics afresh.
+        for i in 0..3 {
+            let err = conn.client.request("panic", "").await.unwrap_err();
+            assert!(err.remote().is_some(), "{err:?}");
+            let again = conn.client.request("echo", format!("{i}")).await.unwrap();
+            assert_eq!(again, format!("{i}").as_bytes());
+            assert_eq!(conn.client.request("echo", "x").await.unwrap(), "x");
+        }
         // Many at once, mixed with good requests.
         let calls = (0..60).map(|i| {
             let client = conn.client.clone();

@@ -64,6 +64,9 @@ pub(crate) struct Dispatch {
     ops: Vec<Op>,
     /// The metered calls of this round.
     meters: InlineMeters,
+    /// The slot of the last buffer handler call that finished inline, for
+    /// the next one (see `handler_pool`).
+    spare: crate::handler_pool::Spare,
 }
 
 impl Dispatch {

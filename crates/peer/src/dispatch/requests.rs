@@ -16,7 +16,7 @@ use crate::{
     BoxFuture, Context, HandlerError, Peer, RequestParts, ResultSender,
     connection::{ChargeGuard, Connection, CreditGuard, Part, PartRx},
     core::{Charge, Delivery, Reply},
-    handlers::{CallMeter, RequestHandler},
+    handlers::{CallFuture, CallMeter, RequestHandler},
     runtime_metrics,
 };
 
@@ -24,7 +24,7 @@ use crate::{
 enum Work {
     /// A buffer handler answering a single request: its result is the `R`,
     /// recorded in the meter (a metered operation's) once known.
-    Single(BoxFuture<Result<Bytes, HandlerError>>, CallMeter),
+    Single(CallFuture<Bytes>, CallMeter),
     /// Anything else: `Some` is a single result, `None` ends a result stream.
     Other(BoxFuture<Result<Option<Bytes>, HandlerError>>),
 }
@@ -79,7 +79,7 @@ pub(super) fn single(
     } else {
         // The common case: the handler's own boxed future, not boxed again.
         let (fut, meter) = handler
-            .call_buffer_in(ctx, payload, Some(&mut d.meters))
+            .call_buffer_in(ctx, payload, Some(&mut d.meters), &mut d.spare)
             .into_parts();
         Work::Single(fut, meter)
     };
@@ -170,8 +170,14 @@ fn run(
     if conn.config.inline_handlers {
         let (poll, keep) = poll_inline(|| poll_work(&mut work));
         if let Poll::Ready(outcome) = poll {
-            if let (Work::Single(_, meter), Ok(result)) = (work, &outcome) {
-                d.meters.completed(meter, result);
+            if let Work::Single(fut, meter) = work {
+                if let Ok(result) = &outcome {
+                    d.meters.completed(meter, result);
+                }
+                // Its slot serves the connection's next call.
+                if let CallFuture::Pooled(call) = fut {
+                    call.recycle(&mut d.spare);
+                }
             }
             let reply = reply_for(&op, outcome);
             d.ops.push(Op::Respond {

@@ -99,6 +99,7 @@ pub use trace::{TraceLayer, TraceService};
 
 use crate::{
     BoxFuture, Context, HandlerError, RequestParts, ResultSender,
+    handler_pool::Spare,
     handlers::{BufferFn, NotificationFn, NotificationHandler, StreamFn},
 };
 
@@ -282,7 +283,9 @@ impl Service<Request> for HandlerService {
 
     fn call(&mut self, req: Request) -> Self::Future {
         match (&mut self.inner, req.body) {
-            (Inner::Buffer(f), Body::Bytes(payload)) => f(req.ctx, payload),
+            (Inner::Buffer(f), Body::Bytes(payload)) => {
+                Box::pin(f(req.ctx, payload, &mut Spare::none()))
+            }
             (Inner::Stream(f), Body::Stream(parts, results)) => {
                 let fut = f(req.ctx, parts, results);
                 Box::pin(async move { fut.await.map(|()| Bytes::new()) })
