@@ -22,7 +22,7 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::{Context, HandlerError};
+use crate::{Context, HandlerError, handlers::CallFuture};
 
 /// A handler's home for its calls' futures, reused call after call.
 trait Slot<T>: Send {
@@ -67,12 +67,7 @@ where
 #[derive(Default)]
 pub(crate) struct Spare(Option<(usize, Box<dyn Slot<Bytes>>)>);
 
-impl Spare {
-    /// No spare: for calls made outside a connection's dispatch.
-    pub(crate) fn none() -> Self {
-        Self(None)
-    }
-}
+impl Spare {}
 
 /// A buffer handler whose calls can start in a recycled slot.
 pub(crate) struct PooledHandler<M> {
@@ -90,10 +85,19 @@ where
         }
     }
 
-    /// Starts a call: in `spare` when it is this handler's, in a new slot
-    /// otherwise.
+    /// Starts a call. With a `spare` (a connection dispatching), in it when
+    /// it is this handler's, else in a new slot; without one, boxed as is
+    /// (one allocation, as for any handler).
     #[inline]
-    pub(crate) fn call(&self, ctx: Context, payload: Bytes, spare: &mut Spare) -> PooledCall {
+    pub(crate) fn call(
+        &self,
+        ctx: Context,
+        payload: Bytes,
+        spare: Option<&mut Spare>,
+    ) -> CallFuture<Bytes> {
+        let Some(spare) = spare else {
+            return CallFuture::Boxed(Box::pin((self.make)(ctx, payload)));
+        };
         let owner = Arc::as_ptr(&self.make) as *const () as usize;
         let mut slot = match spare.0.take() {
             Some((o, slot)) if o == owner => slot,
@@ -106,7 +110,7 @@ where
             }
         };
         slot.start(ctx, payload);
-        PooledCall { owner, slot }
+        CallFuture::Pooled(PooledCall { owner, slot })
     }
 }
 
@@ -143,6 +147,27 @@ mod tests {
 
     fn ctx() -> Context {
         Context::without_peer(gotalk_proto::Text::from("op"), None)
+    }
+
+    fn pooled(call: CallFuture<Bytes>) -> PooledCall {
+        match call {
+            CallFuture::Pooled(call) => call,
+            CallFuture::Boxed(_) => panic!("a call with a spare is pooled"),
+        }
+    }
+
+    #[test]
+    fn without_a_spare_a_call_is_boxed_as_is() {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let handler = counting(alive.clone(), false);
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        let CallFuture::Boxed(mut call) = handler.call(ctx(), Bytes::from_static(b"b"), None)
+        else {
+            panic!("no spare: boxed");
+        };
+        assert!(matches!(call.as_mut().poll(&mut cx), Poll::Ready(Ok(b)) if &b[..] == b"b"));
+        drop(call);
+        assert_eq!(alive.load(Ordering::SeqCst), 0);
     }
 
     fn ready(cx: &mut TaskContext<'_>, call: &mut PooledCall) -> Poll<Result<Bytes, HandlerError>> {
@@ -183,10 +208,10 @@ mod tests {
         let handler = counting(alive.clone(), false);
         let other = counting(alive.clone(), false);
         let mut cx = TaskContext::from_waker(std::task::Waker::noop());
-        let mut spare = Spare::none();
+        let mut spare = Spare::default();
         let mut first_slot = None;
         for i in 0..5u8 {
-            let mut call = handler.call(ctx(), Bytes::from(vec![i]), &mut spare);
+            let mut call = pooled(handler.call(ctx(), Bytes::from(vec![i]), Some(&mut spare)));
             assert!(spare.0.is_none(), "the spare is in use");
             let at = &*call.slot as *const dyn Slot<Bytes> as *const () as usize;
             assert_eq!(
@@ -204,7 +229,7 @@ mod tests {
         }
         // Another handler leaves this one's spare alone and answers with its
         // own behaviour.
-        let mut call = other.call(ctx(), Bytes::from_static(b"x"), &mut spare);
+        let mut call = pooled(other.call(ctx(), Bytes::from_static(b"x"), Some(&mut spare)));
         assert!(spare.0.is_some(), "kept");
         assert!(matches!(ready(&mut cx, &mut call), Poll::Ready(Ok(b)) if &b[..] == b"x"));
         call.recycle(&mut spare);
@@ -221,9 +246,9 @@ mod tests {
         let alive = Arc::new(AtomicUsize::new(0));
         let handler = counting(alive.clone(), true);
         let mut cx = TaskContext::from_waker(std::task::Waker::noop());
-        let mut spare = Spare::none();
+        let mut spare = Spare::default();
         let mut calls: Vec<_> = (0..4)
-            .map(|_| handler.call(ctx(), Bytes::new(), &mut spare))
+            .map(|_| pooled(handler.call(ctx(), Bytes::new(), Some(&mut spare))))
             .collect();
         for call in &mut calls {
             assert!(ready(&mut cx, call).is_pending());

@@ -20,7 +20,8 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A buffer handler: its calls' futures live in recycled slots (see
 /// `handler_pool`).
-pub(crate) type BufferFn = dyn Fn(Context, Bytes, &mut Spare) -> PooledCall + Send + Sync;
+pub(crate) type BufferFn =
+    dyn Fn(Context, Bytes, Option<&mut Spare>) -> CallFuture<Bytes> + Send + Sync;
 pub(crate) type StreamFn = dyn Fn(Context, RequestParts, ResultSender) -> BoxFuture<Result<(), HandlerError>>
     + Send
     + Sync;
@@ -100,7 +101,7 @@ impl RequestHandler {
     /// once, not through a chain of calls.
     #[inline(always)]
     pub(crate) fn call_buffer(&self, ctx: Context, payload: Bytes) -> HandlerCall<Bytes> {
-        self.call_buffer_in(ctx, payload, None, &mut Spare::none())
+        self.call_buffer_in(ctx, payload, None, None)
     }
 
     /// [`call_buffer`](Self::call_buffer), for a request of the dispatch
@@ -113,10 +114,10 @@ impl RequestHandler {
         ctx: Context,
         payload: Bytes,
         meters: Option<&mut InlineMeters>,
-        spare: &mut Spare,
+        spare: Option<&mut Spare>,
     ) -> HandlerCall<Bytes> {
         match self {
-            Self::Buffer(f) => HandlerCall::of(CallFuture::Pooled(f(ctx, payload, spare))),
+            Self::Buffer(f) => HandlerCall::of(f(ctx, payload, spare)),
             other => other.call_buffer_other(ctx, payload, meters, spare),
         }
     }
@@ -126,10 +127,10 @@ impl RequestHandler {
         ctx: Context,
         payload: Bytes,
         _meters: Option<&mut InlineMeters>,
-        spare: &mut Spare,
+        spare: Option<&mut Spare>,
     ) -> HandlerCall<Bytes> {
         match self {
-            Self::Buffer(f) => HandlerCall::of(CallFuture::Pooled(f(ctx, payload, spare))),
+            Self::Buffer(f) => HandlerCall::of(f(ctx, payload, spare)),
             Self::Layered(route) => HandlerCall::new(route.call_buffer(ctx, payload)),
             #[cfg(feature = "metrics")]
             Self::Metered(metered) => {
@@ -139,7 +140,7 @@ impl RequestHandler {
                 };
                 // The inner handler by reference: no reference count per call.
                 let call = match metered.inner() {
-                    Self::Buffer(f) => HandlerCall::of(CallFuture::Pooled(f(ctx, payload, spare))),
+                    Self::Buffer(f) => HandlerCall::of(f(ctx, payload, spare)),
                     Self::Layered(route) => HandlerCall::new(route.call_buffer(ctx, payload)),
                     inner => inner.call_buffer(ctx, payload),
                 };
@@ -231,6 +232,17 @@ impl<T> HandlerCall<T> {
 pub(crate) enum CallFuture<T> {
     Boxed(BoxFuture<Result<T, HandlerError>>),
     Pooled(PooledCall),
+}
+
+impl CallFuture<Bytes> {
+    /// As a boxed future: a boxed call as it is, a pooled one boxed (its
+    /// slot is then freed with it).
+    pub(crate) fn boxed(self) -> BoxFuture<Result<Bytes, HandlerError>> {
+        match self {
+            Self::Boxed(f) => f,
+            Self::Pooled(call) => Box::pin(call),
+        }
+    }
 }
 
 /// What a call's result is made of when its future is a buffer handler's:
@@ -435,8 +447,9 @@ impl Handlers {
             let fut = handler(ctx, payload);
             async move { fut.await.map(Into::into).map_err(Into::into) }
         });
-        let f: Arc<BufferFn> =
-            Arc::new(move |ctx, payload, spare: &mut Spare| pooled.call(ctx, payload, spare));
+        let f: Arc<BufferFn> = Arc::new(move |ctx, payload, spare: Option<&mut Spare>| {
+            pooled.call(ctx, payload, spare)
+        });
         let registry = self.registry();
         registry.json.remove(op);
         registry

@@ -79,7 +79,7 @@ pub(super) fn single(
     } else {
         // The common case: the handler's own boxed future, not boxed again.
         let (fut, meter) = handler
-            .call_buffer_in(ctx, payload, Some(&mut d.meters), &mut d.spare)
+            .call_buffer_in(ctx, payload, Some(&mut d.meters), Some(&mut d.spare))
             .into_parts();
         Work::Single(fut, meter)
     };

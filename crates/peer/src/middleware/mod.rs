@@ -99,7 +99,6 @@ pub use trace::{TraceLayer, TraceService};
 
 use crate::{
     BoxFuture, Context, HandlerError, RequestParts, ResultSender,
-    handler_pool::Spare,
     handlers::{BufferFn, NotificationFn, NotificationHandler, StreamFn},
 };
 
@@ -283,9 +282,7 @@ impl Service<Request> for HandlerService {
 
     fn call(&mut self, req: Request) -> Self::Future {
         match (&mut self.inner, req.body) {
-            (Inner::Buffer(f), Body::Bytes(payload)) => {
-                Box::pin(f(req.ctx, payload, &mut Spare::none()))
-            }
+            (Inner::Buffer(f), Body::Bytes(payload)) => f(req.ctx, payload, None).boxed(),
             (Inner::Stream(f), Body::Stream(parts, results)) => {
                 let fut = f(req.ctx, parts, results);
                 Box::pin(async move { fut.await.map(|()| Bytes::new()) })
