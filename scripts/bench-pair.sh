@@ -7,6 +7,9 @@
 #
 # Prints one line per round (req/s, p50 µs, p99 µs of each), then the medians
 # and the median of the per-round ratios. Loopback only; stops by itself.
+# To judge one side alone: CLIENT=GOTALK runs that build's client against
+# both servers (the servers compared), SERVER=GOTALK runs both clients
+# against that build's server (the clients compared).
 set -euo pipefail
 old=$1 new=$2 shape=$3 rounds=${4:-10}
 po=$((20000 + RANDOM % 10000)) pn=$((30000 + RANDOM % 10000))
@@ -16,14 +19,14 @@ cmd() {
   else echo "$1 --threads 1 $2"; fi
 }
 # shellcheck disable=SC2046
-taskset -c 0 $(cmd "$old" serve) --addr 127.0.0.1:$po >/dev/null 2>&1 & so=$!
+taskset -c 0 $(cmd "${SERVER:-$old}" serve) --addr 127.0.0.1:$po >/dev/null 2>&1 & so=$!
 # shellcheck disable=SC2046
-taskset -c 0 $(cmd "$new" serve) --addr 127.0.0.1:$pn >/dev/null 2>&1 & sn=$!
+taskset -c 0 $(cmd "${SERVER:-$new}" serve) --addr 127.0.0.1:$pn >/dev/null 2>&1 & sn=$!
 trap 'kill -INT $so $sn 2>/dev/null; wait 2>/dev/null' EXIT
 sleep 0.5
 run() {
   # shellcheck disable=SC2046,SC2086
-  taskset -c 1 $(cmd "$1" bench) $shape --json "127.0.0.1:$2" |
+  taskset -c 1 $(cmd "${CLIENT:-$1}" bench) $shape --json "127.0.0.1:$2" |
     python3 -c "import json,sys; d=json.load(sys.stdin); print(d['requests_per_sec'], d['p50_us'], d['p99_us'])"
 }
 out=$(for r in $(seq 1 "$rounds"); do
