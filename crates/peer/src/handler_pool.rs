@@ -67,8 +67,6 @@ where
 #[derive(Default)]
 pub(crate) struct Spare(Option<(usize, Box<dyn Slot<Bytes>>)>);
 
-impl Spare {}
-
 /// A buffer handler whose calls can start in a recycled slot.
 pub(crate) struct PooledHandler<M> {
     make: Arc<M>,
