@@ -198,16 +198,15 @@ fn payload_size(word: u64) -> Option<u32> {
     }
 }
 
-/// The 3-digit name size in the top bytes of `word`; for a name under 256
-/// bytes (the first digit `0`) only two digits are converted, as for
-/// [`payload_size`].
+/// The 3-digit name size in the top bytes of `word`. By table, one lookup
+/// per digit ([`hex::parse_top`]): the name's end, where the payload size
+/// is read, waits for this value, and the three lookups side by side are
+/// both fewer instructions and a shorter chain than the word-wide
+/// conversion (callgrind, `steady`: 170 -> 151 instructions per request;
+/// the payload size, whose word conversion measured faster, keeps it).
 #[inline(always)]
 fn name_size(word: u64) -> Option<u32> {
-    if (word >> 40) as u8 == b'0' {
-        hex::parse_word(word, 2)
-    } else {
-        hex::parse_word(word, 3)
-    }
+    hex::parse_top(word, 3)
 }
 
 /// The header at the start of `buf` if it is whole, well-formed and within
