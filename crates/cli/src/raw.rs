@@ -12,9 +12,11 @@
 
 use std::{
     collections::VecDeque,
+    future::{Future, poll_fn},
     io,
+    pin::pin,
     sync::{Arc, atomic::Ordering},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -40,12 +42,33 @@ pub(crate) struct EchoServer {
     accept: JoinHandle<()>,
 }
 
+/// `fut`, woken again at once while it is pending until `until` (busy
+/// polling: the thread does not sleep), then as it wakes itself: what a
+/// gotalk connection does with `Config::busy_poll`, for the baseline.
+async fn polled_until<F: Future>(fut: F, until: Option<Instant>) -> F::Output {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        let poll = fut.as_mut().poll(cx);
+        if poll.is_pending() && until.is_some_and(|until| Instant::now() < until) {
+            cx.waker().wake_by_ref();
+        }
+        poll
+    })
+    .await
+}
+
+/// The end of a busy-polling window of `window` that starts now.
+fn window_from_now(window: Option<Duration>) -> Option<Instant> {
+    window.and_then(|w| Instant::now().checked_add(w))
+}
+
 impl EchoServer {
-    /// Binds `addr` (`host:port`; port 0 picks one) and starts accepting.
-    pub(crate) async fn start(addr: &str) -> io::Result<EchoServer> {
+    /// Binds `addr` (`host:port`; port 0 picks one) and starts accepting;
+    /// each connection busy polls for `busy_poll` after it writes.
+    pub(crate) async fn start(addr: &str, busy_poll: Option<Duration>) -> io::Result<EchoServer> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?.to_string();
-        let accept = tokio::spawn(accept_loop(listener));
+        let accept = tokio::spawn(accept_loop(listener, busy_poll));
         Ok(EchoServer { local_addr, accept })
     }
 
@@ -60,11 +83,11 @@ impl EchoServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener) {
+async fn accept_loop(listener: TcpListener, busy_poll: Option<Duration>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(echo(stream));
+                tokio::spawn(echo(stream, busy_poll));
             }
             Err(e) => {
                 // Out of descriptors and the like: keep serving the others,
@@ -76,16 +99,18 @@ async fn accept_loop(listener: TcpListener) {
     }
 }
 
-async fn echo(mut stream: TcpStream) {
+async fn echo(mut stream: TcpStream, busy_poll: Option<Duration>) {
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; ECHO_CHUNK];
+    let mut until = None;
     loop {
-        match stream.read(&mut buf).await {
+        match polled_until(stream.read(&mut buf), until).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 if stream.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
+                until = window_from_now(busy_poll);
             }
         }
     }
@@ -127,9 +152,18 @@ pub(crate) async fn connection(
     load: Arc<Load>,
     size: usize,
     in_flight: usize,
+    busy_poll: Option<Duration>,
     mut latencies: Recorder,
 ) -> TaskResult {
-    let outcome = pump(&mut stream, &load, size, in_flight, &mut latencies).await;
+    let outcome = pump(
+        &mut stream,
+        &load,
+        size,
+        in_flight,
+        busy_poll,
+        &mut latencies,
+    )
+    .await;
     let (errors, first_error) = match outcome {
         Ok(()) => (0, None),
         Err(e) => (1, Some(format!("raw connection: {e}"))),
@@ -146,6 +180,7 @@ async fn pump(
     load: &Load,
     size: usize,
     in_flight: usize,
+    busy_poll: Option<Duration>,
     latencies: &mut Recorder,
 ) -> io::Result<()> {
     // Every message is `size` bytes of `x`: any slice of this is a run of
@@ -161,6 +196,8 @@ async fn pump(
     let mut partial = 0usize;
     let mut unreported = 0u64;
     let mut stopped = false;
+    // The busy-polling window's end: from the last write or read.
+    let mut until = None;
     loop {
         if window > 0 && !stopped {
             let n = take(load, window);
@@ -182,9 +219,11 @@ async fn pump(
                     0 => return Err(io::ErrorKind::WriteZero.into()),
                     n => unsent -= n,
                 }
+                until = window_from_now(busy_poll);
             }
-            read = rd.read(&mut buf) => {
+            read = polled_until(rd.read(&mut buf), until) => {
                 let n = read?;
+                until = window_from_now(busy_poll);
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,

@@ -15,7 +15,7 @@ use crate::{
     server::{self, ServeOptions},
     signal::shutdown_signal,
     static_files,
-    text::{OptDuration, parse_optional_duration, parse_size},
+    text::{OptDuration, parse_optional_duration, parse_positive_duration, parse_size},
     trace::{Dir, TraceEvent, Tracer, event_text},
     websocket::{self, HttpListen, WsListen},
 };
@@ -141,17 +141,23 @@ pub(crate) struct ServeArgs {
     /// baseline that `gotalk bench --raw` measures
     #[arg(long, conflicts_with_all = ["unix", "ws", "http", "tls_cert", "metrics", "trace", "hub"])]
     raw_echo: bool,
+    /// Keep polling each connection for this long after it reads or writes, instead of
+    /// sleeping (e.g. 50us): answers go out without the wait for a sleeping thread to
+    /// wake, which on virtual machines can take longer than the request itself, at the
+    /// cost of a CPU kept busy for the window after every read or write
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
+    busy_poll: Option<std::time::Duration>,
     #[command(flatten)]
     pub(crate) runtime: crate::RuntimeArgs,
 }
 
 /// `gotalk serve --raw-echo`: until Ctrl-C.
-async fn serve_raw_echo(addr: &Address) -> u8 {
+async fn serve_raw_echo(addr: &Address, busy_poll: Option<std::time::Duration>) -> u8 {
     let Address::Tcp(addr) = addr else {
         eprintln!("gotalk: --raw-echo serves host:port only, not {addr}");
         return exit::TROUBLE;
     };
-    let echo = match raw::EchoServer::start(addr).await {
+    let echo = match raw::EchoServer::start(addr, busy_poll).await {
         Ok(echo) => echo,
         Err(e) => {
             eprintln!("gotalk: cannot listen on {addr}: {e}");
@@ -178,7 +184,7 @@ fn parse_host_port(s: &str) -> Result<String, String> {
 /// `gotalk serve`.
 pub(crate) async fn serve(args: ServeArgs) -> u8 {
     if args.raw_echo {
-        return serve_raw_echo(&args.addr).await;
+        return serve_raw_echo(&args.addr, args.busy_poll).await;
     }
     let addr = match args.unix {
         Some(path) => Address::Unix(path),
@@ -190,6 +196,7 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         max_inbound_streams: args.stream_limit,
         max_inbound_requests: args.request_limit.max(1),
         max_payload: args.max_payload,
+        busy_poll: args.busy_poll,
         ..Config::default()
     };
     let max_payload = args.trace_payload;

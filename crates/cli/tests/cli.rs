@@ -685,6 +685,51 @@ fn bench_raw_against_serve_raw_echo() {
     assert!(o.stderr.contains("unknown operation"), "{}", o.stderr);
 }
 
+/// `--busy-poll` on both sides, gotalk and raw: every request answered,
+/// and both processes end (the polling stops with the load).
+#[test]
+fn bench_and_serve_with_busy_polling() {
+    let server = Server::start(&["--busy-poll", "50us"]);
+    let v = bench_json(&[
+        "bench",
+        server.addr(),
+        "--busy-poll",
+        "50us",
+        "-n",
+        "2000",
+        "-c",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(v["succeeded"], 2000, "{v}");
+    let echo = Server::start(&["--raw-echo", "--busy-poll", "50us"]);
+    let v = bench_json(&[
+        "bench",
+        echo.addr(),
+        "--raw",
+        "--busy-poll",
+        "50us",
+        "-n",
+        "2000",
+        "-c",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(v["succeeded"], 2000, "{v}");
+    let v = bench_json(&[
+        "bench",
+        "--self",
+        "--busy-poll",
+        "1ms",
+        "-n",
+        "500",
+        "--json",
+    ]);
+    assert_eq!(v["succeeded"], 500, "{v}");
+    let o = run(&["bench", "--self", "--busy-poll", "0s", "-n", "5"], b"");
+    assert_eq!(o.code, 2, "a zero window is a usage error: {}", o.stderr);
+}
+
 #[test]
 fn bench_raw_against_a_gotalk_server_fails() {
     let server = Server::start(&[]);

@@ -31,6 +31,7 @@ use tokio::{
 use crate::{
     CloseReason,
     buffer_gauge::{self, ReadGauge},
+    busy_poll::BusyPoll,
     connection::{Connection, FinishGuard, Runtime},
     core::{Core, Event},
     dispatch::Dispatch,
@@ -145,12 +146,15 @@ struct Driver<T> {
     closing: Option<(CloseReason, Instant)>,
     /// Where the read buffer's size is published, for tests.
     gauge: Option<Arc<ReadGauge>>,
+    /// Set by [`Config::busy_poll`](crate::Config::busy_poll).
+    busy: Option<BusyPoll>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     fn new(io: T, conn: Arc<Connection>) -> Self {
         let now = Instant::now();
         let limits = conn.config.decode_limits();
+        let busy = conn.config.busy_poll.map(BusyPoll::new);
         Self {
             io,
             conn,
@@ -180,6 +184,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             core_due: false,
             closing: None,
             gauge: None,
+            busy,
         }
     }
 
@@ -207,6 +212,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 self.dispatch.end_round();
             }
             let wrote = self.poll_write(cx);
+            if (had_input || wrote)
+                && let Some(busy) = &mut self.busy
+            {
+                busy.activity(std::time::Instant::now());
+            }
             if let Some((_, flush_until)) = &self.closing {
                 let flushed = self.batch.is_empty() && !self.core_has_transmit && !self.needs_flush;
                 if flushed || self.write_failed.is_some() || Instant::now() >= *flush_until {
@@ -248,6 +258,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 // Let the tasks just woken queue their frames first: one
                 // write for all of them (see `exchange`).
                 self.yielded = true;
+                cx.waker().wake_by_ref();
+            } else if let Some(busy) = &mut self.busy
+                && busy.keep_polling(std::time::Instant::now())
+            {
+                // Poll again rather than sleep (see `busy_poll`).
                 cx.waker().wake_by_ref();
             }
             return Poll::Pending;

@@ -147,6 +147,7 @@ struct ReadmeDoctests;
 mod answers;
 pub mod balance;
 mod buffer_gauge;
+mod busy_poll;
 mod config;
 mod connection;
 pub mod core;
