@@ -685,37 +685,18 @@ fn bench_raw_against_serve_raw_echo() {
     assert!(o.stderr.contains("unknown operation"), "{}", o.stderr);
 }
 
-/// `--busy-poll` on both sides, gotalk and raw: every request answered,
-/// and both processes end (the polling stops with the load).
+/// `--busy-poll` on both sides, gotalk and raw, and with `--self`: every
+/// request answered.
 #[test]
 fn bench_and_serve_with_busy_polling() {
-    let server = Server::start(&["--busy-poll", "50us"]);
-    let v = bench_json(&[
-        "bench",
-        server.addr(),
-        "--busy-poll",
-        "50us",
-        "-n",
-        "2000",
-        "-c",
-        "8",
-        "--json",
-    ]);
-    assert_eq!(v["succeeded"], 2000, "{v}");
-    let echo = Server::start(&["--raw-echo", "--busy-poll", "50us"]);
-    let v = bench_json(&[
-        "bench",
-        echo.addr(),
-        "--raw",
-        "--busy-poll",
-        "50us",
-        "-n",
-        "2000",
-        "-c",
-        "8",
-        "--json",
-    ]);
-    assert_eq!(v["succeeded"], 2000, "{v}");
+    for (serve, raw) in [(&[][..], &[][..]), (&["--raw-echo"][..], &["--raw"][..])] {
+        let server = Server::start(&[serve, &["--busy-poll", "50us"]].concat());
+        let mut args = vec!["bench", server.addr(), "--busy-poll", "50us", "-n", "2000"];
+        args.extend_from_slice(raw);
+        args.extend(["-c", "8", "--json"]);
+        let v = bench_json(&args);
+        assert_eq!(v["succeeded"], 2000, "{v}");
+    }
     let v = bench_json(&[
         "bench",
         "--self",
