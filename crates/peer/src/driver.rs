@@ -215,7 +215,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             if (had_input || wrote)
                 && let Some(busy) = &mut self.busy
             {
-                busy.activity(std::time::Instant::now());
+                busy.activity();
             }
             if let Some((_, flush_until)) = &self.closing {
                 let flushed = self.batch.is_empty() && !self.core_has_transmit && !self.needs_flush;
