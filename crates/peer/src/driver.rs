@@ -146,15 +146,16 @@ struct Driver<T> {
     closing: Option<(CloseReason, Instant)>,
     /// Where the read buffer's size is published, for tests.
     gauge: Option<Arc<ReadGauge>>,
-    /// Set by [`Config::busy_poll`](crate::Config::busy_poll).
-    busy: Option<BusyPoll>,
+    /// Set by [`Config::busy_poll`](crate::Config::busy_poll). Boxed: every
+    /// connection's task holds the field, few set it.
+    busy: Option<Box<BusyPoll>>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     fn new(io: T, conn: Arc<Connection>) -> Self {
         let now = Instant::now();
         let limits = conn.config.decode_limits();
-        let busy = conn.config.busy_poll.map(BusyPoll::new);
+        let busy = conn.config.busy_poll.map(|w| Box::new(BusyPoll::new(w)));
         Self {
             io,
             conn,

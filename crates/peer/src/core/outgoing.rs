@@ -95,6 +95,7 @@ impl Outgoing {
             max,
             ceiling,
             charged: 0,
+            // Twice this is the first batch's buffer (see `first_allocation`).
             last_taken: TAIL_FIRST / 2,
             due: None,
         }
