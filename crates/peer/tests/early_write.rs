@@ -1,7 +1,8 @@
 //! When the replies to one read go out: all together once it is handled,
 //! except that the first 32 of a longer run go out before the rest is
 //! handled, so that the peer can work on them meanwhile; and 16 writes go
-//! by between two such early writes.
+//! by between two such early writes. A run longer than 128 is written in
+//! groups of 128 whatever the last early write.
 //!
 //! The client is raw bytes on one end of an in-memory pipe: each batch of
 //! requests is one write, so the server reads it whole.
@@ -108,4 +109,15 @@ async fn sixteen_writes_go_by_between_two_early_ones() {
         assert_eq!(s.batch(100).await, [100], "round {round}");
     }
     assert_eq!(s.batch(100).await, [32, 68]);
+}
+
+#[tokio::test]
+async fn a_long_run_is_written_in_groups_of_128() {
+    let mut s = setup().await;
+    assert_eq!(s.batch(300).await, [32, 128, 128, 12]);
+    // No first group of 32 within the next 16 writes; groups of 128 still.
+    assert_eq!(s.batch(300).await, [128, 128, 44]);
+    // 128 is not more than 128.
+    assert_eq!(s.batch(128).await, [128]);
+    assert_eq!(s.batch(129).await, [128, 1]);
 }
