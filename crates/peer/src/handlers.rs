@@ -443,9 +443,12 @@ impl Handlers {
         O: Into<Bytes>,
         E: Into<HandlerError>,
     {
+        // `map`, not an `async` block awaiting the handler's future: one
+        // state machine less to step through per call.
         let pooled = PooledHandler::new(move |ctx, payload| {
-            let fut = handler(ctx, payload);
-            async move { fut.await.map(Into::into).map_err(Into::into) }
+            futures::FutureExt::map(handler(ctx, payload), |r: Result<O, E>| {
+                r.map(Into::into).map_err(Into::into)
+            })
         });
         let f: Arc<BufferFn> = Arc::new(move |ctx, payload, spare: Option<&mut Spare>| {
             pooled.call(ctx, payload, spare)
