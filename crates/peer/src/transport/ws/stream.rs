@@ -207,31 +207,37 @@ impl<T> WsStream<T> {
         // per few frames.
         self.out
             .reserve(bytes.len() + (bytes.len() / 4).min(MAX_HEADER_ROOM) + 16);
-        let (out, mask, role) = (&mut self.out, &mut self.mask, self.role);
-        let keys = &mut self.keys;
-        self.writer
-            .push(bytes, |piece| match (piece, role) {
-                (Piece::Start(len), Role::Server) => {
-                    frame::put_header(out, Opcode::Binary, len, None);
-                }
-                (Piece::Start(len), Role::Client) => {
-                    *mask = (MaskKeys::next(keys), 0);
-                    frame::put_header(out, Opcode::Binary, len, Some(mask.0));
-                }
-                (Piece::Data(data), Role::Server) => out.extend_from_slice(data),
-                (Piece::Data(data), Role::Client) => {
-                    let start = out.len();
-                    out.extend_from_slice(data);
-                    mask::apply(&mut out[start..], mask.0, mask.1);
-                    mask.1 += data.len();
-                }
-            })
-            .map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("outgoing gotalk bytes do not parse: {e}"),
-                )
-            })?;
+        // One closure per role rather than one matching on it: each piece
+        // (two to four per frame) calls it, and the server's small one is
+        // inlined into the splitter.
+        let out = &mut self.out;
+        let pushed = match self.role {
+            Role::Server => self.writer.push(bytes, |piece| match piece {
+                Piece::Start(len) => frame::put_header(out, Opcode::Binary, len, None),
+                Piece::Data(data) => out.extend_from_slice(data),
+            }),
+            Role::Client => {
+                let (mask, keys) = (&mut self.mask, &mut self.keys);
+                self.writer.push(bytes, |piece| match piece {
+                    Piece::Start(len) => {
+                        *mask = (MaskKeys::next(keys), 0);
+                        frame::put_header(out, Opcode::Binary, len, Some(mask.0));
+                    }
+                    Piece::Data(data) => {
+                        let start = out.len();
+                        out.extend_from_slice(data);
+                        mask::apply(&mut out[start..], mask.0, mask.1);
+                        mask.1 += data.len();
+                    }
+                })
+            }
+        };
+        pushed.map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("outgoing gotalk bytes do not parse: {e}"),
+            )
+        })?;
         self.release_control();
         if let Some(code) = self.writer.protocol_error()
             && !self.close_sent

@@ -86,6 +86,11 @@ impl Reassembler {
     /// like [`push_message`](Self::push_message) but without taking its
     /// bytes: the caller delivers them itself, right after whatever
     /// [`buffered`](Self::buffered) still holds.
+    ///
+    /// The two messages of a frame as gotalk.js and this crate send it (a
+    /// header alone, then its payload) take the short path inline; any
+    /// other split of the stream walks the message out of line.
+    #[inline]
     pub(crate) fn accept(&mut self, data: &[u8]) -> Result<(), WsError> {
         if let Some(declared) = self.expect_payload.take() {
             if data.len() != declared as usize {
@@ -96,30 +101,39 @@ impl Reassembler {
             }
             return Ok(());
         }
-        let mut i = 0;
         // A message that starts at a frame boundary starts with a header;
-        // parsed here once, it decides the rule, and the walk below goes on
-        // after it (a header that is cut short or malformed is left to the
-        // walk, which parses it again, then keeps it aside or gives up on
-        // the stream: rare, so not worth a path of its own).
+        // parsed here once, it decides the rule, and the walk goes on after
+        // it (a header that is cut short or malformed is left to the walk,
+        // which parses it again, then keeps it aside or gives up on the
+        // stream: rare, so not worth a path of its own).
         if self.scan == Scan::Header
             && self.partial.is_empty()
             && let Ok(Decoded::Complete(header, len)) = parse_header(data, &SCAN_LIMITS)
         {
             let payload = header.payload_len;
             if len == data.len() {
-                // One header alone in its message (how gotalk.js and this
-                // crate send): the next message is its payload, exactly.
+                // One header alone in its message: the next message is its
+                // payload, exactly.
                 if payload > 0 {
                     self.expect_payload = Some(payload);
                 }
                 return Ok(());
             }
-            i = len;
             if payload > 0 {
                 self.scan = Scan::Payload(payload as usize);
             }
+            self.walk(data, len);
+            return Ok(());
         }
+        self.walk(data, 0);
+        Ok(())
+    }
+
+    /// Follows the frames of `data` from offset `i` on. Out of line, so
+    /// that the common path above stays small (its callers' registers
+    /// need no saving for this loop).
+    #[inline(never)]
+    fn walk(&mut self, data: &[u8], mut i: usize) {
         // Each pass consumes at least one byte or ends the loop.
         while i < data.len() {
             match self.scan {
@@ -168,7 +182,6 @@ impl Reassembler {
                 }
             }
         }
-        Ok(())
     }
 }
 
