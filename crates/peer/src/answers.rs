@@ -116,11 +116,17 @@ impl Answers {
         if let Some(slot) = self.slot(key) {
             slot.generation = slot.generation.wrapping_add(1);
             slot.state = State::Free { next: free };
-            self.free = key.index;
-            self.open -= 1;
-            if self.open == 0 && self.slots.len() > KEPT_SLOTS {
-                self.release();
-            }
+            self.freed(key.index);
+        }
+    }
+
+    /// The slot at `index` was just marked free (its generation moved on,
+    /// its state pointing at the old head of the free list).
+    fn freed(&mut self, index: u32) {
+        self.free = index;
+        self.open -= 1;
+        if self.open == 0 && self.slots.len() > KEPT_SLOTS {
+            self.release();
         }
     }
 
@@ -129,6 +135,7 @@ impl Answers {
     /// (impossible while it waits: only the caller frees it) reads as
     /// `None`, and the caller reports the connection closed.
     pub(crate) fn poll(&mut self, key: AnswerKey, cx: &Context<'_>) -> Poll<Option<Answer>> {
+        let free = self.free;
         let Some(slot) = self.slot(key) else {
             return Poll::Ready(None);
         };
@@ -140,11 +147,14 @@ impl Answers {
                 Poll::Pending
             }
             State::Ready(_) => {
-                let State::Ready(answer) = std::mem::replace(&mut slot.state, State::Waiting(None))
+                // Taken and freed in one step (as `close` does).
+                slot.generation = slot.generation.wrapping_add(1);
+                let State::Ready(answer) =
+                    std::mem::replace(&mut slot.state, State::Free { next: free })
                 else {
                     unreachable!("matched above")
                 };
-                self.close(key);
+                self.freed(key.index);
                 Poll::Ready(Some(answer))
             }
             State::Free { .. } => unreachable!("`slot` returns slots in use only"),
