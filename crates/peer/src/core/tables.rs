@@ -18,12 +18,19 @@ pub(crate) const RETIRED_STREAMS: usize = 1024;
 /// Request IDs are our own counter or four opaque bytes: hash them with one
 /// multiply instead of SipHash (the tables are bounded by the limits, so
 /// flooding them with colliding IDs costs the peer as much as us).
+///
+/// A product's low bits depend only on the factors' low bits, and the
+/// table picks a bucket by the hash's low bits; so `finish` folds the high
+/// half, where every input bit counts, into the low one. Without it, IDs
+/// that differ only in their last bytes (gotalk.js counts `0001`, `0002`,
+/// … in base 36, the last byte the highest of the `u32` an ID hashes as)
+/// would all share a bucket.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 32)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
@@ -401,6 +408,43 @@ mod tests {
     }
 
     type T = Tables<Test>;
+
+    /// The bucket a hash picks in a table of `buckets` (a power of two):
+    /// its low bits, as hashbrown takes them.
+    fn bucket(id: RequestId, buckets: u64) -> u64 {
+        use std::hash::BuildHasher;
+        BuildHasherDefault::<IdHasher>::default().hash_one(id) & (buckets - 1)
+    }
+
+    /// Spread, not perfect: 36 × 36 or 256 random hashes would leave about
+    /// 1 of 64 buckets empty; without the fold in `finish`, the first and
+    /// the last set take one bucket each.
+    #[test]
+    fn ids_that_differ_in_their_last_bytes_spread_over_buckets() {
+        // gotalk.js's base-36 IDs: the first three bytes stay `000` for
+        // 36 requests, `00` for 1 296.
+        let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let js: Vec<RequestId> = digits
+            .iter()
+            .flat_map(|&c| {
+                digits
+                    .iter()
+                    .map(move |&d| RequestId::new([b'0', b'0', c, d]))
+            })
+            .collect();
+        let used: std::collections::HashSet<u64> = js.iter().map(|&id| bucket(id, 64)).collect();
+        assert!(used.len() >= 48, "{} of 64 buckets", used.len());
+        // Our own counter, little-endian: its low byte moves first.
+        let ours: std::collections::HashSet<u64> = (0..1024)
+            .map(|n| bucket(RequestId::from_u32(n), 64))
+            .collect();
+        assert!(ours.len() >= 48, "{} of 64 buckets", ours.len());
+        // Only the top byte differing.
+        let top: std::collections::HashSet<u64> = (0..=255u32)
+            .map(|n| bucket(RequestId::from_u32(n << 24), 64))
+            .collect();
+        assert!(top.len() >= 40, "{} of 64 buckets", top.len());
+    }
 
     fn id(n: u32) -> RequestId {
         RequestId::from_u32(n)
