@@ -112,22 +112,23 @@ impl Answers {
     /// Frees the slot of `key`, dropping any answer in it: the caller took
     /// its answer, gave up, or its request was never sent.
     pub(crate) fn close(&mut self, key: AnswerKey) {
-        let free = self.free;
-        if let Some(slot) = self.slot(key) {
-            slot.generation = slot.generation.wrapping_add(1);
-            slot.state = State::Free { next: free };
-            self.freed(key.index);
+        if self.slot(key).is_some() {
+            self.free_slot(key.index);
         }
     }
 
-    /// The slot at `index` was just marked free (its generation moved on,
-    /// its state pointing at the old head of the free list).
-    fn freed(&mut self, index: u32) {
+    /// Frees the slot at `index` (in use): its generation moves on, it
+    /// heads the free list, and its state is returned.
+    fn free_slot(&mut self, index: u32) -> State {
+        let slot = &mut self.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        let state = std::mem::replace(&mut slot.state, State::Free { next: self.free });
         self.free = index;
         self.open -= 1;
         if self.open == 0 && self.slots.len() > KEPT_SLOTS {
             self.release();
         }
+        state
     }
 
     /// The answer for `key` if it is there (freeing the slot), otherwise
@@ -135,7 +136,6 @@ impl Answers {
     /// (impossible while it waits: only the caller frees it) reads as
     /// `None`, and the caller reports the connection closed.
     pub(crate) fn poll(&mut self, key: AnswerKey, cx: &Context<'_>) -> Poll<Option<Answer>> {
-        let free = self.free;
         let Some(slot) = self.slot(key) else {
             return Poll::Ready(None);
         };
@@ -147,14 +147,10 @@ impl Answers {
                 Poll::Pending
             }
             State::Ready(_) => {
-                // Taken and freed in one step (as `close` does).
-                slot.generation = slot.generation.wrapping_add(1);
-                let State::Ready(answer) =
-                    std::mem::replace(&mut slot.state, State::Free { next: free })
-                else {
+                // Taken and freed in one step.
+                let State::Ready(answer) = self.free_slot(key.index) else {
                     unreachable!("matched above")
                 };
-                self.freed(key.index);
                 Poll::Ready(Some(answer))
             }
             State::Free { .. } => unreachable!("`slot` returns slots in use only"),

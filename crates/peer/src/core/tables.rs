@@ -409,11 +409,15 @@ mod tests {
 
     type T = Tables<Test>;
 
-    /// The bucket a hash picks in a table of `buckets` (a power of two):
-    /// its low bits, as hashbrown takes them.
-    fn bucket(id: RequestId, buckets: u64) -> u64 {
+    /// How many of 64 buckets `ids` use, a bucket being a hash's low bits
+    /// (as hashbrown takes them).
+    fn buckets_used(ids: impl IntoIterator<Item = RequestId>) -> usize {
         use std::hash::BuildHasher;
-        BuildHasherDefault::<IdHasher>::default().hash_one(id) & (buckets - 1)
+        let hasher = BuildHasherDefault::<IdHasher>::default();
+        ids.into_iter()
+            .map(|id| hasher.hash_one(id) & 63)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
     }
 
     /// Spread, not perfect: 36 × 36 or 256 random hashes would leave about
@@ -424,26 +428,19 @@ mod tests {
         // gotalk.js's base-36 IDs: the first three bytes stay `000` for
         // 36 requests, `00` for 1 296.
         let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
-        let js: Vec<RequestId> = digits
-            .iter()
-            .flat_map(|&c| {
-                digits
-                    .iter()
-                    .map(move |&d| RequestId::new([b'0', b'0', c, d]))
-            })
-            .collect();
-        let used: std::collections::HashSet<u64> = js.iter().map(|&id| bucket(id, 64)).collect();
-        assert!(used.len() >= 48, "{} of 64 buckets", used.len());
+        let js = digits.iter().flat_map(|&c| {
+            digits
+                .iter()
+                .map(move |&d| RequestId::new([b'0', b'0', c, d]))
+        });
+        let used = buckets_used(js);
+        assert!(used >= 48, "{used} of 64 buckets");
         // Our own counter, little-endian: its low byte moves first.
-        let ours: std::collections::HashSet<u64> = (0..1024)
-            .map(|n| bucket(RequestId::from_u32(n), 64))
-            .collect();
-        assert!(ours.len() >= 48, "{} of 64 buckets", ours.len());
+        let ours = buckets_used((0..1024).map(RequestId::from_u32));
+        assert!(ours >= 48, "{ours} of 64 buckets");
         // Only the top byte differing.
-        let top: std::collections::HashSet<u64> = (0..=255u32)
-            .map(|n| bucket(RequestId::from_u32(n << 24), 64))
-            .collect();
-        assert!(top.len() >= 40, "{} of 64 buckets", top.len());
+        let top = buckets_used((0..=255u32).map(|n| RequestId::from_u32(n << 24)));
+        assert!(top >= 40, "{top} of 64 buckets");
     }
 
     fn id(n: u32) -> RequestId {

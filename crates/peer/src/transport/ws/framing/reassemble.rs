@@ -101,6 +101,7 @@ impl Reassembler {
             }
             return Ok(());
         }
+        let mut from = 0;
         // A message that starts at a frame boundary starts with a header;
         // parsed here once, it decides the rule, and the walk goes on after
         // it (a header that is cut short or malformed is left to the walk,
@@ -122,10 +123,9 @@ impl Reassembler {
             if payload > 0 {
                 self.scan = Scan::Payload(payload as usize);
             }
-            self.walk(data, len);
-            return Ok(());
+            from = len;
         }
-        self.walk(data, 0);
+        self.walk(data, from);
         Ok(())
     }
 
